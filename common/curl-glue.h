@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* libcurl multi interface driven by an sd-event loop: sockets as io sources, curl's timer as a relative
+ * one-shot time source; every finished transfer is drained on each wake-up. */
+#pragma once
+
+#include <curl/curl.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+
+typedef struct CurlGlue CurlGlue;
+
+/* Called once per transfer when it finished (or failed). The easy handle has already been removed from
+ * the multi handle; the callee owns it again. */
+typedef void (*CurlGlueDone)(CurlGlue *g, CURL *c, CURLcode result, void *userdata);
+
+int curl_glue_new(sd_event *e, CurlGlue **ret);
+CurlGlue *curl_glue_free(CurlGlue *g);
+DEFINE_TRIVIAL_CLEANUP_FUNC(CurlGlue *, curl_glue_free);
+
+/* Starts c; done() is called from the event loop when it ends. */
+int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata);
+/* Stops c without calling done(). */
+void curl_glue_remove(CurlGlue *g, CURL *c);
+
+/* Pause/unpause receiving for c (for back pressure). */
+int curl_glue_pause(CurlGlue *g, CURL *c, bool pause);
+
+/* Common easy-handle settings: protocols http/https only, no signals, timeouts, optional CA file. */
+int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t timeout_usec);
+
+/* Checks that a URL is https://, or http:// to a loopback host (tests). */
+int url_check_scheme(const char *url);
+/* Replaces each "{region}" in template. */
+int url_expand_region(const char *template, const char *region, char **ret);

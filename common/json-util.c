@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* json-c helpers: bounded parsing, typed field access, cleanup. */
+#include "json-util.h"
+
+int json_parse_bounded(const char *buf, size_t size, int max_depth, json_object **ret, const char **ret_error) {
+        json_tokener *tok;
+        json_object *o;
+
+        if (size > INT32_MAX) {
+                if (ret_error)
+                        *ret_error = "document too large";
+                return -EFBIG;
+        }
+        tok = json_tokener_new_ex(max_depth);
+        if (!tok)
+                return -ENOMEM;
+        o = json_tokener_parse_ex(tok, buf, (int) size);
+        enum json_tokener_error jerr = json_tokener_get_error(tok);
+        size_t consumed = json_tokener_get_parse_end(tok);
+        json_tokener_free(tok);
+
+        if (jerr != json_tokener_success || !o) {
+                if (ret_error)
+                        *ret_error = jerr == json_tokener_continue ? "unexpected end of input"
+                                                                   : json_tokener_error_desc(jerr);
+                json_object_put(o);
+                return -EBADMSG;
+        }
+        for (size_t i = consumed; i < size; i++)
+                if (!strchr(" \t\r\n", buf[i])) {
+                        if (ret_error)
+                                *ret_error = "trailing data after the JSON value";
+                        json_object_put(o);
+                        return -EBADMSG;
+                }
+        *ret = o;
+        return 0;
+}
+
+static int get_typed(json_object *o, const char *key, json_type type, json_object **ret) {
+        json_object *v;
+        if (!o || !json_object_is_type(o, json_type_object))
+                return -EMEDIUMTYPE;
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return -ENOENT;
+        if (!json_object_is_type(v, type))
+                return -EMEDIUMTYPE;
+        *ret = v;
+        return 0;
+}
+
+int json_get_string(json_object *o, const char *key, const char **ret) {
+        json_object *v;
+        int r = get_typed(o, key, json_type_string, &v);
+        if (r < 0)
+                return r;
+        *ret = json_object_get_string(v);
+        return 0;
+}
+
+int json_get_bool(json_object *o, const char *key, bool *ret) {
+        json_object *v;
+        int r = get_typed(o, key, json_type_boolean, &v);
+        if (r < 0)
+                return r;
+        *ret = json_object_get_boolean(v);
+        return 0;
+}
+
+int json_get_int64(json_object *o, const char *key, int64_t *ret) {
+        json_object *v;
+        int r = get_typed(o, key, json_type_int, &v);
+        if (r == -EMEDIUMTYPE && get_typed(o, key, json_type_double, &v) >= 0) {
+                double d = json_object_get_double(v);
+                if (d != (double) (int64_t) d)
+                        return -EMEDIUMTYPE;
+                *ret = (int64_t) d;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        errno = 0;
+        *ret = json_object_get_int64(v);
+        return 0;
+}
+
+int json_get_double(json_object *o, const char *key, double *ret) {
+        json_object *v;
+        int r = get_typed(o, key, json_type_double, &v);
+        if (r == -EMEDIUMTYPE)
+                r = get_typed(o, key, json_type_int, &v);
+        if (r < 0)
+                return r;
+        *ret = json_object_get_double(v);
+        return 0;
+}
+
+int json_get_object(json_object *o, const char *key, json_object **ret) {
+        return get_typed(o, key, json_type_object, ret);
+}
+
+int json_get_array(json_object *o, const char *key, json_object **ret) {
+        return get_typed(o, key, json_type_array, ret);
+}
+
+const char *json_string_or_null(json_object *o, const char *key) {
+        const char *s;
+        return json_get_string(o, key, &s) < 0 ? NULL : s;
+}
+
+int json_set_string(json_object *o, const char *key, const char *value) {
+        if (!value) {
+                json_object_object_del(o, key);
+                return 0;
+        }
+        json_object *v = json_object_new_string(value);
+        if (!v)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+char *json_to_string_dup(json_object *o, int flags) {
+        const char *s = json_object_to_json_string_ext(o, flags);
+        return s ? strdup(s) : NULL;
+}
+
+void json_object_erase_strings(json_object *o) {
+        if (!o)
+                return;
+        switch (json_object_get_type(o)) {
+        case json_type_string: {
+                /* json-c owns the buffer; overwrite it in place before release. */
+                char *s = (char *) json_object_get_string(o);
+                explicit_bzero(s, (size_t) json_object_get_string_len(o));
+                break;
+        }
+        case json_type_object: {
+                json_object_object_foreach(o, k, v) {
+                        (void) k;
+                        json_object_erase_strings(v);
+                }
+                break;
+        }
+        case json_type_array:
+                for (size_t i = 0; i < json_object_array_length(o); i++)
+                        json_object_erase_strings(json_object_array_get_idx(o, i));
+                break;
+        default:
+                break;
+        }
+}

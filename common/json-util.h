@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* json-c helpers: bounded parsing, typed field access, cleanup. */
+#pragma once
+
+#include <json-c/json.h>
+
+#include "macro.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(json_object *, json_object_put);
+#define _cleanup_json_ _cleanup_(json_object_putp)
+
+/* Parses exactly one JSON value from buf[0..size) with nesting limited to max_depth. Trailing white space
+ * is allowed, anything else is -EBADMSG. On error *ret_error (if given) points to a static description. */
+int json_parse_bounded(const char *buf, size_t size, int max_depth, json_object **ret, const char **ret_error);
+
+/* Field access. Return 0 and the value, -ENOENT when the key is missing or null, -EMEDIUMTYPE when it
+ * has another type. The returned strings belong to the object. */
+int json_get_string(json_object *o, const char *key, const char **ret);
+int json_get_bool(json_object *o, const char *key, bool *ret);
+int json_get_int64(json_object *o, const char *key, int64_t *ret);
+int json_get_double(json_object *o, const char *key, double *ret);
+int json_get_object(json_object *o, const char *key, json_object **ret);
+int json_get_array(json_object *o, const char *key, json_object **ret);
+
+/* Like json_get_string(), but NULL for missing or wrong type. */
+const char *json_string_or_null(json_object *o, const char *key);
+
+/* Sets key to a string copy (NULL deletes the key). */
+int json_set_string(json_object *o, const char *key, const char *value);
+
+/* Serializes compactly into a malloc'ed string. */
+char *json_to_string_dup(json_object *o, int flags);
+
+/* Wipes every string value in a JSON tree that holds secrets, before it is freed. */
+void json_object_erase_strings(json_object *o);

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Logging to stderr with syslog priority prefixes that journald understands. */
+#pragma once
+
+#include <syslog.h>
+
+#include "macro.h"
+
+void log_set_max_level(int level);
+int log_get_max_level(void);
+/* Parses "debug", "info", … or a number 0..7. */
+int log_level_from_string(const char *s);
+const char *log_level_to_string(int level);
+
+/* Logs at 'level'; with 'error' != 0 sets errno so that %m works. Returns -abs(error). */
+int log_internal(int level, int error, const char *file, int line, const char *func, const char *format, ...)
+        _printf_(6, 7);
+
+/* Logs a notable event with a journal MESSAGE_ID (a 32 hex id). */
+void log_event(int level, const char *message_id, const char *format, ...) _printf_(3, 4);
+
+#define log_full_errno(level, error, ...)                                                  \
+        ({                                                                                 \
+                int _l = (level), _e = (error);                                            \
+                (log_get_max_level() >= _l)                                                \
+                        ? log_internal(_l, _e, __FILE__, __LINE__, __func__, __VA_ARGS__)  \
+                        : -abs(_e);                                                        \
+        })
+#define log_full(level, ...) (void) log_full_errno(level, 0, __VA_ARGS__)
+
+#define log_debug(...)   log_full(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...)    log_full(LOG_INFO, __VA_ARGS__)
+#define log_notice(...)  log_full(LOG_NOTICE, __VA_ARGS__)
+#define log_warning(...) log_full(LOG_WARNING, __VA_ARGS__)
+#define log_error(...)   log_full(LOG_ERR, __VA_ARGS__)
+
+#define log_debug_errno(e, ...)   log_full_errno(LOG_DEBUG, e, __VA_ARGS__)
+#define log_info_errno(e, ...)    log_full_errno(LOG_INFO, e, __VA_ARGS__)
+#define log_notice_errno(e, ...)  log_full_errno(LOG_NOTICE, e, __VA_ARGS__)
+#define log_warning_errno(e, ...) log_full_errno(LOG_WARNING, e, __VA_ARGS__)
+#define log_error_errno(e, ...)   log_full_errno(LOG_ERR, e, __VA_ARGS__)
+
+#define log_oom() log_error_errno(ENOMEM, "Out of memory.")
+
+/* MESSAGE_IDs of notable events. */
+#define KIROD_MESSAGE_CREDENTIAL_IMPORTED  "8f0d3e2b6c4a4f1e9b7a5d3c1e2f4a6b"
+#define KIROD_MESSAGE_REFRESH_FAILED       "2c6e8a0b4d6f4e1a8c3b5d7f9a1c3e5d"
+#define KIROD_MESSAGE_NEEDS_LOGIN          "5a7c9e1b3d5f4a2c8e0b2d4f6a8c0e2b"
