@@ -2,6 +2,8 @@
 /* Cleanup attributes, ownership transfer and small helpers shared by every kirod program. */
 #pragma once
 
+#include "config.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,0 +1,770 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The org.kirod.Auth1 bus API: Manager and Credential objects, caller checks, LogControl1. */
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+
+#include "authd-import.h"
+#include "authd-manager.h"
+#include "bus-names.h"
+#include "log.h"
+
+typedef enum Access {
+        ACCESS_TOKEN,   /* root and the proxy user */
+        ACCESS_ADMIN,   /* root and the admin group */
+        ACCESS_ROOT,
+} Access;
+
+/* The caller's effective UID as the bus reports it. Only credentials the bus vouches for count: anything
+ * sd-bus had to read from /proc ("augmented") is racy and refused. dbus-daemon's UnixUserID is the
+ * SO_PEERCRED uid of the connection, i.e. the effective uid at connect time. */
+static int sender_uid(sd_bus_message *msg, uid_t *ret) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uint64_t augmented;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID, &creds);
+        if (r < 0)
+                return r;
+        augmented = sd_bus_creds_get_augmented_mask(creds);
+        if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
+                *ret = uid;
+                return 0;
+        }
+        if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
+                *ret = uid;
+                return 0;
+        }
+        return -EPERM;
+}
+
+static bool uid_in_group(uid_t uid, gid_t gid) {
+        struct passwd *pw = getpwuid(uid);
+        gid_t groups[256];
+        int n = ELEMENTSOF(groups);
+
+        if (!pw || gid == GID_INVALID)
+                return false;
+        if (pw->pw_gid == gid)
+                return true;
+        if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+                return false;
+        for (int i = 0; i < n; i++)
+                if (groups[i] == gid)
+                        return true;
+        return false;
+}
+
+static int check_access(Manager *m, sd_bus_message *msg, Access a, sd_bus_error *error) {
+        uid_t uid;
+        int r = sender_uid(msg, &uid);
+        if (r < 0)
+                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Cannot determine the caller's user.");
+        if (uid == 0 || (m->user_mode && uid == getuid()))
+                return 0;
+        switch (a) {
+        case ACCESS_TOKEN:
+                if (m->proxy_uid != UID_INVALID && uid == m->proxy_uid)
+                        return 0;
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Access denied: tokens are only for root and the proxy user '%s'.",
+                                         strna(m->proxy_user));
+        case ACCESS_ADMIN:
+                if (uid_in_group(uid, m->admin_gid))
+                        return 0;
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Access denied: changing credentials needs root or membership in group '%s'.",
+                                         strna(m->admin_group));
+        default:
+                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Access denied: root only.");
+        }
+}
+
+static int check_flags(uint64_t flags, sd_bus_error *error) {
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%llx.",
+                                         (unsigned long long) flags);
+        return 0;
+}
+
+static Cred *cred_from_path(Manager *m, const char *path) {
+        _cleanup_free_ char *id = NULL;
+        if (kirod_credential_id_from_path(path, &id) < 0)
+                return NULL;
+        return manager_find(m, id);
+}
+
+/* ---- Manager ---------------------------------------------------------------------------------------- */
+
+int bus_reply_token(Cred *cred, sd_bus_message *call) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Credential *c = cred->c;
+        char region[64];
+        int r;
+
+        r = sd_bus_message_new_method_return(call, &reply);
+        if (r < 0)
+                return r;
+        /* The reply carries a secret: keep it out of bus dumps and wipe it on free. */
+        r = sd_bus_message_sensitive(reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "sst", c->id, c->access_token,
+                                  c->expires_at == USEC_INFINITY ? UINT64_MAX : c->expires_at);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "{sv}", "region", "s", credential_api_region(c, region, sizeof region));
+        if (r >= 0 && c->profile_arn)
+                r = sd_bus_message_append(reply, "{sv}", "profile_arn", "s", c->profile_arn);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "{sv}", "auth_method", "s", auth_method_to_string(c->method));
+        if (r >= 0 && c->machine_id)
+                r = sd_bus_message_append(reply, "{sv}", "machine_id", "s", c->machine_id);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int park(sd_bus_message ***list, size_t *n, sd_bus_message *msg) {
+        sd_bus_message **l = realloc(*list, sizeof(sd_bus_message *) * (*n + 1));
+        if (!l)
+                return -ENOMEM;
+        *list = l;
+        l[(*n)++] = sd_bus_message_ref(msg);
+        return 0;
+}
+
+static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *provider_s, *id;
+        uint64_t flags;
+        Cred *cred;
+        int r;
+
+        r = check_access(m, msg, ACCESS_TOKEN, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "sst", &provider_s, &id, &flags);
+        if (r < 0)
+                return r;
+        r = check_flags(flags, error);
+        if (r < 0)
+                return r;
+        Provider p = provider_from_string(isempty(provider_s) ? "kiro" : provider_s);
+        if (p < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown provider '%s'.", provider_s);
+
+        if (!isempty(id)) {
+                cred = manager_find(m, id);
+                if (!cred)
+                        return sd_bus_error_setf(error, KIROD_ERROR_NO_SUCH_CREDENTIAL, "No credential '%s'.", id);
+                if (cred->c->provider != p)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Credential '%s' belongs to provider '%s'.", id,
+                                                 provider_to_string(cred->c->provider));
+                if (!cred->c->enabled)
+                        return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_DISABLED,
+                                                 "Credential '%s' is disabled; enable it with 'kiroctl enable %s'.", id, id);
+                if (cred->c->health == HEALTH_NEEDS_LOGIN)
+                        return sd_bus_error_setf(error, KIROD_ERROR_NEEDS_LOGIN,
+                                                 "Credential '%s' needs a new login; see 'kiroctl status %s'.", id, id);
+        } else {
+                cred = manager_select(m, p, error);
+                if (!cred)
+                        return -ENOKEY;
+        }
+
+        usec_t n = now(CLOCK_REALTIME);
+        if (cred_token_usable(cred, n)) {
+                /* Still valid: answer now, and refresh in the background when inside the margin. */
+                if (cred->c->expires_at != USEC_INFINITY && cred->c->expires_at < n + m->refresh_margin)
+                        (void) cred_start_refresh(cred, false);
+                r = bus_reply_token(cred, msg);
+                return r < 0 ? r : 1;
+        }
+
+        /* Expired or about to: wait for the (single) refresh. */
+        if (!cred->refreshing && !cred->queued && cred->retry_at > n)
+                return sd_bus_error_setf(error, KIROD_ERROR_REFRESH_FAILED,
+                                         "The access token of '%s' expired and refreshing failed (%s); retrying in %llus.",
+                                         cred->c->id, strna(cred->c->last_error),
+                                         (unsigned long long) ((cred->retry_at - n) / USEC_PER_SEC));
+        r = cred_start_refresh(cred, false);
+        if (r < 0 && r != -ENOKEY)
+                return sd_bus_error_setf(error, KIROD_ERROR_REFRESH_FAILED, "Cannot refresh credential '%s'.",
+                                         cred->c->id);
+        if (cred->c->health == HEALTH_NEEDS_LOGIN)
+                return sd_bus_error_setf(error, KIROD_ERROR_NEEDS_LOGIN, "Credential '%s' needs a new login.",
+                                         cred->c->id);
+        r = park(&cred->token_waiters, &cred->n_token_waiters, msg);
+        return r < 0 ? r : 1;
+}
+
+static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *id, *kind;
+        uint64_t retry_after, flags;
+        Cred *cred;
+        int r;
+
+        r = check_access(m, msg, ACCESS_TOKEN, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "sstt", &id, &kind, &retry_after, &flags);
+        if (r < 0)
+                return r;
+        r = check_flags(flags, error);
+        if (r < 0)
+                return r;
+        cred = manager_find(m, id);
+        if (!cred)
+                return sd_bus_error_setf(error, KIROD_ERROR_NO_SUCH_CREDENTIAL, "No credential '%s'.", id);
+
+        usec_t n = now(CLOCK_REALTIME);
+        Credential *c = cred->c;
+        if (streq(kind, "unauthorized")) {
+                /* 403 with a bad token: one forced refresh, shared by everyone who saw it. */
+                if (c->last_refresh_at + UNAUTHORIZED_REFRESH_GRACE_USEC < n)
+                        (void) cred_start_refresh(cred, true);
+        } else if (streq(kind, "throttled"))
+                c->cooldown_until = n + (retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : 30 * USEC_PER_SEC);
+        else if (streq(kind, "quota-exhausted"))
+                c->cooldown_until = n + (retry_after ? retry_after : 3600 * USEC_PER_SEC);
+        else if (streq(kind, "suspended")) {
+                c->enabled = false;
+                (void) free_and_strdup(&c->last_error, "suspended by the upstream service");
+                log_warning("Credential '%s' was reported suspended upstream and is now disabled.", c->id);
+        } else if (streq(kind, "server-error"))
+                (void) free_and_strdup(&c->last_error, "upstream server error");
+        else
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown upstream error kind '%s'.", kind);
+
+        if (!streq(kind, "unauthorized")) {
+                (void) cred_save(cred);
+                cred_schedule(cred);
+                cred_emit_changed(cred);
+        }
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int read_import_options(sd_bus_message *msg, const char **id, const char **region, int *replace,
+                               int *registration_fd, const char **source_path, sd_bus_error *error) {
+        int r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        for (;;) {
+                const char *key;
+                r = sd_bus_message_enter_container(msg, 'e', "sv");
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "id"))
+                        r = sd_bus_message_read(msg, "v", "s", id);
+                else if (streq(key, "region"))
+                        r = sd_bus_message_read(msg, "v", "s", region);
+                else if (streq(key, "replace"))
+                        r = sd_bus_message_read(msg, "v", "b", replace);
+                else if (streq(key, "registration"))
+                        r = sd_bus_message_read(msg, "v", "h", registration_fd);
+                else if (streq(key, "source_path"))
+                        r = sd_bus_message_read(msg, "v", "s", source_path);
+                else
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown import option '%s'.", key);
+                if (r < 0)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Import option '%s' has the wrong type.",
+                                                 key);
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_exit_container(msg);
+}
+
+static int check_source_fd(int fd, sd_bus_error *error) {
+        struct stat st;
+        /* Reading a pipe or socket could block the event loop; kiroctl sends files and memfds. */
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return sd_bus_error_set(error, KIROD_ERROR_INVALID_SOURCE,
+                                        "The source must be a regular file or a memfd.");
+        return 0;
+}
+
+static bool printable(const char *s, size_t max) {
+        size_t n = 0;
+        for (; *s; s++, n++)
+                if ((unsigned char) *s < ' ' || *s == 0x7f || n >= max)
+                        return false;
+        return true;
+}
+
+static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *format_s, *id = NULL, *region = NULL, *source_path = NULL;
+        int fd, registration_fd = -EBADF, replace = false;
+        _cleanup_free_ char *message = NULL;
+        Credential *c = NULL;
+        uint64_t flags;
+        int r;
+
+        r = check_access(m, msg, ACCESS_ADMIN, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "sh", &format_s, &fd);
+        if (r < 0)
+                return r;
+        r = read_import_options(msg, &id, &region, &replace, &registration_fd, &source_path, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "t", &flags);
+        if (r < 0)
+                return r;
+        r = check_flags(flags, error);
+        if (r < 0)
+                return r;
+
+        ImportFormat f = import_format_from_string(format_s);
+        if (f < 0)
+                return sd_bus_error_setf(error, KIROD_ERROR_UNSUPPORTED_FORMAT,
+                                         "Unknown import format '%s' (kiro-cli-sqlite, kiro-ide-json, refresh-token, api-key).",
+                                         format_s);
+        if (registration_fd >= 0 && f != IMPORT_KIRO_IDE_JSON)
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "Option 'registration' only applies to format 'kiro-ide-json'.");
+        if (!isempty(id) && !credential_id_is_valid(id))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid credential id '%s': use 1-64 letters, digits, '.', '_' or '-'.", id);
+        if (region && (isempty(region) || strlen(region) > 32 || !printable(region, 32) || strchr(region, '/')))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid region.");
+        if (source_path && !printable(source_path, 4096))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid source path.");
+        r = check_source_fd(fd, error);
+        if (r >= 0 && registration_fd >= 0)
+                r = check_source_fd(registration_fd, error);
+        if (r < 0)
+                return r;
+
+        if (isempty(id))
+                id = import_format_default_id(f);
+        Cred *existing = manager_find(m, id);
+        if (existing && !replace)
+                return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_EXISTS,
+                                         "Credential '%s' exists already; pass --replace to update it or --id to add another.",
+                                         id);
+
+        /* Parse everything first: a bad source must not touch what is stored. */
+        r = import_from_fds(f, fd, registration_fd, &c, &message);
+        if (r < 0) {
+                const char *name = r == -EFBIG          ? KIROD_ERROR_SOURCE_TOO_LARGE
+                                   : r == -ENODATA      ? KIROD_ERROR_NO_TOKEN_IN_SOURCE
+                                   : r == -EKEYREJECTED ? KIROD_ERROR_REGISTRATION_EXPIRED
+                                   : r == -ENOMEM       ? SD_BUS_ERROR_NO_MEMORY
+                                                        : KIROD_ERROR_INVALID_SOURCE;
+                return sd_bus_error_setf(error, name, "Cannot import %s: %s.", format_s, strna(message));
+        }
+        if (region && free_and_strdup(&c->region, region) < 0) {
+                credential_free(c);
+                return -ENOMEM;
+        }
+        c->imported_at = now(CLOCK_REALTIME);
+        if (source_path && free_and_strdup(&c->source_path, source_path) < 0) {
+                credential_free(c);
+                return -ENOMEM;
+        }
+
+        Cred *cred;
+        if (existing) {
+                /* Replace the login material on the copy first, write it, then swap it in. */
+                _cleanup_(credential_freep) Credential *old = existing->c;
+                Credential *copy = NULL;
+                _cleanup_free_ char *text = NULL;
+                const char *perr;
+
+                r = credential_to_json(old, &text);
+                if (r >= 0)
+                        r = credential_from_json(text, strlen(text), &copy, &perr);
+                if (text)
+                        explicit_bzero(text, strlen(text));
+                if (r < 0) {
+                        existing->c = TAKE_PTR(old);
+                        credential_free(c);
+                        return r;
+                }
+                credential_take_login(copy, c);
+                credential_free(c);
+                r = store_save(&m->store, copy);
+                if (r < 0) {
+                        existing->c = TAKE_PTR(old);
+                        credential_free(copy);
+                        return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
+                }
+                existing->c = copy;
+                existing->retry_at = 0;
+                cred = existing;
+                cred_schedule(cred);
+                cred_emit_changed(cred);
+        } else {
+                c->id = strdup(id);
+                if (!c->id) {
+                        credential_free(c);
+                        return -ENOMEM;
+                }
+                r = manager_add(m, c, &cred);
+                if (r < 0)
+                        return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
+        }
+        log_event(LOG_INFO, KIROD_MESSAGE_CREDENTIAL_IMPORTED, "%s credential '%s' (%s, %s) from %s.",
+                  existing ? "Replaced" : "Imported", cred->c->id, auth_method_to_string(cred->c->method),
+                  strna(cred->c->region), format_s);
+        return sd_bus_reply_method_return(msg, "o", cred->object_path);
+}
+
+static int method_list_credentials(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Manager *m = userdata;
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(msg, "t", &flags);
+        if (r < 0)
+                return r;
+        r = check_flags(flags, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "o");
+        for (size_t i = 0; r >= 0 && i < m->n_creds; i++)
+                r = sd_bus_message_append(reply, "o", m->creds[i]->object_path);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", PACKAGE_VERSION);
+}
+
+static int property_get_policy(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        return sd_bus_message_append(reply, "s", selection_policy_to_string(m->policy));
+}
+
+static int property_get_count(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        return sd_bus_message_append(reply, "u", (uint32_t) m->n_creds);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("SelectionPolicy", "s", property_get_policy, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CredentialCount", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("GetToken",
+                                SD_BUS_ARGS("s", provider, "s", credential, "t", flags),
+                                SD_BUS_RESULT("s", credential_id, "s", access_token, "t", expires_realtime_usec,
+                                              "a{sv}", extra),
+                                method_get_token, SD_BUS_VTABLE_UNPRIVILEGED | SD_BUS_VTABLE_SENSITIVE),
+        SD_BUS_METHOD_WITH_ARGS("ReportUpstreamError",
+                                SD_BUS_ARGS("s", credential_id, "s", kind, "t", retry_after_usec, "t", flags),
+                                SD_BUS_NO_RESULT, method_report_upstream_error, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Import",
+                                SD_BUS_ARGS("s", format, "h", data, "a{sv}", options, "t", flags),
+                                SD_BUS_RESULT("o", credential),
+                                method_import, SD_BUS_VTABLE_UNPRIVILEGED | SD_BUS_VTABLE_SENSITIVE),
+        SD_BUS_METHOD_WITH_ARGS("ListCredentials", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("ao", credentials),
+                                method_list_credentials, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- Credential objects ----------------------------------------------------------------------------- */
+
+static int method_refresh(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Cred *cred = userdata;
+        uint64_t flags;
+        int r;
+
+        r = check_access(cred->manager, msg, ACCESS_ADMIN, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "t", &flags);
+        if (r < 0)
+                return r;
+        r = check_flags(flags, error);
+        if (r < 0)
+                return r;
+        if (cred->c->method == AUTH_METHOD_API_KEY)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_NOT_SUPPORTED,
+                                         "Credential '%s' is an API key: it does not expire and has nothing to refresh.",
+                                         cred->c->id);
+        if (!cred->c->enabled)
+                return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_DISABLED,
+                                         "Credential '%s' is disabled; enable it first.", cred->c->id);
+        /* An operator asking for a refresh gets one, even after a permanent failure: the server may agree now. */
+        if (cred->c->health == HEALTH_NEEDS_LOGIN && !cred->refreshing)
+                cred->c->health = HEALTH_OK;
+        cred->retry_at = 0;
+        r = cred_start_refresh(cred, true);
+        if (r < 0 && cred->c->health == HEALTH_NEEDS_LOGIN)
+                return sd_bus_error_setf(error, KIROD_ERROR_NEEDS_LOGIN, "Credential '%s' needs a new login.",
+                                         cred->c->id);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Cannot refresh credential '%s': %m", cred->c->id);
+        r = park(&cred->refresh_waiters, &cred->n_refresh_waiters, msg);
+        return r < 0 ? r : 1;
+}
+
+static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Cred *cred = userdata;
+        Manager *m = cred->manager;
+        uint64_t flags;
+        int r;
+
+        r = check_access(m, msg, ACCESS_ADMIN, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "t", &flags);
+        if (r < 0)
+                return r;
+        r = check_flags(flags, error);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *id = strdup(cred->c->id);
+        if (!id)
+                return -ENOMEM;
+        r = manager_remove(m, cred);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to remove credential '%s': %m", id);
+        log_info("Removed credential '%s'.", id);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_set_enabled(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Cred *cred = userdata;
+        uint64_t flags;
+        int enabled, r;
+
+        r = check_access(cred->manager, msg, ACCESS_ADMIN, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "bt", &enabled, &flags);
+        if (r < 0)
+                return r;
+        r = check_flags(flags, error);
+        if (r < 0)
+                return r;
+        if (cred->c->enabled != !!enabled) {
+                bool old = cred->c->enabled;
+                cred->c->enabled = enabled;
+                if (enabled)
+                        cred->c->cooldown_until = 0;
+                r = cred_save(cred);
+                if (r < 0) {
+                        cred->c->enabled = old;
+                        return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", cred->c->id);
+                }
+                cred_schedule(cred);
+                cred_emit_changed(cred);
+        }
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+#define CRED_STRING_PROPERTY(name, expr)                                                                 \
+        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,              \
+                                       const char *property, sd_bus_message *reply, void *userdata,       \
+                                       sd_bus_error *error) {                                             \
+                Cred *cred = userdata;                                                                    \
+                return sd_bus_message_append(reply, "s", strempty(expr));                                 \
+        }
+#define CRED_TIME_PROPERTY(name, expr)                                                                   \
+        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,              \
+                                       const char *property, sd_bus_message *reply, void *userdata,       \
+                                       sd_bus_error *error) {                                             \
+                Cred *cred = userdata;                                                                    \
+                return sd_bus_message_append(reply, "t", (uint64_t) (expr));                              \
+        }
+
+CRED_STRING_PROPERTY(id, cred->c->id)
+CRED_STRING_PROPERTY(provider, provider_to_string(cred->c->provider))
+CRED_STRING_PROPERTY(auth_method, auth_method_to_string(cred->c->method))
+CRED_STRING_PROPERTY(source, cred->c->source_path ?: cred->c->source_format)
+CRED_STRING_PROPERTY(state, credential_state_to_string(cred_state(cred)))
+CRED_STRING_PROPERTY(last_error, cred->c->last_error)
+CRED_STRING_PROPERTY(region, cred->c->region)
+CRED_STRING_PROPERTY(profile_arn, cred->c->profile_arn)
+CRED_TIME_PROPERTY(expires_at, cred->c->expires_at)
+CRED_TIME_PROPERTY(last_refresh_at, cred->c->last_refresh_at)
+CRED_TIME_PROPERTY(next_refresh_at, cred->next_refresh_at)
+CRED_TIME_PROPERTY(cooldown_until, cred->c->cooldown_until)
+
+static int property_get_enabled(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Cred *cred = userdata;
+        return sd_bus_message_append(reply, "b", cred->c->enabled);
+}
+
+static int property_get_failures(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Cred *cred = userdata;
+        return sd_bus_message_append(reply, "u", (uint32_t) cred->c->consecutive_failures);
+}
+
+#define EC SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
+static const sd_bus_vtable credential_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "s", property_get_id, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Provider", "s", property_get_provider, 0, EC),
+        SD_BUS_PROPERTY("AuthMethod", "s", property_get_auth_method, 0, EC),
+        SD_BUS_PROPERTY("Source", "s", property_get_source, 0, EC),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, EC),
+        SD_BUS_PROPERTY("Enabled", "b", property_get_enabled, 0, EC),
+        SD_BUS_PROPERTY("AccessTokenExpiresAt", "t", property_get_expires_at, 0, EC),
+        SD_BUS_PROPERTY("LastRefreshAt", "t", property_get_last_refresh_at, 0, EC),
+        SD_BUS_PROPERTY("NextRefreshAt", "t", property_get_next_refresh_at, 0, EC),
+        SD_BUS_PROPERTY("ConsecutiveFailures", "u", property_get_failures, 0, EC),
+        SD_BUS_PROPERTY("LastError", "s", property_get_last_error, 0, EC),
+        SD_BUS_PROPERTY("CooldownUntil", "t", property_get_cooldown_until, 0, EC),
+        SD_BUS_PROPERTY("Region", "s", property_get_region, 0, EC),
+        SD_BUS_PROPERTY("ProfileArn", "s", property_get_profile_arn, 0, EC),
+        SD_BUS_METHOD_WITH_ARGS("Refresh", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_refresh,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Remove", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_remove,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetEnabled", SD_BUS_ARGS("b", enabled, "t", flags), SD_BUS_NO_RESULT,
+                                method_set_enabled, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END
+};
+#undef EC
+
+static int credential_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                           sd_bus_error *error) {
+        Cred *cred = cred_from_path(userdata, path);
+        if (!cred)
+                return 0;
+        *found = cred;
+        return 1;
+}
+
+static int credential_enumerate(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+                                sd_bus_error *error) {
+        Manager *m = userdata;
+        char **l = calloc(m->n_creds + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < m->n_creds; i++) {
+                l[i] = strdup(m->creds[i]->object_path);
+                if (!l[i]) {
+                        strv_free(l);
+                        return -ENOMEM;
+                }
+        }
+        *nodes = l;
+        return 1;
+}
+
+void bus_cred_added(Cred *cred) {
+        Manager *m = cred->manager;
+        if (!m->bus)
+                return;
+        (void) sd_bus_emit_object_added(m->bus, cred->object_path);
+        (void) sd_bus_emit_properties_changed(m->bus, KIROD_MANAGER_PATH, KIROD_MANAGER_INTERFACE,
+                                              "CredentialCount", NULL);
+}
+
+void bus_cred_removed(Cred *cred) {
+        Manager *m = cred->manager;
+        if (!m->bus)
+                return;
+        (void) sd_bus_emit_object_removed(m->bus, cred->object_path);
+        (void) sd_bus_emit_properties_changed(m->bus, KIROD_MANAGER_PATH, KIROD_MANAGER_INTERFACE,
+                                              "CredentialCount", NULL);
+}
+
+/* ---- org.freedesktop.LogControl1 -------------------------------------------------------------------- */
+
+static int property_get_log_level(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", log_level_to_string(log_get_max_level()));
+}
+
+static int property_set_log_level(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *value, void *userdata, sd_bus_error *error) {
+        const char *s;
+        int r = check_access(userdata, sd_bus_get_current_message(bus), ACCESS_ROOT, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(value, "s", &s);
+        if (r < 0)
+                return r;
+        int level = log_level_from_string(s);
+        if (level < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid log level '%s'.", s);
+        log_set_max_level(level);
+        log_info("Log level set to '%s'.", s);
+        return 0;
+}
+
+static int property_get_log_target(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", getenv("JOURNAL_STREAM") ? "journal" : "console");
+}
+
+static int property_set_log_target(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *value, void *userdata, sd_bus_error *error) {
+        return sd_bus_error_set(error, SD_BUS_ERROR_NOT_SUPPORTED, "kiro-authd always logs to stderr.");
+}
+
+static int property_get_syslog_identifier(sd_bus *bus, const char *path, const char *interface,
+                                          const char *property, sd_bus_message *reply, void *userdata,
+                                          sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", program_invocation_short_name);
+}
+
+static const sd_bus_vtable log_control_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_WRITABLE_PROPERTY("LogLevel", "s", property_get_log_level, property_set_log_level, 0,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_WRITABLE_PROPERTY("LogTarget", "s", property_get_log_target, property_set_log_target, 0,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_PROPERTY("SyslogIdentifier", "s", property_get_syslog_identifier, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_VTABLE_END
+};
+
+int bus_register(Manager *m) {
+        int r;
+
+        r = sd_bus_add_object_vtable(m->bus, NULL, KIROD_MANAGER_PATH, KIROD_MANAGER_INTERFACE, manager_vtable, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add manager object: %m");
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, KIROD_CREDENTIAL_PREFIX, KIROD_CREDENTIAL_INTERFACE,
+                                       credential_vtable, credential_find, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add credential objects: %m");
+        r = sd_bus_add_node_enumerator(m->bus, NULL, KIROD_CREDENTIAL_PREFIX, credential_enumerate, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add credential enumerator: %m");
+        r = sd_bus_add_object_manager(m->bus, NULL, KIROD_MANAGER_PATH);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add object manager: %m");
+        r = sd_bus_add_object_vtable(m->bus, NULL, KIROD_LOG_CONTROL_PATH, "org.freedesktop.LogControl1",
+                                     log_control_vtable, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add LogControl1 object: %m");
+        return 0;
+}

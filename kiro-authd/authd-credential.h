@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The credential record: what is stored per credential, its JSON form and its enums. */
+#pragma once
+
+#include <json-c/json.h>
+
+#include "macro.h"
+#include "time-util.h"
+
+typedef enum Provider {
+        PROVIDER_KIRO,
+        PROVIDER_KIMI,
+        _PROVIDER_MAX,
+        _PROVIDER_INVALID = -EINVAL,
+} Provider;
+
+typedef enum AuthMethod {
+        AUTH_METHOD_SOCIAL,
+        AUTH_METHOD_BUILDER_ID,
+        AUTH_METHOD_IDC,
+        AUTH_METHOD_EXTERNAL_IDP,
+        AUTH_METHOD_API_KEY,
+        AUTH_METHOD_KIMI_DEVICE,
+        _AUTH_METHOD_MAX,
+        _AUTH_METHOD_INVALID = -EINVAL,
+} AuthMethod;
+
+/* Stored health, the part of the state that survives restarts. */
+typedef enum Health {
+        HEALTH_OK,
+        HEALTH_NEEDS_LOGIN,
+        _HEALTH_MAX,
+        _HEALTH_INVALID = -EINVAL,
+} Health;
+
+/* Published state (derived from stored health, enabled flag, cooldown and in-flight refresh). */
+typedef enum CredentialState {
+        CREDENTIAL_ACTIVE,
+        CREDENTIAL_REFRESHING,
+        CREDENTIAL_COOLDOWN,
+        CREDENTIAL_NEEDS_LOGIN,
+        CREDENTIAL_DISABLED,
+        _CREDENTIAL_STATE_MAX,
+        _CREDENTIAL_STATE_INVALID = -EINVAL,
+} CredentialState;
+
+const char *provider_to_string(Provider p);
+Provider provider_from_string(const char *s);
+const char *auth_method_to_string(AuthMethod m);
+AuthMethod auth_method_from_string(const char *s);
+const char *health_to_string(Health h);
+Health health_from_string(const char *s);
+const char *credential_state_to_string(CredentialState s);
+
+typedef struct Credential {
+        char *id;
+        Provider provider;
+        AuthMethod method;
+
+        /* Secrets: wiped on free. */
+        char *access_token;
+        char *refresh_token;
+        char *client_secret;
+
+        usec_t expires_at;              /* CLOCK_REALTIME µs; 0 unknown; USEC_INFINITY never */
+        char *region;                   /* OIDC / auth region */
+        char *profile_arn;
+        char *client_id;
+        usec_t client_secret_expires_at;
+        char *start_url;
+        char *token_endpoint;           /* external IdP */
+        char *scopes;                   /* space separated, external IdP */
+        char *machine_id;               /* 64 hex, stable per credential */
+
+        char *source_format;
+        char *source_path;
+        usec_t imported_at;
+
+        bool enabled;
+        Health health;
+        unsigned consecutive_failures;
+        char *last_error;
+        usec_t cooldown_until;
+        usec_t last_refresh_at;
+
+        /* The document as last read or written, so unknown fields survive a rewrite. */
+        json_object *doc;
+} Credential;
+
+Credential *credential_new(void);
+Credential *credential_free(Credential *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Credential *, credential_free);
+
+/* Parses a stored credential file. ret_error gets a static description on -EBADMSG. */
+int credential_from_json(const char *text, size_t size, Credential **ret, const char **ret_error);
+/* Serializes for storage (pretty, keeps unknown fields of c->doc). The result holds secrets. */
+int credential_to_json(Credential *c, char **ret);
+
+/* Checks an id: 1..64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
+bool credential_id_is_valid(const char *id);
+
+/* The API region: the region of the profile ARN (4th ':' field), else "us-east-1". */
+const char *credential_api_region(const Credential *c, char *buf, size_t n);
+
+/* Generates a fresh 64-hex machine id into c->machine_id when missing. */
+int credential_ensure_machine_id(Credential *c);
+
+/* Copies the login material (tokens, expiry, client registration, profile, method) of src into dst,
+ * keeping dst's identity, machine id and unknown fields. Used by import --replace. */
+int credential_take_login(Credential *dst, Credential *src);

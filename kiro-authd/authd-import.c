@@ -1,0 +1,557 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Parsing of import sources into a Credential (KIRO-PROTOCOL.md B §1). */
+#include <assert.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <strings.h>
+
+#include "authd-import.h"
+#include "fileio.h"
+#include "json-util.h"
+
+static const char *const format_table[_IMPORT_FORMAT_MAX] = {
+        [IMPORT_KIRO_CLI_SQLITE] = "kiro-cli-sqlite",
+        [IMPORT_KIRO_IDE_JSON] = "kiro-ide-json",
+        [IMPORT_REFRESH_TOKEN] = "refresh-token",
+        [IMPORT_API_KEY] = "api-key",
+};
+
+static const char *const default_id_table[_IMPORT_FORMAT_MAX] = {
+        [IMPORT_KIRO_CLI_SQLITE] = "kiro-cli",
+        [IMPORT_KIRO_IDE_JSON] = "kiro-ide",
+        [IMPORT_REFRESH_TOKEN] = "refresh-token",
+        [IMPORT_API_KEY] = "api-key",
+};
+
+const char *import_format_to_string(ImportFormat f) {
+        return f >= 0 && f < _IMPORT_FORMAT_MAX ? format_table[f] : NULL;
+}
+
+ImportFormat import_format_from_string(const char *s) {
+        for (int i = 0; i < _IMPORT_FORMAT_MAX; i++)
+                if (streq_ptr(s, format_table[i]))
+                        return i;
+        return _IMPORT_FORMAT_INVALID;
+}
+
+const char *import_format_default_id(ImportFormat f) {
+        return f >= 0 && f < _IMPORT_FORMAT_MAX ? default_id_table[f] : NULL;
+}
+
+_printf_(3, 4) static int fail(char **ret_message, int error, const char *fmt, ...) {
+        va_list ap;
+        if (ret_message) {
+                free(*ret_message);
+                va_start(ap, fmt);
+                if (vasprintf(ret_message, fmt, ap) < 0)
+                        *ret_message = NULL;
+                va_end(ap);
+        }
+        return -abs(error);
+}
+
+/* kiro-cli token keys in the order they are preferred (KIRO-PROTOCOL.md B §1.3). */
+static const struct {
+        const char *key;
+        AuthMethod method;              /* builder-id here means "OIDC: builder-id or idc by start URL" */
+        const char *const registration_keys[2];
+} kiro_cli_keys[] = {
+        { "kirocli:external-idp:token", AUTH_METHOD_EXTERNAL_IDP, { NULL, NULL } },
+        { "kirocli:social:token", AUTH_METHOD_SOCIAL, { NULL, NULL } },
+        { "kirocli:odic:token", AUTH_METHOD_BUILDER_ID,
+          { "kirocli:odic:device-registration", "codewhisperer:odic:device-registration" } },
+        { "codewhisperer:odic:token", AUTH_METHOD_BUILDER_ID,
+          { "codewhisperer:odic:device-registration", "kirocli:odic:device-registration" } },
+};
+
+static bool is_builder_id_start_url(const char *url) {
+        return !url || strstr(url, "://view.awsapps.com/start") || strstr(url, "://amzn.awsapps.com/start");
+}
+
+/* Copies an optional string field; wrong type is an error naming the field. */
+static int take_string(json_object *o, const char *key, const char *where, bool required, char **dst,
+                       char **ret_message) {
+        const char *s;
+        int r = json_get_string(o, key, &s);
+        if (r == -ENOENT) {
+                if (required)
+                        return fail(ret_message, EBADMSG, "%s has no '%s'", where, key);
+                return 0;
+        }
+        if (r < 0)
+                return fail(ret_message, EBADMSG, "'%s' in %s is not a string", key, where);
+        if (required && isempty(s))
+                return fail(ret_message, EBADMSG, "'%s' in %s is empty", key, where);
+        if (isempty(s))
+                return 0;
+        char *c = strdup(s);
+        if (!c)
+                return -ENOMEM;
+        erase_and_free(*dst);
+        *dst = c;
+        return 0;
+}
+
+static int take_time(json_object *o, const char *key, const char *where, bool required, usec_t *dst,
+                     char **ret_message) {
+        const char *s;
+        json_object *v;
+        int r = json_get_string(o, key, &s);
+        if (r == -ENOENT) {
+                if (required)
+                        return fail(ret_message, EBADMSG, "%s has no '%s'", where, key);
+                return 0;
+        }
+        /* Epoch seconds are accepted too (some writers use them). */
+        if (r == -EMEDIUMTYPE && json_object_object_get_ex(o, key, &v) &&
+            (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double))) {
+                double d = json_object_get_double(v);
+                if (d <= 0 || d > 1e11)
+                        return fail(ret_message, EBADMSG, "'%s' in %s is out of range", key, where);
+                *dst = (usec_t) (d * 1e6);
+                return 0;
+        }
+        if (r < 0 || parse_rfc3339(s, dst) < 0)
+                return fail(ret_message, EBADMSG, "'%s' in %s is not an RFC 3339 timestamp", key, where);
+        return 0;
+}
+
+/* "scopes" may be a string or a list of strings; stored space separated. */
+static int take_scopes(json_object *o, const char *key, char **dst) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return 0;
+        if (json_object_is_type(v, json_type_string))
+                return free_and_strdup(dst, json_object_get_string(v));
+        if (!json_object_is_type(v, json_type_array))
+                return 0;
+        size_t n = json_object_array_length(v), len = 0;
+        for (size_t i = 0; i < n; i++)
+                len += strlen(json_object_get_string(json_object_array_get_idx(v, i)) ?: "") + 1;
+        char *s = calloc(1, len + 1);
+        if (!s)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                if (i > 0)
+                        strcat(s, " ");
+                strcat(s, json_object_get_string(json_object_array_get_idx(v, i)) ?: "");
+        }
+        free(*dst);
+        *dst = s;
+        return 0;
+}
+
+static int parse_json_object(const char *text, size_t size, const char *where, json_object **ret,
+                             char **ret_message) {
+        const char *err = NULL;
+        json_object *o = NULL;
+        int r = json_parse_bounded(text, size, 32, &o, &err);
+        if (r == -EBADMSG)
+                return fail(ret_message, EBADMSG, "%s is not valid JSON (%s)", where, err);
+        if (r < 0)
+                return r;
+        if (!json_object_is_type(o, json_type_object)) {
+                json_object_put(o);
+                return fail(ret_message, EBADMSG, "%s is not a JSON object", where);
+        }
+        *ret = o;
+        return 0;
+}
+
+static void json_erase_put(json_object *o) {
+        if (o) {
+                json_object_erase_strings(o);
+                json_object_put(o);
+        }
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(json_object *, json_erase_put);
+#define _cleanup_json_secret_ _cleanup_(json_erase_putp)
+
+static int check_registration_expiry(Credential *c, char **ret_message) {
+        if (c->client_secret_expires_at != 0 && c->client_secret_expires_at < now(CLOCK_REALTIME)) {
+                char buf[RFC3339_MAX];
+                return fail(ret_message, EKEYREJECTED,
+                            "the client registration expired at %s; log in again to renew it",
+                            format_rfc3339(buf, sizeof buf, c->client_secret_expires_at));
+        }
+        return 0;
+}
+
+static int sqlite_get_value(sqlite3 *db, const char *table, const char *key, char **ret, char **ret_message) {
+        _cleanup_free_ char *sql = NULL;
+        sqlite3_stmt *st = NULL;
+        int r;
+
+        if (asprintf(&sql, "SELECT value FROM %s WHERE key = ?1", table) < 0)
+                return -ENOMEM;
+        r = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+        if (r != SQLITE_OK) {
+                if (strstr(sqlite3_errmsg(db), "no such table"))
+                        return -ENOENT;
+                return fail(ret_message, EBADMSG, "the database cannot be read: %s", sqlite3_errmsg(db));
+        }
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        r = sqlite3_step(st);
+        if (r == SQLITE_DONE) {
+                sqlite3_finalize(st);
+                return 0;
+        }
+        if (r != SQLITE_ROW) {
+                int e = fail(ret_message, EBADMSG, "the database is corrupt (%s)", sqlite3_errmsg(db));
+                sqlite3_finalize(st);
+                return e;
+        }
+        const void *blob = sqlite3_column_blob(st, 0);
+        int n = sqlite3_column_bytes(st, 0);
+        char *v = malloc((size_t) n + 1);
+        if (!v) {
+                sqlite3_finalize(st);
+                return -ENOMEM;
+        }
+        if (n > 0)
+                memcpy(v, blob, (size_t) n);
+        v[n] = 0;
+        sqlite3_finalize(st);
+        *ret = v;
+        return 1;
+}
+
+int import_kiro_cli_sqlite(const void *data, size_t size, Credential **ret, char **ret_message) {
+        _cleanup_(credential_freep) Credential *c = NULL;
+        sqlite3 *db = NULL;
+        unsigned char *image = NULL;
+        int r;
+
+        if (size == 0)
+                return fail(ret_message, EBADMSG, "the database is empty (0 bytes)");
+        if (size < 100 || memcmp(data, "SQLite format 3", 16) != 0)
+                return fail(ret_message, EBADMSG, "not an SQLite database");
+        if (size > IMPORT_SQLITE_MAX)
+                return fail(ret_message, EFBIG, "the database is larger than %d MiB", IMPORT_SQLITE_MAX >> 20);
+
+        /* A private copy that SQLite may read: the in-memory VFS cannot do WAL, and the snapshot already
+         * contains every committed page, so the header's WAL flag is set back to rollback mode. */
+        image = sqlite3_malloc64(size);
+        if (!image)
+                return -ENOMEM;
+        memcpy(image, data, size);
+        if (image[18] == 2)
+                image[18] = 1;
+        if (image[19] == 2)
+                image[19] = 1;
+
+        if (sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, NULL) != SQLITE_OK) {
+                sqlite3_free(image);
+                sqlite3_close(db);
+                return -ENOMEM;
+        }
+        (void) sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+        (void) sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+        r = sqlite3_deserialize(db, "main", image, (sqlite3_int64) size, (sqlite3_int64) size,
+                                SQLITE_DESERIALIZE_READONLY | SQLITE_DESERIALIZE_FREEONCLOSE);
+        if (r != SQLITE_OK) {
+                sqlite3_close(db);
+                return fail(ret_message, EBADMSG, "not a readable SQLite database");
+        }
+
+        /* Is it a kiro-cli database at all? */
+        _cleanup_free_ char *probe = NULL;
+        r = sqlite_get_value(db, "auth_kv", "", &probe, ret_message);
+        if (r == -ENOENT) {
+                sqlite3_close(db);
+                return fail(ret_message, EBADMSG, "the database has no 'auth_kv' table: not a kiro-cli database");
+        }
+        if (r < 0) {
+                sqlite3_close(db);
+                return r;
+        }
+
+        const char *key = NULL;
+        _cleanup_erase_free_ char *token_text = NULL;
+        size_t k;
+        for (k = 0; k < ELEMENTSOF(kiro_cli_keys); k++) {
+                r = sqlite_get_value(db, "auth_kv", kiro_cli_keys[k].key, &token_text, ret_message);
+                if (r < 0) {
+                        sqlite3_close(db);
+                        return r;
+                }
+                if (r > 0) {
+                        key = kiro_cli_keys[k].key;
+                        break;
+                }
+        }
+        if (!key) {
+                sqlite3_close(db);
+                return fail(ret_message, ENODATA,
+                            "the database holds no kiro-cli login (no token key in auth_kv); run 'kiro-cli login' first");
+        }
+
+        _cleanup_erase_free_ char *reg_text = NULL;
+        const char *reg_key = NULL;
+        for (size_t j = 0; j < 2 && kiro_cli_keys[k].registration_keys[j]; j++) {
+                r = sqlite_get_value(db, "auth_kv", kiro_cli_keys[k].registration_keys[j], &reg_text, ret_message);
+                if (r < 0) {
+                        sqlite3_close(db);
+                        return r;
+                }
+                if (r > 0) {
+                        reg_key = kiro_cli_keys[k].registration_keys[j];
+                        break;
+                }
+        }
+
+        _cleanup_free_ char *profile_text = NULL;
+        r = sqlite_get_value(db, "state", "api.codewhisperer.profile", &profile_text, ret_message);
+        sqlite3_close(db);
+        if (r < 0 && r != -ENOENT) /* older databases have no state table */
+                return r;
+
+        char where[128];
+        snprintf(where, sizeof where, "key '%s'", key);
+        _cleanup_json_secret_ json_object *tok = NULL;
+        r = parse_json_object(token_text, strlen(token_text), where, &tok, ret_message);
+        if (r < 0)
+                return r;
+
+        c = credential_new();
+        if (!c)
+                return -ENOMEM;
+        c->method = kiro_cli_keys[k].method;
+        if ((r = take_string(tok, "access_token", where, false, &c->access_token, ret_message)) < 0 ||
+            (r = take_string(tok, "refresh_token", where, true, &c->refresh_token, ret_message)) < 0 ||
+            (r = take_time(tok, "expires_at", where, false, &c->expires_at, ret_message)) < 0 ||
+            (r = take_string(tok, "region", where, false, &c->region, ret_message)) < 0 ||
+            (r = take_string(tok, "start_url", where, false, &c->start_url, ret_message)) < 0 ||
+            (r = take_string(tok, "profile_arn", where, false, &c->profile_arn, ret_message)) < 0)
+                return r;
+        r = take_scopes(tok, "scopes", &c->scopes);
+        if (r < 0)
+                return r;
+
+        if (c->method == AUTH_METHOD_EXTERNAL_IDP) {
+                if ((r = take_string(tok, "token_endpoint", where, true, &c->token_endpoint, ret_message)) < 0 ||
+                    (r = take_string(tok, "client_id", where, true, &c->client_id, ret_message)) < 0)
+                        return r;
+        } else if (c->method == AUTH_METHOD_BUILDER_ID) {
+                if (!is_builder_id_start_url(c->start_url))
+                        c->method = AUTH_METHOD_IDC;
+                if (!reg_key)
+                        return fail(ret_message, EBADMSG,
+                                    "the database has '%s' but no device registration; run 'kiro-cli login' again", key);
+                char rwhere[128];
+                snprintf(rwhere, sizeof rwhere, "key '%s'", reg_key);
+                _cleanup_json_secret_ json_object *reg = NULL;
+                r = parse_json_object(reg_text, strlen(reg_text), rwhere, &reg, ret_message);
+                if (r < 0)
+                        return r;
+                const char *ck = json_object_object_get_ex(reg, "client_id", NULL) ? "client_id" : "clientId";
+                const char *sk = json_object_object_get_ex(reg, "client_secret", NULL) ? "client_secret" : "clientSecret";
+                if ((r = take_string(reg, ck, rwhere, true, &c->client_id, ret_message)) < 0 ||
+                    (r = take_string(reg, sk, rwhere, true, &c->client_secret, ret_message)) < 0 ||
+                    (r = take_time(reg, "client_secret_expires_at", rwhere, false, &c->client_secret_expires_at,
+                                   ret_message)) < 0)
+                        return r;
+                if (!c->region && (r = take_string(reg, "region", rwhere, false, &c->region, ret_message)) < 0)
+                        return r;
+                r = check_registration_expiry(c, ret_message);
+                if (r < 0)
+                        return r;
+        }
+
+        if (!c->profile_arn && profile_text) {
+                _cleanup_json_ json_object *prof = NULL;
+                const char *arn;
+                if (parse_json_object(profile_text, strlen(profile_text), "state 'api.codewhisperer.profile'",
+                                      &prof, NULL) >= 0 &&
+                    json_get_string(prof, "arn", &arn) >= 0 && startswith(arn, "arn:"))
+                        c->profile_arn = strdup(arn);
+        }
+        if (!c->region && (c->region = strdup("us-east-1")) == NULL)
+                return -ENOMEM;
+        c->source_format = strdup("kiro-cli-sqlite");
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int import_kiro_ide_json(const char *token, size_t token_size, const char *registration, size_t registration_size,
+                         Credential **ret, char **ret_message) {
+        _cleanup_(credential_freep) Credential *c = NULL;
+        _cleanup_json_secret_ json_object *tok = NULL;
+        const char *where = "the Kiro IDE token file";
+        const char *method, *provider = NULL;
+        int r;
+
+        if (token_size == 0)
+                return fail(ret_message, EBADMSG, "the Kiro IDE token file is empty");
+        r = parse_json_object(token, token_size, where, &tok, ret_message);
+        if (r < 0)
+                return r;
+
+        c = credential_new();
+        if (!c)
+                return -ENOMEM;
+        if (json_get_string(tok, "authMethod", &method) == -EMEDIUMTYPE ||
+            json_get_string(tok, "provider", &provider) == -EMEDIUMTYPE)
+                return fail(ret_message, EBADMSG, "'authMethod' or 'provider' in %s is not a string", where);
+        if (json_get_string(tok, "authMethod", &method) < 0)
+                method = NULL;
+        (void) json_get_string(tok, "provider", &provider);
+
+        if ((method && (strcasecmp(method, "external_idp") == 0 || strcasecmp(method, "external-idp") == 0)) ||
+            (provider && strcasecmp(provider, "ExternalIdp") == 0))
+                c->method = AUTH_METHOD_EXTERNAL_IDP;
+        else if (!method || strcasecmp(method, "social") == 0)
+                c->method = AUTH_METHOD_SOCIAL;
+        else if (strcasecmp(method, "idc") == 0 || strcasecmp(method, "builder-id") == 0 ||
+                 strcasecmp(method, "iam") == 0)
+                c->method = provider && strcasecmp(provider, "Enterprise") == 0 ? AUTH_METHOD_IDC
+                                                                               : AUTH_METHOD_BUILDER_ID;
+        else
+                return fail(ret_message, EBADMSG, "unknown 'authMethod' '%s' in %s", method, where);
+
+        if ((r = take_string(tok, "accessToken", where, false, &c->access_token, ret_message)) < 0 ||
+            (r = take_string(tok, "refreshToken", where, true, &c->refresh_token, ret_message)) < 0 ||
+            (r = take_time(tok, "expiresAt", where, false, &c->expires_at, ret_message)) < 0 ||
+            (r = take_string(tok, "region", where, false, &c->region, ret_message)) < 0 ||
+            (r = take_string(tok, "profileArn", where, false, &c->profile_arn, ret_message)) < 0 ||
+            (r = take_string(tok, "startUrl", where, false, &c->start_url, ret_message)) < 0)
+                return r;
+        r = take_scopes(tok, "scopes", &c->scopes);
+        if (r < 0)
+                return r;
+
+        if (c->method == AUTH_METHOD_EXTERNAL_IDP) {
+                if ((r = take_string(tok, "tokenEndpoint", where, true, &c->token_endpoint, ret_message)) < 0 ||
+                    (r = take_string(tok, "clientId", where, true, &c->client_id, ret_message)) < 0)
+                        return r;
+        } else if (c->method != AUTH_METHOD_SOCIAL) {
+                _cleanup_json_secret_ json_object *reg = NULL;
+                const char *rwhere = "the client registration file";
+                if (!registration)
+                        return fail(ret_message, EBADMSG,
+                                    "%s names a client registration ('clientIdHash') but none was passed", where);
+                if (registration_size == 0)
+                        return fail(ret_message, EBADMSG, "the client registration file is empty");
+                r = parse_json_object(registration, registration_size, rwhere, &reg, ret_message);
+                if (r < 0)
+                        return r;
+                if ((r = take_string(reg, "clientId", rwhere, true, &c->client_id, ret_message)) < 0 ||
+                    (r = take_string(reg, "clientSecret", rwhere, true, &c->client_secret, ret_message)) < 0 ||
+                    (r = take_time(reg, "expiresAt", rwhere, false, &c->client_secret_expires_at, ret_message)) < 0)
+                        return r;
+                if (!c->region && (r = take_string(reg, "region", rwhere, false, &c->region, ret_message)) < 0)
+                        return r;
+                r = check_registration_expiry(c, ret_message);
+                if (r < 0)
+                        return r;
+        }
+        if (!c->region && !(c->region = strdup("us-east-1")))
+                return -ENOMEM;
+        c->source_format = strdup("kiro-ide-json");
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+/* A bare secret: trimmed, printable ASCII without white space inside. */
+static int take_bare_secret(const char *data, size_t size, const char *what, char **ret, char **ret_message) {
+        while (size > 0 && strchr(" \t\r\n", data[0])) {
+                data++;
+                size--;
+        }
+        while (size > 0 && strchr(" \t\r\n", data[size - 1]))
+                size--;
+        if (size == 0)
+                return fail(ret_message, EBADMSG, "the %s file is empty", what);
+        if (size > IMPORT_SECRET_MAX)
+                return fail(ret_message, EFBIG, "the %s is longer than %d bytes", what, IMPORT_SECRET_MAX);
+        for (size_t i = 0; i < size; i++)
+                if ((unsigned char) data[i] <= ' ' || (unsigned char) data[i] >= 0x7f)
+                        return fail(ret_message, EBADMSG,
+                                    "the %s contains white space or non-ASCII characters (one token expected)", what);
+        char *s = strndup(data, size);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+int import_refresh_token(const char *data, size_t size, Credential **ret, char **ret_message) {
+        _cleanup_(credential_freep) Credential *c = credential_new();
+        if (!c)
+                return -ENOMEM;
+        int r = take_bare_secret(data, size, "refresh token", &c->refresh_token, ret_message);
+        if (r < 0)
+                return r;
+        c->method = AUTH_METHOD_SOCIAL;
+        c->region = strdup("us-east-1");
+        c->source_format = strdup("refresh-token");
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int import_api_key(const char *data, size_t size, Credential **ret, char **ret_message) {
+        _cleanup_(credential_freep) Credential *c = credential_new();
+        if (!c)
+                return -ENOMEM;
+        int r = take_bare_secret(data, size, "API key", &c->access_token, ret_message);
+        if (r < 0)
+                return r;
+        if (!startswith(c->access_token, "ksk_"))
+                return fail(ret_message, EBADMSG, "the API key does not start with 'ksk_' (a Kiro API key expected)");
+        c->method = AUTH_METHOD_API_KEY;
+        c->expires_at = USEC_INFINITY;
+        c->region = strdup("us-east-1");
+        c->source_format = strdup("api-key");
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int import_from_fds(ImportFormat f, int fd, int registration_fd, Credential **ret, char **ret_message) {
+        static const size_t caps[_IMPORT_FORMAT_MAX] = {
+                [IMPORT_KIRO_CLI_SQLITE] = IMPORT_SQLITE_MAX,
+                [IMPORT_KIRO_IDE_JSON] = IMPORT_JSON_MAX,
+                [IMPORT_REFRESH_TOKEN] = IMPORT_SECRET_MAX,
+                [IMPORT_API_KEY] = IMPORT_SECRET_MAX,
+        };
+        char *data = NULL, *reg = NULL;
+        size_t size = 0, reg_size = 0;
+        int r;
+
+        if (f < 0 || f >= _IMPORT_FORMAT_MAX)
+                return fail(ret_message, EPROTONOSUPPORT, "unknown import format");
+        r = read_full_fd(fd, caps[f], &data, &size);
+        if (r == -EFBIG)
+                return fail(ret_message, EFBIG, "the source is larger than the limit of %zu bytes for '%s'", caps[f],
+                            import_format_to_string(f));
+        if (r < 0)
+                return fail(ret_message, r, "cannot read the source: %s", strerror(-r));
+        if (registration_fd >= 0) {
+                r = read_full_fd(registration_fd, IMPORT_JSON_MAX, &reg, &reg_size);
+                if (r < 0) {
+                        erase_and_free_sized(data, size);
+                        return fail(ret_message, r, r == -EFBIG ? "the client registration file is too large"
+                                                                : "cannot read the client registration file");
+                }
+        }
+
+        switch (f) {
+        case IMPORT_KIRO_CLI_SQLITE:
+                r = import_kiro_cli_sqlite(data, size, ret, ret_message);
+                break;
+        case IMPORT_KIRO_IDE_JSON:
+                r = import_kiro_ide_json(data, size, reg, reg_size, ret, ret_message);
+                break;
+        case IMPORT_REFRESH_TOKEN:
+                r = import_refresh_token(data, size, ret, ret_message);
+                break;
+        case IMPORT_API_KEY:
+                r = import_api_key(data, size, ret, ret_message);
+                break;
+        default:
+                assert(false);
+                r = -EINVAL;
+        }
+        erase_and_free_sized(data, size);
+        erase_and_free_sized(reg, reg_size);
+        return r;
+}

@@ -1,0 +1,770 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The manager: the credentials in memory, their refresh timers, single-flight refreshes and selection. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <systemd/sd-id128.h>
+
+#include "authd-import.h"
+#include "authd-manager.h"
+#include "bus-names.h"
+#include "conf.h"
+#include "fileio.h"
+#include "log.h"
+
+#define REFRESH_TIMEOUT_USEC (30 * USEC_PER_SEC)
+#define REFRESH_RESPONSE_MAX (1024 * 1024)
+
+static const char *const policy_table[_SELECTION_POLICY_MAX] = {
+        [SELECTION_STICKY] = "sticky",
+        [SELECTION_ROUND_ROBIN] = "round-robin",
+};
+
+const char *selection_policy_to_string(SelectionPolicy p) {
+        return p >= 0 && p < _SELECTION_POLICY_MAX ? policy_table[p] : NULL;
+}
+
+SelectionPolicy selection_policy_from_string(const char *s) {
+        for (int i = 0; i < _SELECTION_POLICY_MAX; i++)
+                if (streq_ptr(s, policy_table[i]))
+                        return i;
+        return _SELECTION_POLICY_INVALID;
+}
+
+static uint64_t random_u64(void) {
+        uint64_t v = 0;
+        (void) getrandom(&v, sizeof v, 0);
+        return v;
+}
+
+int manager_new(sd_event *e, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = calloc(1, sizeof *m);
+        int r;
+
+        if (!m)
+                return -ENOMEM;
+        m->event = sd_event_ref(e);
+        m->store.dir_fd = -EBADF;
+        m->refresh_margin = 600 * USEC_PER_SEC;
+        m->refresh_jitter = 30 * USEC_PER_SEC;
+        m->retry_initial = 30 * USEC_PER_SEC;
+        m->retry_max = 900 * USEC_PER_SEC;
+        m->policy = SELECTION_STICKY;
+        m->max_parallel_refresh = 8;
+        m->usage_refresh = 3600 * USEC_PER_SEC;
+        m->proxy_uid = UID_INVALID;
+        m->admin_gid = GID_INVALID;
+        if (!(m->admin_group = strdup(KIROD_ADMIN_GROUP)) || !(m->proxy_user = strdup(KIROD_PROXY_USER)) ||
+            !(m->kiro_auth_url = strdup("https://prod.{region}.auth.desktop.kiro.dev")) ||
+            !(m->oidc_url = strdup("https://oidc.{region}.amazonaws.com")) ||
+            !(m->kimi_auth_url = strdup("https://auth.kimi.com")) ||
+            !(m->usage_url = strdup("https://q.{region}.amazonaws.com")))
+                return -ENOMEM;
+        r = curl_glue_new(e, &m->glue);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+static void cred_fail_waiters(Cred *cred, const char *name, const char *message);
+
+static Cred *cred_free(Cred *cred) {
+        if (!cred)
+                return NULL;
+        cred_fail_waiters(cred, SD_BUS_ERROR_NO_SERVER, "kiro-authd is shutting down.");
+        if (cred->curl) {
+                curl_glue_remove(cred->manager->glue, cred->curl);
+                curl_easy_cleanup(cred->curl);
+        }
+        curl_slist_free_all(cred->headers);
+        refresh_request_done(&cred->request);
+        erase_and_free_sized(cred->response, cred->response_size);
+        sd_event_source_disable_unref(cred->timer);
+        free(cred->token_waiters);
+        free(cred->refresh_waiters);
+        free(cred->object_path);
+        credential_free(cred->c);
+        free(cred);
+        return NULL;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        for (size_t i = 0; i < m->n_creds; i++)
+                cred_free(m->creds[i]);
+        free(m->creds);
+        free(m->sticky_id);
+        store_close(&m->store);
+        curl_glue_free(m->glue);
+        sd_bus_flush_close_unref(m->bus);
+        sd_event_unref(m->event);
+        free(m->state_dir);
+        free(m->admin_group);
+        free(m->proxy_user);
+        free(m->kiro_auth_url);
+        free(m->oidc_url);
+        free(m->kimi_auth_url);
+        free(m->usage_url);
+        free(m->ca_file);
+        free(m);
+        return NULL;
+}
+
+static int parse_policy(const char *v, void *data) {
+        SelectionPolicy p = selection_policy_from_string(v);
+        if (p < 0)
+                return p;
+        *(SelectionPolicy *) data = p;
+        return 0;
+}
+
+static int parse_url_template(const char *v, void *data) {
+        int r = url_check_scheme(v);
+        if (r < 0)
+                return r;
+        return free_and_strdup(data, v);
+}
+
+static void config_warn(const char *file, unsigned line, const char *section, const char *key, int error,
+                        void *userdata) {
+        if (error == 0)
+                log_warning("%s: unknown key '%s' in section [%s], ignoring.", file, key, section);
+        else
+                log_warning_errno(error, "%s: invalid value for %s= in [%s], ignoring: %m", file, key, section);
+}
+
+int manager_parse_config(Manager *m, const char *path) {
+        const ConfigItem table[] = {
+                { "Auth", "RefreshMarginSec", config_parse_sec, &m->refresh_margin },
+                { "Auth", "RefreshJitterSec", config_parse_sec, &m->refresh_jitter },
+                { "Auth", "RetryInitialSec", config_parse_sec, &m->retry_initial },
+                { "Auth", "RetryMaxSec", config_parse_sec, &m->retry_max },
+                { "Auth", "SelectionPolicy", parse_policy, &m->policy },
+                { "Auth", "AdminGroup", config_parse_string, &m->admin_group },
+                { "Auth", "ProxyUser", config_parse_string, &m->proxy_user },
+                { "Auth", "MaxParallelRefresh", config_parse_unsigned, &m->max_parallel_refresh },
+                { "Auth", "UsageRefreshSec", config_parse_sec, &m->usage_refresh },
+                { "Endpoints", "KiroAuthURL", parse_url_template, &m->kiro_auth_url },
+                { "Endpoints", "OIDCURL", parse_url_template, &m->oidc_url },
+                { "Endpoints", "KimiAuthURL", parse_url_template, &m->kimi_auth_url },
+                { "Endpoints", "UsageURL", parse_url_template, &m->usage_url },
+                { "Endpoints", "CAFile", config_parse_string, &m->ca_file },
+                {}
+        };
+        int r = config_parse_files(path, table, config_warn, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to parse configuration '%s': %m", path);
+        if (m->max_parallel_refresh == 0)
+                m->max_parallel_refresh = 1;
+        if (m->refresh_jitter == USEC_INFINITY)
+                m->refresh_jitter = 0;
+        if (m->retry_initial == 0 || m->retry_initial == USEC_INFINITY)
+                m->retry_initial = USEC_PER_SEC;
+        if (m->retry_max < m->retry_initial)
+                m->retry_max = m->retry_initial;
+        return 0;
+}
+
+int manager_resolve_users(Manager *m) {
+        if (m->user_mode) {
+                /* Per-user instance: the user itself is both the proxy and the admin. */
+                m->proxy_uid = getuid();
+                return 0;
+        }
+        struct passwd *pw = m->proxy_user ? getpwnam(m->proxy_user) : NULL;
+        if (pw)
+                m->proxy_uid = pw->pw_uid;
+        else
+                log_warning("Proxy user '%s' does not exist; only root may call GetToken.", strna(m->proxy_user));
+        struct group *gr = m->admin_group ? getgrnam(m->admin_group) : NULL;
+        if (gr)
+                m->admin_gid = gr->gr_gid;
+        else
+                log_notice("Admin group '%s' does not exist; only root may change credentials.", strna(m->admin_group));
+        return 0;
+}
+
+Cred *manager_find(Manager *m, const char *id) {
+        for (size_t i = 0; i < m->n_creds; i++)
+                if (streq(m->creds[i]->c->id, id))
+                        return m->creds[i];
+        return NULL;
+}
+
+static int cred_new(Manager *m, Credential *c, Cred **ret) {
+        Cred *cred = calloc(1, sizeof *cred);
+        if (!cred)
+                return -ENOMEM;
+        cred->manager = m;
+        int r = kirod_credential_path(c->id, &cred->object_path);
+        if (r < 0) {
+                free(cred);
+                return r;
+        }
+        cred->c = c;
+        *ret = cred;
+        return 0;
+}
+
+static int insert_sorted(Manager *m, Cred *cred) {
+        Cred **n = realloc(m->creds, sizeof(Cred *) * (m->n_creds + 1));
+        if (!n)
+                return -ENOMEM;
+        m->creds = n;
+        size_t i = 0;
+        while (i < m->n_creds && strcmp(m->creds[i]->c->id, cred->c->id) < 0)
+                i++;
+        memmove(m->creds + i + 1, m->creds + i, sizeof(Cred *) * (m->n_creds - i));
+        m->creds[i] = cred;
+        m->n_creds++;
+        return 0;
+}
+
+static int on_loaded(Credential *c, void *userdata) {
+        Manager *m = userdata;
+        Cred *cred;
+        int r;
+
+        if (manager_find(m, c->id)) {
+                log_warning("Duplicate credential id '%s', ignoring the second file.", c->id);
+                credential_free(c);
+                return 0;
+        }
+        r = cred_new(m, c, &cred);
+        if (r < 0) {
+                credential_free(c);
+                return r;
+        }
+        r = insert_sorted(m, cred);
+        if (r < 0) {
+                cred_free(cred);
+                return r;
+        }
+        return 0;
+}
+
+static void on_bad_file(const char *file, int error, const char *reason, void *userdata) {
+        /* Reported, not fatal: the other credentials still work, and the file is left as it is. */
+        log_error_errno(error, "Ignoring credential file '%s': %s.", file, reason);
+}
+
+int manager_load(Manager *m) {
+        int r = store_open(m->state_dir, &m->store);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open state directory '%s': %m", m->state_dir);
+        r = store_load_all(&m->store, on_loaded, on_bad_file, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load credentials: %m");
+        for (size_t i = 0; i < m->n_creds; i++) {
+                Cred *cred = m->creds[i];
+                if (!cred->c->machine_id && credential_ensure_machine_id(cred->c) >= 0)
+                        (void) cred_save(cred);
+                cred_schedule(cred);
+        }
+        log_info("Loaded %zu credential(s) from '%s'.", m->n_creds, m->store.path);
+        return 0;
+}
+
+int manager_add(Manager *m, Credential *c, Cred **ret) {
+        Cred *cred;
+        int r;
+
+        r = credential_ensure_machine_id(c);
+        if (r < 0) {
+                credential_free(c);
+                return r;
+        }
+        r = store_save(&m->store, c);
+        if (r < 0) {
+                credential_free(c);
+                return r;
+        }
+        r = cred_new(m, c, &cred);
+        if (r < 0) {
+                (void) store_remove(&m->store, c->id);
+                credential_free(c);
+                return r;
+        }
+        r = insert_sorted(m, cred);
+        if (r < 0) {
+                (void) store_remove(&m->store, c->id);
+                cred_free(cred);
+                return r;
+        }
+        bus_cred_added(cred);
+        cred_schedule(cred);
+        if (ret)
+                *ret = cred;
+        return 0;
+}
+
+int manager_remove(Manager *m, Cred *cred) {
+        int r = store_remove(&m->store, cred->c->id);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < m->n_creds; i++)
+                if (m->creds[i] == cred) {
+                        memmove(m->creds + i, m->creds + i + 1, sizeof(Cred *) * (m->n_creds - i - 1));
+                        m->n_creds--;
+                        break;
+                }
+        if (cred->refreshing)
+                m->n_refreshing--;
+        bus_cred_removed(cred);
+        cred_fail_waiters(cred, KIROD_ERROR_NO_SUCH_CREDENTIAL, "The credential was removed.");
+        cred_free(cred);
+        return 0;
+}
+
+CredentialState cred_state(Cred *cred) {
+        if (!cred->c->enabled)
+                return CREDENTIAL_DISABLED;
+        if (cred->c->health == HEALTH_NEEDS_LOGIN)
+                return CREDENTIAL_NEEDS_LOGIN;
+        if (cred->refreshing)
+                return CREDENTIAL_REFRESHING;
+        if (cred->c->cooldown_until > now(CLOCK_REALTIME))
+                return CREDENTIAL_COOLDOWN;
+        return CREDENTIAL_ACTIVE;
+}
+
+bool cred_token_usable(Cred *cred, usec_t n) {
+        Credential *c = cred->c;
+        if (!c->access_token)
+                return false;
+        if (c->expires_at == USEC_INFINITY)
+                return true;
+        return c->expires_at > n + TOKEN_MIN_VALIDITY_USEC;
+}
+
+int cred_save(Cred *cred) {
+        int r = store_save(&cred->manager->store, cred->c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write credential '%s': %m", cred->c->id);
+        cred->save_pending = false;
+        return 0;
+}
+
+void cred_emit_changed(Cred *cred) {
+        if (!cred->manager->bus)
+                return;
+        (void) sd_bus_emit_properties_changed_strv(cred->manager->bus, cred->object_path,
+                                                   KIROD_CREDENTIAL_INTERFACE, NULL);
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Cred *cred = userdata;
+        cred->next_refresh_at = 0;
+        (void) cred_start_refresh(cred, true);
+        return 0;
+}
+
+static bool cred_refreshable(Cred *cred) {
+        Credential *c = cred->c;
+        return c->enabled && c->health == HEALTH_OK && c->refresh_token && c->method != AUTH_METHOD_API_KEY;
+}
+
+void cred_schedule(Cred *cred) {
+        Manager *m = cred->manager;
+        usec_t when;
+        int r;
+
+        if (cred->refreshing || !cred_refreshable(cred)) {
+                cred->next_refresh_at = 0;
+                if (cred->timer)
+                        (void) sd_event_source_set_enabled(cred->timer, SD_EVENT_OFF);
+                return;
+        }
+        if (cred->retry_at)
+                when = cred->retry_at;
+        else if (cred->c->expires_at == 0 || !cred->c->access_token)
+                when = now(CLOCK_REALTIME);
+        else {
+                usec_t lead = m->refresh_margin + (m->refresh_jitter ? random_u64() % (m->refresh_jitter + 1) : 0);
+                when = cred->c->expires_at > lead ? cred->c->expires_at - lead : 0;
+        }
+        if (when == 0)
+                when = 1;
+        cred->next_refresh_at = when;
+
+        if (cred->timer) {
+                r = sd_event_source_set_time(cred->timer, when);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(cred->timer, SD_EVENT_ONESHOT);
+        } else {
+                /* Expiry is wall-clock time, so the timer is too. */
+                r = sd_event_add_time(m->event, &cred->timer, CLOCK_REALTIME, when, 10 * USEC_PER_MSEC, on_timer,
+                                      cred);
+                if (r >= 0)
+                        (void) sd_event_source_set_description(cred->timer, "refresh-timer");
+        }
+        if (r < 0)
+                log_error_errno(r, "Failed to arm refresh timer for '%s': %m", cred->c->id);
+}
+
+static void cred_fail_waiters(Cred *cred, const char *name, const char *message) {
+        for (size_t i = 0; i < cred->n_token_waiters; i++) {
+                (void) sd_bus_reply_method_errorf(cred->token_waiters[i], name, "%s", message);
+                sd_bus_message_unref(cred->token_waiters[i]);
+        }
+        cred->n_token_waiters = 0;
+        for (size_t i = 0; i < cred->n_refresh_waiters; i++) {
+                (void) sd_bus_reply_method_errorf(cred->refresh_waiters[i], name, "%s", message);
+                sd_bus_message_unref(cred->refresh_waiters[i]);
+        }
+        cred->n_refresh_waiters = 0;
+}
+
+static void cred_answer_waiters(Cred *cred) {
+        usec_t n = now(CLOCK_REALTIME);
+        for (size_t i = 0; i < cred->n_token_waiters; i++) {
+                if (cred_token_usable(cred, n))
+                        (void) bus_reply_token(cred, cred->token_waiters[i]);
+                else
+                        (void) sd_bus_reply_method_errorf(cred->token_waiters[i], KIROD_ERROR_REFRESH_FAILED,
+                                                          "Refreshing credential '%s' failed: %s", cred->c->id,
+                                                          strna(cred->c->last_error));
+                sd_bus_message_unref(cred->token_waiters[i]);
+        }
+        cred->n_token_waiters = 0;
+        for (size_t i = 0; i < cred->n_refresh_waiters; i++) {
+                (void) sd_bus_reply_method_return(cred->refresh_waiters[i], NULL);
+                sd_bus_message_unref(cred->refresh_waiters[i]);
+        }
+        cred->n_refresh_waiters = 0;
+}
+
+static void manager_kick_queue(Manager *m) {
+        for (size_t i = 0; i < m->n_creds && m->n_refreshing < m->max_parallel_refresh; i++)
+                if (m->creds[i]->queued) {
+                        m->creds[i]->queued = false;
+                        (void) cred_start_refresh(m->creds[i], true);
+                }
+}
+
+static void cred_refresh_finished(Cred *cred) {
+        Manager *m = cred->manager;
+        cred->refreshing = false;
+        m->n_refreshing--;
+        if (cred->curl) {
+                curl_easy_cleanup(cred->curl);
+                cred->curl = NULL;
+        }
+        curl_slist_free_all(cred->headers);
+        cred->headers = NULL;
+        refresh_request_done(&cred->request);
+        cred->response = erase_and_free_sized(cred->response, cred->response_size);
+        cred->response_size = 0;
+}
+
+static void cred_mark_needs_login(Cred *cred, const char *error) {
+        Credential *c = cred->c;
+        static const char *const fix[_AUTH_METHOD_MAX] = {
+                [AUTH_METHOD_SOCIAL] = "log in again (kiro-cli login or the Kiro IDE), then 'kiroctl import --replace --id",
+                [AUTH_METHOD_BUILDER_ID] = "run 'kiro-cli login', then 'kiroctl import --from-kiro-cli --replace --id",
+                [AUTH_METHOD_IDC] = "run 'kiro-cli login', then 'kiroctl import --from-kiro-cli --replace --id",
+                [AUTH_METHOD_EXTERNAL_IDP] = "log in again in the Kiro IDE, then 'kiroctl import --from-kiro-ide --replace --id",
+                [AUTH_METHOD_API_KEY] = "import a new key with 'kiroctl import --api-key-file FILE --replace --id",
+                [AUTH_METHOD_KIMI_DEVICE] = "run 'kiroctl login kimi --replace --id",
+        };
+        char hint[256];
+
+        c->health = HEALTH_NEEDS_LOGIN;
+        (void) free_and_strdup(&c->last_error, error);
+        cred->retry_at = 0;
+        (void) cred_save(cred);
+        snprintf(hint, sizeof hint, "%s %s'", fix[c->method], c->id);
+        log_event(LOG_WARNING, KIROD_MESSAGE_NEEDS_LOGIN,
+                  "Credential '%s' needs a new login (%s): %s.", c->id, strna(error), hint);
+}
+
+static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
+        Cred *cred = userdata;
+        Credential *c = cred->c;
+        Manager *m = cred->manager;
+        RefreshResult res = {};
+        RefreshOutcome o;
+        long status = 0;
+
+        if (result == CURLE_OK)
+                (void) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+        if (result == CURLE_WRITE_ERROR && cred->response_size > REFRESH_RESPONSE_MAX)
+                o = refresh_parse_response(c->method, 0, "answer too large", 16, &res);
+        else if (result != CURLE_OK)
+                o = refresh_parse_response(c->method, 0, curl_easy_strerror(result),
+                                           strlen(curl_easy_strerror(result)), &res);
+        else
+                o = refresh_parse_response(c->method, status, cred->response, cred->response_size, &res);
+        cred_refresh_finished(cred);
+
+        usec_t n = now(CLOCK_REALTIME);
+        switch (o) {
+        case REFRESH_OK:
+                /* The rotated refresh token must be on disk before the new access token leaves. */
+                erase_and_free(c->access_token);
+                c->access_token = TAKE_PTR(res.access_token);
+                if (res.refresh_token) {
+                        erase_and_free(c->refresh_token);
+                        c->refresh_token = TAKE_PTR(res.refresh_token);
+                }
+                if (res.profile_arn && !streq_ptr(res.profile_arn, c->profile_arn)) {
+                        free(c->profile_arn);
+                        c->profile_arn = TAKE_PTR(res.profile_arn);
+                }
+                c->expires_at = n + res.expires_in;
+                c->last_refresh_at = n;
+                c->consecutive_failures = 0;
+                c->health = HEALTH_OK;
+                c->last_error = (free(c->last_error), NULL);
+                cred->retry_at = 0;
+                if (cred_save(cred) < 0) {
+                        /* Keep the new tokens in memory and try to write them again soon; hand out nothing
+                         * the disk does not have. */
+                        cred->save_pending = true;
+                        (void) free_and_strdup(&c->last_error, "cannot write the credential file");
+                        cred->retry_at = n + m->retry_initial;
+                        cred_fail_waiters(cred, KIROD_ERROR_STORAGE_FAILED,
+                                          "The credential was refreshed but could not be stored.");
+                } else {
+                        log_info("Refreshed credential '%s', valid for %llus.", c->id,
+                                 (unsigned long long) (res.expires_in / USEC_PER_SEC));
+                        cred_answer_waiters(cred);
+                }
+                break;
+
+        case REFRESH_PERMANENT:
+                c->consecutive_failures++;
+                cred_mark_needs_login(cred, res.error);
+                cred_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
+                break;
+
+        case REFRESH_TRANSIENT: {
+                c->consecutive_failures++;
+                (void) free_and_strdup(&c->last_error, res.error);
+                /* Exponential backoff with ±20 % jitter, capped. */
+                usec_t backoff = m->retry_initial;
+                for (unsigned i = 1; i < c->consecutive_failures && backoff < m->retry_max; i++)
+                        backoff *= 2;
+                backoff = MIN(backoff, m->retry_max);
+                backoff = backoff * 8 / 10 + (backoff ? random_u64() % (backoff * 4 / 10 + 1) : 0);
+                cred->retry_at = n + backoff;
+                (void) cred_save(cred);
+                log_event(LOG_WARNING, KIROD_MESSAGE_REFRESH_FAILED,
+                          "Refreshing credential '%s' failed (%s), attempt %u; retrying in %llus.", c->id,
+                          strna(res.error), c->consecutive_failures, (unsigned long long) (backoff / USEC_PER_SEC));
+                /* Waiters still get the current token while it is valid. */
+                cred_answer_waiters(cred);
+                break;
+        }
+        }
+        refresh_result_done(&res);
+        cred_schedule(cred);
+        cred_emit_changed(cred);
+        manager_kick_queue(m);
+}
+
+static size_t on_refresh_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        Cred *cred = userdata;
+        size_t n = size * nmemb;
+        if (cred->response_size + n > REFRESH_RESPONSE_MAX) {
+                cred->response_size += n;
+                return 0;
+        }
+        char *p = malloc(cred->response_size + n + 1);
+        if (!p)
+                return 0;
+        if (cred->response)
+                memcpy(p, cred->response, cred->response_size);
+        memcpy(p + cred->response_size, ptr, n);
+        p[cred->response_size + n] = 0;
+        erase_and_free_sized(cred->response, cred->response_size);
+        cred->response = p;
+        cred->response_size += n;
+        return n;
+}
+
+static int append_header(struct curl_slist **l, const char *name, const char *v) {
+        char buf[512];
+        /* "Name:" with an empty value removes a header curl would add by itself. */
+        snprintf(buf, sizeof buf, "%s:%s%s", name, isempty(v) ? "" : " ", strempty(v));
+        struct curl_slist *n = curl_slist_append(*l, buf);
+        if (!n)
+                return -ENOMEM;
+        *l = n;
+        return 0;
+}
+
+int cred_start_refresh(Cred *cred, bool force) {
+        Manager *m = cred->manager;
+        Credential *c = cred->c;
+        _cleanup_free_ char *message = NULL;
+        char uuid[37];
+        sd_id128_t id;
+        int r;
+
+        if (cred->refreshing)
+                return 0; /* single flight: the running refresh serves everyone */
+        if (!force && cred->retry_at > now(CLOCK_REALTIME))
+                return 0;
+        if (m->n_refreshing >= m->max_parallel_refresh) {
+                cred->queued = true;
+                return 0;
+        }
+        if (c->method == AUTH_METHOD_API_KEY)
+                return -EOPNOTSUPP;
+
+        r = refresh_build_request(c, m->kiro_auth_url, m->oidc_url, &cred->request, &message);
+        if (r == -ENOKEY) {
+                cred_mark_needs_login(cred, "the credential has no refresh token or client registration");
+                cred_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
+                cred_schedule(cred);
+                cred_emit_changed(cred);
+                return r;
+        }
+        if (r < 0) {
+                log_error_errno(r, "Cannot refresh credential '%s': %s", c->id, message ?: strerror(-r));
+                return r;
+        }
+
+        cred->curl = curl_easy_init();
+        if (!cred->curl) {
+                refresh_request_done(&cred->request);
+                return -ENOMEM;
+        }
+        (void) sd_id128_randomize(&id);
+        snprintf(uuid, sizeof uuid, SD_ID128_UUID_FORMAT_STR, SD_ID128_FORMAT_VAL(id));
+        if (append_header(&cred->headers, "Content-Type", cred->request.content_type) < 0 ||
+            append_header(&cred->headers, "Accept", "application/json") < 0 ||
+            append_header(&cred->headers, "amz-sdk-invocation-id", uuid) < 0 ||
+            append_header(&cred->headers, "amz-sdk-request", "attempt=1; max=1") < 0 ||
+            append_header(&cred->headers, "Expect", "") < 0)
+                r = -ENOMEM;
+        if (r >= 0)
+                r = curl_glue_setup_easy(cred->curl, cred->request.url, m->ca_file, REFRESH_TIMEOUT_USEC);
+        if (r >= 0 &&
+            (curl_easy_setopt(cred->curl, CURLOPT_POSTFIELDS, cred->request.body) != CURLE_OK ||
+             curl_easy_setopt(cred->curl, CURLOPT_POSTFIELDSIZE, (long) cred->request.body_size) != CURLE_OK ||
+             curl_easy_setopt(cred->curl, CURLOPT_HTTPHEADER, cred->headers) != CURLE_OK ||
+             curl_easy_setopt(cred->curl, CURLOPT_USERAGENT, cred->request.user_agent) != CURLE_OK ||
+             curl_easy_setopt(cred->curl, CURLOPT_WRITEFUNCTION, on_refresh_data) != CURLE_OK ||
+             curl_easy_setopt(cred->curl, CURLOPT_WRITEDATA, cred) != CURLE_OK))
+                r = -EIO;
+        if (r >= 0)
+                r = curl_glue_add(m->glue, cred->curl, on_refresh_done, cred);
+        if (r < 0) {
+                curl_easy_cleanup(cred->curl);
+                cred->curl = NULL;
+                curl_slist_free_all(cred->headers);
+                cred->headers = NULL;
+                refresh_request_done(&cred->request);
+                return log_error_errno(r, "Failed to start refresh of '%s': %m", c->id);
+        }
+        cred->refreshing = true;
+        m->n_refreshing++;
+        cred->next_refresh_at = 0;
+        if (cred->timer)
+                (void) sd_event_source_set_enabled(cred->timer, SD_EVENT_OFF);
+        log_debug("Refreshing credential '%s' at '%s'.", c->id, cred->request.url);
+        cred_emit_changed(cred);
+        return 1;
+}
+
+static bool cred_usable_for(Cred *cred, Provider p, usec_t n) {
+        Credential *c = cred->c;
+        return c->provider == p && c->enabled && c->health == HEALTH_OK && c->cooldown_until <= n;
+}
+
+Cred *manager_select(Manager *m, Provider p, sd_bus_error *error) {
+        usec_t n = now(CLOCK_REALTIME);
+        size_t total = 0, needs_login = 0, disabled = 0, cooling = 0;
+
+        if (m->policy == SELECTION_STICKY && m->sticky_id) {
+                Cred *cred = manager_find(m, m->sticky_id);
+                if (cred && cred_usable_for(cred, p, n))
+                        return cred;
+        }
+        for (size_t k = 0; k < m->n_creds; k++) {
+                size_t i = m->policy == SELECTION_ROUND_ROBIN ? (m->rr_next + k) % m->n_creds : k;
+                Cred *cred = m->creds[i];
+                if (cred->c->provider != p)
+                        continue;
+                total++;
+                if (!cred->c->enabled)
+                        disabled++;
+                else if (cred->c->health != HEALTH_OK)
+                        needs_login++;
+                else if (cred->c->cooldown_until > n)
+                        cooling++;
+                if (!cred_usable_for(cred, p, n))
+                        continue;
+                if (m->policy == SELECTION_ROUND_ROBIN)
+                        m->rr_next = (i + 1) % m->n_creds;
+                else
+                        (void) free_and_strdup(&m->sticky_id, cred->c->id);
+                return cred;
+        }
+        if (total == 0)
+                sd_bus_error_setf(error, KIROD_ERROR_NO_USABLE_CREDENTIAL,
+                                  "No '%s' credential is imported; import one with 'kiroctl import'.",
+                                  provider_to_string(p));
+        else
+                sd_bus_error_setf(error, KIROD_ERROR_NO_USABLE_CREDENTIAL,
+                                  "None of the %zu '%s' credential(s) is usable (%zu need a new login, %zu disabled, "
+                                  "%zu cooling down); see 'kiroctl status'.",
+                                  total, provider_to_string(p), needs_login, disabled, cooling);
+        return NULL;
+}
+
+/* systemd credentials (LoadCredential=) imported once at start-up; an existing credential of the same id
+ * is kept, because its refresh token may have rotated since. */
+int manager_import_system_credentials(Manager *m) {
+        static const struct {
+                const char *name;
+                ImportFormat format;
+                const char *id;
+        } table[] = {
+                { "kiro-refresh-token", IMPORT_REFRESH_TOKEN, "systemd-refresh-token" },
+                { "kiro-api-key", IMPORT_API_KEY, "systemd-api-key" },
+        };
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        if (!dir)
+                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                _cleanup_free_ char *path = NULL, *message = NULL;
+                _cleanup_close_ int fd = -EBADF;
+                Credential *c = NULL;
+                int r;
+
+                if (manager_find(m, table[i].id))
+                        continue;
+                if (asprintf(&path, "%s/%s", dir, table[i].name) < 0)
+                        return log_oom();
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0) {
+                        if (errno != ENOENT)
+                                log_warning_errno(errno, "Cannot open systemd credential '%s': %m", table[i].name);
+                        continue;
+                }
+                r = import_from_fds(table[i].format, fd, -EBADF, &c, &message);
+                if (r < 0) {
+                        log_error_errno(r, "Ignoring systemd credential '%s': %s", table[i].name, strna(message));
+                        continue;
+                }
+                c->id = strdup(table[i].id);
+                c->source_path = strdup(table[i].name);
+                c->source_format = (free(c->source_format), strdup("systemd-credential"));
+                c->imported_at = now(CLOCK_REALTIME);
+                r = manager_add(m, c, NULL);
+                if (r < 0)
+                        log_error_errno(r, "Failed to store systemd credential '%s': %m", table[i].name);
+                else
+                        log_event(LOG_INFO, KIROD_MESSAGE_CREDENTIAL_IMPORTED,
+                                  "Imported credential '%s' from systemd credential '%s'.", table[i].id, table[i].name);
+        }
+        return 0;
+}

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The manager: the credentials in memory, their refresh timers, single-flight refreshes and selection. */
+#pragma once
+
+#include <curl/curl.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+#include <sys/types.h>
+
+#include "authd-credential.h"
+#include "authd-refresh.h"
+#include "authd-store.h"
+#include "curl-glue.h"
+
+typedef enum SelectionPolicy {
+        SELECTION_STICKY,
+        SELECTION_ROUND_ROBIN,
+        _SELECTION_POLICY_MAX,
+        _SELECTION_POLICY_INVALID = -EINVAL,
+} SelectionPolicy;
+
+const char *selection_policy_to_string(SelectionPolicy p);
+SelectionPolicy selection_policy_from_string(const char *s);
+
+typedef struct Manager Manager;
+
+/* A credential at run time: the stored record plus timer, in-flight refresh and waiting callers. */
+typedef struct Cred {
+        Manager *manager;
+        Credential *c;
+        char *object_path;
+
+        sd_event_source *timer;
+        usec_t next_refresh_at;         /* CLOCK_REALTIME µs, 0 none */
+        usec_t retry_at;                /* set while backing off after a transient failure */
+
+        CURL *curl;
+        struct curl_slist *headers;
+        RefreshRequest request;
+        char *response;                 /* secret */
+        size_t response_size;
+        bool refreshing;
+        bool queued;                    /* waiting for a refresh slot (MaxParallelRefresh=) */
+        bool save_pending;              /* rotated tokens that could not be written yet */
+
+        sd_bus_message **token_waiters; /* GetToken calls parked on this refresh */
+        size_t n_token_waiters;
+        sd_bus_message **refresh_waiters; /* Refresh() calls parked on this refresh */
+        size_t n_refresh_waiters;
+} Cred;
+
+struct Manager {
+        sd_event *event;
+        sd_bus *bus;
+        CurlGlue *glue;
+        Store store;
+
+        Cred **creds;                   /* sorted by id */
+        size_t n_creds;
+        char *sticky_id;
+        size_t rr_next;
+        unsigned n_refreshing;
+
+        bool user_mode;
+        char *state_dir;
+
+        /* [Auth] */
+        usec_t refresh_margin;
+        usec_t refresh_jitter;
+        usec_t retry_initial;
+        usec_t retry_max;
+        SelectionPolicy policy;
+        char *admin_group;
+        char *proxy_user;
+        unsigned max_parallel_refresh;
+        usec_t usage_refresh;
+        /* [Endpoints] */
+        char *kiro_auth_url;
+        char *oidc_url;
+        char *kimi_auth_url;
+        char *usage_url;
+        char *ca_file;
+
+        uid_t proxy_uid;                /* UID_INVALID when the user does not exist */
+        gid_t admin_gid;
+};
+
+#define UID_INVALID ((uid_t) -1)
+#define GID_INVALID ((gid_t) -1)
+/* An access token is handed out only with at least this much life left. */
+#define TOKEN_MIN_VALIDITY_USEC (60 * USEC_PER_SEC)
+/* A forced refresh after an upstream 403 is skipped when the token is this fresh. */
+#define UNAUTHORIZED_REFRESH_GRACE_USEC (5 * USEC_PER_SEC)
+
+int manager_new(sd_event *e, Manager **ret);
+Manager *manager_free(Manager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
+
+int manager_parse_config(Manager *m, const char *path);
+int manager_resolve_users(Manager *m);
+int manager_load(Manager *m);
+int manager_import_system_credentials(Manager *m);
+
+Cred *manager_find(Manager *m, const char *id);
+/* Adds an imported credential (takes ownership), saving it first. */
+int manager_add(Manager *m, Credential *c, Cred **ret);
+int manager_remove(Manager *m, Cred *cred);
+
+CredentialState cred_state(Cred *cred);
+void cred_schedule(Cred *cred);
+/* Starts a refresh unless one runs (single flight). force: even while backing off. */
+int cred_start_refresh(Cred *cred, bool force);
+int cred_save(Cred *cred);
+void cred_emit_changed(Cred *cred);
+bool cred_token_usable(Cred *cred, usec_t n);
+
+/* Chooses a credential for GetToken by policy; NULL and an error describing why when none is usable. */
+Cred *manager_select(Manager *m, Provider p, sd_bus_error *error);
+
+/* Parks/answers GetToken calls (defined in authd-bus.c). */
+int bus_reply_token(Cred *cred, sd_bus_message *call);
+int bus_register(Manager *m);
+void bus_cred_added(Cred *cred);
+void bus_cred_removed(Cred *cred);

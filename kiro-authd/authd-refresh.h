@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Token refresh wire formats (KIRO-PROTOCOL.md A.8, B §2): building the request, parsing the answer and
+ * classifying failures as permanent or transient. Pure functions: the transfer itself is the manager's. */
+#pragma once
+
+#include "authd-credential.h"
+
+typedef struct RefreshRequest {
+        char *url;
+        char *body;             /* secret: wiped by refresh_request_done() */
+        size_t body_size;
+        const char *content_type;
+        char *user_agent;
+} RefreshRequest;
+
+void refresh_request_done(RefreshRequest *r);
+
+/* kiro_auth_url and oidc_url are templates with {region}. -EOPNOTSUPP for methods without refresh
+ * (api-key); -EPERM when a URL is not https (or http to loopback). */
+int refresh_build_request(const Credential *c, const char *kiro_auth_url, const char *oidc_url,
+                          RefreshRequest *ret, char **ret_message);
+
+typedef enum RefreshOutcome {
+        REFRESH_OK,
+        REFRESH_TRANSIENT,      /* network, timeouts, 5xx, 429, slow_down, other 400s: back off and retry */
+        REFRESH_PERMANENT,      /* invalid_grant & co: the login is gone, needs a new one */
+} RefreshOutcome;
+
+typedef struct RefreshResult {
+        char *access_token;     /* secrets */
+        char *refresh_token;    /* NULL when the server did not rotate it */
+        usec_t expires_in;      /* µs */
+        char *profile_arn;
+        char *error;            /* for failures: "HTTP 400: invalid_grant (Invalid refresh token provided)" */
+} RefreshResult;
+
+void refresh_result_done(RefreshResult *r);
+
+/* Classifies an HTTP answer (status 0 = transport failure, then body is curl's error text). */
+RefreshOutcome refresh_parse_response(AuthMethod m, long status, const char *body, size_t size, RefreshResult *ret);
+
+/* The error code of an OAuth/AWS error body: "error", or "__type" after '#' and before ':'. */
+int refresh_error_code(const char *body, size_t size, char **ret_code, char **ret_description);

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The credential store: one 0600 JSON file per credential under <state>/credentials/. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "authd-store.h"
+#include "fileio.h"
+
+#define CREDENTIAL_FILE_MAX (1024 * 1024)
+
+int store_open(const char *state_dir, Store *ret) {
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (asprintf(&path, "%s/credentials", state_dir) < 0)
+                return -ENOMEM;
+        r = mkdir_p(state_dir, 0700);
+        if (r < 0)
+                return r;
+        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+
+        /* Temporary files of an interrupted write are garbage: the rename never happened. */
+        int dfd = dup(fd);
+        DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+        if (d) {
+                struct dirent *de;
+                while ((de = readdir(d)))
+                        if (startswith(de->d_name, ".#"))
+                                (void) unlinkat(fd, de->d_name, 0);
+                closedir(d);
+        } else if (dfd >= 0)
+                close(dfd);
+
+        *ret = (Store) { .dir_fd = fd, .path = TAKE_PTR(path) };
+        return 0;
+}
+
+void store_close(Store *s) {
+        s->dir_fd = safe_close(s->dir_fd);
+        s->path = (free(s->path), NULL);
+}
+
+static int file_name(const char *id, char *buf, size_t n) {
+        int r = snprintf(buf, n, "%s.json", id);
+        return r < 0 || (size_t) r >= n ? -ENAMETOOLONG : 0;
+}
+
+int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, void *userdata) {
+        _cleanup_strv_free_ char **names = NULL;
+        int r;
+
+        int dfd = dup(s->dir_fd);
+        if (dfd < 0)
+                return -errno;
+        DIR *d = fdopendir(dfd);
+        if (!d) {
+                close(dfd);
+                return -errno;
+        }
+        rewinddir(d);
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                size_t l = strlen(de->d_name);
+                if (de->d_name[0] == '.' || l < 6 || !streq(de->d_name + l - 5, ".json"))
+                        continue;
+                r = strv_extend(&names, de->d_name);
+                if (r < 0) {
+                        closedir(d);
+                        return r;
+                }
+        }
+        closedir(d);
+
+        STRV_FOREACH(n, names) {
+                _cleanup_close_ int fd = openat(s->dir_fd, *n, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                char *text = NULL;
+                size_t size = 0;
+                const char *reason = NULL;
+                Credential *c = NULL;
+
+                if (fd < 0) {
+                        on_bad(*n, -errno, "cannot open", userdata);
+                        continue;
+                }
+                r = read_full_fd(fd, CREDENTIAL_FILE_MAX, &text, &size);
+                if (r < 0) {
+                        on_bad(*n, r, r == -EFBIG ? "file too large" : "cannot read", userdata);
+                        continue;
+                }
+                r = credential_from_json(text, size, &c, &reason);
+                text = erase_and_free_sized(text, size);
+                if (r < 0) {
+                        on_bad(*n, r, reason ?: "cannot parse", userdata);
+                        continue;
+                }
+                /* The file name is the id: a renamed file would otherwise shadow another credential. */
+                char expected[128];
+                if (file_name(c->id, expected, sizeof expected) < 0 || !streq(expected, *n)) {
+                        on_bad(*n, -EBADMSG, "file name does not match the 'id' inside", userdata);
+                        credential_free(c);
+                        continue;
+                }
+                r = on_credential(c, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int store_save(Store *s, Credential *c) {
+        char name[128];
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        r = file_name(c->id, name, sizeof name);
+        if (r < 0)
+                return r;
+        r = credential_to_json(c, &text);
+        if (r < 0)
+                return r;
+        size_t n = strlen(text);
+        r = write_file_atomic_at(s->dir_fd, name, text, n, 0600);
+        explicit_bzero(text, n);
+        return r;
+}
+
+int store_remove(Store *s, const char *id) {
+        char name[128];
+        int r = file_name(id, name, sizeof name);
+        if (r < 0)
+                return r;
+        if (unlinkat(s->dir_fd, name, 0) < 0 && errno != ENOENT)
+                return -errno;
+        if (fsync(s->dir_fd) < 0)
+                return -errno;
+        return 0;
+}
