@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Refresh request building, answer parsing and failure classification (KIRO-PROTOCOL.md B §2.3). */
+#include "authd-refresh.h"
+#include "json-util.h"
+#include "tests.h"
+
+static Credential *cred(AuthMethod m) {
+        Credential *c = credential_new();
+        c->method = m;
+        c->refresh_token = strdup("rt-1");
+        c->region = strdup("eu-west-1");
+        c->machine_id = strdup("ab");
+        c->client_id = strdup("cid");
+        c->client_secret = strdup("csec");
+        return c;
+}
+
+TEST(social_request) {
+        Credential *c = cred(AUTH_METHOD_SOCIAL);
+        RefreshRequest req;
+        ASSERT_OK(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev", "https://oidc.{region}.x", &req, NULL));
+        ASSERT_STREQ(req.url, "https://prod.eu-west-1.auth.desktop.kiro.dev/refreshToken");
+        ASSERT_STREQ(req.body, "{\"refreshToken\":\"rt-1\"}");
+        ASSERT_STREQ(req.content_type, "application/json");
+        ASSERT_STREQ(req.user_agent, "KiroIDE-0.7.45-ab");
+        refresh_request_done(&req);
+        credential_free(c);
+}
+
+TEST(oidc_request_camel_case_json) {
+        Credential *c = cred(AUTH_METHOD_BUILDER_ID);
+        RefreshRequest req;
+        ASSERT_OK(refresh_build_request(c, "https://k", "http://127.0.0.1:99/{region}", &req, NULL));
+        ASSERT_STREQ(req.url, "http://127.0.0.1:99/eu-west-1/token");
+        _cleanup_json_ json_object *o = NULL;
+        ASSERT_OK(json_parse_bounded(req.body, req.body_size, 4, &o, NULL));
+        ASSERT_STREQ(json_string_or_null(o, "grantType"), "refresh_token");
+        ASSERT_STREQ(json_string_or_null(o, "clientId"), "cid");
+        ASSERT_STREQ(json_string_or_null(o, "clientSecret"), "csec");
+        ASSERT_STREQ(json_string_or_null(o, "refreshToken"), "rt-1");
+        refresh_request_done(&req);
+        credential_free(c);
+}
+
+TEST(external_idp_form) {
+        Credential *c = cred(AUTH_METHOD_EXTERNAL_IDP);
+        c->token_endpoint = strdup("https://idp.example/oauth2/token");
+        c->scopes = strdup("openid offline_access");
+        RefreshRequest req;
+        ASSERT_OK(refresh_build_request(c, "https://k", "https://o", &req, NULL));
+        ASSERT_STREQ(req.url, "https://idp.example/oauth2/token");
+        ASSERT_STREQ(req.body, "grant_type=refresh_token&client_id=cid&refresh_token=rt-1&scope=openid%20offline_access");
+        ASSERT_STREQ(req.content_type, "application/x-www-form-urlencoded");
+        refresh_request_done(&req);
+        credential_free(c);
+}
+
+TEST(refuses_plain_http_off_loopback) {
+        Credential *c = cred(AUTH_METHOD_SOCIAL);
+        RefreshRequest req;
+        char *msg = NULL;
+        ASSERT_ERROR(refresh_build_request(c, "http://evil.example", "https://o", &req, &msg), EPERM);
+        ASSERT_TRUE(strstr(msg, "https"));
+        free(msg);
+        c->method = AUTH_METHOD_API_KEY;
+        ASSERT_ERROR(refresh_build_request(c, "https://k", "https://o", &req, NULL), EOPNOTSUPP);
+        credential_free(c);
+}
+
+static RefreshOutcome classify(AuthMethod m, long status, const char *body) {
+        RefreshResult res;
+        RefreshOutcome o = refresh_parse_response(m, status, body, body ? strlen(body) : 0, &res);
+        refresh_result_done(&res);
+        return o;
+}
+
+TEST(classification) {
+        const char *ig = "{\"error\":\"invalid_grant\",\"error_description\":\"Invalid refresh token provided\"}";
+        ASSERT_EQ(classify(AUTH_METHOD_SOCIAL, 400, ig), REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_BUILDER_ID, 400, ig), REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_BUILDER_ID, 400, "{\"__type\":\"com.amazonaws.sso#InvalidGrantException:x\"}"),
+                  REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_IDC, 401, "{\"error\":\"invalid_client\"}"), REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_IDC, 400, "{\"error\":\"expired_token\"}"), REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_SOCIAL, 401, "unauthorized"), REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_SOCIAL, 403, NULL), REFRESH_PERMANENT);
+        /* transient */
+        ASSERT_EQ(classify(AUTH_METHOD_IDC, 401, "not json"), REFRESH_TRANSIENT);
+        ASSERT_EQ(classify(AUTH_METHOD_BUILDER_ID, 400, "{\"error\":\"slow_down\"}"), REFRESH_TRANSIENT);
+        ASSERT_EQ(classify(AUTH_METHOD_SOCIAL, 500, ig), REFRESH_TRANSIENT);
+        ASSERT_EQ(classify(AUTH_METHOD_SOCIAL, 429, NULL), REFRESH_TRANSIENT);
+        ASSERT_EQ(classify(AUTH_METHOD_SOCIAL, 408, NULL), REFRESH_TRANSIENT);
+        ASSERT_EQ(classify(AUTH_METHOD_SOCIAL, 0, "Couldn't connect"), REFRESH_TRANSIENT);
+        ASSERT_EQ(classify(AUTH_METHOD_SOCIAL, 200, "{\"nope\":1}"), REFRESH_TRANSIENT);
+        ASSERT_EQ(classify(AUTH_METHOD_SOCIAL, 200, "garbage"), REFRESH_TRANSIENT);
+}
+
+TEST(success_parsing) {
+        RefreshResult res;
+        const char *b = "{\"accessToken\":\"at2\",\"refreshToken\":\"rt2\",\"expiresIn\":1800,\"profileArn\":\"arn:x\"}";
+        ASSERT_EQ(refresh_parse_response(AUTH_METHOD_SOCIAL, 200, b, strlen(b), &res), REFRESH_OK);
+        ASSERT_STREQ(res.access_token, "at2");
+        ASSERT_STREQ(res.refresh_token, "rt2");
+        ASSERT_STREQ(res.profile_arn, "arn:x");
+        ASSERT_EQ(res.expires_in, 1800 * USEC_PER_SEC);
+        refresh_result_done(&res);
+
+        /* no rotation, no expiresIn: keep the old refresh token, default 3600 s */
+        b = "{\"accessToken\":\"at3\",\"tokenType\":\"Bearer\"}";
+        ASSERT_EQ(refresh_parse_response(AUTH_METHOD_BUILDER_ID, 200, b, strlen(b), &res), REFRESH_OK);
+        ASSERT_NULL(res.refresh_token);
+        ASSERT_EQ(res.expires_in, 3600 * USEC_PER_SEC);
+        refresh_result_done(&res);
+
+        b = "{\"access_token\":\"at4\",\"refresh_token\":\"rt4\",\"expires_in\":60}";
+        ASSERT_EQ(refresh_parse_response(AUTH_METHOD_EXTERNAL_IDP, 200, b, strlen(b), &res), REFRESH_OK);
+        ASSERT_STREQ(res.refresh_token, "rt4");
+        ASSERT_EQ(res.expires_in, 60 * USEC_PER_SEC);
+        refresh_result_done(&res);
+
+        b = "{\"error\":\"invalid_grant\",\"error_description\":\"Invalid grant provided\"}";
+        ASSERT_EQ(refresh_parse_response(AUTH_METHOD_SOCIAL, 400, b, strlen(b), &res), REFRESH_PERMANENT);
+        ASSERT_STREQ(res.error, "HTTP 400: invalid_grant (Invalid grant provided)");
+        ASSERT_NULL(res.access_token);
+        refresh_result_done(&res);
+}

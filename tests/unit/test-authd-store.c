@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The credential record's JSON form and the atomic store. */
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "authd-store.h"
+#include "fileio.h"
+#include "json-util.h"
+#include "tests.h"
+
+static char *mktemp_dir(void) {
+        char *t = strdup("/tmp/kirod-test-store-XXXXXX");
+        ASSERT_NOT_NULL(mkdtemp(t));
+        return t;
+}
+
+TEST(roundtrip_keeps_unknown_fields) {
+        const char *text = "{\"id\":\"a\",\"provider\":\"kiro\",\"auth_method\":\"idc\",\"refresh_token\":\"rt\","
+                           "\"expires_at\":\"2030-01-01T00:00:00.000Z\",\"future_field\":{\"x\":[1,2]},"
+                           "\"health\":{\"state\":\"needs-login\",\"consecutive_failures\":3,\"extra\":true},"
+                           "\"enabled\":false}";
+        Credential *c = NULL;
+        const char *err = NULL;
+        ASSERT_OK(credential_from_json(text, strlen(text), &c, &err));
+        ASSERT_EQ(c->method, AUTH_METHOD_IDC);
+        ASSERT_EQ(c->health, HEALTH_NEEDS_LOGIN);
+        ASSERT_EQ(c->consecutive_failures, 3);
+        ASSERT_FALSE(c->enabled);
+        free(c->refresh_token);
+        c->refresh_token = strdup("rt-new");
+        char *out = NULL;
+        ASSERT_OK(credential_to_json(c, &out));
+        _cleanup_json_ json_object *o = NULL;
+        ASSERT_OK(json_parse_bounded(out, strlen(out), 8, &o, NULL));
+        json_object *ff, *h;
+        ASSERT_TRUE(json_object_object_get_ex(o, "future_field", &ff));
+        ASSERT_STREQ(json_object_to_json_string_ext(ff, JSON_C_TO_STRING_PLAIN), "{\"x\":[1,2]}");
+        ASSERT_STREQ(json_string_or_null(o, "refresh_token"), "rt-new");
+        ASSERT_STREQ(json_string_or_null(o, "expires_at"), "2030-01-01T00:00:00.000Z");
+        ASSERT_OK(json_get_object(o, "health", &h));
+        bool extra = false;
+        ASSERT_OK(json_get_bool(h, "extra", &extra));
+        ASSERT_TRUE(extra);
+        free(out);
+        credential_free(c);
+}
+
+TEST(bad_documents) {
+        Credential *c = NULL;
+        const char *err = NULL;
+        ASSERT_ERROR(credential_from_json("[]", 2, &c, &err), EBADMSG);
+        ASSERT_STREQ(err, "not a JSON object");
+        const char *noid = "{\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"r\"}";
+        ASSERT_ERROR(credential_from_json(noid, strlen(noid), &c, &err), EBADMSG);
+        ASSERT_STREQ(err, "missing or invalid 'id'");
+        const char *badid = "{\"id\":\"../x\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"r\"}";
+        ASSERT_ERROR(credential_from_json(badid, strlen(badid), &c, &err), EBADMSG);
+        const char *notok = "{\"id\":\"x\",\"provider\":\"kiro\",\"auth_method\":\"social\"}";
+        ASSERT_ERROR(credential_from_json(notok, strlen(notok), &c, &err), EBADMSG);
+        const char *badtime = "{\"id\":\"x\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"r\",\"expires_at\":5}";
+        ASSERT_ERROR(credential_from_json(badtime, strlen(badtime), &c, &err), EBADMSG);
+        ASSERT_NULL(c);
+}
+
+static int n_loaded;
+static char *last_bad;
+static int on_cred(Credential *c, void *userdata) {
+        n_loaded++;
+        ASSERT_STREQ(c->id, "good");
+        credential_free(c);
+        return 0;
+}
+static void on_bad(const char *file, int error, const char *reason, void *userdata) {
+        free(last_bad);
+        last_bad = strdup(file);
+}
+
+TEST(store_save_load_and_bad_files) {
+        _cleanup_free_ char *dir = mktemp_dir();
+        Store s;
+        ASSERT_OK(store_open(dir, &s));
+        Credential *c = credential_new();
+        c->id = strdup("good");
+        c->refresh_token = strdup("secret-rt");
+        c->expires_at = 1700000000 * USEC_PER_SEC;
+        ASSERT_OK(store_save(&s, c));
+        credential_free(c);
+
+        struct stat st;
+        ASSERT_OK(fstatat(s.dir_fd, "good.json", &st, 0));
+        ASSERT_EQ(st.st_mode & 07777, 0600);
+        /* a torn write leaves only a temporary file, cleaned on open; a garbage file is reported */
+        ASSERT_OK(write_file_atomic_at(s.dir_fd, "broken.json", "{\"id\":", 6, 0600));
+        int fd = openat(s.dir_fd, ".#good.json.123", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        ASSERT_TRUE(fd >= 0);
+        close(fd);
+        store_close(&s);
+
+        ASSERT_OK(store_open(dir, &s));
+        ASSERT_ERROR(faccessat(s.dir_fd, ".#good.json.123", F_OK, 0) < 0 ? -errno : 0, ENOENT);
+        n_loaded = 0;
+        ASSERT_OK(store_load_all(&s, on_cred, on_bad, NULL));
+        ASSERT_EQ(n_loaded, 1);
+        ASSERT_STREQ(last_bad, "broken.json");
+        /* the bad file is left untouched */
+        char *text = NULL;
+        size_t size;
+        int dfd = openat(s.dir_fd, "broken.json", O_RDONLY | O_CLOEXEC);
+        ASSERT_OK(read_full_fd(dfd, 100, &text, &size));
+        close(dfd);
+        ASSERT_STREQ(text, "{\"id\":");
+        free(text);
+        ASSERT_OK(store_remove(&s, "good"));
+        ASSERT_OK(store_remove(&s, "broken"));
+        store_close(&s);
+        free(last_bad);
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s/credentials", dir);
+        ASSERT_OK(rmdir(sub));
+        ASSERT_OK(rmdir(dir));
+}
+
+TEST(rfc3339) {
+        usec_t t;
+        ASSERT_OK(parse_rfc3339("2025-12-31T02:32:45.144Z", &t));
+        ASSERT_EQ(t, 1767148365144000ULL);
+        ASSERT_OK(parse_rfc3339("2025-12-31T03:32:45.144+01:00", &t));
+        ASSERT_EQ(t, 1767148365144000ULL);
+        ASSERT_OK(parse_rfc3339("2025-12-31T02:32:45.144999999Z", &t));
+        ASSERT_EQ(t, 1767148365144999ULL);
+        ASSERT_ERROR(parse_rfc3339("2025-12-31", &t), EINVAL);
+        ASSERT_ERROR(parse_rfc3339("2025-12-31T02:32:45Zjunk", &t), EINVAL);
+        char buf[RFC3339_MAX];
+        ASSERT_STREQ(format_rfc3339(buf, sizeof buf, 1767148365144000ULL), "2025-12-31T02:32:45.144Z");
+}
