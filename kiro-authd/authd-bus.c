@@ -231,8 +231,11 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
         Credential *c = cred->c;
         if (streq(kind, "unauthorized")) {
                 /* 403 with a bad token: one forced refresh, shared by everyone who saw it. */
-                if (c->last_refresh_at + UNAUTHORIZED_REFRESH_GRACE_USEC < n)
+                if (c->method != AUTH_METHOD_API_KEY && c->last_refresh_at + UNAUTHORIZED_REFRESH_GRACE_USEC < n) {
+                        /* Callers that ask for a token now wait for the new one. */
+                        cred->token_rejected = true;
                         (void) cred_start_refresh(cred, true);
+                }
         } else if (streq(kind, "throttled"))
                 c->cooldown_until = n + (retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : 30 * USEC_PER_SEC);
         else if (streq(kind, "quota-exhausted"))

@@ -335,7 +335,7 @@ CredentialState cred_state(Cred *cred) {
 
 bool cred_token_usable(Cred *cred, usec_t n) {
         Credential *c = cred->c;
-        if (!c->access_token)
+        if (!c->access_token || cred->token_rejected)
                 return false;
         if (c->expires_at == USEC_INFINITY)
                 return true;
@@ -517,6 +517,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                         c->profile_arn = TAKE_PTR(res.profile_arn);
                 }
                 c->expires_at = n + res.expires_in;
+                cred->token_rejected = false;
                 c->last_refresh_at = n;
                 c->consecutive_failures = 0;
                 c->health = HEALTH_OK;

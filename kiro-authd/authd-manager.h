@@ -42,6 +42,7 @@ typedef struct Cred {
         bool refreshing;
         bool queued;                    /* waiting for a refresh slot (MaxParallelRefresh=) */
         bool save_pending;              /* rotated tokens that could not be written yet */
+        bool token_rejected;            /* upstream refused the access token: hand it out no more */
 
         sd_bus_message **token_waiters; /* GetToken calls parked on this refresh */
         size_t n_token_waiters;
