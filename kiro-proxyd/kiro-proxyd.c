@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* kiro-proxyd: the local OpenAI- and Anthropic-compatible HTTP API over Kiro, tokens from kiro-authd. */
+#include <getopt.h>
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+
+#include "bus-names.h"
+#include "conf.h"
+#include "log.h"
+#include "proxyd-anthropic.h"
+#include "proxyd-apikeys.h"
+#include "proxyd-listen.h"
+#include "proxyd-openai.h"
+
+typedef struct Proxy {
+        sd_event *event;
+        sd_bus *bus;
+        TokenCache *tokens;
+        Upstream *upstream;
+        HttpServer *http;
+        ApiKeys *keys;
+        ChatContext chat;
+        sd_event_source *idle_timer;
+        bool activated;
+
+        /* [Proxy] */
+        ListenConfig listen;
+        char *api_keys_file;
+        HttpLimits limits;
+        unsigned max_json_depth;
+        usec_t exit_on_idle;
+        /* [Kiro] */
+        UpstreamConfig kiro;
+        bool trim_history;
+        /* [Kimi] */
+        char *kimi_api_base;
+} Proxy;
+
+static char *arg_config = NULL;
+static char **arg_listen = NULL;
+static int arg_log_level = -1;
+static bool arg_user = false;
+
+static void proxy_done(Proxy *p) {
+        p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
+        p->http = http_server_free(p->http);
+        p->upstream = upstream_free(p->upstream);
+        p->tokens = token_cache_free(p->tokens);
+        p->bus = sd_bus_flush_close_unref(p->bus);
+        p->keys = apikeys_free(p->keys);
+        listen_config_done(&p->listen);
+        upstream_config_done(&p->kiro);
+        free(p->api_keys_file);
+        free(p->kimi_api_base);
+        p->event = sd_event_unref(p->event);
+}
+
+static bool path_is_anthropic(const char *path) {
+        return startswith(path, "/v1/messages") != NULL;
+}
+
+static int render_error(HttpRequest *r, unsigned status, const char *message, char **ret_body, size_t *ret_size,
+                        const char **ret_content_type, void *userdata) {
+        ApiErrorKind kind = status == 400   ? API_ERROR_INVALID_REQUEST
+                            : status == 401 ? API_ERROR_AUTHENTICATION
+                            : status == 403 ? API_ERROR_PERMISSION
+                            : status == 404 ? API_ERROR_NOT_FOUND
+                            : status == 413 ? API_ERROR_TOO_LARGE
+                            : status == 429 ? API_ERROR_RATE_LIMIT
+                            : status == 503 ? API_ERROR_UNAVAILABLE
+                            : status == 504 ? API_ERROR_TIMEOUT
+                                            : API_ERROR_API;
+        ApiError e = { .kind = kind, .message = (char *) message };
+        bool anthropic = path_is_anthropic(http_request_path(r) ?: "");
+        int ret = anthropic ? anthropic_render_error(&e, ret_body, ret_size) : openai_render_error(&e, ret_body, ret_size);
+        *ret_content_type = "application/json";
+        return ret;
+}
+
+static int check_key(Proxy *p, HttpRequest *r) {
+        if (apikeys_count(p->keys) == 0 || apikeys_check(p->keys, r))
+                return 0;
+        ApiError e = { .kind = API_ERROR_AUTHENTICATION,
+                       .message = (char *) "Missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'." };
+        return frontend_respond_error(r, &e, path_is_anthropic(http_request_path(r)));
+}
+
+static int on_headers(HttpRequest *r, void *userdata) {
+        Proxy *p = userdata;
+        /* Refuse a wrong key before reading a large body. */
+        if (apikeys_count(p->keys) > 0 && !apikeys_check(p->keys, r))
+                return check_key(p, r);
+        return 0;
+}
+
+static int on_request(HttpRequest *r, void *userdata) {
+        Proxy *p = userdata;
+        const char *method = http_request_method(r), *path = http_request_path(r);
+        bool get = streq(method, "GET"), post = streq(method, "POST");
+
+        if (streq(path, "/healthz")) {
+                static const char ok[] = "{\"status\":\"ok\"}";
+                return http_request_respond(r, 200, "application/json", ok, sizeof ok - 1, NULL);
+        }
+        if (apikeys_count(p->keys) > 0 && !apikeys_check(p->keys, r))
+                return check_key(p, r);
+
+        if (streq(path, "/v1/models") && get)
+                return openai_handle_models(r);
+        if (streq(path, "/v1/chat/completions") && post)
+                return openai_handle_chat(&p->chat, r, (int) p->max_json_depth);
+        if (streq(path, "/v1/messages") && post)
+                return anthropic_handle_messages(&p->chat, r, (int) p->max_json_depth);
+        if (streq(path, "/v1/messages/count_tokens") && post)
+                return anthropic_handle_count_tokens(r, (int) p->max_json_depth);
+
+        bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
+                     streq(path, "/v1/messages/count_tokens");
+        ApiError e = {};
+        if (known)
+                (void) api_error_set(&e, API_ERROR_INVALID_REQUEST, NULL, "Method %s is not allowed on %s.", method, path);
+        else
+                (void) api_error_set(&e, API_ERROR_NOT_FOUND, NULL, "Unknown route %s %s.", method, path);
+        int ret = frontend_respond_error(r, &e, path_is_anthropic(path));
+        api_error_done(&e);
+        return ret;
+}
+
+static void config_warn(const char *file, unsigned line, const char *section, const char *key, int error,
+                        void *userdata) {
+        if (error == 0)
+                log_warning("%s: unknown key '%s' in section [%s], ignoring.", file, key, section);
+        else
+                log_warning_errno(error, "%s: invalid value for %s= in [%s], ignoring: %m", file, key, section);
+}
+
+static int parse_size(const char *v, void *data) {
+        uint64_t n;
+        int r = config_parse_uint64(v, &n);
+        if (r < 0)
+                return r;
+        *(size_t *) data = (size_t) n;
+        return 0;
+}
+
+static int parse_endpoints(const char *v, void *data) {
+        _cleanup_strv_free_ char **l = NULL;
+        int r = strv_split(v, &l);
+        if (r < 0)
+                return r;
+        STRV_FOREACH(u, l)
+                if (url_check_scheme(*u) < 0)
+                        return -EPERM;
+        strv_free(*(char ***) data);
+        *(char ***) data = TAKE_PTR(l);
+        return 0;
+}
+
+static int parse_config(Proxy *p) {
+        uint64_t max_body = HTTP_MAX_BODY_BYTES_DEFAULT;
+        const ConfigItem table[] = {
+                { "Proxy", "Listen", config_parse_listen, &p->listen.listen },
+                { "Proxy", "AllowNonLoopback", config_parse_bool, &p->listen.allow_non_loopback },
+                { "Proxy", "SocketMode", config_parse_mode, &p->listen.socket_mode },
+                { "Proxy", "APIKeysFile", config_parse_string, &p->api_keys_file },
+                { "Proxy", "MaxConnections", config_parse_unsigned, &p->limits.max_connections },
+                { "Proxy", "MaxBodyBytes", config_parse_uint64, &max_body },
+                { "Proxy", "IdleTimeoutSec", config_parse_sec, &p->limits.idle_timeout_usec },
+                { "Proxy", "RequestTimeoutSec", config_parse_sec, &p->limits.request_timeout_usec },
+                { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->max_json_depth },
+                { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
+                { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
+                { "Kiro", "Endpoints", parse_endpoints, &p->kiro.endpoints },
+                { "Kiro", "MaxUpstreamPayloadBytes", parse_size, &p->kiro.max_payload_bytes },
+                { "Kiro", "TrimHistory", config_parse_bool, &p->trim_history },
+                { "Kiro", "DefaultProfileArn", config_parse_string, &p->kiro.default_profile_arn },
+                { "Kiro", "MaxFrameBytes", parse_size, &p->kiro.max_frame_bytes },
+                { "Kiro", "CAFile", config_parse_string, &p->kiro.ca_file },
+                { "Kiro", "MaxAttempts", config_parse_unsigned, &p->kiro.max_attempts },
+                { "Kiro", "RetryBackoffSec", config_parse_sec, &p->kiro.backoff_initial },
+                { "Kimi", "APIBase", config_parse_string, &p->kimi_api_base },
+                {}
+        };
+        int r = config_parse_files(arg_config, table, config_warn, p);
+        if (r < 0)
+                return log_error_errno(r, "Failed to parse configuration '%s': %m", arg_config);
+        p->limits.max_body_bytes = max_body;
+        if (p->kiro.max_attempts == 0)
+                p->kiro.max_attempts = 1;
+        if (p->max_json_depth == 0 || p->max_json_depth > 1000)
+                p->max_json_depth = 64;
+        if (p->trim_history)
+                log_notice("TrimHistory=yes is not implemented yet; oversized requests get a 413.");
+        /* Command-line --listen replaces the configured ones. */
+        if (arg_listen) {
+                strv_free(p->listen.listen);
+                p->listen.listen = TAKE_PTR(arg_listen);
+        }
+        return 0;
+}
+
+static int on_idle_check(sd_event_source *s, uint64_t usec, void *userdata) {
+        Proxy *p = userdata;
+        /* Socket activated and nobody connected for a whole period: exit, the sockets stay with systemd, so
+         * the next connection starts us again and waits in the backlog meanwhile. */
+        if (http_server_n_connections(p->http) == 0 && http_server_n_requests(p->http) == 0) {
+                log_info("Idle for %llus, exiting.", (unsigned long long) (p->exit_on_idle / USEC_PER_SEC));
+                return sd_event_exit(p->event, 0);
+        }
+        (void) sd_event_source_set_time_relative(s, p->exit_on_idle);
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+static int setup_listeners(Proxy *p) {
+        ListenFd *fds = NULL;
+        size_t n = 0;
+        int r = listen_fds_open(&p->listen, &fds, &n);
+        if (r < 0)
+                return r;
+        p->activated = n > 0 && fds[0].activated;
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *desc = fds[i].description;
+                int fd = fds[i].fd;
+                fds[i].description = NULL;
+                r = http_server_add_listener(p->http, fd, desc, NULL);
+                if (r < 0) {
+                        for (size_t j = i + 1; j < n; j++) {
+                                safe_close(fds[j].fd);
+                                free(fds[j].description);
+                        }
+                        free(fds);
+                        return log_error_errno(r, "Failed to serve on '%s': %m", strna(desc));
+                }
+                int port = fds[i].kind == LISTEN_TCP ? listen_fd_port(fd) : -1;
+                log_info("Listening on %s%s.", strna(desc), fds[i].activated ? " (socket activation)" : "");
+                if (port >= 0)
+                        log_debug("Bound TCP port %d.", port);
+        }
+        free(fds);
+        return 0;
+}
+
+static void help(void) {
+        printf("%s [OPTIONS...]\n\n"
+               "Serves the OpenAI and Anthropic APIs over Kiro; tokens come from kiro-authd.\n\n"
+               "  -h --help              Show this help\n"
+               "     --version           Show package version\n"
+               "     --config=PATH       Configuration file (default " SYSCONFDIR "/kirod/kiro-proxyd.conf)\n"
+               "     --listen=ADDR       127.0.0.1:8399, [::1]:8399, unix:/path (repeatable; replaces Listen=)\n"
+               "     --log-level=LEVEL   debug, info, notice, warning, err\n"
+               "     --user              Talk to kiro-authd on the session bus\n",
+               program_invocation_short_name);
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_VERSION = 0x100, ARG_CONFIG, ARG_LISTEN, ARG_LOG_LEVEL, ARG_USER };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "config", required_argument, NULL, ARG_CONFIG },
+                { "listen", required_argument, NULL, ARG_LISTEN },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "user", no_argument, NULL, ARG_USER },
+                {}
+        };
+        int c;
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        puts(PACKAGE_VERSION);
+                        return 0;
+                case ARG_CONFIG:
+                        if (free_and_strdup(&arg_config, optarg) < 0)
+                                return log_oom();
+                        break;
+                case ARG_LISTEN: {
+                        ListenSpec spec;
+                        if (listen_spec_parse(optarg, &spec) < 0)
+                                return log_error_errno(EINVAL, "Invalid --listen= address '%s'.", optarg);
+                        listen_spec_done(&spec);
+                        if (strv_extend(&arg_listen, optarg) < 0)
+                                return log_oom();
+                        break;
+                }
+                case ARG_LOG_LEVEL:
+                        arg_log_level = log_level_from_string(optarg);
+                        if (arg_log_level < 0)
+                                return log_error_errno(EINVAL, "Invalid log level '%s'.", optarg);
+                        break;
+                case ARG_USER:
+                        arg_user = true;
+                        break;
+                default:
+                        return -EINVAL;
+                }
+        if (optind < argc)
+                return log_error_errno(EINVAL, "%s takes no arguments.", program_invocation_short_name);
+        if (!arg_config) {
+                const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+                int r;
+                if (arg_user && xdg)
+                        r = asprintf(&arg_config, "%s/kirod/kiro-proxyd.conf", xdg);
+                else if (arg_user && home)
+                        r = asprintf(&arg_config, "%s/.config/kirod/kiro-proxyd.conf", home);
+                else
+                        r = asprintf(&arg_config, "%s/kirod/kiro-proxyd.conf", SYSCONFDIR);
+                if (r < 0)
+                        return log_oom();
+        }
+        return 1;
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .max_json_depth = 64,
+                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
+        sigset_t ss;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r;
+        if (arg_log_level >= 0)
+                log_set_max_level(arg_log_level);
+        upstream_config_init(&p.kiro);
+        r = parse_config(&p);
+        if (r < 0)
+                return r;
+        (void) kirod_bus_errors_register();
+
+        r = sd_event_default(&p.event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to allocate event loop: %m");
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGINT);
+        if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
+                return log_error_errno(errno, "Failed to block signals: %m");
+        (void) sd_event_add_signal(p.event, NULL, SIGTERM, NULL, NULL);
+        (void) sd_event_add_signal(p.event, NULL, SIGINT, NULL, NULL);
+        (void) signal(SIGPIPE, SIG_IGN);
+        (void) sd_event_set_watchdog(p.event, true);
+
+        r = apikeys_load(p.api_keys_file, &p.keys);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load API keys: %m");
+
+        r = arg_user ? sd_bus_open_user(&p.bus) : sd_bus_open_system(&p.bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the %s bus: %m", arg_user ? "session" : "system");
+        r = sd_bus_attach_event(p.bus, p.event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach bus: %m");
+        r = token_cache_new(p.bus, &p.tokens);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the token cache: %m");
+        r = upstream_new(p.event, p.tokens, &p.kiro, &p.upstream);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the upstream client: %m");
+        p.chat.upstream = p.upstream;
+
+        r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the HTTP server: %m");
+        http_server_set_headers_handler(p.http, on_headers);
+        http_server_set_error_renderer(p.http, render_error, &p);
+        r = setup_listeners(&p);
+        if (r < 0)
+                return r;
+
+        if (p.activated && p.exit_on_idle != USEC_INFINITY && p.exit_on_idle > 0) {
+                r = sd_event_add_time_relative(p.event, &p.idle_timer, CLOCK_MONOTONIC, p.exit_on_idle, USEC_PER_SEC,
+                                               on_idle_check, &p);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to arm idle timer: %m");
+        }
+
+        (void) sd_notify(false, "READY=1\nSTATUS=Serving.");
+        r = sd_event_loop(p.event);
+        (void) sd_notify(false, "STOPPING=1");
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
+        return 0;
+}
+
+int main(int argc, char *argv[]) {
+        int r = run(argc, argv);
+        free(arg_config);
+        strv_free(arg_listen);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

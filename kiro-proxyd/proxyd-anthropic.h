@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The Anthropic Messages front end: POST /v1/messages (streamed or not) and /v1/messages/count_tokens. */
+#pragma once
+
+#include "proxyd-chat.h"
+
+/* Parses a Messages request body into the conversation form; count_only skips the checks that only
+ * matter for generation (max_tokens). */
+int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool count_only, Conversation **ret,
+                             ApiError *err);
+
+int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth);
+int anthropic_handle_count_tokens(HttpRequest *http, int max_depth);

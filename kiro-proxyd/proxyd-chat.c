@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* One chat request: upstream events through the thinking splitter and stop sequences into a renderer. */
+#include <stdarg.h>
+#include <sys/random.h>
+
+#include "log.h"
+#include "proxyd-chat.h"
+
+/* Pause reading upstream while this much is queued for a slow client. */
+#define CHAT_PENDING_HIGH (1024 * 1024)
+
+int buf_put(Buf *b, const void *data, size_t size) {
+        if (b->size + size + 1 > b->allocated) {
+                size_t n = MAX(b->allocated * 2, b->size + size + 1);
+                n = MAX(n, (size_t) 256);
+                char *p = realloc(b->data, n);
+                if (!p)
+                        return -ENOMEM;
+                b->data = p;
+                b->allocated = n;
+        }
+        if (size > 0)
+                memcpy(b->data + b->size, data, size);
+        b->size += size;
+        b->data[b->size] = 0;
+        return 0;
+}
+
+int buf_putf(Buf *b, const char *fmt, ...) {
+        va_list ap;
+        char small[256];
+        va_start(ap, fmt);
+        int n = vsnprintf(small, sizeof small, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return -EINVAL;
+        if ((size_t) n < sizeof small)
+                return buf_put(b, small, (size_t) n);
+        _cleanup_free_ char *big = malloc((size_t) n + 1);
+        if (!big)
+                return -ENOMEM;
+        va_start(ap, fmt);
+        (void) vsnprintf(big, (size_t) n + 1, fmt, ap);
+        va_end(ap);
+        return buf_put(b, big, (size_t) n);
+}
+
+int buf_put_json_string(Buf *b, const char *s, size_t size) {
+        static const char hex[] = "0123456789abcdef";
+        int r = buf_put(b, "\"", 1);
+        size_t start = 0;
+        for (size_t i = 0; r >= 0 && i < size; i++) {
+                unsigned char ch = (unsigned char) s[i];
+                const char *esc = NULL;
+                char u[7];
+                switch (ch) {
+                case '"': esc = "\\\""; break;
+                case '\\': esc = "\\\\"; break;
+                case '\n': esc = "\\n"; break;
+                case '\r': esc = "\\r"; break;
+                case '\t': esc = "\\t"; break;
+                default:
+                        if (ch < 0x20) {
+                                u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0', u[4] = hex[ch >> 4], u[5] = hex[ch & 15], u[6] = 0;
+                                esc = u;
+                        }
+                }
+                if (!esc)
+                        continue;
+                r = buf_put(b, s + start, i - start);
+                if (r >= 0)
+                        r = buf_put(b, esc, strlen(esc));
+                start = i + 1;
+        }
+        if (r >= 0)
+                r = buf_put(b, s + start, size - start);
+        if (r >= 0)
+                r = buf_put(b, "\"", 1);
+        return r;
+}
+
+void buf_done(Buf *b) {
+        free(b->data);
+        *b = (Buf) {};
+}
+
+const char *chat_stop_reason_openai(ChatStop s) {
+        static const char *const t[_CHAT_STOP_MAX] = {
+                [CHAT_STOP_END_TURN] = "stop", [CHAT_STOP_TOOL_USE] = "tool_calls",
+                [CHAT_STOP_MAX_TOKENS] = "length", [CHAT_STOP_STOP_SEQUENCE] = "stop",
+        };
+        return t[s];
+}
+
+const char *chat_stop_reason_anthropic(ChatStop s) {
+        static const char *const t[_CHAT_STOP_MAX] = {
+                [CHAT_STOP_END_TURN] = "end_turn", [CHAT_STOP_TOOL_USE] = "tool_use",
+                [CHAT_STOP_MAX_TOKENS] = "max_tokens", [CHAT_STOP_STOP_SEQUENCE] = "stop_sequence",
+        };
+        return t[s];
+}
+
+static void chat_free(Chat *c) {
+        if (!c)
+                return;
+        upstream_call_cancel(c->call);
+        conversation_free(c->conv);
+        if (c->fe_free)
+                c->fe_free(c->fe);
+        free(c->id);
+        buf_done(&c->text);
+        buf_done(&c->reasoning);
+        buf_done(&c->signature);
+        buf_done(&c->held);
+        for (size_t i = 0; i < c->n_tools; i++) {
+                free(c->tools[i].id);
+                free(c->tools[i].name);
+                buf_done(&c->tools[i].args);
+        }
+        free(c->tools);
+        free(c);
+}
+
+/* The request is over from our side: the HTTP layer owns nothing of ours any more. */
+static void chat_end(Chat *c) {
+        c->finished = true;
+        chat_free(c);
+}
+
+static void on_http_abort(HttpRequest *r, void *userdata) {
+        Chat *c = userdata;
+        /* The client is gone: stop the upstream call, free everything; r is freed by the server. */
+        c->http = NULL;
+        chat_free(c);
+}
+
+static void on_http_drain(HttpRequest *r, void *userdata) {
+        Chat *c = userdata;
+        if (c->call)
+                upstream_call_pause(c->call, false);
+}
+
+int chat_stream_write(Chat *c, const char *data, size_t size) {
+        int r = http_request_stream_write(c->http, data, size);
+        if (r < 0)
+                return r;
+        if (c->call && http_request_stream_pending(c->http) > CHAT_PENDING_HIGH)
+                upstream_call_pause(c->call, true);
+        return 0;
+}
+
+void chat_usage(Chat *c, uint64_t *ret_input, uint64_t *ret_output) {
+        *ret_input = c->input_tokens;
+        *ret_output = c->output_tokens;
+}
+
+static int emit_text(Chat *c, const char *s, size_t n) {
+        if (n == 0)
+                return 0;
+        token_counter_add(&c->output_counter, s, n);
+        int r = buf_put(&c->text, s, n);
+        if (r < 0)
+                return r;
+        return c->renderer->text(c, s, n);
+}
+
+/* Passes answer text through the stop sequences: holds back a tail that could begin one. */
+static int stop_filter(Chat *c, const char *s, size_t n) {
+        int r;
+        if (c->stopped)
+                return 0;
+        if (c->stop_max == 0)
+                return emit_text(c, s, n);
+        r = buf_put(&c->held, s, n);
+        if (r < 0)
+                return r;
+        /* The earliest match of any stop sequence wins. */
+        const char *best = NULL;
+        STRV_FOREACH(stop, c->conv->stop) {
+                const char *m = memmem(c->held.data, c->held.size, *stop, strlen(*stop));
+                if (m && (!best || m < best))
+                        best = m;
+        }
+        if (best) {
+                c->stopped = true;
+                return emit_text(c, c->held.data, (size_t) (best - c->held.data));
+        }
+        if (c->held.size < c->stop_max)
+                return 0;
+        size_t keep = c->stop_max - 1, out = c->held.size - keep;
+        /* Never cut inside a UTF-8 sequence. */
+        while (out > 0 && ((unsigned char) c->held.data[out] & 0xC0) == 0x80)
+                out--;
+        r = emit_text(c, c->held.data, out);
+        if (r < 0)
+                return r;
+        memmove(c->held.data, c->held.data + out, c->held.size - out);
+        c->held.size -= out;
+        return 0;
+}
+
+static int on_split(bool thinking, const char *text, size_t size, void *userdata) {
+        Chat *c = userdata;
+        if (!thinking)
+                return stop_filter(c, text, size);
+        token_counter_add(&c->output_counter, text, size);
+        int r = buf_put(&c->reasoning, text, size);
+        if (r < 0)
+                return r;
+        return c->renderer->thinking(c, text, size);
+}
+
+static ChatToolCall *tool_at(Chat *c, unsigned index, const KiroEvent *ev) {
+        if (index < c->n_tools)
+                return c->tools + index;
+        if (index != c->n_tools)
+                return NULL;
+        ChatToolCall *t = realloc(c->tools, sizeof(ChatToolCall) * (c->n_tools + 1));
+        if (!t)
+                return NULL;
+        c->tools = t;
+        t = c->tools + c->n_tools++;
+        *t = (ChatToolCall) { .id = strdup(strempty(ev->tool_id)), .name = strdup(strempty(ev->tool_name)) };
+        return t;
+}
+
+static void resolve_usage(Chat *c, const KiroUsage *u) {
+        KiroUsage empty = {};
+        if (!u)
+                u = &empty;
+        /* Exact numbers when Kiro reports them; otherwise our estimator, the one count_tokens uses, so that
+         * the two agree (contextUsagePercentage is too coarse to be worth the disagreement). */
+        if (u->has_tokens)
+                kiro_usage_resolve(u, c->model.context_window, c->input_estimate, &c->input_tokens, &c->output_tokens);
+        else {
+                c->input_tokens = c->input_estimate;
+                c->output_tokens = token_counter_get(&c->output_counter);
+        }
+}
+
+static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
+        Chat *c = userdata;
+        ChatToolCall *t;
+        int r = 0;
+
+        if (c->stopped && ev->type != KIRO_EVENT_END && ev->type != KIRO_EVENT_ERROR)
+                return 0;
+        switch (ev->type) {
+        case KIRO_EVENT_TEXT:
+                r = thinking_splitter_feed(&c->splitter, ev->text, ev->size);
+                if (r >= 0 && c->stopped) {
+                        /* A stop sequence matched: the answer is complete, upstream is not needed. */
+                        c->call = NULL;
+                        resolve_usage(c, upstream_call_usage(call));
+                        r = c->renderer->finish(c, CHAT_STOP_STOP_SEQUENCE);
+                        chat_end(c);
+                        return -ECANCELED;
+                }
+                break;
+        case KIRO_EVENT_THINKING:
+                token_counter_add(&c->output_counter, ev->text, ev->size);
+                r = buf_put(&c->reasoning, ev->text, ev->size);
+                if (r >= 0)
+                        r = c->renderer->thinking(c, ev->text, ev->size);
+                break;
+        case KIRO_EVENT_THINKING_SIGNATURE:
+                r = buf_put(&c->signature, ev->text, ev->size);
+                if (r >= 0 && c->renderer->signature)
+                        r = c->renderer->signature(c, ev->text, ev->size);
+                break;
+        case KIRO_EVENT_TOOL_START:
+                t = tool_at(c, ev->tool_index, ev);
+                if (!t)
+                        return -ENOMEM;
+                r = c->renderer->tool_start(c, t, ev->tool_index);
+                break;
+        case KIRO_EVENT_TOOL_ARGS:
+                t = tool_at(c, ev->tool_index, ev);
+                if (!t)
+                        return -ENOMEM;
+                token_counter_add(&c->output_counter, ev->text, ev->size);
+                r = buf_put(&t->args, ev->text, ev->size);
+                if (r >= 0)
+                        r = c->renderer->tool_args(c, t, ev->tool_index, ev->text, ev->size);
+                break;
+        case KIRO_EVENT_TOOL_END:
+                t = tool_at(c, ev->tool_index, ev);
+                if (!t)
+                        return -ENOMEM;
+                r = c->renderer->tool_end(c, t, ev->tool_index);
+                break;
+        case KIRO_EVENT_ERROR: {
+                /* After content: the stream ends with an explicit error, never a made-up normal stop. */
+                ApiError e = { .kind = ev->error && ev->error->kind == KIRO_ERROR_TRUNCATED ? API_ERROR_BAD_GATEWAY
+                                                                                             : API_ERROR_API };
+                if (asprintf(&e.message, "The upstream stream failed after the answer began: %s",
+                             ev->error ? strna(ev->error->message) : "unknown error") < 0)
+                        e.message = NULL;
+                c->call = NULL; /* the upstream layer frees the call after END */
+                (void) c->renderer->fail(c, &e);
+                api_error_done(&e);
+                chat_end(c);
+                return -ECANCELED;
+        }
+        case KIRO_EVENT_END: {
+                c->call = NULL; /* freed by the upstream layer when we return */
+                r = thinking_splitter_finish(&c->splitter);
+                if (r >= 0 && c->held.size > 0 && !c->stopped) {
+                        size_t n = c->held.size;
+                        c->held.size = 0;
+                        r = emit_text(c, c->held.data, n);
+                }
+                resolve_usage(c, ev->usage);
+                ChatStop stop = ev->stop_reason == KIRO_STOP_TOOL_USE || c->n_tools > 0 ? CHAT_STOP_TOOL_USE
+                                : ev->stop_reason == KIRO_STOP_MAX_TOKENS || ev->stop_reason == KIRO_STOP_CONTEXT_WINDOW_EXCEEDED
+                                        ? CHAT_STOP_MAX_TOKENS
+                                        : CHAT_STOP_END_TURN;
+                if (r >= 0)
+                        r = c->renderer->finish(c, stop);
+                chat_end(c);
+                return 0;
+        }
+        default:
+                break;
+        }
+        if (r < 0) {
+                /* The client went away or we ran out of memory: stop here. */
+                c->call = NULL;
+                if (c->http && c->started)
+                        (void) http_request_stream_abort(c->http);
+                else if (c->http)
+                        (void) http_request_respond_error(c->http, 500, "Internal error while rendering the answer.");
+                chat_end(c);
+                return -ECANCELED;
+        }
+        return 0;
+}
+
+static void on_fail(UpstreamCall *call, const ApiError *err, void *userdata) {
+        Chat *c = userdata;
+        c->call = NULL;
+        (void) c->renderer->fail(c, err);
+        chat_end(c);
+}
+
+static const UpstreamHandler upstream_handler = {
+        .on_event = on_event,
+        .on_fail = on_fail,
+};
+
+int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const ModelInfo *model,
+               const ChatRenderer *renderer, void *fe, void (*fe_free)(void *fe), const char *id_prefix) {
+        Chat *c = calloc(1, sizeof *c);
+        uint8_t rnd[12];
+        char hex[25];
+        int r;
+
+        if (!c) {
+                conversation_free(conv);
+                if (fe_free)
+                        fe_free(fe);
+                return -ENOMEM;
+        }
+        c->http = http;
+        c->conv = conv;
+        c->model = *model;
+        c->renderer = renderer;
+        c->fe = fe;
+        c->fe_free = fe_free;
+        c->created = now(CLOCK_REALTIME);
+        (void) getrandom(rnd, sizeof rnd, 0);
+        for (size_t i = 0; i < sizeof rnd; i++)
+                snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+        if (asprintf(&c->id, "%s%s", id_prefix, hex) < 0) {
+                chat_free(c);
+                return -ENOMEM;
+        }
+        c->input_estimate = conversation_estimate_input_tokens(conv);
+        STRV_FOREACH(s, conv->stop)
+                c->stop_max = MAX(c->stop_max, strlen(*s));
+        thinking_splitter_init(&c->splitter, conv->thinking, on_split, c);
+
+        http_request_set_abort_handler(http, on_http_abort, c);
+        http_request_set_drain_handler(http, on_http_drain, c);
+        r = upstream_call_start(ctx->upstream, c->conv, &upstream_handler, c, &c->call);
+        if (r < 0) {
+                ApiError e = { .kind = API_ERROR_API, .message = strdup("Cannot start the upstream request.") };
+                (void) renderer->fail(c, &e);
+                api_error_done(&e);
+                chat_end(c);
+        }
+        return 0;
+}

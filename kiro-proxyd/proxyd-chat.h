@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* One chat request from a client, whatever its API: conversation in, upstream call, stream events through
+ * the thinking splitter and stop sequences into a front end's renderer. */
+#pragma once
+
+#include "proxyd-http.h"
+#include "proxyd-models.h"
+#include "proxyd-thinking.h"
+#include "proxyd-upstream.h"
+
+typedef struct Buf {
+        char *data;
+        size_t size, allocated;
+} Buf;
+
+int buf_put(Buf *b, const void *data, size_t size);
+int buf_putf(Buf *b, const char *fmt, ...) _printf_(2, 3);
+/* Appends s as a JSON string literal (with quotes). */
+int buf_put_json_string(Buf *b, const char *s, size_t size);
+void buf_done(Buf *b);
+
+typedef enum ChatStop {
+        CHAT_STOP_END_TURN,
+        CHAT_STOP_TOOL_USE,
+        CHAT_STOP_MAX_TOKENS,
+        CHAT_STOP_STOP_SEQUENCE,
+        _CHAT_STOP_MAX,
+} ChatStop;
+
+typedef struct ChatToolCall {
+        char *id;
+        char *name;
+        Buf args;
+} ChatToolCall;
+
+typedef struct Chat Chat;
+
+/* A front end. Every callback returns 0 or a negative errno (the client went away: the chat ends). For
+ * streamed responses the front end starts the HTTP stream in its first callback. */
+typedef struct ChatRenderer {
+        int (*text)(Chat *c, const char *s, size_t n);
+        int (*thinking)(Chat *c, const char *s, size_t n);
+        int (*signature)(Chat *c, const char *s, size_t n);
+        int (*tool_start)(Chat *c, ChatToolCall *t, unsigned index);
+        int (*tool_args)(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n);
+        int (*tool_end)(Chat *c, ChatToolCall *t, unsigned index);
+        /* Normal end: stream → closing events; not streamed → the whole JSON body. Final. */
+        int (*finish)(Chat *c, ChatStop stop);
+        /* Failure: not started → an error response; started → an error event that ends the stream. Final. */
+        int (*fail)(Chat *c, const ApiError *e);
+} ChatRenderer;
+
+typedef struct ChatContext {
+        Upstream *upstream;
+} ChatContext;
+
+struct Chat {
+        HttpRequest *http;
+        Conversation *conv;
+        ModelInfo model;
+        const ChatRenderer *renderer;
+        void *fe;                       /* the front end's own state */
+        void (*fe_free)(void *fe);
+        UpstreamCall *call;
+        ThinkingSplitter splitter;
+
+        bool started;                   /* the HTTP response began (streams) */
+        bool finished;
+        char *id;                       /* "chatcmpl-…" / "msg_…" */
+        usec_t created;
+
+        /* Accumulated answer, for non-streamed responses and for usage. */
+        Buf text;
+        Buf reasoning;
+        Buf signature;
+        ChatToolCall *tools;
+        size_t n_tools;
+        TokenCounter output_counter;
+        uint64_t input_estimate;
+
+        /* Stop sequences: text held back while it could still be the start of one. */
+        Buf held;
+        size_t stop_max;
+        bool stopped;
+
+        uint64_t input_tokens, output_tokens;   /* resolved at the end */
+};
+
+/* Takes ownership of conv. On failure before the upstream starts, the chat renders the error itself. */
+int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const ModelInfo *model,
+               const ChatRenderer *renderer, void *fe, void (*fe_free)(void *fe), const char *id_prefix);
+
+/* Helpers for renderers. */
+int chat_stream_write(Chat *c, const char *data, size_t size);
+const char *chat_stop_reason_openai(ChatStop s);
+const char *chat_stop_reason_anthropic(ChatStop s);
+/* Usage as KIRO-PROTOCOL A.6 resolves it; valid in finish(). */
+void chat_usage(Chat *c, uint64_t *ret_input, uint64_t *ret_output);

@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The OpenAI chat completions front end: routes, response rendering (SSE chunks or one JSON body). */
+#include "proxyd-chat.h"
+#include "proxyd-openai.h"
+
+typedef struct OpenAIState {
+        OpenAIOptions opts;
+        bool role_sent;
+} OpenAIState;
+
+static int sse_chunk_begin(Chat *c, Buf *b) {
+        return buf_putf(b, "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%llu,\"model\":", c->id,
+                        (unsigned long long) (c->created / USEC_PER_SEC)) < 0 ||
+                               buf_put_json_string(b, c->conv->model, strlen(c->conv->model)) < 0
+                       ? -ENOMEM
+                       : 0;
+}
+
+static int start_stream(Chat *c) {
+        static const char *const headers[] = { "Cache-Control: no-cache", "X-Accel-Buffering: no", NULL };
+        OpenAIState *st = c->fe;
+        int r;
+
+        if (!c->started) {
+                r = http_request_stream_begin(c->http, 200, "text/event-stream", headers);
+                if (r < 0)
+                        return r;
+                c->started = true;
+        }
+        if (st->role_sent)
+                return 0;
+        st->role_sent = true;
+        _cleanup_(buf_done) Buf b = {};
+        r = sse_chunk_begin(c, &b);
+        if (r >= 0)
+                r = buf_putf(&b, ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+                                 "\"finish_reason\":null}]}\n\n");
+        return r < 0 ? r : chat_stream_write(c, b.data, b.size);
+}
+
+/* One chunk whose delta is the given JSON object members (without braces). */
+static int send_delta(Chat *c, const char *key, const char *s, size_t n) {
+        _cleanup_(buf_done) Buf b = {};
+        int r = start_stream(c);
+        if (r < 0)
+                return r;
+        r = sse_chunk_begin(c, &b);
+        if (r >= 0)
+                r = buf_putf(&b, ",\"choices\":[{\"index\":0,\"delta\":{\"%s\":", key);
+        if (r >= 0)
+                r = buf_put_json_string(&b, s, n);
+        if (r >= 0)
+                r = buf_putf(&b, "},\"finish_reason\":null}]}\n\n");
+        return r < 0 ? r : chat_stream_write(c, b.data, b.size);
+}
+
+static int r_text(Chat *c, const char *s, size_t n) {
+        return c->conv->stream ? send_delta(c, "content", s, n) : 0;
+}
+
+static int r_thinking(Chat *c, const char *s, size_t n) {
+        return c->conv->stream ? send_delta(c, "reasoning_content", s, n) : 0;
+}
+
+static int tool_delta(Chat *c, unsigned index, ChatToolCall *t, bool first, const char *args, size_t n) {
+        _cleanup_(buf_done) Buf b = {};
+        int r = start_stream(c);
+        if (r < 0)
+                return r;
+        r = sse_chunk_begin(c, &b);
+        if (r >= 0)
+                r = buf_putf(&b, ",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":%u", index);
+        if (r >= 0 && first) {
+                r = buf_put(&b, ",\"id\":", 6);
+                if (r >= 0)
+                        r = buf_put_json_string(&b, t->id, strlen(t->id));
+                if (r >= 0)
+                        r = buf_put(&b, ",\"type\":\"function\",\"function\":{\"name\":", 38);
+                if (r >= 0)
+                        r = buf_put_json_string(&b, t->name, strlen(t->name));
+                if (r >= 0)
+                        r = buf_put(&b, ",\"arguments\":\"\"}", 16);
+        } else if (r >= 0) {
+                r = buf_put(&b, ",\"function\":{\"arguments\":", 25);
+                if (r >= 0)
+                        r = buf_put_json_string(&b, args, n);
+                if (r >= 0)
+                        r = buf_put(&b, "}", 1);
+        }
+        if (r >= 0)
+                r = buf_putf(&b, "}]},\"finish_reason\":null}]}\n\n");
+        return r < 0 ? r : chat_stream_write(c, b.data, b.size);
+}
+
+static int r_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
+        return c->conv->stream ? tool_delta(c, index, t, true, NULL, 0) : 0;
+}
+
+static int r_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
+        return c->conv->stream ? tool_delta(c, index, t, false, s, n) : 0;
+}
+
+static int r_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
+        return 0;
+}
+
+static int put_usage(Chat *c, Buf *b) {
+        uint64_t in, out;
+        chat_usage(c, &in, &out);
+        return buf_putf(b, "\"usage\":{\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu}",
+                        (unsigned long long) in, (unsigned long long) out, (unsigned long long) (in + out));
+}
+
+static int r_finish(Chat *c, ChatStop stop) {
+        OpenAIState *st = c->fe;
+        _cleanup_(buf_done) Buf b = {};
+        int r;
+
+        if (c->conv->stream) {
+                r = start_stream(c);
+                if (r < 0)
+                        return r;
+                r = sse_chunk_begin(c, &b);
+                if (r >= 0)
+                        r = buf_putf(&b, ",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"%s\"}]}\n\n",
+                                     chat_stop_reason_openai(stop));
+                if (r >= 0 && st->opts.include_usage) {
+                        r = sse_chunk_begin(&*c, &b);
+                        if (r >= 0)
+                                r = buf_put(&b, ",\"choices\":[],", 14);
+                        if (r >= 0)
+                                r = put_usage(c, &b);
+                        if (r >= 0)
+                                r = buf_put(&b, "}\n\n", 3);
+                }
+                if (r >= 0)
+                        r = buf_put(&b, "data: [DONE]\n\n", 14);
+                if (r >= 0)
+                        r = chat_stream_write(c, b.data, b.size);
+                if (r < 0) {
+                        (void) http_request_stream_abort(c->http);
+                        return r;
+                }
+                return http_request_stream_end(c->http);
+        }
+
+        r = buf_putf(&b, "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%llu,\"model\":", c->id,
+                     (unsigned long long) (c->created / USEC_PER_SEC));
+        if (r >= 0)
+                r = buf_put_json_string(&b, c->conv->model, strlen(c->conv->model));
+        if (r >= 0)
+                r = buf_putf(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+        if (r >= 0)
+                r = c->text.size > 0 || c->n_tools == 0 ? buf_put_json_string(&b, strempty(c->text.data), c->text.size)
+                                                        : buf_put(&b, "null", 4);
+        if (r >= 0 && c->reasoning.size > 0) {
+                r = buf_put(&b, ",\"reasoning_content\":", 21);
+                if (r >= 0)
+                        r = buf_put_json_string(&b, c->reasoning.data, c->reasoning.size);
+        }
+        if (r >= 0 && c->n_tools > 0) {
+                r = buf_put(&b, ",\"tool_calls\":[", 15);
+                for (size_t i = 0; r >= 0 && i < c->n_tools; i++) {
+                        ChatToolCall *t = c->tools + i;
+                        r = buf_putf(&b, "%s{\"id\":", i ? "," : "");
+                        if (r >= 0)
+                                r = buf_put_json_string(&b, t->id, strlen(t->id));
+                        if (r >= 0)
+                                r = buf_put(&b, ",\"type\":\"function\",\"function\":{\"name\":", 38);
+                        if (r >= 0)
+                                r = buf_put_json_string(&b, t->name, strlen(t->name));
+                        if (r >= 0)
+                                r = buf_put(&b, ",\"arguments\":", 13);
+                        if (r >= 0)
+                                r = t->args.size > 0 ? buf_put_json_string(&b, t->args.data, t->args.size)
+                                                     : buf_put(&b, "\"{}\"", 4);
+                        if (r >= 0)
+                                r = buf_put(&b, "}}", 2);
+                }
+                if (r >= 0)
+                        r = buf_put(&b, "]", 1);
+        }
+        if (r >= 0)
+                r = buf_putf(&b, "},\"finish_reason\":\"%s\"}],", chat_stop_reason_openai(stop));
+        if (r >= 0)
+                r = put_usage(c, &b);
+        if (r >= 0)
+                r = buf_put(&b, "}", 1);
+        if (r < 0)
+                return http_request_respond_error(c->http, 500, "Out of memory.");
+        return http_request_respond(c->http, 200, "application/json", b.data, b.size, NULL);
+}
+
+int openai_render_error(const ApiError *e, char **ret_body, size_t *ret_size) {
+        _cleanup_(buf_done) Buf b = {};
+        const char *m = e->message ?: "Unknown error.";
+        int r = buf_put(&b, "{\"error\":{\"message\":", 20);
+        if (r >= 0)
+                r = buf_put_json_string(&b, m, strlen(m));
+        if (r >= 0)
+                r = buf_putf(&b, ",\"type\":\"%s\",\"param\":", api_error_openai_type(e->kind));
+        if (r >= 0)
+                r = e->param ? buf_put_json_string(&b, e->param, strlen(e->param)) : buf_put(&b, "null", 4);
+        if (r >= 0)
+                r = buf_put(&b, ",\"code\":", 8);
+        if (r >= 0)
+                r = e->code ? buf_put_json_string(&b, e->code, strlen(e->code)) : buf_put(&b, "null", 4);
+        if (r >= 0)
+                r = buf_put(&b, "}}", 2);
+        if (r < 0)
+                return r;
+        *ret_size = b.size;
+        *ret_body = TAKE_PTR(b.data);
+        return 0;
+}
+
+int frontend_respond_error(HttpRequest *http, const ApiError *e, bool anthropic) {
+        _cleanup_free_ char *body = NULL;
+        size_t size = 0;
+        char retry[64];
+        const char *headers[2] = {};
+        int r = anthropic ? anthropic_render_error(e, &body, &size) : openai_render_error(e, &body, &size);
+        if (r < 0)
+                return http_request_respond_error(http, 500, "Out of memory.");
+        if (e->retry_after > 0) {
+                snprintf(retry, sizeof retry, "Retry-After: %llu",
+                         (unsigned long long) ((e->retry_after + USEC_PER_SEC - 1) / USEC_PER_SEC));
+                headers[0] = retry;
+        }
+        return http_request_respond(http, api_error_status(e->kind, anthropic), "application/json", body, size, headers);
+}
+
+static int r_fail(Chat *c, const ApiError *e) {
+        if (!c->started)
+                return frontend_respond_error(c->http, e, false);
+        /* Mid-stream: an error event, then the stream ends without [DONE] and without a finish_reason. */
+        _cleanup_free_ char *body = NULL;
+        size_t size;
+        _cleanup_(buf_done) Buf b = {};
+        int r = openai_render_error(e, &body, &size);
+        if (r >= 0)
+                r = buf_put(&b, "data: ", 6);
+        if (r >= 0)
+                r = buf_put(&b, body, size);
+        if (r >= 0)
+                r = buf_put(&b, "\n\n", 2);
+        if (r >= 0)
+                r = chat_stream_write(c, b.data, b.size);
+        if (r < 0)
+                return http_request_stream_abort(c->http);
+        return http_request_stream_end(c->http);
+}
+
+static const ChatRenderer openai_renderer = {
+        .text = r_text,
+        .thinking = r_thinking,
+        .tool_start = r_tool_start,
+        .tool_args = r_tool_args,
+        .tool_end = r_tool_end,
+        .finish = r_finish,
+        .fail = r_fail,
+};
+
+int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
+        _cleanup_(api_error_done) ApiError err = {};
+        Conversation *conv = NULL;
+        OpenAIOptions opts;
+        size_t size;
+        const char *body = http_request_body(http, &size);
+        int r;
+
+        r = openai_parse_chat(body, size, max_depth, &conv, &opts, &err);
+        if (r == -ENOMEM)
+                return http_request_respond_error(http, 500, "Out of memory.");
+        if (r < 0)
+                return frontend_respond_error(http, &err, false);
+        if (opts.provider != MODEL_PROVIDER_KIRO) {
+                conversation_free(conv);
+                api_error_set(&err, API_ERROR_INVALID_REQUEST, "model",
+                              "Kimi models need a Kimi login, which this kiro-proxyd does not support yet.");
+                return frontend_respond_error(http, &err, false);
+        }
+        ModelInfo info;
+        (void) models_resolve(conv->model, &info, NULL);
+        OpenAIState *st = calloc(1, sizeof *st);
+        if (!st) {
+                conversation_free(conv);
+                return http_request_respond_error(http, 500, "Out of memory.");
+        }
+        st->opts = opts;
+        return chat_start(ctx, http, conv, &info, &openai_renderer, st, free, "chatcmpl-");
+}
+
+int openai_handle_models(HttpRequest *http) {
+        _cleanup_(buf_done) Buf b = {};
+        int r = buf_put(&b, "{\"object\":\"list\",\"data\":[", 26);
+        bool first = true;
+        for (size_t i = 0; r >= 0 && i < models_count(); i++) {
+                const ModelInfo *m = models_get(i);
+                for (int thinking = 0; r >= 0 && thinking <= (m->list_thinking_variant ? 1 : 0); thinking++) {
+                        r = buf_putf(&b,
+                                     "%s{\"id\":\"%s%s\",\"object\":\"model\",\"created\":1735689600,\"owned_by\":\"%s\","
+                                     "\"display_name\":\"%s%s\",\"context_window\":%llu,\"max_output_tokens\":%llu}",
+                                     first ? "" : ",", m->id, thinking ? "-thinking" : "",
+                                     model_provider_to_string(m->provider), m->display_name,
+                                     thinking ? " (thinking)" : "", (unsigned long long) m->context_window,
+                                     (unsigned long long) m->max_output_tokens);
+                        first = false;
+                }
+        }
+        if (r >= 0)
+                r = buf_put(&b, "]}", 2);
+        if (r < 0)
+                return http_request_respond_error(http, 500, "Out of memory.");
+        return http_request_respond(http, 200, "application/json", b.data, b.size, NULL);
+}

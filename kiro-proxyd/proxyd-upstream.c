@@ -1,0 +1,611 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The Kiro back end: generateAssistantResponse over libcurl multi, retries before the first content byte. */
+#include <strings.h>
+#include <sys/random.h>
+
+#include "bus-names.h"
+#include "log.h"
+#include "proxyd-upstream.h"
+
+/* Header values that make us look like the Kiro IDE (KIRO-PROTOCOL A.2, B §3.2): one place to change. */
+#define KIRO_IDE_VERSION "0.11.63"
+#define KIRO_SDK_UA "aws-sdk-js/1.0.34 ua/2.1 os/linux lang/js md/nodejs#20.18.0 api/codewhispererstreaming#1.0.34 m/E"
+#define KIRO_SDK_XUA "aws-sdk-js/1.0.34"
+#define KIRO_CHAT_PATH "/generateAssistantResponse"
+#define ERROR_BODY_MAX (64 * 1024)
+
+struct Upstream {
+        sd_event *event;
+        CurlGlue *glue;
+        TokenCache *tokens;
+        UpstreamConfig *config;
+};
+
+typedef enum FailureKind {
+        FAILURE_KIRO,           /* classified Kiro error */
+        FAILURE_TRANSPORT,      /* connection, TLS, reset */
+        FAILURE_TIMEOUT,        /* no first token in time */
+} FailureKind;
+
+struct UpstreamCall {
+        Upstream *upstream;
+        const Conversation *conv;
+        UpstreamHandler handler;
+        void *userdata;
+
+        TokenRequest *token_request;
+        Token *token;
+        KiroRequest *request;
+        KiroStream *stream;
+        CURL *curl;
+        struct curl_slist *headers;
+        sd_event_source *timer;
+
+        long status;
+        char *error_body;
+        size_t error_size;
+        char *error_type;       /* x-amzn-errortype */
+        usec_t retry_after;
+
+        unsigned attempt;       /* 1-based, counts every try */
+        unsigned endpoint;      /* index into the endpoint list, advanced on server/transport errors */
+        bool unauthorized_retried;
+        bool committed;
+        bool paused;
+        bool in_curl;           /* inside a curl callback: removing the handle must wait */
+        bool cancelled;
+        bool have_error;        /* an ERROR event before commit, kept for the retry decision */
+        KiroError error;
+        bool ended;             /* END seen before commit (an empty answer) */
+        KiroEvent end_event;
+        KiroUsage end_usage;
+};
+
+void upstream_config_init(UpstreamConfig *c) {
+        *c = (UpstreamConfig) {
+                .max_payload_bytes = KIRO_MAX_UPSTREAM_PAYLOAD_DEFAULT,
+                .max_frame_bytes = 16 * 1024 * 1024,
+                .first_token_timeout = 30 * USEC_PER_SEC,
+                .max_attempts = 4,
+                .backoff_initial = 200 * USEC_PER_MSEC,
+                .backoff_max = 2 * USEC_PER_SEC,
+                .stall_timeout = 300 * USEC_PER_SEC,
+        };
+        (void) strv_extend(&c->endpoints, "https://runtime.{region}.kiro.dev");
+        (void) strv_extend(&c->endpoints, "https://q.{region}.amazonaws.com");
+        (void) strv_extend(&c->endpoints, "https://codewhisperer.us-east-1.amazonaws.com");
+}
+
+void upstream_config_done(UpstreamConfig *c) {
+        strv_free(c->endpoints);
+        free(c->ca_file);
+        free(c->default_profile_arn);
+        *c = (UpstreamConfig) {};
+}
+
+int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstream **ret) {
+        Upstream *u = calloc(1, sizeof *u);
+        if (!u)
+                return -ENOMEM;
+        u->event = sd_event_ref(e);
+        u->tokens = tokens;
+        u->config = config;
+        int r = curl_glue_new(e, &u->glue);
+        if (r < 0) {
+                upstream_free(u);
+                return r;
+        }
+        *ret = u;
+        return 0;
+}
+
+Upstream *upstream_free(Upstream *u) {
+        if (!u)
+                return NULL;
+        curl_glue_free(u->glue);
+        sd_event_unref(u->event);
+        free(u);
+        return NULL;
+}
+
+/* Drops everything of the current attempt. */
+static void call_reset_attempt(UpstreamCall *call) {
+        token_request_cancel(call->token_request);
+        call->token_request = NULL;
+        if (call->curl) {
+                curl_glue_remove(call->upstream->glue, call->curl);
+                curl_easy_cleanup(call->curl);
+                call->curl = NULL;
+        }
+        curl_slist_free_all(call->headers);
+        call->headers = NULL;
+        call->timer = sd_event_source_disable_unref(call->timer);
+        call->stream = kiro_stream_free(call->stream);
+        call->request = kiro_request_free(call->request);
+        call->token = token_unref(call->token);
+        call->error_body = erase_and_free_sized(call->error_body, call->error_size);
+        call->error_size = 0;
+        call->error_type = (free(call->error_type), NULL);
+        call->status = 0;
+        call->retry_after = 0;
+        kiro_error_done(&call->error);
+        call->have_error = false;
+        call->ended = false;
+}
+
+static void call_free(UpstreamCall *call) {
+        call_reset_attempt(call);
+        free(call);
+}
+
+void upstream_call_cancel(UpstreamCall *call) {
+        if (!call)
+                return;
+        if (call->in_curl) {
+                /* Inside curl's own callback: let the transfer fail and free it when curl reports that. */
+                call->cancelled = true;
+                return;
+        }
+        call_free(call);
+}
+
+const KiroToolAliases *upstream_call_aliases(UpstreamCall *call) {
+        return call->request ? &call->request->tool_aliases : NULL;
+}
+
+const KiroUsage *upstream_call_usage(UpstreamCall *call) {
+        return call->stream ? kiro_stream_usage(call->stream) : NULL;
+}
+
+unsigned upstream_call_attempts(UpstreamCall *call) {
+        return call->attempt;
+}
+
+void upstream_call_pause(UpstreamCall *call, bool pause) {
+        if (!call || !call->curl || call->paused == pause)
+                return;
+        call->paused = pause;
+        if (!pause)
+                (void) curl_glue_pause(call->upstream->glue, call->curl, false);
+}
+
+static void call_fail(UpstreamCall *call, ApiErrorKind kind, usec_t retry_after, const char *fmt, ...) _printf_(4, 5);
+static void call_fail(UpstreamCall *call, ApiErrorKind kind, usec_t retry_after, const char *fmt, ...) {
+        ApiError err = { .kind = kind, .retry_after = retry_after };
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(&err.message, fmt, ap) < 0)
+                err.message = NULL;
+        va_end(ap);
+        /* The handler must not cancel the call: it is freed right after. */
+        call->handler.on_fail(call, &err, call->userdata);
+        call_free(call);
+        api_error_done(&err);
+}
+
+static int attempt_begin(UpstreamCall *call);
+
+static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        UpstreamCall *call = userdata;
+        call->timer = sd_event_source_disable_unref(call->timer);
+        (void) attempt_begin(call);
+        return 0;
+}
+
+static uint64_t jitter(uint64_t v) {
+        uint64_t rnd = 0;
+        (void) getrandom(&rnd, sizeof rnd, 0);
+        return v * 3 / 4 + (v ? rnd % (v / 2 + 1) : 0);
+}
+
+/* Schedules the next attempt after delay (0: on the next loop iteration, never recursively). */
+static void call_retry(UpstreamCall *call, usec_t delay) {
+        call_reset_attempt(call);
+        int r = sd_event_add_time_relative(call->upstream->event, &call->timer, CLOCK_MONOTONIC, delay, 0,
+                                           on_retry_timer, call);
+        if (r < 0)
+                call_fail(call, API_ERROR_API, 0, "Cannot schedule a retry: %s.", strerror(-r));
+}
+
+static usec_t backoff(UpstreamCall *call) {
+        UpstreamConfig *cfg = call->upstream->config;
+        usec_t b = cfg->backoff_initial;
+        for (unsigned i = 1; i < call->attempt && b < cfg->backoff_max; i++)
+                b *= 2;
+        return jitter(MIN(b, cfg->backoff_max));
+}
+
+static void report(UpstreamCall *call, const char *kind, usec_t retry_after) {
+        if (call->token)
+                token_cache_report(call->upstream->tokens, call->token->credential_id, kind, retry_after);
+}
+
+/* The retry decision of KIRO-PROTOCOL A.10, before anything reached the client. */
+static void call_decide(UpstreamCall *call, FailureKind fk, KiroErrorKind kind, const char *message) {
+        UpstreamConfig *cfg = call->upstream->config;
+        bool more = call->attempt < cfg->max_attempts;
+        size_t n_endpoints = MAX(strv_length(cfg->endpoints), (size_t) 1);
+        usec_t ra = call->retry_after;
+        _cleanup_free_ char *msg = strdup(strna(message));
+
+        log_debug("Upstream attempt %u failed: %s (%s).", call->attempt,
+                  fk == FAILURE_TIMEOUT ? "first-token timeout" : fk == FAILURE_TRANSPORT ? "transport" : kiro_error_kind_to_string(kind),
+                  strna(msg));
+
+        if (fk == FAILURE_TIMEOUT) {
+                if (more)
+                        return call_retry(call, 0);
+                return call_fail(call, API_ERROR_TIMEOUT, 0, "Kiro sent no answer within %llus (%u attempts).",
+                                 (unsigned long long) (cfg->first_token_timeout / USEC_PER_SEC), call->attempt);
+        }
+        if (fk == FAILURE_TRANSPORT)
+                kind = KIRO_ERROR_SERVER;
+
+        switch (kind) {
+        case KIRO_ERROR_UNAUTHORIZED:
+                report(call, "unauthorized", 0);
+                if (more && !call->unauthorized_retried) {
+                        call->unauthorized_retried = true;
+                        return call_retry(call, 0);
+                }
+                return call_fail(call, API_ERROR_UNAVAILABLE, 0,
+                                 "Kiro refused the access token even after a refresh (%s); see 'kiroctl status'.", strna(msg));
+        case KIRO_ERROR_QUOTA:
+                report(call, "quota-exhausted", ra);
+                if (more)
+                        return call_retry(call, 0);
+                return call_fail(call, API_ERROR_RATE_LIMIT, ra, "The Kiro quota is exhausted: %s", strna(msg));
+        case KIRO_ERROR_SUSPENDED:
+                report(call, "suspended", 0);
+                if (more)
+                        return call_retry(call, 0);
+                return call_fail(call, API_ERROR_PERMISSION, 0, "The Kiro account is suspended: %s", strna(msg));
+        case KIRO_ERROR_THROTTLED:
+                report(call, "throttled", ra);
+                if (more)
+                        return call_retry(call, MAX(backoff(call), MIN(ra, cfg->backoff_max)));
+                return call_fail(call, API_ERROR_RATE_LIMIT, ra ?: USEC_PER_SEC, "Kiro is rate limiting: %s", strna(msg));
+        case KIRO_ERROR_OVERLOADED:
+                if (more)
+                        return call_retry(call, backoff(call));
+                return call_fail(call, API_ERROR_OVERLOADED, ra, "The model is overloaded: %s", strna(msg));
+        case KIRO_ERROR_VALIDATION:
+                return call_fail(call, API_ERROR_INVALID_REQUEST, 0, "Kiro rejected the request: %s", strna(msg));
+        case KIRO_ERROR_INPUT_TOO_LONG:
+                return call_fail(call, API_ERROR_INVALID_REQUEST, 0,
+                                 "The conversation is too long for the model's context: %s", strna(msg));
+        case KIRO_ERROR_ACCESS_DENIED:
+                return call_fail(call, API_ERROR_PERMISSION, 0, "Kiro denied access: %s", strna(msg));
+        default:
+                /* Server errors, broken or truncated streams, transport failures: next endpoint, and back off
+                 * once every endpoint was tried. */
+                if (kind == KIRO_ERROR_SERVER && fk == FAILURE_KIRO)
+                        report(call, "server-error", 0);
+                call->endpoint++;
+                if (more)
+                        return call_retry(call, call->endpoint % n_endpoints == 0 ? backoff(call) : 0);
+                return call_fail(call, API_ERROR_BAD_GATEWAY, 0, "Kiro failed after %u attempts: %s", call->attempt,
+                                 strna(msg));
+        }
+}
+
+static int on_first_token_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        UpstreamCall *call = userdata;
+        call->timer = sd_event_source_disable_unref(call->timer);
+        call_decide(call, FAILURE_TIMEOUT, KIRO_ERROR_UNKNOWN, "first-token timeout");
+        return 0;
+}
+
+static bool event_is_content(KiroEventType t) {
+        return t == KIRO_EVENT_TEXT || t == KIRO_EVENT_THINKING || t == KIRO_EVENT_THINKING_SIGNATURE ||
+               t == KIRO_EVENT_THINKING_REDACTED || t == KIRO_EVENT_TOOL_START || t == KIRO_EVENT_TOOL_ARGS ||
+               t == KIRO_EVENT_TOOL_END;
+}
+
+static int on_kiro_event(const KiroEvent *ev, void *userdata) {
+        UpstreamCall *call = userdata;
+
+        if (call->cancelled)
+                return -ECANCELED;
+        if (!call->committed) {
+                if (ev->type == KIRO_EVENT_ERROR) {
+                        /* Keep it: whether it is retried is decided when the transfer ends. */
+                        kiro_error_done(&call->error);
+                        call->error.kind = ev->error->kind;
+                        call->error.message = strdup(strna(ev->error->message));
+                        call->have_error = true;
+                        return 0;
+                }
+                if (ev->type == KIRO_EVENT_END) {
+                        call->ended = true;
+                        call->end_event = *ev;
+                        call->end_usage = ev->usage ? *ev->usage : (KiroUsage) {};
+                        call->end_event.usage = &call->end_usage;
+                        return 0;
+                }
+                if (ev->type == KIRO_EVENT_USAGE)
+                        return 0;
+                if (!event_is_content(ev->type))
+                        return 0;
+                call->committed = true;
+                call->timer = sd_event_source_disable_unref(call->timer);
+        }
+        int r = call->handler.on_event(call, ev, call->userdata);
+        if (r < 0)
+                call->cancelled = true; /* the handler is done with this call: no more callbacks */
+        return r;
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *userdata) {
+        UpstreamCall *call = userdata;
+        size_t len = size * n;
+        char line[512];
+        if (len >= sizeof line)
+                return len;
+        memcpy(line, buf, len);
+        line[len] = 0;
+        line[strcspn(line, "\r\n")] = 0;
+        const char *v;
+        if ((v = strchr(line, ':'))) {
+                size_t klen = (size_t) (v - line);
+                v++;
+                v += strspn(v, " \t");
+                if (klen == 16 && strncasecmp(line, "x-amzn-errortype", 16) == 0)
+                        (void) free_and_strdup(&call->error_type, v);
+                else if (klen == 11 && strncasecmp(line, "retry-after", 11) == 0) {
+                        char *e;
+                        unsigned long s = strtoul(v, &e, 10);
+                        if (e != v && s < 86400)
+                                call->retry_after = (usec_t) s * USEC_PER_SEC;
+                }
+        }
+        return len;
+}
+
+static size_t on_data(char *ptr, size_t size, size_t n, void *userdata) {
+        UpstreamCall *call = userdata;
+        size_t len = size * n;
+        int r;
+
+        if (call->cancelled)
+                return 0;
+        if (call->paused)
+                return CURL_WRITEFUNC_PAUSE;
+        if (call->status == 0)
+                (void) curl_easy_getinfo(call->curl, CURLINFO_RESPONSE_CODE, &call->status);
+        if (call->status != 200) {
+                size_t take = MIN(len, ERROR_BODY_MAX - MIN(call->error_size, (size_t) ERROR_BODY_MAX));
+                if (take > 0) {
+                        char *p = realloc(call->error_body, call->error_size + take + 1);
+                        if (!p)
+                                return 0;
+                        memcpy(p + call->error_size, ptr, take);
+                        call->error_size += take;
+                        p[call->error_size] = 0;
+                        call->error_body = p;
+                }
+                return len;
+        }
+        call->in_curl = true;
+        r = kiro_stream_feed(call->stream, ptr, len);
+        call->in_curl = false;
+        if (r < 0 || call->cancelled)
+                return 0; /* a broken stream or a cancel: curl ends the transfer, on_done decides */
+        return len;
+}
+
+static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
+        UpstreamCall *call = userdata;
+        int r;
+
+        call->timer = sd_event_source_disable_unref(call->timer);
+        if (call->cancelled) {
+                call_free(call);
+                return;
+        }
+        if (call->status == 0)
+                (void) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &call->status);
+
+        if (call->status == 200 || (result != CURLE_OK && call->committed)) {
+                /* The stream decides whether it ended properly; a broken transfer is a truncated stream. */
+                r = kiro_stream_finish(call->stream);
+                if (call->cancelled) {
+                        call_free(call);
+                        return;
+                }
+                if (call->committed) {
+                        /* END went to the handler: done. */
+                        call_free(call);
+                        return;
+                }
+                if (call->have_error) {
+                        _cleanup_free_ char *m = strdup(strna(call->error.message));
+                        return call_decide(call, FAILURE_KIRO, call->error.kind, m);
+                }
+                if (result != CURLE_OK)
+                        return call_decide(call, FAILURE_TRANSPORT, KIRO_ERROR_SERVER, curl_easy_strerror(result));
+                if (r >= 0 && call->ended) {
+                        /* A complete answer without content: pass END on. */
+                        call->committed = true;
+                        KiroEvent end = call->end_event;
+                        (void) call->handler.on_event(call, &end, call->userdata);
+                        call_free(call);
+                        return;
+                }
+                return call_decide(call, FAILURE_KIRO, KIRO_ERROR_TRUNCATED, "the stream ended without an answer");
+        }
+
+        if (result != CURLE_OK && call->status == 0)
+                return call_decide(call, FAILURE_TRANSPORT, KIRO_ERROR_SERVER, curl_easy_strerror(result));
+
+        KiroError e = {};
+        (void) kiro_error_parse(call->error_body, call->error_size, call->error_type, (int) call->status, &e);
+        _cleanup_free_ char *m = NULL;
+        if (asprintf(&m, "HTTP %ld%s%s", call->status, e.message ? ": " : "", strempty(e.message)) < 0)
+                m = NULL;
+        KiroErrorKind kind = e.kind;
+        kiro_error_done(&e);
+        call_decide(call, FAILURE_KIRO, kind, m);
+}
+
+static int add_header(UpstreamCall *call, const char *name, const char *value) {
+        _cleanup_free_ char *h = NULL;
+        if (asprintf(&h, "%s: %s", name, value) < 0)
+                return -ENOMEM;
+        struct curl_slist *l = curl_slist_append(call->headers, h);
+        explicit_bzero(h, strlen(h));
+        if (!l)
+                return -ENOMEM;
+        call->headers = l;
+        return 0;
+}
+
+static int start_transfer(UpstreamCall *call) {
+        Upstream *u = call->upstream;
+        UpstreamConfig *cfg = u->config;
+        _cleanup_free_ char *base = NULL, *url = NULL, *ua = NULL, *xua = NULL, *auth = NULL;
+        _cleanup_free_ char *err = NULL;
+        char uuid[37], attempt[48];
+        int r;
+
+        KiroRequestParams params = {
+                .profile_arn = call->token->profile_arn ?: cfg->default_profile_arn,
+                .max_payload_bytes = cfg->max_payload_bytes,
+        };
+        r = kiro_request_build(call->conv, &params, &call->request, &err);
+        if (r == -EMSGSIZE) {
+                call_fail(call, API_ERROR_TOO_LARGE, 0, "%s", strna(err));
+                return 0;
+        }
+        if (r < 0) {
+                call_fail(call, r == -ENOMEM ? API_ERROR_API : API_ERROR_INVALID_REQUEST, 0, "%s",
+                          err ?: "Cannot build the upstream request.");
+                return 0;
+        }
+        r = kiro_stream_new(cfg->max_frame_bytes, &call->request->tool_aliases, on_kiro_event, call, &call->stream);
+        if (r < 0)
+                return r;
+
+        size_t n = strv_length(cfg->endpoints);
+        if (n == 0) {
+                call_fail(call, API_ERROR_API, 0, "No upstream endpoint is configured (Endpoints=).");
+                return 0;
+        }
+        r = url_expand_region(cfg->endpoints[call->endpoint % n], call->token->region ?: "us-east-1", &base);
+        if (r < 0)
+                return r;
+        if (asprintf(&url, "%s%s", base, KIRO_CHAT_PATH) < 0 ||
+            asprintf(&ua, "%s KiroIDE-%s-%s", KIRO_SDK_UA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
+            asprintf(&xua, "%s KiroIDE-%s-%s", KIRO_SDK_XUA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
+            asprintf(&auth, "Bearer %s", call->token->access_token) < 0)
+                return -ENOMEM;
+        (void) kiro_uuid4(uuid);
+        snprintf(attempt, sizeof attempt, "attempt=%u; max=%u", call->attempt, cfg->max_attempts);
+
+        r = add_header(call, "Authorization", auth);
+        explicit_bzero(auth, strlen(auth));
+        if (r >= 0)
+                r = add_header(call, "Content-Type", "application/json");
+        if (r >= 0)
+                r = add_header(call, "Accept", "*/*");
+        if (r >= 0)
+                r = add_header(call, "amz-sdk-invocation-id", uuid);
+        if (r >= 0)
+                r = add_header(call, "amz-sdk-request", attempt);
+        if (r >= 0)
+                r = add_header(call, "x-amzn-kiro-agent-mode", "vibe");
+        if (r >= 0)
+                r = add_header(call, "x-amzn-codewhisperer-optout", "true");
+        if (r >= 0)
+                r = add_header(call, "x-amz-user-agent", xua);
+        if (r >= 0 && streq_ptr(call->token->auth_method, "api-key"))
+                r = add_header(call, "tokentype", "API_KEY");
+        if (r >= 0 && streq_ptr(call->token->auth_method, "external-idp"))
+                r = add_header(call, "TokenType", "EXTERNAL_IDP");
+        if (r >= 0)
+                r = add_header(call, "Expect", "");
+        if (r < 0)
+                return r;
+
+        call->curl = curl_easy_init();
+        if (!call->curl)
+                return -ENOMEM;
+        r = curl_glue_setup_easy(call->curl, url, cfg->ca_file, USEC_INFINITY);
+        if (r < 0)
+                return r;
+        if (curl_easy_setopt(call->curl, CURLOPT_POSTFIELDS, call->request->body) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) call->request->body_size) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_HTTPHEADER, call->headers) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_USERAGENT, ua) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_WRITEDATA, call) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_HEADERDATA, call) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_LOW_SPEED_TIME, (long) (cfg->stall_timeout / USEC_PER_SEC)) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK)
+                return -EIO;
+        r = curl_glue_add(u->glue, call->curl, on_done, call);
+        if (r < 0)
+                return r;
+        if (cfg->first_token_timeout != USEC_INFINITY && cfg->first_token_timeout > 0) {
+                r = sd_event_add_time_relative(u->event, &call->timer, CLOCK_MONOTONIC, cfg->first_token_timeout, 0,
+                                               on_first_token_timeout, call);
+                if (r < 0)
+                        return r;
+        }
+        log_debug("Upstream attempt %u to '%s' with credential '%s'.", call->attempt, url, call->token->credential_id);
+        return 0;
+}
+
+static void on_token(Token *t, const sd_bus_error *error, void *userdata) {
+        UpstreamCall *call = userdata;
+        int r;
+
+        call->token_request = NULL;
+        if (!t) {
+                if (sd_bus_error_has_names(error, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                                           SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED))
+                        return call_fail(call, API_ERROR_UNAVAILABLE, 0,
+                                         "kiro-authd is not running, so no Kiro token is available.");
+                if (sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED))
+                        return call_fail(call, API_ERROR_UNAVAILABLE, 0,
+                                         "kiro-authd refused to hand out a token to this proxy (check ProxyUser=).");
+                return call_fail(call, API_ERROR_UNAVAILABLE, 0, "No usable Kiro credential: %s",
+                                 strna(error ? error->message : NULL));
+        }
+        call->token = token_ref(t);
+        r = start_transfer(call);
+        if (r < 0)
+                call_fail(call, API_ERROR_API, 0, "Cannot start the upstream request: %s.", strerror(-r));
+}
+
+static int attempt_begin(UpstreamCall *call) {
+        Token *t = NULL;
+        int r;
+
+        call->attempt++;
+        r = token_cache_get(call->upstream->tokens, "kiro", NULL, on_token, call, &t, &call->token_request);
+        if (r < 0) {
+                call_fail(call, API_ERROR_API, 0, "Cannot ask kiro-authd for a token: %s.", strerror(-r));
+                return r;
+        }
+        if (r > 0)
+                on_token(t, NULL, call);
+        return 0;
+}
+
+int upstream_call_start(Upstream *u, const Conversation *conv, const UpstreamHandler *h, void *userdata,
+                        UpstreamCall **ret) {
+        UpstreamCall *call = calloc(1, sizeof *call);
+        if (!call)
+                return -ENOMEM;
+        call->upstream = u;
+        call->conv = conv;
+        call->handler = *h;
+        call->userdata = userdata;
+        *ret = call;
+        /* From here on every outcome, even an immediate failure, goes through the handler. */
+        (void) attempt_begin(call);
+        return 0;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The Kiro back end: one generateAssistantResponse call per client request, over libcurl multi on the
+ * event loop, with the retry rules of KIRO-PROTOCOL A.10 before the first content byte and none after. */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include "curl-glue.h"
+#include "proxyd-apierror.h"
+#include "proxyd-conversation.h"
+#include "proxyd-kiro-stream.h"
+#include "proxyd-tokencache.h"
+
+typedef struct UpstreamConfig {
+        char **endpoints;               /* Endpoints=: URL templates with {region}, tried in order */
+        char *ca_file;                  /* CAFile= */
+        char *default_profile_arn;      /* DefaultProfileArn= */
+        size_t max_payload_bytes;       /* MaxUpstreamPayloadBytes= */
+        size_t max_frame_bytes;         /* MaxFrameBytes= */
+        usec_t first_token_timeout;     /* FirstTokenTimeoutSec= */
+        unsigned max_attempts;          /* MaxAttempts= (all causes together) */
+        usec_t backoff_initial;         /* RetryBackoffSec=: first backoff, doubled per attempt */
+        usec_t backoff_max;
+        usec_t stall_timeout;           /* no byte from upstream for this long → failure */
+} UpstreamConfig;
+
+void upstream_config_init(UpstreamConfig *c);
+void upstream_config_done(UpstreamConfig *c);
+
+typedef struct Upstream Upstream;
+typedef struct UpstreamCall UpstreamCall;
+
+typedef struct UpstreamHandler {
+        /* Stream events, in order, once content may flow (the first TEXT/THINKING/TOOL event commits the
+         * call: nothing is retried after it). ERROR and END arrive here only for committed calls, or for
+         * a call that completed normally without content. A negative return cancels the call. */
+        int (*on_event)(UpstreamCall *call, const KiroEvent *ev, void *userdata);
+        /* The call failed before anything was committed, after all retries: render err. The call is
+         * finished (do not cancel it). */
+        void (*on_fail)(UpstreamCall *call, const ApiError *err, void *userdata);
+} UpstreamHandler;
+
+int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstream **ret);
+Upstream *upstream_free(Upstream *u);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Upstream *, upstream_free);
+
+/* Starts a call for conv (which must stay valid until the call finishes). */
+int upstream_call_start(Upstream *u, const Conversation *conv, const UpstreamHandler *h, void *userdata,
+                        UpstreamCall **ret);
+/* Ends a call early (client went away); no callback runs afterwards. */
+void upstream_call_cancel(UpstreamCall *call);
+/* Back pressure: stop/resume reading upstream. */
+void upstream_call_pause(UpstreamCall *call, bool pause);
+/* The tool-name aliases of the current attempt (for the renderers). */
+const KiroToolAliases *upstream_call_aliases(UpstreamCall *call);
+/* Usage so far and the context window of the model (for the renderers). */
+const KiroUsage *upstream_call_usage(UpstreamCall *call);
+unsigned upstream_call_attempts(UpstreamCall *call);
