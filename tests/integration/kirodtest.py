@@ -264,6 +264,10 @@ class Authd:
 
         def start(self):
                 assert not self.running(), "kiro-authd already running"
+                # After a kill the bus must have dropped the dead owner before the next one asks.
+                with self.bus.connect() as c:
+                        wait_until(lambda: not c.name_has_owner(BUS_NAME), timeout=5.0,
+                                   what=f"{BUS_NAME} to be released by the previous owner")
                 self._drain_notify()
                 self.runs += 1
                 with open(self.log_path, "ab") as log:
@@ -378,7 +382,22 @@ def bus_call(address, member, signature="", args=(), *, user="root", path=MANAGE
         if user == "root":
                 with dbusmini.Connection(address, timeout=timeout) as c:
                         return c.call(destination, path, interface, member, signature, list(args))
-        fds = [a for t, a in zip(dbusmini.split_signature(signature), args) if t == "h"]
+        fds = []
+
+        def collect(t, v):
+                if t == "h":
+                        fds.append(v)
+                elif isinstance(v, dbusmini.Variant):
+                        collect(v.signature, v.value)
+                elif isinstance(v, dict):
+                        for x in v.values():
+                                collect("", x)
+                elif isinstance(v, (list, tuple)):
+                        for x in v:
+                                collect("", x)
+
+        for t, a in zip(dbusmini.split_signature(signature), args):
+                collect(t, a)
         p = run_as(user, [PYTHON, HERE / "dbusmini.py", f"--address={address}", f"--timeout={timeout}",
                           "call", destination, path, interface, member, signature,
                           json.dumps(_to_json(list(args)))],
