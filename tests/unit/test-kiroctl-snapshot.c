@@ -282,11 +282,12 @@ TEST(snapshot_empty) {
 
 TEST(snapshot_not_a_database) {
         char *dir = make_tmpdir(), *path = path_join(dir, "data.sqlite3"), *msg = NULL;
+        static const char line[] = "{\"accessToken\":\"not a database\"}\n";
         char text[8192];
         int fd = -1;
 
         for (size_t i = 0; i < sizeof text; i++)
-                text[i] = "{\"accessToken\":\"not a database\"}\n"[i % 35];
+                text[i] = line[i % (sizeof line - 1)];
         write_file(path, text, sizeof text);
         ASSERT_ERROR(sqlite_snapshot_to_memfd(path, KIRO_CLI_DB_MAX, 100, &fd, NULL, &msg), EMEDIUMTYPE);
         ASSERT_NOT_NULL(msg);
