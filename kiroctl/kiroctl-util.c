@@ -125,3 +125,40 @@ int get_user_data_dir(char **ret) {
         *ret = d;
         return 0;
 }
+
+int shell_quote(const char *s, char **ret) {
+        bool plain = !isempty(s);
+        char *q, *p;
+
+        assert(s);
+        assert(ret);
+
+        for (const char *c = s; *c && plain; c++)
+                plain = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                        strchr("_-.+@:,/=%", *c);
+        if (plain) {
+                q = strdup(s);
+                if (!q)
+                        return -ENOMEM;
+                *ret = q;
+                return 0;
+        }
+
+        /* 'it'\''s' */
+        q = malloc(strlen(s) * 4 + 3);
+        if (!q)
+                return -ENOMEM;
+        p = q;
+        *p++ = '\'';
+        for (const char *c = s; *c; c++) {
+                if (*c == '\'') {
+                        memcpy(p, "'\\''", 4);
+                        p += 4;
+                } else
+                        *p++ = *c;
+        }
+        *p++ = '\'';
+        *p = 0;
+        *ret = q;
+        return 0;
+}

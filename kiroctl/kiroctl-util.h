@@ -29,3 +29,6 @@ int get_home_dir(char **ret);
 
 /* $XDG_DATA_HOME when absolute, else ~/.local/share. */
 int get_user_data_dir(char **ret);
+
+/* Quotes s for a POSIX shell when it needs quoting ('it'\''s'), else copies it. */
+int shell_quote(const char *s, char **ret);
