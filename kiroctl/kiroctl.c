@@ -1,0 +1,636 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* kiroctl: the command line client of kiro-authd. */
+#include <assert.h>
+#include <getopt.h>
+#include <sys/ioctl.h>
+
+#include "bus-names.h"
+#include "config.h"
+#include "json-util.h"
+#include "kiroctl-bus.h"
+#include "kiroctl-error.h"
+#include "kiroctl-format.h"
+#include "kiroctl-import.h"
+#include "kiroctl-snapshot.h"
+#include "kiroctl-util.h"
+#include "log.h"
+#include "time-util.h"
+
+typedef enum ImportSource {
+        IMPORT_NONE,
+        IMPORT_KIRO_CLI,
+        IMPORT_KIRO_IDE,
+        IMPORT_REFRESH_TOKEN,
+        IMPORT_API_KEY,
+} ImportSource;
+
+static bool arg_json = false;
+static bool arg_user = false;
+static ImportSource arg_import = IMPORT_NONE;
+static const char *arg_import_option = NULL;    /* the option that chose arg_import, for messages */
+static const char *arg_db = NULL;
+static const char *arg_file = NULL;
+static const char *arg_input = NULL;            /* --refresh-token-file / --api-key-file */
+static const char *arg_id = NULL;
+static const char *arg_region = NULL;
+static bool arg_replace = false;
+
+/* The one failure of this run, reported once by main(). */
+static ErrorInfo error_info = { .bus_error = SD_BUS_ERROR_NULL };
+
+#define usage_error(...) error_info_set_detail(&error_info, ERROR_CONTEXT_USAGE, EINVAL, __VA_ARGS__)
+
+static void help(void) {
+        printf("kiroctl [OPTIONS...] COMMAND ...\n"
+               "\n"
+               "Manage the Kiro credentials held by kiro-authd.\n"
+               "\n"
+               "Commands:\n"
+               "  status [ID]                       Show credentials and their health (default)\n"
+               "  list                              List credentials\n"
+               "  import --from-kiro-cli [--db PATH]\n"
+               "                                    Import kiro-cli's login from its SQLite database\n"
+               "  import --from-kiro-ide [--file PATH]\n"
+               "                                    Import the Kiro IDE's login (kiro-auth-token.json)\n"
+               "  import --refresh-token-file FILE  Import a bare refresh token (FILE '-' is stdin)\n"
+               "  import --api-key-file FILE        Import a Kiro API key (FILE '-' is stdin)\n"
+               "  refresh ID                        Refresh the credential's access token now\n"
+               "  remove ID                         Remove the credential\n"
+               "  enable ID                         Let the credential be used\n"
+               "  disable ID                        Stop using the credential\n"
+               "\n"
+               "Options:\n"
+               "  -h --help             Show this help\n"
+               "     --version          Show the version\n"
+               "     --json             Print JSON (status, list, import, refresh)\n"
+               "     --system           Talk to kiro-authd on the system bus (default)\n"
+               "     --user             Talk to kiro-authd on the user's session bus\n"
+               "     --no-pager         Accepted for systemctl habits; kiroctl never pages\n"
+               "\n"
+               "Import options:\n"
+               "     --id ID            Name the credential (default: derived by kiro-authd)\n"
+               "     --region REGION    Override the region of the login\n"
+               "     --replace          Replace an existing credential with the same id\n"
+               "\n"
+               "Secrets are never taken from the command line: tokens and keys are read from files or\n"
+               "standard input, and passed to kiro-authd as file descriptors.\n"
+               "\n"
+               "Exit status:\n"
+               "  0  success\n"
+               "  1  failure (the message on stderr says what to do)\n"
+               "  2  usage error\n"
+               "  4  no such credential\n"
+               "\n"
+               "See docs/kiroctl.md for details.\n");
+}
+
+enum {
+        ARG_VERSION = 0x100,
+        ARG_JSON,
+        ARG_USER,
+        ARG_SYSTEM,
+        ARG_NO_PAGER,
+        ARG_FROM_KIRO_CLI,
+        ARG_FROM_KIRO_IDE,
+        ARG_REFRESH_TOKEN_FILE,
+        ARG_API_KEY_FILE,
+        ARG_DB,
+        ARG_FILE,
+        ARG_ID,
+        ARG_REGION,
+        ARG_REPLACE,
+};
+
+static const struct option options[] = {
+        { "help",               no_argument,       NULL, 'h'                    },
+        { "version",            no_argument,       NULL, ARG_VERSION            },
+        { "json",               no_argument,       NULL, ARG_JSON               },
+        { "user",               no_argument,       NULL, ARG_USER               },
+        { "system",             no_argument,       NULL, ARG_SYSTEM             },
+        { "no-pager",           no_argument,       NULL, ARG_NO_PAGER           },
+        { "from-kiro-cli",      no_argument,       NULL, ARG_FROM_KIRO_CLI      },
+        { "from-kiro-ide",      no_argument,       NULL, ARG_FROM_KIRO_IDE      },
+        { "refresh-token-file", required_argument, NULL, ARG_REFRESH_TOKEN_FILE },
+        { "api-key-file",       required_argument, NULL, ARG_API_KEY_FILE       },
+        { "db",                 required_argument, NULL, ARG_DB                 },
+        { "file",               required_argument, NULL, ARG_FILE               },
+        { "id",                 required_argument, NULL, ARG_ID                 },
+        { "region",             required_argument, NULL, ARG_REGION             },
+        { "replace",            no_argument,       NULL, ARG_REPLACE            },
+        {}
+};
+
+static const char *option_name(int c) {
+        for (const struct option *o = options; o->name; o++)
+                if (o->val == c)
+                        return o->name;
+        return "?";
+}
+
+static int set_import_source(ImportSource source, int c, const char *input) {
+        if (arg_import != IMPORT_NONE && arg_import != source)
+                return usage_error("import takes one source, got --%s and --%s",
+                                   arg_import_option, option_name(c));
+        arg_import = source;
+        arg_import_option = option_name(c);
+        if (input)
+                arg_input = input;
+        return 0;
+}
+
+static int set_nonempty(const char **p, int c, const char *value) {
+        if (isempty(value))
+                return usage_error("--%s needs a non-empty value", option_name(c));
+        *p = value;
+        return 0;
+}
+
+/* Returns 1 to go on, 0 to exit successfully (help, version), or a negative errno. */
+static int parse_argv(int argc, char **argv) {
+        int c, r;
+
+        assert(argc >= 0);
+        assert(argv);
+
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("kiroctl %s\n", PACKAGE_VERSION);
+                        return 0;
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+                case ARG_USER:
+                        arg_user = true;
+                        break;
+                case ARG_SYSTEM:
+                        arg_user = false;
+                        break;
+                case ARG_NO_PAGER:
+                        break;
+                case ARG_FROM_KIRO_CLI:
+                        r = set_import_source(IMPORT_KIRO_CLI, c, NULL);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_FROM_KIRO_IDE:
+                        r = set_import_source(IMPORT_KIRO_IDE, c, NULL);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_REFRESH_TOKEN_FILE:
+                case ARG_API_KEY_FILE:
+                        if (isempty(optarg))
+                                return usage_error("--%s needs a file name, or '-' for standard input",
+                                                   option_name(c));
+                        r = set_import_source(c == ARG_API_KEY_FILE ? IMPORT_API_KEY : IMPORT_REFRESH_TOKEN, c,
+                                              optarg);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_DB:
+                        r = set_nonempty(&arg_db, c, optarg);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_FILE:
+                        r = set_nonempty(&arg_file, c, optarg);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_ID:
+                        r = set_nonempty(&arg_id, c, optarg);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_REGION:
+                        r = set_nonempty(&arg_region, c, optarg);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_REPLACE:
+                        arg_replace = true;
+                        break;
+                /* For long options getopt sets optopt to their value (or 0), so name them from argv. */
+                case ':':
+                        if (optopt > 0 && optopt < 0x80)
+                                return usage_error("option '-%c' needs an argument", optopt);
+                        return usage_error("option '%s' needs an argument", argv[optind - 1]);
+                case '?':
+                        if (optopt > 0 && optopt < 0x80)
+                                return usage_error("unknown option '-%c'", optopt);
+                        return usage_error("unknown option '%s'", argv[optind - 1]);
+                default:
+                        assert_not_reached();
+                }
+        }
+        return 1;
+}
+
+typedef struct Verb {
+        const char *name;
+        unsigned min_args, max_args;    /* not counting the verb */
+        int (*dispatch)(sd_bus *bus, int argc, char **argv);
+        const char *action;             /* for "permission denied: <action> needs …"; NULL for reads */
+        bool import;                    /* takes the import options */
+} Verb;
+
+static bool stdout_is_tty(void) {
+        static int cached = -1;
+        if (cached < 0)
+                cached = isatty(STDOUT_FILENO) > 0;
+        return cached;
+}
+
+static OutputFlags output_flags(void) {
+        const char *term = getenv("TERM");
+        struct winsize ws = {};
+        unsigned width = 0;
+
+        if (stdout_is_tty() && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) >= 0 && ws.ws_col > 0)
+                width = ws.ws_col;
+
+        return (OutputFlags) {
+                .colors = stdout_is_tty() && !getenv("NO_COLOR") && !streq_ptr(term, "dumb"),
+                .human_times = stdout_is_tty(),
+                .legend = stdout_is_tty(),
+                .width = width,
+                .now = now(CLOCK_REALTIME),
+        };
+}
+
+static int print_json(json_object *o) {
+        int flags = JSON_C_TO_STRING_NOSLASHESCAPE |
+                (stdout_is_tty() ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN);
+        const char *s = json_object_to_json_string_ext(o, flags);
+
+        if (!s)
+                return -ENOMEM;
+        puts(s);
+        return 0;
+}
+
+static int print_credentials_json(const Credential *c, size_t n, bool full) {
+        _cleanup_json_ json_object *a = NULL;
+        int r;
+
+        r = credentials_json(c, n, full, &a);
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);
+        return print_json(a);
+}
+
+static int get_credential_by_id(sd_bus *bus, const char *id, Credential *ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        (void) free_and_strdup(&error_info.id, id);
+
+        r = kirod_credential_path(id, &path);
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_CREDENTIAL, r, NULL);
+        r = bus_get_credential(bus, path, ret, &e);
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_CREDENTIAL, r, &e);
+        return 0;
+}
+
+/* Looks up what brings credential id back, for the error message; best effort. */
+static void find_fix(sd_bus *bus, const char *id) {
+        _cleanup_(credential_done) Credential c = {};
+        _cleanup_free_ char *path = NULL;
+
+        if (kirod_credential_path(id, &path) < 0 || bus_get_credential(bus, path, &c, NULL) < 0)
+                return;
+        error_info.fix = mfree(error_info.fix);
+        (void) credential_fix(&c, &error_info.fix);
+}
+
+static int verb_status(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(credential_list_done) CredentialList l = {};
+        OutputFlags flags = output_flags();
+        int r;
+
+        if (argc > 1) {
+                _cleanup_(credential_done) Credential c = {};
+
+                r = get_credential_by_id(bus, argv[1], &c);
+                if (r < 0)
+                        return r;
+                if (arg_json)
+                        return print_credentials_json(&c, 1, true);
+                r = credential_print_status(stdout, &c, &flags);
+                return r < 0 ? error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL) : 0;
+        }
+
+        r = bus_list_credentials(bus, &l, &e);
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_MANAGER, r, &e);
+
+        if (arg_json)
+                return print_credentials_json(l.items, l.n, true);
+        if (l.n == 0 && stdout_is_tty()) {
+                printf("No credentials. Import one with 'kiroctl import --from-kiro-cli' "
+                       "(see 'kiroctl --help').\n");
+                return 0;
+        }
+        r = credentials_print_table(stdout, l.items, l.n, &flags);
+        return r < 0 ? error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL) : 0;
+}
+
+static int verb_list(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(credential_list_done) CredentialList l = {};
+        OutputFlags flags = output_flags();
+        int r;
+
+        r = bus_list_credentials(bus, &l, &e);
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_MANAGER, r, &e);
+
+        if (arg_json)
+                return print_credentials_json(l.items, l.n, false);
+        r = credentials_print_list(stdout, l.items, l.n, &flags);
+        return r < 0 ? error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL) : 0;
+}
+
+/* "access token valid until 2026-01-01T10:00:00.000Z (in 59min)" */
+static void print_expiry(const Credential *c) {
+        char a[RFC3339_MAX], b[64];
+
+        if (c->access_token_expires_at == 0) {
+                printf("access token fetched on first use");
+                return;
+        }
+        if (c->access_token_expires_at == USEC_INFINITY) {
+                printf("does not expire");
+                return;
+        }
+        printf("access token valid until %s", format_rfc3339(a, sizeof a, c->access_token_expires_at));
+        if (stdout_is_tty())
+                printf(" (%s)", format_relative(b, sizeof b, c->access_token_expires_at));
+}
+
+static int verb_import(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *source_path = NULL, *object_path = NULL, *registration_path = NULL, *ide_path = NULL;
+        _cleanup_close_ int fd = -EBADF, registration_fd = -EBADF;
+        _cleanup_(credential_done) Credential c = {};
+        ImportOptions o = IMPORT_OPTIONS_NULL;
+        const char *format;
+        int r;
+
+        switch (arg_import) {
+        case IMPORT_KIRO_CLI:
+                format = "kiro-cli-sqlite";
+                r = import_kiro_cli(arg_db, &error_info, &fd, &source_path);
+                if (r < 0)
+                        return r;
+                break;
+
+        case IMPORT_KIRO_IDE:
+                format = "kiro-ide-json";
+                if (arg_file)
+                        r = path_make_absolute_cwd(arg_file, &ide_path);
+                else {
+                        _cleanup_free_ char *home = NULL;
+                        r = get_home_dir(&home);
+                        if (r >= 0 && asprintf(&ide_path, "%s/" KIRO_IDE_TOKEN_RELATIVE, home) < 0)
+                                r = -ENOMEM;
+                }
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_KIRO_IDE, r, NULL);
+                r = import_kiro_ide(ide_path, &error_info, &fd, &registration_fd, &registration_path);
+                if (r < 0)
+                        return r;
+                source_path = TAKE_PTR(ide_path);
+                break;
+
+        case IMPORT_REFRESH_TOKEN:
+        case IMPORT_API_KEY:
+                format = arg_import == IMPORT_API_KEY ? "api-key" : "refresh-token";
+                error_info.option = arg_import == IMPORT_API_KEY ? "--api-key-file" : "--refresh-token-file";
+                r = import_read_file(arg_input, SECRET_FILE_MAX,
+                                     arg_import == IMPORT_API_KEY ? "Kiro API key (not shown): "
+                                                                  : "Refresh token (not shown): ",
+                                     ERROR_CONTEXT_INPUT_FILE, &error_info, &fd);
+                if (r < 0)
+                        return r;
+                /* No source_path: where a bare token was kept says nothing, and Source then names the
+                 * format, which is what 'kiroctl status' needs to say how to fix the credential. */
+                break;
+
+        default:
+                assert_not_reached();
+        }
+
+        o.id = arg_id;
+        o.region = arg_region;
+        o.replace = arg_replace;
+        o.source_path = source_path;
+        o.registration_fd = registration_fd;
+
+        (void) free_and_strdup(&error_info.id, arg_id);
+        r = bus_import(bus, format, fd, &o, &object_path, &e);
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_MANAGER, r, &e);
+
+        /* Imported: what follows only describes the result, so failing to read it is no failure. */
+        r = bus_get_credential(bus, object_path, &c, NULL);
+        if (r < 0) {
+                _cleanup_free_ char *id = NULL;
+                if (kirod_credential_id_from_path(object_path, &id) < 0)
+                        id = NULL;
+                if (!arg_json)
+                        printf("Imported credential '%s'.\n", id ?: object_path);
+                return 0;
+        }
+
+        if (arg_json)
+                return print_credentials_json(&c, 1, true);
+
+        printf("Imported credential '%s' (%s", c.id, isempty(c.auth_method) ? "unknown method" : c.auth_method);
+        if (!isempty(c.region))
+                printf(", %s", c.region);
+        printf("), ");
+        print_expiry(&c);
+        printf(".\n");
+
+        if (streq_ptr(c.state, "needs-login")) {
+                _cleanup_free_ char *fix = NULL;
+                if (credential_fix(&c, &fix) >= 0 && fix)
+                        printf("It needs a new login already. Fix: %s\n", fix);
+        }
+        return 0;
+}
+
+static int verb_refresh(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(credential_done) Credential c = {};
+        const char *id = argv[1];
+        int r;
+
+        (void) free_and_strdup(&error_info.id, id);
+        r = bus_credential_refresh(bus, id, &e);
+        if (r < 0) {
+                if (sd_bus_error_has_name(&e, KIROD_ERROR_NEEDS_LOGIN))
+                        find_fix(bus, id);
+                return error_info_set(&error_info, ERROR_CONTEXT_CREDENTIAL, r, &e);
+        }
+
+        r = get_credential_by_id(bus, id, &c);
+        if (r < 0) {
+                /* Refreshed, but gone already (removed meanwhile): report the refresh. */
+                error_info_done(&error_info);
+                error_info = ERROR_INFO_NULL;
+                if (!arg_json)
+                        printf("Refreshed credential '%s'.\n", id);
+                return 0;
+        }
+        if (arg_json)
+                return print_credentials_json(&c, 1, true);
+        printf("Refreshed credential '%s', ", c.id);
+        print_expiry(&c);
+        printf(".\n");
+        return 0;
+}
+
+static int verb_remove(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        (void) free_and_strdup(&error_info.id, argv[1]);
+        r = bus_credential_remove(bus, argv[1], &e);
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_CREDENTIAL, r, &e);
+        return 0;
+}
+
+static int verb_enable(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        (void) free_and_strdup(&error_info.id, argv[1]);
+        r = bus_credential_set_enabled(bus, argv[1], streq(argv[0], "enable"), &e);
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_CREDENTIAL, r, &e);
+        return 0;
+}
+
+static const Verb verbs[] = {
+        { "status",  0, 1, verb_status,  NULL,                    false },
+        { "list",    0, 0, verb_list,    NULL,                    false },
+        { "import",  0, 0, verb_import,  "importing credentials", true  },
+        { "refresh", 1, 1, verb_refresh, "refreshing credentials", false },
+        { "remove",  1, 1, verb_remove,  "removing credentials",  false },
+        { "enable",  1, 1, verb_enable,  "enabling credentials",  false },
+        { "disable", 1, 1, verb_enable,  "disabling credentials", false },
+};
+
+static int check_verb_options(const Verb *v) {
+        if (!v->import) {
+                if (arg_import != IMPORT_NONE)
+                        return usage_error("--%s is only valid with 'import'", arg_import_option);
+                if (arg_db)
+                        return usage_error("--db is only valid with 'import --from-kiro-cli'");
+                if (arg_file)
+                        return usage_error("--file is only valid with 'import --from-kiro-ide'");
+                if (arg_id)
+                        return usage_error("--id is only valid with 'import'; give the ID as an argument");
+                if (arg_region)
+                        return usage_error("--region is only valid with 'import'");
+                if (arg_replace)
+                        return usage_error("--replace is only valid with 'import'");
+                return 0;
+        }
+
+        if (arg_import == IMPORT_NONE)
+                return usage_error("import needs a source: --from-kiro-cli, --from-kiro-ide, "
+                                   "--refresh-token-file FILE or --api-key-file FILE");
+        if (arg_db && arg_import != IMPORT_KIRO_CLI)
+                return usage_error("--db is only valid with --from-kiro-cli");
+        if (arg_file && arg_import != IMPORT_KIRO_IDE)
+                return usage_error("--file is only valid with --from-kiro-ide");
+        return 0;
+}
+
+static int dispatch_verb(int argc, char **argv) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        const char *name = argc > 0 ? argv[0] : "status";
+        char *status_argv[] = { (char *) "status", NULL };
+        const Verb *v = NULL;
+        int r;
+
+        if (argc == 0) {
+                argc = 1;
+                argv = status_argv;
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i].name, name))
+                        v = verbs + i;
+        if (!v)
+                return usage_error("unknown command '%s'", name);
+        if ((unsigned) argc - 1 < v->min_args)
+                return usage_error("'%s' needs a credential ID", v->name);
+        if ((unsigned) argc - 1 > v->max_args)
+                return usage_error("too many arguments for '%s'", v->name);
+        for (int i = 1; i < argc; i++)
+                if (isempty(argv[i]))
+                        return usage_error("a credential ID cannot be empty");
+        r = check_verb_options(v);
+        if (r < 0)
+                return r;
+
+        error_info.action = v->action;
+        error_info.user_bus = arg_user;
+
+        r = arg_user ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus);
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_BUS_CONNECT, r, NULL);
+
+        return v->dispatch(bus, argc, argv);
+}
+
+static int run(int argc, char **argv) {
+        int r;
+
+        log_set_max_level(LOG_WARNING);
+
+        r = kirod_bus_errors_register();
+        if (r < 0)
+                return error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r;
+
+        r = dispatch_verb(argc - optind, argv + optind);
+        if (r < 0)
+                return r;
+
+        if (fflush(stdout) != 0 || ferror(stdout))
+                return error_info_set_detail(&error_info, ERROR_CONTEXT_ANY, errno > 0 ? errno : EIO,
+                                             "cannot write to standard output");
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        int r, status;
+
+        r = run(argc, argv);
+        if (r >= 0)
+                return KIROCTL_EXIT_SUCCESS;
+
+        if (error_info.error == 0)
+                (void) error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);
+        status = error_info_report(&error_info, stderr);
+        error_info_done(&error_info);
+        return status;
+}
