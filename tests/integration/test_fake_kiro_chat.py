@@ -705,3 +705,21 @@ def test_standalone_process(tmp_path):
         finally:
                 p.send_signal(signal.SIGTERM)
                 assert p.wait(timeout=10) == 0
+
+
+def test_match_and_tool_placeholder(fake):
+        fake.enqueue({"match": "nonce-b", "text": "for b"}, {"match": "nonce-a", "text": "for a"}, {"text": "any"})
+        assert text_of(post(fake, good_body("hello nonce-a")).events()) == "for a"
+        assert text_of(post(fake, good_body("no nonce")).events()) == "any"
+        assert text_of(post(fake, good_body("nonce-b here")).events()) == "for b"
+        assert fake.pending() == 0
+        st, reqs = _ctl(fake, "GET", "/requests?match=nonce-a")
+        assert st == 200 and len(reqs) == 1 and reqs[0]["scenario"]["text"] == "for a"
+
+        alias = "lookup_weather_" + "0" * 10
+        fake.enqueue({"tool_calls": [{"name": "$tool:1", "id": "t9", "input_json": {"city": "Oslo"}}]})
+        body = good_body(current=uim("go", tools=[tool_spec("first"), tool_spec(alias)]))
+        evs = post(fake, body).events()
+        assert {p["name"] for t, p in evs if t == "toolUseEvent"} == {alias}
+        fake.enqueue({"tool_calls": [{"name": "$tool:5", "id": "t9"}]})
+        assert post(fake, body).status == 500

@@ -16,6 +16,9 @@ short text answer echoing the end of the current user message, see default_text(
 
   name                 label, recorded with the request (debugging only)
   repeat               N: this scenario answers the next N requests (default 1)
+  match                str: only a request whose raw body contains this string takes the scenario
+                       (tests put a nonce in their prompt, so concurrent or stray requests cannot
+                       steal each other's scenarios); scenarios without `match` go to any request
   -- content, in the order emitted --
   reasoning            str | [str]: reasoningContentEvent {"text"} frames (native thinking)
   reasoning_signature  str: one more reasoningContentEvent {"signature"} frame
@@ -30,6 +33,7 @@ short text answer echoing the end of the current user message, see default_text(
   large_text_bytes     N: N more bytes (UTF-8) of text, large_text(N), in events of at most
                        large_chunk_bytes (default 1000) bytes
   tool_calls           [{name, id?, input_json (str | object), chunks? (default 1), duplicate?}]: each
+                       ("$tool:N" as name: the name of the request's N-th declared tool, e.g. an alias)
                        as A.11: {"name","toolUseId"}, {"input":"","name","toolUseId"}, `chunks` input
                        fragments {"input":part,"name","toolUseId"}, {"name","stop":true,"toolUseId"};
                        duplicate: true replays the whole call once more (same toolUseId)
@@ -72,7 +76,8 @@ Control endpoint (control=True, its own port; JSON in and out, for tests in othe
   POST /default         a scenario object, or null for the built-in default → {}
   POST /reset           clears the queue, the default and the recorded requests → {}
   POST /accept-token    {"token": "..."} → {}
-  GET  /requests        [recorded request, ...] (see RecordedRequest.to_json())
+  GET  /requests        [recorded request, ...] (see RecordedRequest.to_json()); ?match=S keeps those
+                        whose raw body contains S
   GET  /queue           {"pending": N}
   GET  /health          {"url": ..., "control_url": ...}
 """
@@ -90,6 +95,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -119,7 +125,7 @@ ERROR_DEFAULTS = {
 _NO_REASON = {403, 500, 502, 504}
 
 SCENARIO_KEYS = {
-        "name", "repeat",
+        "name", "repeat", "match",
         "reasoning", "reasoning_signature", "thinking_text", "thinking_chunk_size", "text", "repeat_text",
         "large_text_bytes", "large_chunk_bytes", "tool_calls", "extra_events", "metadata_usage", "metering",
         "context_usage", "omit_closing_events",
@@ -247,8 +253,9 @@ def check_scenario(sc):
                         raise ValueError(f"unknown tool call keys: {sorted(bad)}")
 
 
-def build_frames(sc, current_content=""):
-        """The list of frames (bytes) a successful scenario streams."""
+def build_frames(sc, current_content="", tool_names=()):
+        """The list of frames (bytes) a successful scenario streams; tool_names are the tools the
+        request declared (for "$tool:N" names)."""
         content = []            # content frames, in order
 
         reasoning = _as_list(sc.get("reasoning"))
@@ -289,6 +296,8 @@ def build_frames(sc, current_content=""):
 
         for tc in sc.get("tool_calls") or []:
                 name = tc["name"]
+                if name.startswith("$tool:"):
+                        name = tool_names[int(name[len("$tool:"):])]
                 tid = tc.get("id") or "tooluse_" + uuid.uuid4().hex[:22]
                 inp = tc.get("input_json", "{}")
                 if not isinstance(inp, str):
@@ -739,14 +748,16 @@ class FakeKiroChat:
                 if seconds and seconds > 0:
                         self._stopping.wait(float(seconds))
 
-        def _next_scenario(self):
+        def _next_scenario(self, raw):
                 with self.lock:
-                        if self._queue:
-                                sc, n = self._queue[0]
+                        for i, (sc, n) in enumerate(self._queue):
+                                m = sc.get("match")
+                                if m is not None and str(m).encode() not in raw:
+                                        continue
                                 if n <= 1:
-                                        self._queue.pop(0)
+                                        self._queue.pop(i)
                                 else:
-                                        self._queue[0][1] = n - 1
+                                        self._queue[i][1] = n - 1
                                 return dict(sc)
                         return dict(self._default) if self._default is not None else {}
 
@@ -832,7 +843,7 @@ class FakeKiroChat:
                         return _send_json(h, 400, {"message": msg, "reason": reason},
                                           {"x-amzn-errortype": "ValidationException"})
 
-                sc = self._next_scenario()
+                sc = self._next_scenario(raw)
                 rec.scenario = sc
                 self._sleep(sc.get("first_byte_delay"))
 
@@ -855,7 +866,15 @@ class FakeKiroChat:
 
                 rec.status, rec.outcome = 200, "stream"
                 current = (rec.current or {}).get("content", "")
-                self._stream(h, build_frames(sc, current), sc)
+                names = [(t.get("toolSpecification") or {}).get("name") for t in _tools(rec.current or {})]
+                try:
+                        frames = build_frames(sc, current, names)
+                except IndexError:
+                        rec.errors.append("scenario names a $tool:N the request does not declare")
+                        rec.status, rec.outcome = 500, "status"
+                        return _send_json(h, 500, {"message": MSG_HIGH_LOAD},
+                                          {"x-amzn-errortype": "InternalServerException"})
+                self._stream(h, frames, sc)
 
         def _stream(self, h, frames, sc):
                 h.send_response(200)
@@ -943,10 +962,12 @@ class FakeKiroChat:
                                 return json.loads(raw) if raw.strip() else None
 
                         def do_GET(self):
-                                p = self.path.split("?")[0]
+                                p, _, q = self.path.partition("?")
                                 if p == "/requests":
+                                        match = urllib.parse.parse_qs(q).get("match", [None])[0]
                                         with fake.lock:
-                                                out = [r.to_json() for r in fake.requests]
+                                                out = [r.to_json() for r in fake.requests
+                                                       if match is None or match.encode() in r.raw_body]
                                         return _send_json(self, 200, out)
                                 if p == "/queue":
                                         return _send_json(self, 200, {"pending": fake.pending()})
