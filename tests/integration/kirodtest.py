@@ -213,6 +213,7 @@ class Authd:
                 self.proc = None
                 self.exit_problems = []          # messages for runs that ended badly
                 self.runs = 0
+                self._ended = False             # this run was ended by us (stop or kill), not by itself
 
                 pw = pwd.getpwnam(AUTH_USER)
                 self.state_dir = self.dir / f"{self.name}-state"
@@ -264,12 +265,14 @@ class Authd:
 
         def start(self):
                 assert not self.running(), "kiro-authd already running"
+                self._check_died()
                 # After a kill the bus must have dropped the dead owner before the next one asks.
                 with self.bus.connect() as c:
                         wait_until(lambda: not c.name_has_owner(BUS_NAME), timeout=5.0,
                                    what=f"{BUS_NAME} to be released by the previous owner")
                 self._drain_notify()
                 self.runs += 1
+                self._ended = False
                 with open(self.log_path, "ab") as log:
                         log.write(f"\n===== run {self.runs}: {' '.join(self.command())}\n".encode())
                         log.flush()
@@ -303,10 +306,19 @@ class Authd:
                         wait_until(lambda: c.name_has_owner(BUS_NAME), timeout=5.0,
                                    what=f"{BUS_NAME} to be owned after READY=1")
 
+        def _check_died(self):
+                """Records a run that ended by itself (a crash, an abort from a sanitizer)."""
+                if self.proc and self.check_exit and not self._ended and self.proc.poll() is not None:
+                        self.exit_problems.append(f"run {self.runs}: exited on its own with status "
+                                                  f"{self.proc.returncode}")
+                        self._ended = True      # report it once
+
         def stop(self, timeout=15.0):
                 """SIGTERM and wait; records a nonzero exit status (checked at teardown)."""
+                self._check_died()
                 if not self.proc or self.proc.returncode is not None:
                         return
+                self._ended = True
                 self.proc.send_signal(signal.SIGTERM)
                 try:
                         rc = self.proc.wait(timeout=timeout)
@@ -320,7 +332,8 @@ class Authd:
 
         def kill(self, sig=signal.SIGKILL):
                 """Sends sig deliberately; the exit status of this run is not checked."""
-                assert self.running(), "kiro-authd is not running"
+                assert self.running(), f"kiro-authd is not running (exit status {self.proc.returncode})"
+                self._ended = True
                 self.proc.send_signal(sig)
                 self.proc.wait(timeout=15)
 
