@@ -723,3 +723,18 @@ def test_match_and_tool_placeholder(fake):
         assert {p["name"] for t, p in evs if t == "toolUseEvent"} == {alias}
         fake.enqueue({"tool_calls": [{"name": "$tool:5", "id": "t9"}]})
         assert post(fake, body).status == 500
+
+
+def test_same_bytes_as_eventstream_module():
+        """The fake and fakes/eventstream.py (which writes the C unit tests' golden files) agree byte for byte."""
+        try:
+                from fakes import eventstream
+        except ImportError:
+                pytest.skip("fakes/eventstream.py is not there")
+        for t, p in [("assistantResponseEvent", {"content": "Déjà vu € 日本"}),
+                     ("toolUseEvent", {"input": "{\"a\":", "name": "x", "toolUseId": "t1"}),
+                     ("meteringEvent", {"unit": "credit", "unitPlural": "credits", "usage": 0.1})]:
+                assert kiro_chat.event_frame(t, p) == eventstream.encode_event(t, p)
+        assert kiro_chat.exception_frame("ThrottlingException", {"message": "m"}) == \
+                eventstream.encode_exception("ThrottlingException", {"message": "m"})
+        assert kiro_chat.error_frame("InternalFailure", "boom") == eventstream.encode_error("InternalFailure", "boom")

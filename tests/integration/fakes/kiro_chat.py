@@ -197,7 +197,8 @@ def exception_frame(exception_type, payload):
 
 
 def error_frame(code, message):
-        return encode_frame([(":error-code", code), (":error-message", message), (":message-type", "error")],
+        # Header order as fakes/eventstream.py (and the C unit tests' golden files) have it.
+        return encode_frame([(":message-type", "error"), (":error-code", code), (":error-message", message)],
                             b"")
 
 
