@@ -87,8 +87,8 @@ static int check_key(Proxy *p, HttpRequest *r) {
 
 static int on_headers(HttpRequest *r, void *userdata) {
         Proxy *p = userdata;
-        /* Refuse a wrong key before reading a large body. */
-        if (apikeys_count(p->keys) > 0 && !apikeys_check(p->keys, r))
+        /* Refuse a wrong key before reading a large body; the health check needs none. */
+        if (apikeys_count(p->keys) > 0 && !streq(http_request_path(r), "/healthz") && !apikeys_check(p->keys, r))
                 return check_key(p, r);
         return 0;
 }

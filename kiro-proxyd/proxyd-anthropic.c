@@ -33,7 +33,7 @@ static int block_text(json_object *blocks, const char *where, char **ret, ApiErr
                         return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
                                              "%s.%zu: only text blocks are supported here", where, i);
                 }
-                if ((b.size > 0 && buf_put(&b, "\n", 1) < 0) || buf_put(&b, t, strlen(t)) < 0) {
+                if ((b.size > 0 && buf_puts(&b, "\n") < 0) || buf_put(&b, t, strlen(t)) < 0) {
                         buf_done(&b);
                         return -ENOMEM;
                 }
@@ -329,14 +329,14 @@ static int send_event(Chat *c, const char *name, Buf *data) {
         if (r >= 0)
                 r = buf_put(&b, data->data, data->size);
         if (r >= 0)
-                r = buf_put(&b, "\n\n", 2);
+                r = buf_puts(&b, "\n\n");
         return r < 0 ? r : chat_stream_write(c, b.data, b.size);
 }
 
 static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
         AnthropicState *st = userdata;
         Buf b = {};
-        if (buf_put(&b, "{\"type\": \"ping\"}", 16) >= 0)
+        if (buf_puts(&b, "{\"type\": \"ping\"}") >= 0)
                 (void) send_event(st->chat, "ping", &b);
         buf_done(&b);
         (void) sd_event_source_set_time_relative(s, PING_INTERVAL_USEC);
@@ -418,7 +418,7 @@ static int close_block(Chat *c) {
                 if (r >= 0)
                         r = buf_put_json_string(&b, sig, strlen(sig));
                 if (r >= 0)
-                        r = buf_put(&b, "}}", 2);
+                        r = buf_puts(&b, "}}");
                 if (r >= 0)
                         r = send_event(c, "content_block_delta", &b);
                 if (r < 0)
@@ -450,20 +450,20 @@ static int open_block(Chat *c, BlockType type, ChatToolCall *t) {
         if (r < 0)
                 return r;
         if (type == BLOCK_TEXT)
-                r = buf_put(&b, "{\"type\":\"text\",\"text\":\"\"}}", 27);
+                r = buf_puts(&b, "{\"type\":\"text\",\"text\":\"\"}}");
         else if (type == BLOCK_THINKING) {
                 st->signature_sent = false;
-                r = buf_put(&b, "{\"type\":\"thinking\",\"thinking\":\"\"}}", 35);
+                r = buf_puts(&b, "{\"type\":\"thinking\",\"thinking\":\"\"}}");
         } else {
-                r = buf_put(&b, "{\"type\":\"tool_use\",\"id\":", 24);
+                r = buf_puts(&b, "{\"type\":\"tool_use\",\"id\":");
                 if (r >= 0)
                         r = buf_put_json_string(&b, t->id, strlen(t->id));
                 if (r >= 0)
-                        r = buf_put(&b, ",\"name\":", 8);
+                        r = buf_puts(&b, ",\"name\":");
                 if (r >= 0)
                         r = buf_put_json_string(&b, t->name, strlen(t->name));
                 if (r >= 0)
-                        r = buf_put(&b, ",\"input\":{}}}", 13);
+                        r = buf_puts(&b, ",\"input\":{}}}");
         }
         return r < 0 ? r : send_event(c, "content_block_start", &b);
 }
@@ -476,7 +476,7 @@ static int send_delta(Chat *c, const char *delta_type, const char *key, const ch
         if (r >= 0)
                 r = buf_put_json_string(&b, s, n);
         if (r >= 0)
-                r = buf_put(&b, "}}", 2);
+                r = buf_puts(&b, "}}");
         return r < 0 ? r : send_event(c, "content_block_delta", &b);
 }
 
@@ -514,7 +514,7 @@ static int put_tool_input(Buf *b, ChatToolCall *t) {
         _cleanup_json_ json_object *o = NULL;
         if (t->args.size == 0 || json_parse_bounded(t->args.data, t->args.size, 64, &o, NULL) < 0 ||
             !json_object_is_type(o, json_type_object))
-                return buf_put(b, "{}", 2);
+                return buf_puts(b, "{}");
         return buf_put(b, t->args.data, t->args.size);
 }
 
@@ -539,7 +539,7 @@ static int r_finish(Chat *c, ChatStop stop) {
                         r = buf_putf(&b, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":",
                                      chat_stop_reason_anthropic(stop));
                 if (r >= 0)
-                        r = matched ? buf_put_json_string(&b, matched, strlen(matched)) : buf_put(&b, "null", 4);
+                        r = matched ? buf_put_json_string(&b, matched, strlen(matched)) : buf_puts(&b, "null");
                 if (r >= 0)
                         r = buf_putf(&b, "},\"usage\":{\"input_tokens\":%llu,\"output_tokens\":%llu}}", (unsigned long long) in,
                                      (unsigned long long) out);
@@ -547,7 +547,7 @@ static int r_finish(Chat *c, ChatStop stop) {
                         r = send_event(c, "message_delta", &b);
                 b.size = 0;
                 if (r >= 0)
-                        r = buf_put(&b, "{\"type\":\"message_stop\"}", 23);
+                        r = buf_puts(&b, "{\"type\":\"message_stop\"}");
                 if (r >= 0)
                         r = send_event(c, "message_stop", &b);
                 st->ping = sd_event_source_disable_unref(st->ping);
@@ -562,21 +562,21 @@ static int r_finish(Chat *c, ChatStop stop) {
         if (r >= 0)
                 r = buf_put_json_string(&b, c->conv->model, strlen(c->conv->model));
         if (r >= 0)
-                r = buf_put(&b, ",\"content\":[", 12);
+                r = buf_puts(&b, ",\"content\":[");
         bool first = true;
         if (r >= 0 && c->reasoning.size > 0) {
                 _cleanup_free_ char *sig = NULL;
                 r = c->signature.size > 0 ? ((sig = strdup(c->signature.data)) ? 0 : -ENOMEM) : make_signature(c, &sig);
                 if (r >= 0)
-                        r = buf_put(&b, "{\"type\":\"thinking\",\"thinking\":", 30);
+                        r = buf_puts(&b, "{\"type\":\"thinking\",\"thinking\":");
                 if (r >= 0)
                         r = buf_put_json_string(&b, c->reasoning.data, c->reasoning.size);
                 if (r >= 0)
-                        r = buf_put(&b, ",\"signature\":", 13);
+                        r = buf_puts(&b, ",\"signature\":");
                 if (r >= 0)
                         r = buf_put_json_string(&b, sig, strlen(sig));
                 if (r >= 0)
-                        r = buf_put(&b, "}", 1);
+                        r = buf_puts(&b, "}");
                 first = false;
         }
         if (r >= 0 && (c->text.size > 0 || c->n_tools == 0)) {
@@ -584,7 +584,7 @@ static int r_finish(Chat *c, ChatStop stop) {
                 if (r >= 0)
                         r = buf_put_json_string(&b, strempty(c->text.data), c->text.size);
                 if (r >= 0)
-                        r = buf_put(&b, "}", 1);
+                        r = buf_puts(&b, "}");
                 first = false;
         }
         for (size_t i = 0; r >= 0 && i < c->n_tools; i++) {
@@ -593,21 +593,21 @@ static int r_finish(Chat *c, ChatStop stop) {
                 if (r >= 0)
                         r = buf_put_json_string(&b, t->id, strlen(t->id));
                 if (r >= 0)
-                        r = buf_put(&b, ",\"name\":", 8);
+                        r = buf_puts(&b, ",\"name\":");
                 if (r >= 0)
                         r = buf_put_json_string(&b, t->name, strlen(t->name));
                 if (r >= 0)
-                        r = buf_put(&b, ",\"input\":", 9);
+                        r = buf_puts(&b, ",\"input\":");
                 if (r >= 0)
                         r = put_tool_input(&b, t);
                 if (r >= 0)
-                        r = buf_put(&b, "}", 1);
+                        r = buf_puts(&b, "}");
                 first = false;
         }
         if (r >= 0)
                 r = buf_putf(&b, "],\"stop_reason\":\"%s\",\"stop_sequence\":", chat_stop_reason_anthropic(stop));
         if (r >= 0)
-                r = matched ? buf_put_json_string(&b, matched, strlen(matched)) : buf_put(&b, "null", 4);
+                r = matched ? buf_put_json_string(&b, matched, strlen(matched)) : buf_puts(&b, "null");
         if (r >= 0)
                 r = buf_putf(&b, ",\"usage\":{\"input_tokens\":%llu,\"cache_creation_input_tokens\":0,"
                                  "\"cache_read_input_tokens\":0,\"output_tokens\":%llu}}",
@@ -624,7 +624,7 @@ int anthropic_render_error(const ApiError *e, char **ret_body, size_t *ret_size)
         if (r >= 0)
                 r = buf_put_json_string(&b, m, strlen(m));
         if (r >= 0)
-                r = buf_put(&b, "}}", 2);
+                r = buf_puts(&b, "}}");
         if (r < 0) {
                 buf_done(&b);
                 return r;

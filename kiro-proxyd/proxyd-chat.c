@@ -47,7 +47,7 @@ int buf_putf(Buf *b, const char *fmt, ...) {
 
 int buf_put_json_string(Buf *b, const char *s, size_t size) {
         static const char hex[] = "0123456789abcdef";
-        int r = buf_put(b, "\"", 1);
+        int r = buf_puts(b, "\"");
         size_t start = 0;
         for (size_t i = 0; r >= 0 && i < size; i++) {
                 unsigned char ch = (unsigned char) s[i];
@@ -75,7 +75,7 @@ int buf_put_json_string(Buf *b, const char *s, size_t size) {
         if (r >= 0)
                 r = buf_put(b, s + start, size - start);
         if (r >= 0)
-                r = buf_put(b, "\"", 1);
+                r = buf_puts(b, "\"");
         return r;
 }
 

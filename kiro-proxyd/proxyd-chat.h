@@ -14,6 +14,7 @@ typedef struct Buf {
 } Buf;
 
 int buf_put(Buf *b, const void *data, size_t size);
+#define buf_puts(b, s) buf_put((b), (s), strlen(s))
 int buf_putf(Buf *b, const char *fmt, ...) _printf_(2, 3);
 /* Appends s as a JSON string literal (with quotes). */
 int buf_put_json_string(Buf *b, const char *s, size_t size);

@@ -71,21 +71,21 @@ static int tool_delta(Chat *c, unsigned index, ChatToolCall *t, bool first, cons
         if (r >= 0)
                 r = buf_putf(&b, ",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":%u", index);
         if (r >= 0 && first) {
-                r = buf_put(&b, ",\"id\":", 6);
+                r = buf_puts(&b, ",\"id\":");
                 if (r >= 0)
                         r = buf_put_json_string(&b, t->id, strlen(t->id));
                 if (r >= 0)
-                        r = buf_put(&b, ",\"type\":\"function\",\"function\":{\"name\":", 38);
+                        r = buf_puts(&b, ",\"type\":\"function\",\"function\":{\"name\":");
                 if (r >= 0)
                         r = buf_put_json_string(&b, t->name, strlen(t->name));
                 if (r >= 0)
-                        r = buf_put(&b, ",\"arguments\":\"\"}", 16);
+                        r = buf_puts(&b, ",\"arguments\":\"\"}");
         } else if (r >= 0) {
-                r = buf_put(&b, ",\"function\":{\"arguments\":", 25);
+                r = buf_puts(&b, ",\"function\":{\"arguments\":");
                 if (r >= 0)
                         r = buf_put_json_string(&b, args, n);
                 if (r >= 0)
-                        r = buf_put(&b, "}", 1);
+                        r = buf_puts(&b, "}");
         }
         if (r >= 0)
                 r = buf_putf(&b, "}]},\"finish_reason\":null}]}\n\n");
@@ -127,14 +127,14 @@ static int r_finish(Chat *c, ChatStop stop) {
                 if (r >= 0 && st->opts.include_usage) {
                         r = sse_chunk_begin(&*c, &b);
                         if (r >= 0)
-                                r = buf_put(&b, ",\"choices\":[],", 14);
+                                r = buf_puts(&b, ",\"choices\":[],");
                         if (r >= 0)
                                 r = put_usage(c, &b);
                         if (r >= 0)
-                                r = buf_put(&b, "}\n\n", 3);
+                                r = buf_puts(&b, "}\n\n");
                 }
                 if (r >= 0)
-                        r = buf_put(&b, "data: [DONE]\n\n", 14);
+                        r = buf_puts(&b, "data: [DONE]\n\n");
                 if (r >= 0)
                         r = chat_stream_write(c, b.data, b.size);
                 if (r < 0) {
@@ -152,40 +152,40 @@ static int r_finish(Chat *c, ChatStop stop) {
                 r = buf_putf(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
         if (r >= 0)
                 r = c->text.size > 0 || c->n_tools == 0 ? buf_put_json_string(&b, strempty(c->text.data), c->text.size)
-                                                        : buf_put(&b, "null", 4);
+                                                        : buf_puts(&b, "null");
         if (r >= 0 && c->reasoning.size > 0) {
-                r = buf_put(&b, ",\"reasoning_content\":", 21);
+                r = buf_puts(&b, ",\"reasoning_content\":");
                 if (r >= 0)
                         r = buf_put_json_string(&b, c->reasoning.data, c->reasoning.size);
         }
         if (r >= 0 && c->n_tools > 0) {
-                r = buf_put(&b, ",\"tool_calls\":[", 15);
+                r = buf_puts(&b, ",\"tool_calls\":[");
                 for (size_t i = 0; r >= 0 && i < c->n_tools; i++) {
                         ChatToolCall *t = c->tools + i;
                         r = buf_putf(&b, "%s{\"id\":", i ? "," : "");
                         if (r >= 0)
                                 r = buf_put_json_string(&b, t->id, strlen(t->id));
                         if (r >= 0)
-                                r = buf_put(&b, ",\"type\":\"function\",\"function\":{\"name\":", 38);
+                                r = buf_puts(&b, ",\"type\":\"function\",\"function\":{\"name\":");
                         if (r >= 0)
                                 r = buf_put_json_string(&b, t->name, strlen(t->name));
                         if (r >= 0)
-                                r = buf_put(&b, ",\"arguments\":", 13);
+                                r = buf_puts(&b, ",\"arguments\":");
                         if (r >= 0)
                                 r = t->args.size > 0 ? buf_put_json_string(&b, t->args.data, t->args.size)
-                                                     : buf_put(&b, "\"{}\"", 4);
+                                                     : buf_puts(&b, "\"{}\"");
                         if (r >= 0)
-                                r = buf_put(&b, "}}", 2);
+                                r = buf_puts(&b, "}}");
                 }
                 if (r >= 0)
-                        r = buf_put(&b, "]", 1);
+                        r = buf_puts(&b, "]");
         }
         if (r >= 0)
                 r = buf_putf(&b, "},\"finish_reason\":\"%s\"}],", chat_stop_reason_openai(stop));
         if (r >= 0)
                 r = put_usage(c, &b);
         if (r >= 0)
-                r = buf_put(&b, "}", 1);
+                r = buf_puts(&b, "}");
         if (r < 0)
                 return http_request_respond_error(c->http, 500, "Out of memory.");
         return http_request_respond(c->http, 200, "application/json", b.data, b.size, NULL);
@@ -194,19 +194,19 @@ static int r_finish(Chat *c, ChatStop stop) {
 int openai_render_error(const ApiError *e, char **ret_body, size_t *ret_size) {
         _cleanup_(buf_done) Buf b = {};
         const char *m = e->message ?: "Unknown error.";
-        int r = buf_put(&b, "{\"error\":{\"message\":", 20);
+        int r = buf_puts(&b, "{\"error\":{\"message\":");
         if (r >= 0)
                 r = buf_put_json_string(&b, m, strlen(m));
         if (r >= 0)
                 r = buf_putf(&b, ",\"type\":\"%s\",\"param\":", api_error_openai_type(e->kind));
         if (r >= 0)
-                r = e->param ? buf_put_json_string(&b, e->param, strlen(e->param)) : buf_put(&b, "null", 4);
+                r = e->param ? buf_put_json_string(&b, e->param, strlen(e->param)) : buf_puts(&b, "null");
         if (r >= 0)
-                r = buf_put(&b, ",\"code\":", 8);
+                r = buf_puts(&b, ",\"code\":");
         if (r >= 0)
-                r = e->code ? buf_put_json_string(&b, e->code, strlen(e->code)) : buf_put(&b, "null", 4);
+                r = e->code ? buf_put_json_string(&b, e->code, strlen(e->code)) : buf_puts(&b, "null");
         if (r >= 0)
-                r = buf_put(&b, "}}", 2);
+                r = buf_puts(&b, "}}");
         if (r < 0)
                 return r;
         *ret_size = b.size;
@@ -239,11 +239,11 @@ static int r_fail(Chat *c, const ApiError *e) {
         _cleanup_(buf_done) Buf b = {};
         int r = openai_render_error(e, &body, &size);
         if (r >= 0)
-                r = buf_put(&b, "data: ", 6);
+                r = buf_puts(&b, "data: ");
         if (r >= 0)
                 r = buf_put(&b, body, size);
         if (r >= 0)
-                r = buf_put(&b, "\n\n", 2);
+                r = buf_puts(&b, "\n\n");
         if (r >= 0)
                 r = chat_stream_write(c, b.data, b.size);
         if (r < 0)
@@ -293,7 +293,7 @@ int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
 
 int openai_handle_models(HttpRequest *http) {
         _cleanup_(buf_done) Buf b = {};
-        int r = buf_put(&b, "{\"object\":\"list\",\"data\":[", 26);
+        int r = buf_puts(&b, "{\"object\":\"list\",\"data\":[");
         bool first = true;
         for (size_t i = 0; r >= 0 && i < models_count(); i++) {
                 const ModelInfo *m = models_get(i);
@@ -309,7 +309,7 @@ int openai_handle_models(HttpRequest *http) {
                 }
         }
         if (r >= 0)
-                r = buf_put(&b, "]}", 2);
+                r = buf_puts(&b, "]}");
         if (r < 0)
                 return http_request_respond_error(http, 500, "Out of memory.");
         return http_request_respond(http, 200, "application/json", b.data, b.size, NULL);
