@@ -95,20 +95,10 @@ static int take_string(json_object *o, const char *key, const char *where, bool 
 static int take_time(json_object *o, const char *key, const char *where, bool required, usec_t *dst,
                      char **ret_message) {
         const char *s;
-        json_object *v;
         int r = json_get_string(o, key, &s);
         if (r == -ENOENT) {
                 if (required)
                         return fail(ret_message, EBADMSG, "%s has no '%s'", where, key);
-                return 0;
-        }
-        /* Epoch seconds are accepted too (some writers use them). */
-        if (r == -EMEDIUMTYPE && json_object_object_get_ex(o, key, &v) &&
-            (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double))) {
-                double d = json_object_get_double(v);
-                if (d <= 0 || d > 1e11)
-                        return fail(ret_message, EBADMSG, "'%s' in %s is out of range", key, where);
-                *dst = (usec_t) (d * 1e6);
                 return 0;
         }
         if (r < 0 || parse_rfc3339(s, dst) < 0)

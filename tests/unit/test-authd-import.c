@@ -254,9 +254,9 @@ TEST(ide_social_and_builder_id) {
         free(msg), msg = NULL;
 
         const char *wrong = "{\"refreshToken\":\"rt\",\"expiresAt\":17}";
-        ASSERT_OK(import_kiro_ide_json(wrong, strlen(wrong), NULL, 0, &c, &msg)); /* epoch seconds accepted */
-        ASSERT_EQ(c->expires_at, 17 * USEC_PER_SEC);
-        credential_free(c);
+        ASSERT_ERROR(import_kiro_ide_json(wrong, strlen(wrong), NULL, 0, &c, &msg), EBADMSG);
+        ASSERT_STREQ(msg, "'expiresAt' in the Kiro IDE token file is not an RFC 3339 timestamp");
+        free(msg), msg = NULL;
         const char *wrong2 = "{\"refreshToken\":[1]}";
         ASSERT_ERROR(import_kiro_ide_json(wrong2, strlen(wrong2), NULL, 0, &c, &msg), EBADMSG);
         ASSERT_STREQ(msg, "'refreshToken' in the Kiro IDE token file is not a string");
