@@ -2,6 +2,7 @@
 /* kiro-proxyd: the local OpenAI- and Anthropic-compatible HTTP API over Kiro, tokens from kiro-authd. */
 #include <getopt.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
 #include "bus-names.h"
@@ -199,6 +200,21 @@ static int parse_config(Proxy *p) {
         return 0;
 }
 
+/* Every connection is an fd: raise the soft limit to the hard one (select() is never used, so large fd
+ * numbers are fine), and warn when MaxConnections= cannot be reached. */
+static void bump_nofile(unsigned max_connections) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t) max_connections + 64)
+                log_warning("The open-files limit (%llu) is below MaxConnections=%u; raise LimitNOFILE=.",
+                            (unsigned long long) rl.rlim_cur, max_connections);
+}
+
 static int on_idle_check(sd_event_source *s, uint64_t usec, void *userdata) {
         Proxy *p = userdata;
         /* Socket activated and nobody connected for a whole period: exit, the sockets stay with systemd, so
@@ -361,6 +377,7 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.upstream = p.upstream;
 
+        bump_nofile(p.limits.max_connections);
         r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the HTTP server: %m");
