@@ -34,6 +34,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
+class _Server(ThreadingHTTPServer):
+        # The default listen backlog of 5 resets connections when tests fire dozens at once.
+        request_queue_size = 1024
+        daemon_threads = True
+
 ERROR_TEXT = {
         "invalid_grant": "Invalid refresh token provided",
         "invalid_client": "Invalid client provided",
@@ -193,7 +199,7 @@ class FakeAuth:
                                 self.send_header("Content-Length", "0")
                                 self.end_headers()
 
-                srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+                srv = _Server(("127.0.0.1", 0), Handler)
                 srv.daemon_threads = True
                 t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fake-{which}",
                                      daemon=True)

@@ -100,6 +100,12 @@ import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
+class _Server(ThreadingHTTPServer):
+        # The default listen backlog of 5 resets connections when tests fire dozens at once.
+        request_queue_size = 1024
+        daemon_threads = True
+
 CHAT_PATH = "/generateAssistantResponse"
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 
@@ -735,7 +741,7 @@ class FakeKiroChat:
         # ---- plumbing ------------------------------------------------------------------------
 
         def _serve(self, handler, name):
-                srv = ThreadingHTTPServer((self.host, 0), handler)
+                srv = _Server((self.host, 0), handler)
                 srv.daemon_threads = True
                 srv.block_on_close = False
                 t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, name=name,
