@@ -211,6 +211,7 @@ class Authd:
                 self.check_exit = check_exit
                 self.ready_timeout = ready_timeout
                 self.proc = None
+                self.extra_env = {}             # more environment for the daemon (CREDENTIALS_DIRECTORY…)
                 self.exit_problems = []          # messages for runs that ended badly
                 self.runs = 0
                 self._ended = False             # this run was ended by us (stop or kill), not by itself
@@ -279,7 +280,7 @@ class Authd:
                         self.proc = subprocess.Popen(
                                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
                                 env=base_env(DBUS_SYSTEM_BUS_ADDRESS=self.bus.address,
-                                             NOTIFY_SOCKET=str(self.notify_path)))
+                                             NOTIFY_SOCKET=str(self.notify_path), **self.extra_env))
                 self._wait_ready()
                 return self
 
