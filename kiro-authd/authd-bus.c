@@ -181,6 +181,12 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
                         return -ENOKEY;
         }
 
+        /* Rotated tokens that are not on disk yet are not handed out: try to write them first. */
+        if (cred->save_pending && cred_save(cred) < 0)
+                return sd_bus_error_setf(error, KIROD_ERROR_STORAGE_FAILED,
+                                         "Credential '%s' was refreshed but cannot be stored; check the state directory.",
+                                         cred->c->id);
+
         usec_t n = now(CLOCK_REALTIME);
         if (cred_token_usable(cred, n)) {
                 /* Still valid: answer now, and refresh in the background when inside the margin. */

@@ -335,7 +335,7 @@ CredentialState cred_state(Cred *cred) {
 
 bool cred_token_usable(Cred *cred, usec_t n) {
         Credential *c = cred->c;
-        if (!c->access_token || cred->token_rejected)
+        if (!c->access_token || cred->token_rejected || cred->save_pending)
                 return false;
         if (c->expires_at == USEC_INFINITY)
                 return true;
@@ -360,6 +360,15 @@ void cred_emit_changed(Cred *cred) {
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Cred *cred = userdata;
         cred->next_refresh_at = 0;
+        if (cred->save_pending) {
+                /* The last refresh could not be written: write it now rather than refresh again. */
+                cred->retry_at = 0;
+                if (cred_save(cred) < 0)
+                        cred->retry_at = now(CLOCK_REALTIME) + cred->manager->retry_initial;
+                cred_schedule(cred);
+                cred_emit_changed(cred);
+                return 0;
+        }
         (void) cred_start_refresh(cred, true);
         return 0;
 }
