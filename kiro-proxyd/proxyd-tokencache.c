@@ -6,7 +6,6 @@
 
 /* A cached token is used while it has at least this much life left; below that a fresh one is fetched. */
 #define TOKEN_RENEW_BEFORE_USEC (120 * USEC_PER_SEC)
-#define GET_TOKEN_TIMEOUT_USEC (60 * USEC_PER_SEC)
 
 struct TokenRequest {
         TokenRequest *next;
@@ -72,8 +71,11 @@ int token_cache_new(sd_bus *bus, TokenCache **ret) {
         if (!tc)
                 return -ENOMEM;
         tc->bus = sd_bus_ref(bus);
-        r = sd_bus_match_signal_async(bus, &tc->owner_match, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                      "org.freedesktop.DBus", "NameOwnerChanged", on_owner_changed, NULL, tc);
+        /* Only kiro-authd's name: every other client coming and going is none of our business. */
+        r = sd_bus_add_match_async(bus, &tc->owner_match,
+                                   "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                                   "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='" KIROD_BUS_NAME "'",
+                                   on_owner_changed, NULL, tc);
         if (r < 0) {
                 token_cache_free(tc);
                 return r;
