@@ -32,7 +32,6 @@ typedef struct Proxy {
         usec_t exit_on_idle;
         /* [Kiro] */
         UpstreamConfig kiro;
-        bool trim_history;
         /* [Kimi] */
         char *kimi_api_base;
 } Proxy;
@@ -173,7 +172,7 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
                 { "Kiro", "Endpoints", parse_endpoints, &p->kiro.endpoints },
                 { "Kiro", "MaxUpstreamPayloadBytes", parse_size, &p->kiro.max_payload_bytes },
-                { "Kiro", "TrimHistory", config_parse_bool, &p->trim_history },
+                { "Kiro", "TrimHistory", config_parse_bool, &p->kiro.trim_history },
                 { "Kiro", "DefaultProfileArn", config_parse_string, &p->kiro.default_profile_arn },
                 { "Kiro", "MaxFrameBytes", parse_size, &p->kiro.max_frame_bytes },
                 { "Kiro", "CAFile", config_parse_string, &p->kiro.ca_file },
@@ -190,8 +189,6 @@ static int parse_config(Proxy *p) {
                 p->kiro.max_attempts = 1;
         if (p->max_json_depth == 0 || p->max_json_depth > 1000)
                 p->max_json_depth = 64;
-        if (p->trim_history)
-                log_notice("TrimHistory=yes is not implemented yet; oversized requests get a 413.");
         /* Command-line --listen replaces the configured ones. */
         if (arg_listen) {
                 strv_free(p->listen.listen);

@@ -275,6 +275,7 @@ typedef struct Builder {
         Buf tool_docs;
         KiroToolAliases aliases;
         char *error;
+        size_t n_trimmed;
 } Builder;
 
 static void builder_done(Builder *b) {
@@ -1220,6 +1221,22 @@ static int builder_run(Builder *b, const KiroRequestParams *params, KiroRequest 
         body = json_object_to_json_string_length(root, JSON_FLAGS, &body_size);
         if (!body)
                 return -ENOMEM;
+        if (body_size > max && params && params->trim_history) {
+                /* TrimHistory=yes: drop the oldest assistant/user pair after the first user message (which
+                 * carries the system prompt) until the body fits. Pairs go together, so alternation and
+                 * tool-use/result pairing hold; the last assistant turn always stays. */
+                json_object *state = NULL, *history = NULL;
+                if (json_object_object_get_ex(root, "conversationState", &state) &&
+                    json_object_object_get_ex(state, "history", &history))
+                        while (body_size > max && json_object_array_length(history) >= 4) {
+                                if (json_object_array_del_idx(history, 1, 2) < 0)
+                                        return -ENOMEM;
+                                b->n_trimmed += 2;
+                                body = json_object_to_json_string_length(root, JSON_FLAGS, &body_size);
+                                if (!body)
+                                        return -ENOMEM;
+                        }
+        }
         if (body_size > max)
                 return fail(b, -EMSGSIZE,
                             "the request is %zu bytes after conversion for Kiro, over the limit of %zu bytes "
@@ -1234,6 +1251,7 @@ static int builder_run(Builder *b, const KiroRequestParams *params, KiroRequest 
         if (!req->body || !req->conversation_id)
                 return -ENOMEM;
         req->body_size = body_size;
+        req->n_trimmed = b->n_trimmed;
         req->tool_aliases = b->aliases;
         b->aliases = (KiroToolAliases) {};
 

@@ -46,6 +46,7 @@ typedef struct KiroRequestParams {
         const char *profile_arn;        /* NULL: no "profileArn" member */
         size_t max_payload_bytes;       /* 0: KIRO_MAX_UPSTREAM_PAYLOAD_DEFAULT */
         const char *conversation_id;    /* a UUID; NULL: derived from the session id, else a fresh uuid4 */
+        bool trim_history;              /* TrimHistory=: drop the oldest turns to fit the payload limit */
 } KiroRequestParams;
 
 typedef struct KiroRequest {
@@ -53,6 +54,7 @@ typedef struct KiroRequest {
         size_t body_size;
         char *conversation_id;
         KiroToolAliases tool_aliases;   /* for kiro_tool_aliases_restore() on the response */
+        size_t n_trimmed;               /* history messages dropped by trim_history */
 } KiroRequest;
 
 KiroRequest *kiro_request_free(KiroRequest *r);

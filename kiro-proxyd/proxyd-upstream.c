@@ -471,6 +471,7 @@ static int start_transfer(UpstreamCall *call) {
         KiroRequestParams params = {
                 .profile_arn = call->token->profile_arn ?: cfg->default_profile_arn,
                 .max_payload_bytes = cfg->max_payload_bytes,
+                .trim_history = cfg->trim_history,
         };
         r = kiro_request_build(call->conv, &params, &call->request, &err);
         if (r == -EMSGSIZE) {
@@ -482,6 +483,9 @@ static int start_transfer(UpstreamCall *call) {
                           err ?: "Cannot build the upstream request.");
                 return 0;
         }
+        if (call->request->n_trimmed > 0)
+                log_info("Dropped the %zu oldest history messages to fit MaxUpstreamPayloadBytes=%zu.",
+                         call->request->n_trimmed, cfg->max_payload_bytes);
         r = kiro_stream_new(cfg->max_frame_bytes, &call->request->tool_aliases, on_kiro_event, call, &call->stream);
         if (r < 0)
                 return r;

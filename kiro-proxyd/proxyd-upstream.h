@@ -16,6 +16,7 @@ typedef struct UpstreamConfig {
         char *ca_file;                  /* CAFile= */
         char *default_profile_arn;      /* DefaultProfileArn= */
         size_t max_payload_bytes;       /* MaxUpstreamPayloadBytes= */
+        bool trim_history;              /* TrimHistory= */
         size_t max_frame_bytes;         /* MaxFrameBytes= */
         usec_t first_token_timeout;     /* FirstTokenTimeoutSec= */
         unsigned max_attempts;          /* MaxAttempts= (all causes together) */

@@ -428,3 +428,50 @@ TEST(description_limit_counts_characters) {
         ASSERT_OK(kiro_request_build(c, NULL, &req, NULL));
         ASSERT_NULL(strstr(req->body, "## Tool: t"));
 }
+
+TEST(trim_history_drops_oldest_pairs) {
+        _cleanup_(conversation_freep) Conversation *c = NULL;
+        _cleanup_(kiro_request_freep) KiroRequest *req = NULL, *req2 = NULL;
+        _cleanup_free_ char *msg = NULL, *filler = NULL;
+        KiroRequestParams p = { .conversation_id = "11111111-2222-4333-8444-555555555555" };
+        ConvMessage *m;
+
+        ASSERT_OK(conversation_new(&c));
+        c->model = strdup("claude-sonnet-4.5");
+        c->model_id = strdup("claude-sonnet-4.5");
+        c->system = strdup("SYSTEM-PROMPT");
+        filler = malloc(2001);
+        ASSERT_NOT_NULL(filler);
+        memset(filler, 'f', 2000);
+        filler[2000] = 0;
+        /* u0 a1 u2 a3 u4 a5 u6(current), each ~2 kB and numbered */
+        for (int i = 0; i < 7; i++) {
+                char text[2100];
+                snprintf(text, sizeof text, "TURN%d %s", i, filler);
+                ASSERT_OK(conversation_add_message(c, i % 2 ? CONV_ROLE_ASSISTANT : CONV_ROLE_USER, &m));
+                ASSERT_OK(conv_message_add_text(m, text));
+        }
+        ASSERT_OK(kiro_request_build(c, &p, &req, NULL));
+        ASSERT_EQ(req->n_trimmed, 0);
+
+        /* Room for about two turns less: without trimming a 413, with it the two oldest after u0 go. */
+        p.max_payload_bytes = req->body_size - 3000;
+        ASSERT_ERROR(kiro_request_build(c, &p, &req2, &msg), EMSGSIZE);
+        p.trim_history = true;
+        ASSERT_OK(kiro_request_build(c, &p, &req2, NULL));
+        ASSERT_EQ(req2->n_trimmed, 2);
+        ASSERT_TRUE(req2->body_size <= p.max_payload_bytes);
+        ASSERT_TRUE(strstr(req2->body, "SYSTEM-PROMPT") != NULL);      /* u0 keeps the system prompt */
+        ASSERT_TRUE(strstr(req2->body, "TURN0") != NULL);
+        ASSERT_TRUE(strstr(req2->body, "TURN1") == NULL);
+        ASSERT_TRUE(strstr(req2->body, "TURN2") == NULL);
+        ASSERT_TRUE(strstr(req2->body, "TURN3") != NULL);
+        ASSERT_TRUE(strstr(req2->body, "TURN6") != NULL);
+
+        /* Nothing left to drop: still a clear 413. */
+        kiro_request_free(TAKE_PTR(req2));
+        free(TAKE_PTR(msg));
+        p.max_payload_bytes = 1000;
+        ASSERT_ERROR(kiro_request_build(c, &p, &req2, &msg), EMSGSIZE);
+        ASSERT_TRUE(strstr(msg, "limit of 1000 bytes") != NULL);
+}
