@@ -521,15 +521,11 @@ static int put_tool_input(Buf *b, ChatToolCall *t) {
 static int r_finish(Chat *c, ChatStop stop) {
         AnthropicState *st = c->fe;
         _cleanup_(buf_done) Buf b = {};
-        const char *matched = NULL;
+        const char *matched = stop == CHAT_STOP_STOP_SEQUENCE ? c->stop_matched : NULL;
         uint64_t in, out;
         int r;
 
         chat_usage(c, &in, &out);
-        if (stop == CHAT_STOP_STOP_SEQUENCE)
-                STRV_FOREACH(s, c->conv->stop)
-                        if (!matched)
-                                matched = *s;
 
         if (c->conv->stream) {
                 r = start_stream(c);

@@ -178,8 +178,10 @@ static int stop_filter(Chat *c, const char *s, size_t n) {
         const char *best = NULL;
         STRV_FOREACH(stop, c->conv->stop) {
                 const char *m = memmem(c->held.data, c->held.size, *stop, strlen(*stop));
-                if (m && (!best || m < best))
+                if (m && (!best || m < best)) {
                         best = m;
+                        c->stop_matched = *stop;
+                }
         }
         if (best) {
                 c->stopped = true;

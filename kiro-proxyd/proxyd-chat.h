@@ -83,6 +83,7 @@ struct Chat {
         Buf held;
         size_t stop_max;
         bool stopped;
+        const char *stop_matched;       /* the stop sequence that matched (in conv->stop) */
 
         uint64_t input_tokens, output_tokens;   /* resolved at the end */
 };
