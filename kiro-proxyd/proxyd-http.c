@@ -784,6 +784,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 #pragma GCC diagnostic pop
 
 static void listener_run(HttpListener *l) {
+        HttpServer *s = l->server;
+        unsigned before = s->n_connections;
         MHD_UNSIGNED_LONG_LONG ms;
         int r;
 
@@ -793,8 +795,11 @@ static void listener_run(HttpListener *l) {
                 log_debug("MHD_run() failed for %s.", l->description);
         l->running = false;
 
-        /* Something resumed a connection of this daemon from inside MHD_run(): run again at once. */
-        if (l->kicked) {
+        /* Something resumed a connection of this daemon from inside MHD_run(): run again at once. Likewise
+         * when a connection closed while we were at MaxConnections=: MHD took its listening socket out of
+         * its epoll set at the limit and puts it back only at the start of a run, so without another run
+         * now a client waiting in the backlog would wait for the next connection timeout. */
+        if (l->kicked || (s->n_connections < before && before >= s->limits.max_connections)) {
                 listener_arm_timer(l, 0);
                 return;
         }
