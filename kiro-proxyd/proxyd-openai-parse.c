@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* OpenAI chat completions request → conversation form. */
+#include <strings.h>
+
 #include "json-util.h"
 #include "proxyd-models.h"
 #include "proxyd-openai.h"
@@ -65,6 +67,15 @@ static int parse_user_content(ConvMessage *m, json_object *content, const char *
                         if (!s)
                                 return api_error_set(err, API_ERROR_INVALID_REQUEST, pw, "'%s.image_url.url' must be a string",
                                                      pw);
+                        if (strncasecmp(s, "http://", 7) == 0 || strncasecmp(s, "https://", 8) == 0) {
+                                /* Refused here, where the client's message index is known (the Kiro request
+                                 * builder counts without the leading system messages). */
+                                char uw[160];
+                                snprintf(uw, sizeof uw, "%s.image_url.url", pw);
+                                return api_error_set(err, API_ERROR_INVALID_REQUEST, uw,
+                                                     "'%s': image URLs are not supported; send the image inline as "
+                                                     "a base64 data: URL", uw);
+                        }
                         r = conv_message_add_image(m, NULL, s);
                 } else
                         return api_error_set(err, API_ERROR_INVALID_REQUEST, pw,
