@@ -170,6 +170,7 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->max_json_depth },
                 { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
+                { "Proxy", "PingIntervalSec", config_parse_sec, &p->chat.ping_interval },
                 { "Kiro", "Endpoints", parse_endpoints, &p->kiro.endpoints },
                 { "Kiro", "MaxUpstreamPayloadBytes", parse_size, &p->kiro.max_payload_bytes },
                 { "Kiro", "TrimHistory", config_parse_bool, &p->kiro.trim_history },

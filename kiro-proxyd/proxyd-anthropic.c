@@ -6,7 +6,8 @@
 #include "proxyd-anthropic.h"
 #include "proxyd-openai.h"
 
-/* A stream with no output for this long gets a "ping" event, so clients and proxies keep it open. */
+/* A stream with no output for this long gets a "ping" event, so clients and proxies keep it open
+ * (PingIntervalSec= changes it). */
 #define PING_INTERVAL_USEC (15 * USEC_PER_SEC)
 
 /* ---- request ---------------------------------------------------------------------------------------- */
@@ -312,6 +313,7 @@ typedef struct AnthropicState {
         unsigned n_blocks;
         bool signature_sent;
         sd_event_source *ping;
+        usec_t ping_interval;   /* USEC_INFINITY: no pings */
         Chat *chat;
 } AnthropicState;
 
@@ -339,13 +341,13 @@ static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
         if (buf_puts(&b, "{\"type\": \"ping\"}") >= 0)
                 (void) send_event(st->chat, "ping", &b);
         buf_done(&b);
-        (void) sd_event_source_set_time_relative(s, PING_INTERVAL_USEC);
+        (void) sd_event_source_set_time_relative(s, st->ping_interval);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
 static void touch_ping(AnthropicState *st) {
         if (st->ping) {
-                (void) sd_event_source_set_time_relative(st->ping, PING_INTERVAL_USEC);
+                (void) sd_event_source_set_time_relative(st->ping, st->ping_interval);
                 (void) sd_event_source_set_enabled(st->ping, SD_EVENT_ONESHOT);
         }
 }
@@ -378,8 +380,8 @@ static int start_stream(Chat *c) {
                 return r;
         st->chat = c;
         sd_event *e = NULL;
-        if (sd_event_default(&e) >= 0) {
-                (void) sd_event_add_time_relative(e, &st->ping, CLOCK_MONOTONIC, PING_INTERVAL_USEC, 0, on_ping, st);
+        if (st->ping_interval != USEC_INFINITY && sd_event_default(&e) >= 0) {
+                (void) sd_event_add_time_relative(e, &st->ping, CLOCK_MONOTONIC, st->ping_interval, 0, on_ping, st);
                 sd_event_unref(e);
         }
         return 0;
@@ -679,6 +681,7 @@ int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth
                 conversation_free(conv);
                 return http_request_respond_error(http, 500, "Out of memory.");
         }
+        st->ping_interval = ctx->ping_interval ?: PING_INTERVAL_USEC;
         r = chat_start(ctx, http, conv, &info, &anthropic_renderer, st, state_free, "msg_");
         return r;
 }

@@ -53,6 +53,7 @@ typedef struct ChatRenderer {
 
 typedef struct ChatContext {
         Upstream *upstream;
+        usec_t ping_interval;           /* PingIntervalSec=: Anthropic "ping" events; 0 = default, infinity = none */
 } ChatContext;
 
 struct Chat {
