@@ -335,9 +335,15 @@ static int send_event(Chat *c, const char *name, Buf *data) {
         return r < 0 ? r : chat_stream_write(c, b.data, b.size);
 }
 
+static int start_stream(Chat *c);
+
 static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
         AnthropicState *st = userdata;
         Buf b = {};
+        /* A long wait before the first token: start the stream now, so that the client sees
+         * message_start and pings instead of silence; a later failure then arrives as an error event. */
+        if (!st->chat->started && start_stream(st->chat) < 0)
+                return 0;
         if (buf_puts(&b, "{\"type\": \"ping\"}") >= 0)
                 (void) send_event(st->chat, "ping", &b);
         buf_done(&b);
@@ -380,7 +386,7 @@ static int start_stream(Chat *c) {
                 return r;
         st->chat = c;
         sd_event *e = NULL;
-        if (st->ping_interval != USEC_INFINITY && sd_event_default(&e) >= 0) {
+        if (!st->ping && st->ping_interval != USEC_INFINITY && sd_event_default(&e) >= 0) {
                 (void) sd_event_add_time_relative(e, &st->ping, CLOCK_MONOTONIC, st->ping_interval, 0, on_ping, st);
                 sd_event_unref(e);
         }
@@ -652,7 +658,19 @@ static int r_fail(Chat *c, const ApiError *e) {
         return http_request_stream_end(c->http);
 }
 
+static int r_begin(Chat *c) {
+        AnthropicState *st = c->fe;
+        sd_event *e = NULL;
+        st->chat = c;
+        if (!c->conv->stream || st->ping_interval == USEC_INFINITY || sd_event_default(&e) < 0)
+                return 0;
+        int r = sd_event_add_time_relative(e, &st->ping, CLOCK_MONOTONIC, st->ping_interval, 0, on_ping, st);
+        sd_event_unref(e);
+        return r;
+}
+
 static const ChatRenderer anthropic_renderer = {
+        .begin = r_begin,
         .text = r_text,
         .thinking = r_thinking,
         .tool_start = r_tool_start,

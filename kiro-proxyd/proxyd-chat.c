@@ -384,6 +384,8 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
 
         http_request_set_abort_handler(http, on_http_abort, c);
         http_request_set_drain_handler(http, on_http_drain, c);
+        if (renderer->begin)
+                (void) renderer->begin(c);
         r = upstream_call_start(ctx->upstream, c->conv, &upstream_handler, c, &c->call);
         if (r < 0) {
                 ApiError e = { .kind = API_ERROR_API, .message = strdup("Cannot start the upstream request.") };

@@ -39,6 +39,8 @@ typedef struct Chat Chat;
 /* A front end. Every callback returns 0 or a negative errno (the client went away: the chat ends). For
  * streamed responses the front end starts the HTTP stream in its first callback. */
 typedef struct ChatRenderer {
+        /* Optional: called once before the upstream call starts (c->fe is set). */
+        int (*begin)(Chat *c);
         int (*text)(Chat *c, const char *s, size_t n);
         int (*thinking)(Chat *c, const char *s, size_t n);
         int (*signature)(Chat *c, const char *s, size_t n);

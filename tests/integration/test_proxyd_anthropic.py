@@ -521,3 +521,21 @@ def test_both_key_headers_and_anthropic_version(proxy_stack):
         r = s.post(COUNT_PATH, msgs("hi"))
         assert_anthropic_error(r, 401, "authentication_error")
         assert s.chat.count() == 4
+
+
+def test_ping_before_the_first_token(proxy_stack):
+        """A long wait for Kiro's first byte: the stream starts with message_start and pings rather than
+        silence (the first ping is due one interval after the request)."""
+        s = proxy_stack(Proxy={"PingIntervalSec": 0.3})
+        s.chat.enqueue({"text": ["late answer"], "first_byte_delay": 1.5})
+        st = stream(s, msgs("patience"))
+        assert st.complete
+        names = [e.name for e in st.events]
+        assert names[0] == "message_start", names
+        first_delta = names.index("content_block_delta")
+        before = names[1:first_delta]
+        assert before.count("ping") >= 2, names
+        assert set(before) <= {"ping", "content_block_start"}, names
+        assert names[-1] == "message_stop"
+        # message_start came long before the answer: about one ping interval after the request.
+        assert st.events[0].t < st.events[first_delta].t - 0.8, [(e.name, e.t) for e in st.events]
