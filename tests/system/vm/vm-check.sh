@@ -201,6 +201,9 @@ if [ "$boot" = 1 ]; then
         refused "kiroctl import refused for an ordinary user" \
                 as bob kiroctl import --refresh-token-file /home/bob/refresh-token --id bob
         check "kiroctl list for an ordinary user" bash -c 'runuser -u bob -- kiroctl list | grep -q "^vm"'
+        systemctl stop kiro-authd.service
+        check "D-Bus activation: an ordinary user's kiroctl list starts the stopped kiro-authd" \
+                bash -c 'runuser -u bob -- kiroctl list | grep -q "^vm" && systemctl is-active kiro-authd.service'
 
         # ---- GetToken: the proxy user only ----
         gettoken=(busctl call --system org.kirod.Auth1 /org/kirod/Auth1 org.kirod.Auth1.Manager GetToken sst kiro "" 0)
