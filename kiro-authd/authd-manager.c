@@ -479,7 +479,7 @@ static void cred_mark_needs_login(Cred *cred, const char *error) {
                 [AUTH_METHOD_IDC] = "run 'kiro-cli login', then 'kiroctl import --from-kiro-cli --replace --id",
                 [AUTH_METHOD_EXTERNAL_IDP] = "log in again in the Kiro IDE, then 'kiroctl import --from-kiro-ide --replace --id",
                 [AUTH_METHOD_API_KEY] = "import a new key with 'kiroctl import --api-key-file FILE --replace --id",
-                [AUTH_METHOD_KIMI_DEVICE] = "run 'kiroctl login kimi --replace --id",
+                [AUTH_METHOD_KIMI_DEVICE] = "Kimi logins are not supported by this version; remove it with 'kiroctl remove",
         };
         char hint[256];
 

@@ -27,6 +27,8 @@ typedef struct Proxy {
         /* [Proxy] */
         ListenConfig listen;
         char *api_keys_file;
+        char *tls_certificate_file;
+        char *tls_key_file;
         HttpLimits limits;
         unsigned max_json_depth;
         usec_t exit_on_idle;
@@ -51,6 +53,8 @@ static void proxy_done(Proxy *p) {
         listen_config_done(&p->listen);
         upstream_config_done(&p->kiro);
         free(p->api_keys_file);
+        free(p->tls_certificate_file);
+        free(p->tls_key_file);
         free(p->kimi_api_base);
         p->event = sd_event_unref(p->event);
 }
@@ -163,6 +167,8 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "AllowNonLoopback", config_parse_bool, &p->listen.allow_non_loopback },
                 { "Proxy", "SocketMode", config_parse_mode, &p->listen.socket_mode },
                 { "Proxy", "APIKeysFile", config_parse_string, &p->api_keys_file },
+                { "Proxy", "TLSCertificateFile", config_parse_string, &p->tls_certificate_file },
+                { "Proxy", "TLSKeyFile", config_parse_string, &p->tls_key_file },
                 { "Proxy", "MaxConnections", config_parse_unsigned, &p->limits.max_connections },
                 { "Proxy", "MaxBodyBytes", config_parse_uint64, &max_body },
                 { "Proxy", "IdleTimeoutSec", config_parse_sec, &p->limits.idle_timeout_usec },
@@ -226,17 +232,35 @@ static int on_idle_check(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 static int setup_listeners(Proxy *p) {
+        _cleanup_(http_tls_freep) HttpTLS *tls = NULL;
         ListenFd *fds = NULL;
         size_t n = 0;
-        int r = listen_fds_open(&p->listen, &fds, &n);
+        int r;
+
+        if (p->tls_certificate_file || p->tls_key_file) {
+                if (!p->tls_certificate_file || !p->tls_key_file)
+                        return log_error_errno(EINVAL, "TLSCertificateFile= and TLSKeyFile= go together.");
+                r = http_tls_load(p->tls_certificate_file, p->tls_key_file, &tls);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to load the TLS certificate '%s' or key '%s': %m",
+                                               p->tls_certificate_file, p->tls_key_file);
+        }
+        r = listen_fds_open(&p->listen, &fds, &n);
         if (r < 0)
                 return r;
         p->activated = n > 0 && fds[0].activated;
+        for (size_t i = 0; i < n; i++)
+                if (fds[i].tls && !tls) {
+                        log_error("Listener '%s' is TLS, but TLSCertificateFile= and TLSKeyFile= are not set.",
+                                  strna(fds[i].description));
+                        listen_fds_free(fds, n);
+                        return -EINVAL;
+                }
         for (size_t i = 0; i < n; i++) {
                 _cleanup_free_ char *desc = fds[i].description;
                 int fd = fds[i].fd;
                 fds[i].description = NULL;
-                r = http_server_add_listener(p->http, fd, desc, NULL);
+                r = http_server_add_listener(p->http, fd, desc, fds[i].tls ? tls : NULL);
                 if (r < 0) {
                         for (size_t j = i + 1; j < n; j++) {
                                 safe_close(fds[j].fd);
