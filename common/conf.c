@@ -184,3 +184,15 @@ int config_parse_strv(const char *value, void *data) {
         *l = n;
         return 0;
 }
+
+int config_default_path(const char *name, bool user, char **ret) {
+        const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+        int r;
+        if (user && !isempty(xdg))
+                r = asprintf(ret, "%s/kirod/%s.conf", xdg, name);
+        else if (user && !isempty(home))
+                r = asprintf(ret, "%s/.config/kirod/%s.conf", home, name);
+        else
+                r = asprintf(ret, "%s/kirod/%s.conf", SYSCONFDIR, name);
+        return r < 0 ? -ENOMEM : 0;
+}

@@ -33,5 +33,9 @@ int config_parse_unsigned(const char *value, void *data); /* unsigned * */
 int config_parse_sec(const char *value, void *data);      /* uint64_t * µs; "30", "30s", "5min", "2h", "" = infinity */
 int config_parse_strv(const char *value, void *data);     /* char *** (white-space separated, replaces) */
 
+/* The default path of a daemon's configuration file "<name>.conf": SYSCONFDIR/kirod/, or for a per-user
+ * instance $XDG_CONFIG_HOME/kirod/ (~/.config/kirod/). */
+int config_default_path(const char *name, bool user, char **ret);
+
 int parse_boolean(const char *v);
 int parse_sec(const char *v, uint64_t *ret_usec);

@@ -7,6 +7,7 @@
 
 #include "authd-manager.h"
 #include "bus-names.h"
+#include "conf.h"
 #include "log.h"
 
 static char *arg_config = NULL;
@@ -74,18 +75,8 @@ static int parse_argv(int argc, char *argv[]) {
 }
 
 static int default_paths(void) {
-        if (!arg_config) {
-                const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
-                int r;
-                if (arg_user && xdg)
-                        r = asprintf(&arg_config, "%s/kirod/kiro-authd.conf", xdg);
-                else if (arg_user && home)
-                        r = asprintf(&arg_config, "%s/.config/kirod/kiro-authd.conf", home);
-                else
-                        r = asprintf(&arg_config, "%s/kirod/kiro-authd.conf", SYSCONFDIR);
-                if (r < 0)
-                        return log_oom();
-        }
+        if (!arg_config && config_default_path("kiro-authd", arg_user, &arg_config) < 0)
+                return log_oom();
         if (!arg_state_dir) {
                 const char *sd = getenv("STATE_DIRECTORY"), *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
                 int r;

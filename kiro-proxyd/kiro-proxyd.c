@@ -336,18 +336,8 @@ static int parse_argv(int argc, char *argv[]) {
                 }
         if (optind < argc)
                 return log_error_errno(EINVAL, "%s takes no arguments.", program_invocation_short_name);
-        if (!arg_config) {
-                const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
-                int r;
-                if (arg_user && xdg)
-                        r = asprintf(&arg_config, "%s/kirod/kiro-proxyd.conf", xdg);
-                else if (arg_user && home)
-                        r = asprintf(&arg_config, "%s/.config/kirod/kiro-proxyd.conf", home);
-                else
-                        r = asprintf(&arg_config, "%s/kirod/kiro-proxyd.conf", SYSCONFDIR);
-                if (r < 0)
-                        return log_oom();
-        }
+        if (!arg_config && config_default_path("kiro-proxyd", arg_user, &arg_config) < 0)
+                return log_oom();
         return 1;
 }
 
