@@ -8,6 +8,7 @@ struct CurlGlue {
         sd_event *event;
         CURLM *multi;
         sd_event_source *timer;
+        sd_event_source *defer;
 };
 
 typedef struct Transfer {
@@ -98,6 +99,14 @@ static int socket_cb(CURL *c, curl_socket_t fd, int what, void *userp, void *soc
         return 0;
 }
 
+static int on_defer(sd_event_source *s, void *userdata) {
+        CurlGlue *g = userdata;
+        int running;
+        (void) curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        glue_drain(g);
+        return 0;
+}
+
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
         CurlGlue *g = userp;
         int r;
@@ -107,19 +116,32 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
                         (void) sd_event_source_set_enabled(g->timer, SD_EVENT_OFF);
                 return 0;
         }
-        /* curl's timeout is relative: arm a relative one-shot. */
-        uint64_t usec = (uint64_t) timeout_ms * USEC_PER_MSEC;
-        if (g->timer) {
-                r = sd_event_source_set_time_relative(g->timer, usec);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(g->timer, SD_EVENT_ONESHOT);
-                return r < 0 ? -1 : 0;
+        /* "Call me now": a one-shot defer source, not a timer (a 0 timer would wait for its accuracy). */
+        if (timeout_ms == 0) {
+                if (g->defer)
+                        return sd_event_source_set_enabled(g->defer, SD_EVENT_ONESHOT) < 0 ? -1 : 0;
+                r = sd_event_add_defer(g->event, &g->defer, on_defer, g);
+                if (r < 0)
+                        return -1;
+                (void) sd_event_source_set_enabled(g->defer, SD_EVENT_ONESHOT);
+                return 0;
         }
-        r = sd_event_add_time_relative(g->event, &g->timer, CLOCK_MONOTONIC, usec, 0, on_timer, g);
-        if (r < 0)
-                return -1;
-        (void) sd_event_source_set_description(g->timer, "curl-timer");
-        return 0;
+        /* Short timeouts (resolver polling, happy eyeballs) must be kept to the millisecond; long ones
+         * (connection and transfer timeouts) may be coalesced, which saves timerfd updates. */
+        uint64_t usec = (uint64_t) timeout_ms * USEC_PER_MSEC;
+        uint64_t accuracy = timeout_ms < 1000 ? USEC_PER_MSEC : 250 * USEC_PER_MSEC;
+        if (!g->timer) {
+                r = sd_event_add_time_relative(g->event, &g->timer, CLOCK_MONOTONIC, usec, accuracy, on_timer, g);
+                if (r < 0)
+                        return -1;
+                (void) sd_event_source_set_description(g->timer, "curl-timer");
+                return 0;
+        }
+        (void) sd_event_source_set_time_accuracy(g->timer, accuracy);
+        r = sd_event_source_set_time_relative(g->timer, usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(g->timer, SD_EVENT_ONESHOT);
+        return r < 0 ? -1 : 0;
 }
 
 int curl_glue_new(sd_event *e, CurlGlue **ret) {
@@ -153,6 +175,7 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
         if (g->multi)
                 (void) curl_multi_cleanup(g->multi);
         sd_event_source_disable_unref(g->timer);
+        sd_event_source_disable_unref(g->defer);
         sd_event_unref(g->event);
         free(g);
         return NULL;

@@ -18,25 +18,50 @@ typedef enum Access {
 /* The caller's effective UID as the bus reports it. Only credentials the bus vouches for count: anything
  * sd-bus had to read from /proc ("augmented") is racy and refused. dbus-daemon's UnixUserID is the
  * SO_PEERCRED uid of the connection, i.e. the effective uid at connect time. */
+/* Asking dbus-daemon for a sender's credentials is a synchronous round trip, so the answer is kept per
+ * unique name. That is safe because the bus never reuses a unique name, and a connection's uid cannot
+ * change. The cache is small and overwritten round-robin; an evicted sender is simply asked again. */
+#define SENDER_CACHE_SIZE 64
+static struct {
+        char *sender;
+        uid_t uid;
+} sender_cache[SENDER_CACHE_SIZE];
+static size_t sender_cache_next;
+
 static int sender_uid(sd_bus_message *msg, uid_t *ret) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        const char *sender = sd_bus_message_get_sender(msg);
         uint64_t augmented;
         uid_t uid;
         int r;
+
+        for (size_t i = 0; sender && i < SENDER_CACHE_SIZE; i++)
+                if (streq_ptr(sender_cache[i].sender, sender)) {
+                        *ret = sender_cache[i].uid;
+                        return 0;
+                }
 
         r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID, &creds);
         if (r < 0)
                 return r;
         augmented = sd_bus_creds_get_augmented_mask(creds);
-        if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
-                *ret = uid;
-                return 0;
+        if ((augmented & SD_BUS_CREDS_EUID) || sd_bus_creds_get_euid(creds, &uid) < 0) {
+                if ((augmented & SD_BUS_CREDS_UID) || sd_bus_creds_get_uid(creds, &uid) < 0)
+                        return -EPERM;
         }
-        if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
-                *ret = uid;
-                return 0;
+        if (sender && sender[0] == ':') {
+                free(sender_cache[sender_cache_next].sender);
+                sender_cache[sender_cache_next].sender = strdup(sender);
+                sender_cache[sender_cache_next].uid = uid;
+                sender_cache_next = (sender_cache_next + 1) % SENDER_CACHE_SIZE;
         }
-        return -EPERM;
+        *ret = uid;
+        return 0;
+}
+
+void bus_sender_cache_clear(void) {
+        for (size_t i = 0; i < SENDER_CACHE_SIZE; i++)
+                sender_cache[i].sender = (free(sender_cache[i].sender), NULL);
 }
 
 static bool uid_in_group(uid_t uid, gid_t gid) {

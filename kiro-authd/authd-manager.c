@@ -111,6 +111,7 @@ Manager *manager_free(Manager *m) {
         free(m->kimi_auth_url);
         free(m->usage_url);
         free(m->ca_file);
+        bus_sender_cache_clear();
         free(m);
         return NULL;
 }

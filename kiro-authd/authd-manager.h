@@ -121,5 +121,6 @@ Cred *manager_select(Manager *m, Provider p, sd_bus_error *error);
 /* Parks/answers GetToken calls (defined in authd-bus.c). */
 int bus_reply_token(Cred *cred, sd_bus_message *call);
 int bus_register(Manager *m);
+void bus_sender_cache_clear(void);
 void bus_cred_added(Cred *cred);
 void bus_cred_removed(Cred *cred);

@@ -36,7 +36,7 @@
  * do not do that.) MHD's own connection timeout is an idle timeout (any byte resets it); a per-connection
  * deadline timer bounds the time to receive a whole request and shuts the socket down when it passes. */
 
-#define STREAM_BLOCK_SIZE (32U * 1024U)
+#define STREAM_BLOCK_SIZE (4U * 1024U)
 #define TLS_FILE_MAX (1024U * 1024U)
 
 typedef struct HttpListener HttpListener;
@@ -71,6 +71,7 @@ struct HttpListener {
         struct MHD_Daemon *daemon;
         sd_event_source *io_source;
         sd_event_source *timer_source;
+        sd_event_source *defer_source;
         char *description;
         int port;
         bool running;           /* inside MHD_run() */
@@ -337,12 +338,31 @@ static void request_unlink(HttpRequest *r) {
         r->suspended = false;
 }
 
+static void listener_run(HttpListener *l);
+static int on_listener_defer(sd_event_source *s, void *userdata) {
+        listener_run(userdata);
+        return 0;
+}
+
 static void listener_arm_timer(HttpListener *l, uint64_t usec) {
         int r;
 
         if (!l->timer_source)
                 return;         /* being stopped */
-        r = sd_event_source_set_time_relative(l->timer_source, usec);
+        if (usec == 0) {
+                if (!l->defer_source) {
+                        r = sd_event_add_defer(l->server->event, &l->defer_source, on_listener_defer, l);
+                        if (r < 0) {
+                                log_warning_errno(r, "Failed to add HTTP defer source: %m");
+                                return;
+                        }
+                }
+                (void) sd_event_source_set_enabled(l->defer_source, SD_EVENT_ONESHOT);
+                return;
+        }
+        r = sd_event_source_set_time_accuracy(l->timer_source, 250 * USEC_PER_MSEC);
+        if (r >= 0)
+                r = sd_event_source_set_time_relative(l->timer_source, usec);
         if (r >= 0)
                 r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
         if (r < 0)
@@ -832,6 +852,7 @@ static HttpListener *listener_free(HttpListener *l) {
         /* Out of sd-event's epoll before MHD closes the fd. */
         l->io_source = sd_event_source_disable_unref(l->io_source);
         l->timer_source = sd_event_source_disable_unref(l->timer_source);
+        l->defer_source = sd_event_source_disable_unref(l->defer_source);
         if (l->daemon)
                 MHD_stop_daemon(l->daemon);
         free(l->description);

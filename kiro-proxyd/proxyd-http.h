@@ -29,7 +29,7 @@ typedef struct HttpLimits {
 #define HTTP_MAX_BODY_BYTES_DEFAULT ((uint64_t) 32 * 1024 * 1024)
 #define HTTP_IDLE_TIMEOUT_USEC_DEFAULT ((uint64_t) 120 * USEC_PER_SEC)
 #define HTTP_REQUEST_TIMEOUT_USEC_DEFAULT ((uint64_t) 120 * USEC_PER_SEC)
-#define HTTP_MAX_HEADER_BYTES_DEFAULT ((size_t) 64 * 1024)
+#define HTTP_MAX_HEADER_BYTES_DEFAULT ((size_t) 32 * 1024)
 #define HTTP_MAX_PENDING_BYTES_DEFAULT ((size_t) 64 * 1024 * 1024)
 
 #define HTTP_LIMITS_DEFAULT                                             \
