@@ -113,6 +113,15 @@ static int check_flags(uint64_t flags, sd_bus_error *error) {
         return 0;
 }
 
+/* Reads a trailing "t flags" argument and refuses unknown bits. */
+static int read_flags(sd_bus_message *msg, sd_bus_error *error) {
+        uint64_t flags;
+        int r = sd_bus_message_read(msg, "t", &flags);
+        if (r < 0)
+                return r;
+        return check_flags(flags, error);
+}
+
 static Cred *cred_from_path(Manager *m, const char *path) {
         _cleanup_free_ char *id = NULL;
         if (kirod_credential_id_from_path(path, &id) < 0)
@@ -348,7 +357,6 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         int fd, registration_fd = -EBADF, replace = false;
         _cleanup_free_ char *message = NULL;
         Credential *c = NULL;
-        uint64_t flags;
         int r;
 
         r = check_access(m, msg, ACCESS_ADMIN, error);
@@ -360,10 +368,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = read_import_options(msg, &id, &region, &replace, &registration_fd, &source_path, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(msg, "t", &flags);
-        if (r < 0)
-                return r;
-        r = check_flags(flags, error);
+        r = read_flags(msg, error);
         if (r < 0)
                 return r;
 
@@ -466,13 +471,9 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 static int method_list_credentials(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Manager *m = userdata;
-        uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(msg, "t", &flags);
-        if (r < 0)
-                return r;
-        r = check_flags(flags, error);
+        r = read_flags(msg, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_new_method_return(msg, &reply);
@@ -531,16 +532,12 @@ static const sd_bus_vtable manager_vtable[] = {
 
 static int method_refresh(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Cred *cred = userdata;
-        uint64_t flags;
         int r;
 
         r = check_access(cred->manager, msg, ACCESS_ADMIN, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(msg, "t", &flags);
-        if (r < 0)
-                return r;
-        r = check_flags(flags, error);
+        r = read_flags(msg, error);
         if (r < 0)
                 return r;
         if (cred->c->method == AUTH_METHOD_API_KEY)
@@ -567,16 +564,12 @@ static int method_refresh(sd_bus_message *msg, void *userdata, sd_bus_error *err
 static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Cred *cred = userdata;
         Manager *m = cred->manager;
-        uint64_t flags;
         int r;
 
         r = check_access(m, msg, ACCESS_ADMIN, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(msg, "t", &flags);
-        if (r < 0)
-                return r;
-        r = check_flags(flags, error);
+        r = read_flags(msg, error);
         if (r < 0)
                 return r;
         _cleanup_free_ char *id = strdup(cred->c->id);
