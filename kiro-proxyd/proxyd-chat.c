@@ -370,9 +370,12 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
         c->fe = fe;
         c->fe_free = fe_free;
         c->created = now(CLOCK_REALTIME);
-        (void) getrandom(rnd, sizeof rnd, 0);
-        for (size_t i = 0; i < sizeof rnd; i++)
-                snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+        kiro_random_fill(rnd, sizeof rnd);
+        for (size_t i = 0; i < sizeof rnd; i++) {
+                hex[2 * i] = "0123456789abcdef"[rnd[i] >> 4];
+                hex[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
+        }
+        hex[2 * sizeof rnd] = 0;
         if (asprintf(&c->id, "%s%s", id_prefix, hex) < 0) {
                 chat_free(c);
                 return -ENOMEM;

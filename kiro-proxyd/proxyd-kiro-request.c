@@ -136,15 +136,55 @@ static void uuid_format(uint8_t u[static 16], char ret[static 37]) {
         (void) snprintf(ret, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 
+/* xoshiro256**, seeded once from getrandom(): for identifiers and jitter that need to be unique and
+ * unpredictable enough, not secret. One syscall per process instead of one per request. */
+static uint64_t rng_state[4];
+static bool rng_seeded;
+
+static uint64_t rotl64(uint64_t x, int k) {
+        return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(void) {
+        if (!rng_seeded) {
+                if (getrandom(rng_state, sizeof rng_state, 0) != (ssize_t) sizeof rng_state) {
+                        struct timespec ts;
+                        (void) clock_gettime(CLOCK_REALTIME, &ts);
+                        rng_state[0] = (uint64_t) ts.tv_nsec ^ ((uint64_t) ts.tv_sec << 32);
+                        rng_state[1] = (uint64_t) getpid() * UINT64_C(0x9E3779B97F4A7C15);
+                        rng_state[2] = (uintptr_t) &ts;
+                        rng_state[3] = UINT64_C(0xD1B54A32D192ED03);
+                }
+                if ((rng_state[0] | rng_state[1] | rng_state[2] | rng_state[3]) == 0)
+                        rng_state[0] = 1;
+                rng_seeded = true;
+        }
+        uint64_t *s = rng_state;
+        uint64_t result = rotl64(s[1] * 5, 7) * 9, t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = rotl64(s[3], 45);
+        return result;
+}
+
+void kiro_random_fill(void *p, size_t n) {
+        uint8_t *d = p;
+        while (n > 0) {
+                uint64_t v = rng_next();
+                size_t k = MIN(n, sizeof v);
+                memcpy(d, &v, k);
+                d += k;
+                n -= k;
+        }
+}
+
 int kiro_uuid4(char ret[static 37]) {
         uint8_t u[16];
-        ssize_t n;
 
-        n = getrandom(u, sizeof u, 0);
-        if (n < 0)
-                return -errno;
-        if ((size_t) n != sizeof u)
-                return -EIO;
+        kiro_random_fill(u, sizeof u);
         uuid_format(u, ret);
         return 0;
 }

@@ -37,6 +37,8 @@ int kiro_tool_name_alias(const char *name, char **ret);
 
 /* A fresh random (version 4) UUID in its 36-character text form. */
 int kiro_uuid4(char ret[static 37]);
+/* Fast non-cryptographic random bytes (seeded once from getrandom()): ids, jitter. */
+void kiro_random_fill(void *p, size_t n);
 
 /* The conversationId for a session id: the id itself when it is a UUID (lower-cased), else a UUID
  * derived from its SHA-256, so that one client session always maps to one valid conversationId. */

@@ -13,12 +13,17 @@
 #define KIRO_SDK_XUA "aws-sdk-js/1.0.34"
 #define KIRO_CHAT_PATH "/generateAssistantResponse"
 #define ERROR_BODY_MAX (64 * 1024)
+/* Easy handles kept for reuse (curl_easy_reset, not init/cleanup per attempt): allocation and set-up of
+ * a handle is a good part of the CPU per request. */
+#define EASY_POOL_MAX 64
 
 struct Upstream {
         sd_event *event;
         CurlGlue *glue;
         TokenCache *tokens;
         UpstreamConfig *config;
+        CURL *easy_pool[EASY_POOL_MAX];
+        size_t n_easy_pool;
 };
 
 typedef enum FailureKind {
@@ -102,6 +107,8 @@ int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstre
 Upstream *upstream_free(Upstream *u) {
         if (!u)
                 return NULL;
+        for (size_t i = 0; i < u->n_easy_pool; i++)
+                curl_easy_cleanup(u->easy_pool[i]);
         curl_glue_free(u->glue);
         sd_event_unref(u->event);
         free(u);
@@ -109,12 +116,32 @@ Upstream *upstream_free(Upstream *u) {
 }
 
 /* Drops everything of the current attempt. */
+static CURL *easy_get(Upstream *u) {
+        if (u->n_easy_pool > 0)
+                return u->easy_pool[--u->n_easy_pool];
+        return curl_easy_init();
+}
+
+/* Takes a handle that is not (or no longer) in the multi handle. */
+static void easy_put(Upstream *u, CURL *c, bool reusable) {
+        if (!c)
+                return;
+        if (!reusable || u->n_easy_pool >= EASY_POOL_MAX) {
+                curl_easy_cleanup(c);
+                return;
+        }
+        /* Drops every option, so no pointer to this call's headers, body or callbacks survives. */
+        curl_easy_reset(c);
+        u->easy_pool[u->n_easy_pool++] = c;
+}
+
 static void call_reset_attempt(UpstreamCall *call) {
         token_request_cancel(call->token_request);
         call->token_request = NULL;
         if (call->curl) {
                 curl_glue_remove(call->upstream->glue, call->curl);
-                curl_easy_cleanup(call->curl);
+                /* A paused handle is not recycled: its pause state would outlive the reset. */
+                easy_put(call->upstream, call->curl, !call->paused);
                 call->curl = NULL;
         }
         curl_slist_free_all(call->headers);
@@ -194,7 +221,7 @@ static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static uint64_t jitter(uint64_t v) {
         uint64_t rnd = 0;
-        (void) getrandom(&rnd, sizeof rnd, 0);
+        kiro_random_fill(&rnd, sizeof rnd);
         return v * 3 / 4 + (v ? rnd % (v / 2 + 1) : 0);
 }
 
@@ -532,7 +559,7 @@ static int start_transfer(UpstreamCall *call) {
         if (r < 0)
                 return r;
 
-        call->curl = curl_easy_init();
+        call->curl = easy_get(u);
         if (!call->curl)
                 return -ENOMEM;
         r = curl_glue_setup_easy(call->curl, url, cfg->ca_file, USEC_INFINITY);
