@@ -45,14 +45,29 @@ int buf_putf(Buf *b, const char *fmt, ...) {
         return buf_put(b, big, (size_t) n);
 }
 
+/* Bytes that need an escape in a JSON string: control characters, '"' and '\\'. */
+static const bool json_needs_escape[256] = {
+        [0x00 ... 0x1F] = true,
+        ['"'] = true,
+        ['\\'] = true,
+};
+
 int buf_put_json_string(Buf *b, const char *s, size_t size) {
         static const char hex[] = "0123456789abcdef";
-        int r = buf_puts(b, "\"");
-        size_t start = 0;
-        for (size_t i = 0; r >= 0 && i < size; i++) {
-                unsigned char ch = (unsigned char) s[i];
-                const char *esc = NULL;
-                char u[7];
+        const unsigned char *p = (const unsigned char *) s;
+        int r;
+
+        r = buf_put(b, "\"", 1);
+        size_t start = 0, i = 0;
+        while (r >= 0) {
+                while (i < size && !json_needs_escape[p[i]])
+                        i++;
+                if (i >= size)
+                        break;
+                unsigned char ch = p[i];
+                char u[6];
+                const char *esc = u;
+                size_t esc_len = 2;
                 switch (ch) {
                 case '"': esc = "\\\""; break;
                 case '\\': esc = "\\\\"; break;
@@ -60,22 +75,18 @@ int buf_put_json_string(Buf *b, const char *s, size_t size) {
                 case '\r': esc = "\\r"; break;
                 case '\t': esc = "\\t"; break;
                 default:
-                        if (ch < 0x20) {
-                                u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0', u[4] = hex[ch >> 4], u[5] = hex[ch & 15], u[6] = 0;
-                                esc = u;
-                        }
+                        u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0', u[4] = hex[ch >> 4], u[5] = hex[ch & 15];
+                        esc_len = 6;
                 }
-                if (!esc)
-                        continue;
                 r = buf_put(b, s + start, i - start);
                 if (r >= 0)
-                        r = buf_put(b, esc, strlen(esc));
-                start = i + 1;
+                        r = buf_put(b, esc, esc_len);
+                start = ++i;
         }
         if (r >= 0)
                 r = buf_put(b, s + start, size - start);
         if (r >= 0)
-                r = buf_puts(b, "\"");
+                r = buf_put(b, "\"", 1);
         return r;
 }
 
