@@ -169,9 +169,12 @@ static int emit_text(Chat *c, const char *s, size_t n) {
         if (n == 0)
                 return 0;
         token_counter_add(&c->output_counter, s, n);
-        int r = buf_put(&c->text, s, n);
-        if (r < 0)
-                return r;
+        /* Only a non-streamed response needs the whole answer text at the end. */
+        if (!c->conv->stream) {
+                int r = buf_put(&c->text, s, n);
+                if (r < 0)
+                        return r;
+        }
         return c->renderer->text(c, s, n);
 }
 

@@ -73,7 +73,7 @@ struct Chat {
         char *id;                       /* "chatcmpl-…" / "msg_…" */
         usec_t created;
 
-        /* Accumulated answer, for non-streamed responses and for usage. */
+        /* Accumulated answer; text only for non-streamed responses. */
         Buf text;
         Buf reasoning;
         Buf signature;
