@@ -335,6 +335,9 @@ struct KiroStream {
 
         char *protocol_message;         /* why our frame handler refused a frame */
         int failure;                    /* sticky */
+
+        char *text_buf;                 /* the fast path's copy of a text event's content, NUL-terminated */
+        size_t text_alloc;
 };
 
 static int on_frame(const EventStreamFrame *f, void *userdata);
@@ -372,6 +375,7 @@ KiroStream *kiro_stream_free(KiroStream *s) {
         kiro_error_done(&s->error);
         free(s->json_buf);
         free(s->protocol_message);
+        free(s->text_buf);
         free(s);
         return NULL;
 }
@@ -640,6 +644,45 @@ static bool event_wanted(const char *type) {
         return false;
 }
 
+/* Bytes that may stand for themselves inside a JSON string: not a control character, '"' or '\\'. */
+static const bool json_plain[256] = {
+        [0x20 ... 0x21] = true,
+        [0x23 ... 0x5B] = true,
+        [0x5D ... 0xFF] = true,
+};
+
+/* The common text event, {"content":"…"} without escapes, without going through json-c: what json-c
+ * would make of it is exactly the bytes between the quotes. Returns > 0 when it handled the frame, 0 when
+ * the payload has any other form (the caller then parses it as usual). */
+static int text_event_fast(KiroStream *s, const EventStreamFrame *f) {
+        static const char prefix[] = "{\"content\":\"", suffix[] = "\"}";
+        const uint8_t *p = f->payload;
+        size_t n = f->payload_size;
+
+        if (n < strlen(prefix) + strlen(suffix) || memcmp(p, prefix, strlen(prefix)) != 0 ||
+            memcmp(p + n - strlen(suffix), suffix, strlen(suffix)) != 0)
+                return 0;
+        p += strlen(prefix);
+        n -= strlen(prefix) + strlen(suffix);
+        for (size_t i = 0; i < n; i++)
+                if (!json_plain[p[i]])
+                        return 0;
+        if (n == 0)
+                return 1; /* an empty text event: nothing to emit, as on the json-c path */
+        if (n + 1 > s->text_alloc) {
+                size_t a = MAX(n + 1, (size_t) 1024);
+                char *b = realloc(s->text_buf, a);
+                if (!b)
+                        return -ENOMEM;
+                s->text_buf = b;
+                s->text_alloc = a;
+        }
+        memcpy(s->text_buf, p, n);
+        s->text_buf[n] = 0;
+        int r = emit_content(s, &(KiroEvent) { .type = KIRO_EVENT_TEXT, .text = s->text_buf, .size = n });
+        return r < 0 ? r : 1;
+}
+
 static int on_frame(const EventStreamFrame *f, void *userdata) {
         KiroStream *s = userdata;
         _cleanup_(json_object_putp) json_object *j = NULL;
@@ -667,6 +710,12 @@ static int on_frame(const EventStreamFrame *f, void *userdata) {
         }
         if (!streq(mt, "event") || !f->event_type || !event_wanted(f->event_type))
                 return 0;
+
+        if (streq(f->event_type, "assistantResponseEvent")) {
+                r = text_event_fast(s, f);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+        }
 
         r = json_parse_bounded((const char *) f->payload, f->payload_size, PAYLOAD_DEPTH_MAX, &j, &why);
         if (r < 0)
