@@ -159,7 +159,7 @@ static int parse_tools(Conversation *c, json_object *req, ApiError *err) {
 }
 
 int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool count_only, Conversation **ret,
-                             ApiError *err) {
+                             ModelInfo *ret_model, ApiError *err) {
         _cleanup_(conversation_freep) Conversation *c = NULL;
         _cleanup_json_ json_object *req = NULL;
         json_object *messages, *v, *o;
@@ -299,6 +299,8 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                 c->thinking = true;
                 c->thinking_budget = CONV_THINKING_BUDGET_DEFAULT;
         }
+        if (ret_model)
+                *ret_model = info;
         *ret = TAKE_PTR(c);
         return 0;
 }
@@ -683,17 +685,16 @@ static const ChatRenderer anthropic_renderer = {
 int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth) {
         _cleanup_(api_error_done) ApiError err = {};
         Conversation *conv = NULL;
+        ModelInfo info;
         size_t size;
         const char *body = http_request_body(http, &size);
         int r;
 
-        r = anthropic_parse_messages(body, size, max_depth, false, &conv, &err);
+        r = anthropic_parse_messages(body, size, max_depth, false, &conv, &info, &err);
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
                 return frontend_respond_error(http, &err, true);
-        ModelInfo info;
-        (void) models_resolve(conv->model, &info, NULL);
         AnthropicState *st = calloc(1, sizeof *st);
         if (!st) {
                 conversation_free(conv);
@@ -712,7 +713,7 @@ int anthropic_handle_count_tokens(HttpRequest *http, int max_depth) {
         char out[64];
         int r;
 
-        r = anthropic_parse_messages(body, size, max_depth, true, &conv, &err);
+        r = anthropic_parse_messages(body, size, max_depth, true, &conv, NULL, &err);
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)

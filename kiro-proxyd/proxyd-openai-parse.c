@@ -274,7 +274,10 @@ int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation
         c->model_id = strdup(info.upstream_id);
         if (!c->model || !c->model_id)
                 return -ENOMEM;
-        opts->provider = info.provider;
+        if (info.provider != MODEL_PROVIDER_KIRO)
+                return api_error_set(err, API_ERROR_INVALID_REQUEST, "model",
+                                     "Kimi models need a Kimi login, which this kiro-proxyd does not support yet.");
+        opts->model = info;
 
         bool in_system_prefix = true;
         for (size_t i = 0; i < json_object_array_length(messages); i++) {

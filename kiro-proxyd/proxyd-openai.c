@@ -274,21 +274,13 @@ int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
                 return frontend_respond_error(http, &err, false);
-        if (opts.provider != MODEL_PROVIDER_KIRO) {
-                conversation_free(conv);
-                api_error_set(&err, API_ERROR_INVALID_REQUEST, "model",
-                              "Kimi models need a Kimi login, which this kiro-proxyd does not support yet.");
-                return frontend_respond_error(http, &err, false);
-        }
-        ModelInfo info;
-        (void) models_resolve(conv->model, &info, NULL);
         OpenAIState *st = calloc(1, sizeof *st);
         if (!st) {
                 conversation_free(conv);
                 return http_request_respond_error(http, 500, "Out of memory.");
         }
         st->opts = opts;
-        return chat_start(ctx, http, conv, &info, &openai_renderer, st, free, "chatcmpl-");
+        return chat_start(ctx, http, conv, &opts.model, &openai_renderer, st, free, "chatcmpl-");
 }
 
 int openai_handle_models(HttpRequest *http) {

@@ -8,7 +8,7 @@
 
 typedef struct OpenAIOptions {
         bool include_usage;     /* stream_options.include_usage */
-        ModelProvider provider;
+        ModelInfo model;        /* the resolved model (always a Kiro one) */
 } OpenAIOptions;
 
 /* Parses a POST /v1/chat/completions body. On failure err names the field (OpenAI "param"). */
