@@ -1,15 +1,94 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* libcurl multi interface driven by an sd-event loop. */
+#include <errno.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "curl-glue.h"
+
+/* curl's sockets live in an epoll set of the glue's own, which is one I/O source of the sd-event loop (as
+ * libmicrohttpd's set is): one dispatch runs every upstream socket that is ready. With one sd-event
+ * source per socket, sd-event dispatches one of them per loop iteration and each iteration's
+ * epoll_wait() reports every ready socket again (they are level-triggered until read), so under load
+ * the cost of an iteration grew with the number of connections.
+ *
+ * Sockets are looked up by fd in a table of our own rather than through curl_multi_assign(): a connection
+ * socket that curl opened through on_open_socket() stays in the set while it idles in curl's connection
+ * cache (curl says CURL_POLL_REMOVE after every transfer and CURL_POLL_IN at the next), so a reused
+ * connection costs no epoll_ctl() per request. It leaves the set when on_close_socket() closes it, or
+ * when it becomes readable while idle (the server closed it), until curl wants it again. Sockets curl
+ * opens and closes by itself (the resolver's) leave the set at CURL_POLL_REMOVE. */
+typedef struct GlueSocket {
+        uint32_t events;        /* what the set watches, if registered */
+        bool registered;
+        bool owned;             /* opened by on_open_socket(), will be closed by on_close_socket() */
+        bool wanted;            /* curl watches it now */
+} GlueSocket;
+
+#define GLUE_EVENTS_MAX 64
 
 struct CurlGlue {
         sd_event *event;
         CURLM *multi;
+        int epoll_fd;
+        sd_event_source *io;
         sd_event_source *timer;
         sd_event_source *defer;
+        GlueSocket *sockets;    /* indexed by fd */
+        size_t n_sockets;
+        CurlGluePost post;
+        void *post_userdata;
 };
+
+static GlueSocket *glue_socket(CurlGlue *g, int fd, bool create) {
+        if (fd < 0)
+                return NULL;
+        if ((size_t) fd >= g->n_sockets) {
+                if (!create)
+                        return NULL;
+                size_t n = MAX((size_t) fd + 1, g->n_sockets * 2);
+                GlueSocket *t = reallocarray(g->sockets, n, sizeof(GlueSocket));
+                if (!t)
+                        return NULL;
+                memset(t + g->n_sockets, 0, (n - g->n_sockets) * sizeof(GlueSocket));
+                g->sockets = t;
+                g->n_sockets = n;
+        }
+        return &g->sockets[fd];
+}
+
+static int glue_socket_watch(CurlGlue *g, int fd, GlueSocket *gs, uint32_t events) {
+        struct epoll_event ev = { .events = events, .data.fd = fd };
+
+        if (gs->registered && gs->events == events)
+                return 0;
+        if (gs->registered && epoll_ctl(g->epoll_fd, EPOLL_CTL_MOD, fd, &ev) >= 0)
+                goto done;
+        /* Not registered, or it was, under a number since closed behind our back (the kernel drops a
+         * closed file from the set by itself). */
+        if (epoll_ctl(g->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                if (errno != EEXIST || epoll_ctl(g->epoll_fd, EPOLL_CTL_MOD, fd, &ev) < 0)
+                        return -errno;
+        }
+done:
+        gs->registered = true;
+        gs->events = events;
+        return 0;
+}
+
+static void glue_socket_unwatch(CurlGlue *g, int fd, GlueSocket *gs) {
+        if (gs->registered)
+                (void) epoll_ctl(g->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+        gs->registered = false;
+        gs->events = 0;
+}
+
+static void glue_socket_forget(CurlGlue *g, int fd, GlueSocket *gs) {
+        glue_socket_unwatch(g, fd, gs);
+        gs->owned = gs->wanted = false;
+}
 
 typedef struct Transfer {
         CurlGlueDone done;
@@ -41,16 +120,37 @@ static void glue_drain(CurlGlue *g) {
 
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         CurlGlue *g = userdata;
-        int action = 0, running;
+        struct epoll_event events[GLUE_EVENTS_MAX];
+        int n, running;
 
-        if (revents & (EPOLLIN | EPOLLHUP))
-                action |= CURL_CSELECT_IN;
-        if (revents & EPOLLOUT)
-                action |= CURL_CSELECT_OUT;
-        if (revents & EPOLLERR)
-                action |= CURL_CSELECT_ERR;
-        (void) curl_multi_socket_action(g->multi, fd, action, &running);
+        n = epoll_wait(g->epoll_fd, events, ELEMENTSOF(events), 0);
+        for (int i = 0; i < n; i++) {
+                int sfd = events[i].data.fd, action = 0;
+                GlueSocket *gs = glue_socket(g, sfd, false);
+
+                /* (An entry may describe a socket that an earlier action of this loop closed; curl copes
+                 * with being told about a socket that has nothing for it.) */
+                if (!gs || !gs->wanted) {
+                        /* An idle cached connection became readable: the server closed it (or talks out of
+                         * turn). Level-triggered, it would fire on and on: stop watching it until curl wants
+                         * it again (curl finds it dead then and closes it). */
+                        if (gs)
+                                glue_socket_unwatch(g, sfd, gs);
+                        else
+                                (void) epoll_ctl(g->epoll_fd, EPOLL_CTL_DEL, sfd, NULL);
+                        continue;
+                }
+                if (events[i].events & (EPOLLIN | EPOLLHUP))
+                        action |= CURL_CSELECT_IN;
+                if (events[i].events & EPOLLOUT)
+                        action |= CURL_CSELECT_OUT;
+                if (events[i].events & EPOLLERR)
+                        action |= CURL_CSELECT_ERR;
+                (void) curl_multi_socket_action(g->multi, sfd, action, &running);
+        }
         glue_drain(g);
+        if (g->post)
+                g->post(g->post_userdata);
         return 0;
 }
 
@@ -59,21 +159,23 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         int running;
         (void) curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         glue_drain(g);
+        if (g->post)
+                g->post(g->post_userdata);
         return 0;
 }
 
 static int socket_cb(CURL *c, curl_socket_t fd, int what, void *userp, void *socketp) {
         CurlGlue *g = userp;
-        sd_event_source *io = socketp;
+        GlueSocket *gs;
         uint32_t events = 0;
-        int r;
 
         if (what == CURL_POLL_REMOVE) {
-                if (io) {
-                        (void) sd_event_source_set_enabled(io, SD_EVENT_OFF);
-                        sd_event_source_unref(io);
-                        (void) curl_multi_assign(g->multi, fd, NULL);
-                }
+                gs = glue_socket(g, fd, false);
+                if (!gs)
+                        return 0;
+                gs->wanted = false;
+                if (!gs->owned)
+                        glue_socket_forget(g, fd, gs);
                 return 0;
         }
         if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
@@ -81,30 +183,71 @@ static int socket_cb(CURL *c, curl_socket_t fd, int what, void *userp, void *soc
         if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
                 events |= EPOLLOUT;
 
-        if (io) {
-                r = sd_event_source_set_io_events(io, events);
-                if (r < 0)
-                        return -1;
-                r = sd_event_source_set_enabled(io, SD_EVENT_ON);
-                return r < 0 ? -1 : 0;
-        }
-        r = sd_event_add_io(g->event, &io, fd, events, on_io, g);
-        if (r < 0)
+        gs = glue_socket(g, fd, true);
+        if (!gs)
                 return -1;
-        (void) sd_event_source_set_description(io, "curl-io");
-        if (curl_multi_assign(g->multi, fd, io) != CURLM_OK) {
-                sd_event_source_unref(io);
-                return -1;
+        gs->wanted = true;
+        return glue_socket_watch(g, fd, gs, events) < 0 ? -1 : 0;
+}
+
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address) {
+        CurlGlue *g = clientp;
+        GlueSocket *gs;
+        int fd;
+
+        if (purpose != CURLSOCKTYPE_IPCXN)
+                return CURL_SOCKET_BAD;
+        fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+        if (fd < 0)
+                return CURL_SOCKET_BAD;
+        gs = glue_socket(g, fd, true);
+        if (!gs) {
+                safe_close(fd);
+                return CURL_SOCKET_BAD;
         }
-        return 0;
+        /* A new file: whatever the entry says of an earlier one under this number is stale. */
+        *gs = (GlueSocket) { .owned = true };
+        return fd;
+}
+
+static int on_close_socket(void *clientp, curl_socket_t fd) {
+        CurlGlue *g = clientp;
+        GlueSocket *gs = glue_socket(g, fd, false);
+
+        /* Out of the epoll set before the number can be reused. */
+        if (gs)
+                glue_socket_forget(g, fd, gs);
+        return close(fd);
+}
+
+static void glue_run_now(CurlGlue *g) {
+        int running;
+        (void) curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        glue_drain(g);
 }
 
 static int on_defer(sd_event_source *s, void *userdata) {
         CurlGlue *g = userdata;
-        int running;
-        (void) curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        glue_drain(g);
+        g->defer = sd_event_source_disable_unref(g->defer);
+        glue_run_now(g);
+        if (g->post)
+                g->post(g->post_userdata);
         return 0;
+}
+
+bool curl_glue_flush(CurlGlue *g) {
+        /* curl asked to be called "now" (a transfer was added, say): do it here instead of in a loop
+         * iteration of its own. */
+        if (!g || !g->defer)
+                return false;
+        g->defer = sd_event_source_disable_unref(g->defer);
+        glue_run_now(g);
+        return true;
+}
+
+void curl_glue_set_post(CurlGlue *g, CurlGluePost post, void *userdata) {
+        g->post = post;
+        g->post_userdata = userdata;
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
@@ -116,15 +259,16 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
                         (void) sd_event_source_set_enabled(g->timer, SD_EVENT_OFF);
                 return 0;
         }
-        /* "Call me now": a one-shot defer source, not a timer (a 0 timer would wait for its accuracy). */
+        /* "Call me now": a defer source, not a timer (a 0 timer would wait for its accuracy). A new one each
+         * time: sd-event leaves a defer source pending after its dispatch, with the iteration it was first
+         * made pending in, so a re-enabled one would sort before every I/O source of the same priority
+         * that is waiting, and under steady load those would wait for as long as defers keep coming (we
+         * saw upstream answers sit unread for 100 ms to 1 s). A fresh source queues behind them. */
         if (timeout_ms == 0) {
                 if (g->defer)
-                        return sd_event_source_set_enabled(g->defer, SD_EVENT_ONESHOT) < 0 ? -1 : 0;
+                        return 0;
                 r = sd_event_add_defer(g->event, &g->defer, on_defer, g);
-                if (r < 0)
-                        return -1;
-                (void) sd_event_source_set_enabled(g->defer, SD_EVENT_ONESHOT);
-                return 0;
+                return r < 0 ? -1 : 0;
         }
         /* Short timeouts (resolver polling, happy eyeballs) must be kept to the millisecond; long ones
          * (connection and transfer timeouts) may be coalesced, which saves timerfd updates. */
@@ -147,6 +291,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
 int curl_glue_new(sd_event *e, CurlGlue **ret) {
         static bool global_done = false;
         _cleanup_(curl_glue_freep) CurlGlue *g = NULL;
+        int r;
 
         if (!global_done) {
                 if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -156,10 +301,18 @@ int curl_glue_new(sd_event *e, CurlGlue **ret) {
         g = calloc(1, sizeof *g);
         if (!g)
                 return -ENOMEM;
+        g->epoll_fd = -EBADF;
         g->event = sd_event_ref(e);
+        g->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+        if (g->epoll_fd < 0)
+                return -errno;
         g->multi = curl_multi_init();
         if (!g->multi)
                 return -ENOMEM;
+        r = sd_event_add_io(e, &g->io, g->epoll_fd, EPOLLIN, on_io, g);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(g->io, "curl-io");
         if (curl_multi_setopt(g->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
             curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g) != CURLM_OK ||
             curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
@@ -172,8 +325,12 @@ int curl_glue_new(sd_event *e, CurlGlue **ret) {
 CurlGlue *curl_glue_free(CurlGlue *g) {
         if (!g)
                 return NULL;
+        /* Closes the cached connections through on_close_socket(), which needs the table. */
         if (g->multi)
                 (void) curl_multi_cleanup(g->multi);
+        free(g->sockets);
+        sd_event_source_disable_unref(g->io);
+        safe_close(g->epoll_fd);
         sd_event_source_disable_unref(g->timer);
         sd_event_source_disable_unref(g->defer);
         sd_event_unref(g->event);
@@ -187,7 +344,11 @@ int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
                 return -ENOMEM;
         t->done = done;
         t->userdata = userdata;
-        if (curl_easy_setopt(c, CURLOPT_PRIVATE, t) != CURLE_OK) {
+        if (curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, g) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_CLOSESOCKETDATA, g) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_PRIVATE, t) != CURLE_OK) {
                 free(t);
                 return -EIO;
         }

@@ -26,6 +26,14 @@ void curl_glue_remove(CurlGlue *g, CURL *c);
 /* Pause/unpause receiving for c (for back pressure). */
 int curl_glue_pause(CurlGlue *g, CURL *c, bool pause);
 
+/* Each sd-event iteration dispatches one source, and costs an epoll_wait() of its own. To save
+ * iterations, the glue calls @post at the end of each of its dispatch callbacks (where the caller may
+ * run other components' pending work at once), and curl_glue_flush() runs curl's own "call me now" work
+ * right away; it returns whether there was any. */
+typedef void (*CurlGluePost)(void *userdata);
+void curl_glue_set_post(CurlGlue *g, CurlGluePost post, void *userdata);
+bool curl_glue_flush(CurlGlue *g);
+
 /* Common easy-handle settings: protocols http/https only, no signals, timeouts, optional CA file. */
 int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t timeout_usec);
 
