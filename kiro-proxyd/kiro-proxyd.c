@@ -23,6 +23,7 @@ typedef struct Proxy {
         ChatContext chat;
         sd_event_source *idle_timer;
         bool activated;
+        bool in_post;
 
         /* [Proxy] */
         ListenConfig listen;
@@ -341,6 +342,24 @@ static int parse_argv(int argc, char *argv[]) {
         return 1;
 }
 
+/* The end of every HTTP or upstream dispatch: what one side just made pending for the other (a transfer
+ * to start, a resumed connection to answer) runs now instead of in loop iterations of its own, each of
+ * which would cost an epoll_wait(). Bounded, so that the loop still gets to the other sources. */
+static void on_post(void *userdata) {
+        Proxy *p = userdata;
+
+        if (p->in_post)
+                return;
+        p->in_post = true;
+        for (unsigned i = 0; i < 4; i++) {
+                bool a = curl_glue_flush(upstream_glue(p->upstream));
+                bool b = http_server_flush(p->http);
+                if (!a && !b)
+                        break;
+        }
+        p->in_post = false;
+}
+
 static int run(int argc, char *argv[]) {
         _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .max_json_depth = 64,
                                           .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
@@ -395,6 +414,8 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to set up the HTTP server: %m");
         http_server_set_headers_handler(p.http, on_headers);
         http_server_set_error_renderer(p.http, render_error, &p);
+        http_server_set_post(p.http, on_post, &p);
+        curl_glue_set_post(upstream_glue(p.upstream), on_post, &p);
         r = setup_listeners(&p);
         if (r < 0)
                 return r;

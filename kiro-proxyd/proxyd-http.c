@@ -29,10 +29,12 @@
  * and inside the content reader when the stream queue is empty. They are resumed by the call that gives
  * MHD something to do (respond, stream write/end/abort) or by a hang-up on the socket.
  *
- * MHD does not notice a client disconnect while a connection is suspended, so the socket is watched for
- * EPOLLRDHUP meanwhile; on hang-up the connection is resumed with client_gone set, the handler or the
- * content reader then fails, MHD closes the connection and the completion callback runs the abort
- * handler. (A client that half-closes its sending side after the request counts as gone; HTTP clients
+ * MHD does not notice a client disconnect while a connection is suspended, so every connection's socket
+ * is also in sd-event's epoll set for EPOLLRDHUP, edge-triggered, from MHD's "started" to its "closed"
+ * notification (one registration per connection, not two epoll_ctl() per suspension). A hang-up marks
+ * the connection; a request suspended on it (then or later) is resumed with client_gone set, the
+ * handler or the content reader then fails, MHD closes the connection and the completion callback runs
+ * the abort handler. (A client that half-closes its sending side after the request counts as gone; HTTP clients
  * do not do that.) MHD's own connection timeout is an idle timeout (any byte resets it); a per-connection
  * deadline timer bounds the time to receive a whole request and shuts the socket down when it passes. */
 
@@ -64,6 +66,9 @@ struct HttpServer {
         HttpRequest *requests;          /* attached to a connection */
         size_t n_requests;
         unsigned n_connections;
+
+        HttpServerPost post;
+        void *post_userdata;
 };
 
 struct HttpListener {
@@ -83,6 +88,9 @@ struct HttpConnection {
         HttpListener *listener;
         int fd;
         sd_event_source *deadline;
+        sd_event_source *hangup;        /* EPOLLRDHUP, edge-triggered, for the connection's lifetime */
+        HttpRequest *suspended;         /* the request parked on this connection, if any */
+        bool peer_gone;                 /* the hang-up was seen */
 };
 
 typedef enum RequestState {
@@ -118,8 +126,6 @@ struct HttpRequest {
 
         char *out;
         size_t out_start, out_end, out_alloc;
-
-        sd_event_source *hangup_source;
 
         HttpRequestCallback on_abort;
         void *abort_userdata;
@@ -248,9 +254,46 @@ static void connection_disarm_deadline(HttpConnection *conn) {
                 (void) sd_event_source_set_enabled(conn->deadline, SD_EVENT_OFF);
 }
 
+static void request_resume(HttpRequest *r);
+static void server_post(HttpServer *s);
+
+static int on_hangup(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        HttpConnection *conn = userdata;
+        HttpRequest *r = conn->suspended;
+
+        /* The client closed (or reset) its side. MHD notices that itself unless the connection is
+         * suspended: then let MHD close it, which runs the abort handler from the completion callback. */
+        conn->peer_gone = true;
+        if (!r)
+                return 0;
+        log_debug("HTTP client of %s %s went away while the response was pending.", r->method, r->path);
+        r->client_gone = true;
+        request_resume(r);
+        server_post(conn->listener->server);
+        return 0;
+}
+
+static void connection_watch_hangup(HttpConnection *conn) {
+        int r;
+
+        if (conn->fd < 0)
+                return;
+        r = sd_event_add_io(conn->listener->server->event, &conn->hangup, conn->fd, EPOLLRDHUP | EPOLLET,
+                            on_hangup, conn);
+        if (r < 0) {
+                /* Not fatal: a disconnect during a suspension is then noticed at the next write. */
+                log_debug_errno(r, "Failed to watch HTTP connection for hang-up: %m");
+                return;
+        }
+        (void) sd_event_source_set_description(conn->hangup, "http-hangup");
+}
+
 static HttpConnection *connection_free(HttpConnection *conn) {
         if (!conn)
                 return NULL;
+        if (conn->suspended)
+                conn->suspended->conn = NULL;
+        sd_event_source_disable_unref(conn->hangup);
         sd_event_source_disable_unref(conn->deadline);
         free(conn);
         return NULL;
@@ -277,6 +320,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                 conn->fd = ci ? ci->connect_fd : -EBADF;
                 s->n_connections++;
                 connection_arm_deadline(conn);
+                connection_watch_hangup(conn);
                 *socket_context = conn;
                 return;
         }
@@ -308,7 +352,6 @@ static HttpRequest *request_free(HttpRequest *r) {
         if (!r)
                 return NULL;
         assert(!r->prev && !r->next);
-        sd_event_source_disable_unref(r->hangup_source);
         free(r->method);
         free(r->path);
         free(r->body);
@@ -320,7 +363,8 @@ static HttpRequest *request_free(HttpRequest *r) {
 static void request_unlink(HttpRequest *r) {
         HttpServer *s = r->server;
 
-        r->hangup_source = sd_event_source_disable_unref(r->hangup_source);
+        if (r->conn && r->conn->suspended == r)
+                r->conn->suspended = NULL;
         if (s) {
                 if (r->prev)
                         r->prev->next = r->next;
@@ -339,8 +383,16 @@ static void request_unlink(HttpRequest *r) {
 }
 
 static void listener_run(HttpListener *l);
+static void server_post(HttpServer *s) {
+        if (s && s->post)
+                s->post(s->post_userdata);
+}
+
 static int on_listener_defer(sd_event_source *s, void *userdata) {
-        listener_run(userdata);
+        HttpListener *l = userdata;
+        l->defer_source = sd_event_source_disable_unref(l->defer_source);
+        listener_run(l);
+        server_post(l->server);
         return 0;
 }
 
@@ -350,14 +402,13 @@ static void listener_arm_timer(HttpListener *l, uint64_t usec) {
         if (!l->timer_source)
                 return;         /* being stopped */
         if (usec == 0) {
-                if (!l->defer_source) {
-                        r = sd_event_add_defer(l->server->event, &l->defer_source, on_listener_defer, l);
-                        if (r < 0) {
-                                log_warning_errno(r, "Failed to add HTTP defer source: %m");
-                                return;
-                        }
-                }
-                (void) sd_event_source_set_enabled(l->defer_source, SD_EVENT_ONESHOT);
+                /* A new defer source each time, not a re-enabled one: see the comment in curl-glue.c's
+                 * timer_cb() — a re-enabled defer source jumps ahead of every waiting I/O source. */
+                if (l->defer_source)
+                        return;
+                r = sd_event_add_defer(l->server->event, &l->defer_source, on_listener_defer, l);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to add HTTP defer source: %m");
                 return;
         }
         r = sd_event_source_set_time_accuracy(l->timer_source, 250 * USEC_PER_MSEC);
@@ -379,41 +430,27 @@ static void listener_kick(HttpListener *l) {
 static void request_resume(HttpRequest *r) {
         if (!r->suspended)
                 return;
-        r->hangup_source = sd_event_source_disable_unref(r->hangup_source);
+        if (r->conn && r->conn->suspended == r)
+                r->conn->suspended = NULL;
         r->suspended = false;
         MHD_resume_connection(r->connection);
         listener_kick(r->listener);
 }
 
-static int on_hangup(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
-        HttpRequest *r = userdata;
-
-        /* The client closed (or reset) its side while we were waiting for the app: let MHD close the
-         * connection, which runs the abort handler from the completion callback. */
-        log_debug("HTTP client of %s %s went away while the response was pending.", r->method, r->path);
-        r->client_gone = true;
-        request_resume(r);
-        return 0;
-}
-
 static void request_suspend(HttpRequest *r) {
-        int k;
-
         assert(!r->suspended);
         assert(r->connection);
 
         MHD_suspend_connection(r->connection);
         r->suspended = true;
-
-        if (!r->conn || r->conn->fd < 0)
+        if (!r->conn)
                 return;
-        k = sd_event_add_io(r->server->event, &r->hangup_source, r->conn->fd, EPOLLRDHUP, on_hangup, r);
-        if (k < 0) {
-                /* Not fatal: the disconnect is then noticed at the next write. */
-                log_debug_errno(k, "Failed to watch parked HTTP connection for hang-up: %m");
-                return;
+        r->conn->suspended = r;
+        if (r->conn->peer_gone) {
+                /* The client hung up before (the edge is gone): drop the connection at once. */
+                r->client_gone = true;
+                request_resume(r);
         }
-        (void) sd_event_source_set_description(r->hangup_source, "http-hangup");
 }
 
 /* Parses "Name: value" and adds it; refuses anything that could split the header block. */
@@ -837,13 +874,37 @@ static void listener_run(HttpListener *l) {
 }
 
 static int on_listener_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        listener_run(userdata);
+        HttpListener *l = userdata;
+        listener_run(l);
+        server_post(l->server);
         return 0;
 }
 
 static int on_listener_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        listener_run(userdata);
+        HttpListener *l = userdata;
+        listener_run(l);
+        server_post(l->server);
         return 0;
+}
+
+bool http_server_flush(HttpServer *s) {
+        bool any = false;
+
+        /* Run the listeners that a resumed connection kicked now rather than in an iteration of their own. */
+        for (size_t i = 0; s && i < s->n_listeners; i++) {
+                HttpListener *l = s->listeners[i];
+                if (!l->kicked || l->running || !l->timer_source)
+                        continue;
+                l->defer_source = sd_event_source_disable_unref(l->defer_source);
+                listener_run(l);
+                any = true;
+        }
+        return any;
+}
+
+void http_server_set_post(HttpServer *s, HttpServerPost post, void *userdata) {
+        s->post = post;
+        s->post_userdata = userdata;
 }
 
 static HttpListener *listener_free(HttpListener *l) {

@@ -76,6 +76,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
  * headers and respond (then the body is discarded and the handler is not called), nothing else. A
  * negative return without a response sends 500. */
 void http_server_set_headers_handler(HttpServer *s, HttpHandler on_headers);
+
+/* Called at the end of each of the server's dispatch callbacks (see curl_glue_set_post()); and
+ * http_server_flush() runs the MHD daemons that resumed connections are waiting for, at once; it returns
+ * whether it ran any. */
+typedef void (*HttpServerPost)(void *userdata);
+void http_server_set_post(HttpServer *s, HttpServerPost post, void *userdata);
+bool http_server_flush(HttpServer *s);
 void http_server_set_error_renderer(HttpServer *s, HttpErrorRenderer render, void *userdata);
 
 /* Serves HTTP (or HTTPS with tls) on a listening stream socket. Takes ownership of fd, also on failure.

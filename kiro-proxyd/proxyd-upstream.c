@@ -104,6 +104,10 @@ int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstre
         return 0;
 }
 
+CurlGlue *upstream_glue(Upstream *u) {
+        return u ? u->glue : NULL;
+}
+
 Upstream *upstream_free(Upstream *u) {
         if (!u)
                 return NULL;

@@ -813,6 +813,71 @@ TEST(disconnect_while_parked_aborts) {
         server_stop();
 }
 
+static void child_request_then_close_at_once(int out, const void *arg) {
+        const char *path = arg;
+        char req[256];
+        int fd = raw_connect(true);
+
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: test\r\n\r\n", path);
+        write_all(fd, req, strlen(req));
+        close(fd);
+        client_report(out, "closed");
+}
+
+TEST(disconnect_before_park_aborts) {
+        server_start(NULL);
+
+        /* The hang-up may well be seen before the request is parked, or MHD may read the end of the
+         * stream with the request and never hand it over: either way nothing stays parked. */
+        Client *c = client_spawn(child_request_then_close_at_once, "/park");
+        client_wait(c);
+        RUN_UNTIL(http_server_n_connections(T.server) == 0, 5);
+        RUN_UNTIL(http_server_n_requests(T.server) == 0, 5);
+        ASSERT_NULL(T.parked);
+        ASSERT_EQ(T.n_aborted, T.n_handled);
+        client_free(c);
+
+        server_stop();
+}
+
+static void child_keepalive_then_park_and_close(int out, const void *arg) {
+        char buf[4096];
+        int fd = raw_connect(true);
+        size_t n = 0;
+
+        write_all(fd, "GET /hello HTTP/1.1\r\nHost: test\r\n\r\n", 35);
+        while (n < sizeof(buf) - 1) {
+                ssize_t k = read(fd, buf + n, sizeof(buf) - 1 - n);
+                if (k <= 0)
+                        break;
+                n += k;
+                buf[n] = 0;
+                if (strstr(buf, "\r\n\r\n") && strstr(buf, "hello"))
+                        break;
+        }
+        /* Same connection, second request: parked, then the client goes away. */
+        write_all(fd, "GET /park HTTP/1.1\r\nHost: test\r\n\r\n", 34);
+        usleep(300 * 1000);
+        close(fd);
+        client_report(out, strstr(buf, " 200 ") ? "ok" : "bad");
+}
+
+TEST(disconnect_while_parked_on_keepalive_aborts) {
+        server_start(NULL);
+
+        Client *c = client_spawn(child_keepalive_then_park_and_close, NULL);
+        RUN_UNTIL(T.parked != NULL, 5);
+        client_wait(c);
+        ASSERT_STREQ(c->buf, "ok");
+        RUN_UNTIL(T.n_aborted == 1, 5);
+        ASSERT_NULL(T.parked);
+        RUN_UNTIL(http_server_n_requests(T.server) == 0, 5);
+        RUN_UNTIL(http_server_n_connections(T.server) == 0, 5);
+        client_free(c);
+
+        server_stop();
+}
+
 TEST(disconnect_without_abort_handler_detaches) {
         HttpRequest *r;
 
