@@ -2,6 +2,43 @@
 /* json-c helpers: bounded parsing, typed field access, cleanup. */
 #include "json-util.h"
 
+/* A tokener allocates a stack of max_depth entries: the daemons parse on every request and every upstream
+ * event, so the last few are kept, one per depth (the daemons are single-threaded; so is this cache). */
+#define TOKENER_CACHE 4
+static struct {
+        int depth;
+        json_tokener *tok;
+} tokener_cache[TOKENER_CACHE];
+
+static json_tokener *tokener_get(int depth) {
+        for (size_t i = 0; i < TOKENER_CACHE; i++)
+                if (tokener_cache[i].tok && tokener_cache[i].depth == depth) {
+                        json_tokener *t = tokener_cache[i].tok;
+                        tokener_cache[i].tok = NULL;
+                        json_tokener_reset(t);
+                        return t;
+                }
+        return json_tokener_new_ex(depth);
+}
+
+static void tokener_put(json_tokener *t, int depth) {
+        for (size_t i = 0; i < TOKENER_CACHE; i++)
+                if (!tokener_cache[i].tok) {
+                        tokener_cache[i].tok = t;
+                        tokener_cache[i].depth = depth;
+                        return;
+                }
+        json_tokener_free(t);
+}
+
+void json_parse_cache_clear(void) {
+        for (size_t i = 0; i < TOKENER_CACHE; i++)
+                if (tokener_cache[i].tok) {
+                        json_tokener_free(tokener_cache[i].tok);
+                        tokener_cache[i].tok = NULL;
+                }
+}
+
 int json_parse_bounded(const char *buf, size_t size, int max_depth, json_object **ret, const char **ret_error) {
         json_tokener *tok;
         json_object *o;
@@ -11,13 +48,13 @@ int json_parse_bounded(const char *buf, size_t size, int max_depth, json_object 
                         *ret_error = "document too large";
                 return -EFBIG;
         }
-        tok = json_tokener_new_ex(max_depth);
+        tok = tokener_get(max_depth);
         if (!tok)
                 return -ENOMEM;
         o = json_tokener_parse_ex(tok, buf, (int) size);
         enum json_tokener_error jerr = json_tokener_get_error(tok);
         size_t consumed = json_tokener_get_parse_end(tok);
-        json_tokener_free(tok);
+        tokener_put(tok, max_depth);
 
         if (jerr != json_tokener_success || !o) {
                 if (ret_error)

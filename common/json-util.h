@@ -2,6 +2,9 @@
 /* json-c helpers: bounded parsing, typed field access, cleanup. */
 #pragma once
 
+#include <stdint.h>
+#include <string.h>
+
 #include <json-c/json.h>
 
 #include "macro.h"
@@ -12,6 +15,31 @@ DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(json_object *, json_object_put);
 /* Parses exactly one JSON value from buf[0..size) with nesting limited to max_depth. Trailing white space
  * is allowed, anything else is -EBADMSG. On error *ret_error (if given) points to a static description. */
 int json_parse_bounded(const char *buf, size_t size, int max_depth, json_object **ret, const char **ret_error);
+/* The length of the longest prefix of data[0..n) that may stand for itself inside a JSON string: no
+ * control character (< 0x20), '"' or '\\'. Eight bytes at a time: streamed answers pass every byte of text
+ * through this twice (checking Kiro's text, escaping ours). */
+static inline size_t json_plain_span(const void *data, size_t n) {
+        const unsigned char *p = data;
+        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+        size_t i = 0;
+
+        for (; i + 8 <= n; i += 8) {
+                uint64_t x, q, b;
+                memcpy(&x, p + i, 8);
+                q = x ^ (ones * '"');
+                b = x ^ (ones * '\\');
+                /* A byte below 0x20; a byte equal to '"'; to '\\' (the "has a zero byte" test on x ^ c). */
+                if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs)
+                        break;
+        }
+        for (; i < n; i++)
+                if (p[i] < 0x20 || p[i] == '"' || p[i] == '\\')
+                        break;
+        return i;
+}
+
+/* Frees the tokeners json_parse_bounded() keeps for reuse (at exit, for leak checkers). */
+void json_parse_cache_clear(void);
 
 /* Field access. Return 0 and the value, -ENOENT when the key is missing or null, -EMEDIUMTYPE when it
  * has another type. The returned strings belong to the object. */

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <sys/random.h>
 
+#include "json-util.h"
 #include "log.h"
 #include "proxyd-chat.h"
 
@@ -46,12 +47,6 @@ int buf_putf(Buf *b, const char *fmt, ...) {
 }
 
 /* Bytes that need an escape in a JSON string: control characters, '"' and '\\'. */
-static const bool json_needs_escape[256] = {
-        [0x00 ... 0x1F] = true,
-        ['"'] = true,
-        ['\\'] = true,
-};
-
 int buf_put_json_string(Buf *b, const char *s, size_t size) {
         static const char hex[] = "0123456789abcdef";
         const unsigned char *p = (const unsigned char *) s;
@@ -60,8 +55,7 @@ int buf_put_json_string(Buf *b, const char *s, size_t size) {
         r = buf_put(b, "\"", 1);
         size_t start = 0, i = 0;
         while (r >= 0) {
-                while (i < size && !json_needs_escape[p[i]])
-                        i++;
+                i += json_plain_span(p + i, size - i);
                 if (i >= size)
                         break;
                 unsigned char ch = p[i];

@@ -644,13 +644,6 @@ static bool event_wanted(const char *type) {
         return false;
 }
 
-/* Bytes that may stand for themselves inside a JSON string: not a control character, '"' or '\\'. */
-static const bool json_plain[256] = {
-        [0x20 ... 0x21] = true,
-        [0x23 ... 0x5B] = true,
-        [0x5D ... 0xFF] = true,
-};
-
 /* The common text event, {"content":"…"} without escapes, without going through json-c: what json-c
  * would make of it is exactly the bytes between the quotes. Returns > 0 when it handled the frame, 0 when
  * the payload has any other form (the caller then parses it as usual). */
@@ -664,9 +657,8 @@ static int text_event_fast(KiroStream *s, const EventStreamFrame *f) {
                 return 0;
         p += strlen(prefix);
         n -= strlen(prefix) + strlen(suffix);
-        for (size_t i = 0; i < n; i++)
-                if (!json_plain[p[i]])
-                        return 0;
+        if (json_plain_span(p, n) != n)
+                return 0;
         if (n == 0)
                 return 1; /* an empty text event: nothing to emit, as on the json-c path */
         if (n + 1 > s->text_alloc) {

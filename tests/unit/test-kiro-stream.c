@@ -2,6 +2,7 @@
 /* Kiro stream → internal events: the A.11 stream shape, tool call dedup, usage, errors, truncation. */
 #include <math.h>
 
+#include "json-util.h"
 #include "proxyd-eventstream.h"
 #include "proxyd-kiro-stream.h"
 #include "tests.h"
@@ -680,4 +681,38 @@ TEST(names) {
         ASSERT_STREQ(kiro_stop_reason_to_string(KIRO_STOP_TOOL_USE), "tool_use");
         ASSERT_STREQ(kiro_event_type_to_string(KIRO_EVENT_TOOL_ARGS), "tool-args");
         ASSERT_NULL(kiro_event_type_to_string(-1));
+}
+
+static size_t plain_span_reference(const unsigned char *p, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (p[i] < 0x20 || p[i] == '"' || p[i] == '\\')
+                        return i;
+        return n;
+}
+
+TEST(json_plain_span_matches_bytewise) {
+        unsigned char buf[40];
+        uint64_t seed = 0x9E3779B97F4A7C15ULL;
+
+        /* Every byte value at every offset of a word and its neighbours. */
+        for (unsigned v = 0; v < 256; v++)
+                for (size_t at = 0; at < 24; at++) {
+                        memset(buf, 'a', sizeof buf);
+                        buf[at] = (unsigned char) v;
+                        size_t want = (v < 0x20 || v == '"' || v == '\\') ? at : sizeof buf;
+                        ASSERT_EQ(json_plain_span(buf, sizeof buf), want);
+                        ASSERT_EQ(json_plain_span(buf, at), (size_t) at);
+                }
+        /* Random buffers, mostly plain with UTF-8 bytes, against the byte loop, at every length. */
+        for (unsigned round = 0; round < 20000; round++) {
+                for (size_t i = 0; i < sizeof buf; i++) {
+                        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+                        unsigned r = (unsigned) (seed % 100);
+                        buf[i] = r < 2 ? (unsigned char) (seed >> 40) % 0x20 :
+                                 r < 3 ? '"' : r < 4 ? '\\' :
+                                 r < 30 ? (unsigned char) (0x80 | ((seed >> 32) & 0x7F)) : (unsigned char) ('a' + r % 26);
+                }
+                size_t n = (size_t) (seed >> 20) % (sizeof buf + 1);
+                ASSERT_EQ(json_plain_span(buf, n), plain_span_reference(buf, n));
+        }
 }
