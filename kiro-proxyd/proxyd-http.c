@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
@@ -69,6 +70,8 @@ struct HttpServer {
 
         HttpServerPost post;
         void *post_userdata;
+
+        sd_event_source *trim_timer;    /* gives freed heap back once the last connection is gone */
 };
 
 struct HttpListener {
@@ -299,6 +302,31 @@ static HttpConnection *connection_free(HttpConnection *conn) {
         return NULL;
 }
 
+/* A streamed answer or a large request leaves freed memory in the heap that malloc keeps for later. Once
+ * the daemon has had no connection for a second, give it back, so that an idle daemon is small again. */
+static int on_trim(sd_event_source *source, uint64_t usec, void *userdata) {
+        HttpServer *s = userdata;
+
+        if (s->n_connections == 0 && s->n_requests == 0)
+                (void) malloc_trim(0);
+        return 0;
+}
+
+static void server_arm_trim(HttpServer *s) {
+        int r;
+
+        if (!s->trim_timer) {
+                r = sd_event_add_time_relative(s->event, &s->trim_timer, CLOCK_MONOTONIC, USEC_PER_SEC,
+                                               250 * USEC_PER_MSEC, on_trim, s);
+                if (r >= 0)
+                        (void) sd_event_source_set_description(s->trim_timer, "http-trim");
+                return;
+        }
+        r = sd_event_source_set_time_relative(s->trim_timer, USEC_PER_SEC);
+        if (r >= 0)
+                (void) sd_event_source_set_enabled(s->trim_timer, SD_EVENT_ONESHOT);
+}
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe) {
         HttpListener *l = cls;
@@ -331,6 +359,8 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                 assert(s->n_connections > 0);
                 s->n_connections--;
                 connection_free(conn);
+                if (s->n_connections == 0)
+                        server_arm_trim(s);
         }
 }
 
@@ -1075,6 +1105,7 @@ HttpServer *http_server_free(HttpServer *s) {
         free(s->listeners);
         assert(!s->requests);
         assert(s->n_connections == 0);
+        sd_event_source_disable_unref(s->trim_timer);
         sd_event_unref(s->event);
         free(s);
         return NULL;
