@@ -317,6 +317,7 @@ typedef struct AnthropicState {
         sd_event_source *ping;
         usec_t ping_interval;   /* USEC_INFINITY: no pings */
         Chat *chat;
+        Buf scratch;            /* reused for every delta event */
 } AnthropicState;
 
 static void state_free(void *p) {
@@ -324,6 +325,7 @@ static void state_free(void *p) {
         if (!st)
                 return;
         sd_event_source_disable_unref(st->ping);
+        buf_done(&st->scratch);
         free(st);
 }
 
@@ -478,16 +480,38 @@ static int open_block(Chat *c, BlockType type, ChatToolCall *t) {
         return r < 0 ? r : send_event(c, "content_block_start", &b);
 }
 
+/* A content_block_delta event: the per-token path of a stream, so without printf and without an
+ * allocation per event. */
 static int send_delta(Chat *c, const char *delta_type, const char *key, const char *s, size_t n) {
         AnthropicState *st = c->fe;
-        _cleanup_(buf_done) Buf b = {};
-        int r = buf_putf(&b, "{\"type\":\"content_block_delta\",\"index\":%u,\"delta\":{\"type\":\"%s\",\"%s\":", st->index,
-                         delta_type, key);
+        Buf *b = &st->scratch;
+        char index[16], *i = index + sizeof index;
+        unsigned v = st->index;
+        int r;
+
+        *--i = 0;
+        do
+                *--i = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        b->size = 0;
+        r = buf_puts(b, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":");
         if (r >= 0)
-                r = buf_put_json_string(&b, s, n);
+                r = buf_puts(b, i);
         if (r >= 0)
-                r = buf_puts(&b, "}}");
-        return r < 0 ? r : send_event(c, "content_block_delta", &b);
+                r = buf_puts(b, ",\"delta\":{\"type\":\"");
+        if (r >= 0)
+                r = buf_puts(b, delta_type);
+        if (r >= 0)
+                r = buf_puts(b, "\",\"");
+        if (r >= 0)
+                r = buf_puts(b, key);
+        if (r >= 0)
+                r = buf_puts(b, "\":");
+        if (r >= 0)
+                r = buf_put_json_string(b, s, n);
+        if (r >= 0)
+                r = buf_puts(b, "}}\n\n");
+        return r < 0 ? r : chat_stream_write(c, b->data, b->size);
 }
 
 static int r_text(Chat *c, const char *s, size_t n) {
