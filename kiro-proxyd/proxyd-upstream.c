@@ -481,11 +481,22 @@ static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
 }
 
 static int add_header(UpstreamCall *call, const char *name, const char *value) {
-        _cleanup_free_ char *h = NULL;
-        if (asprintf(&h, "%s: %s", name, value) < 0)
-                return -ENOMEM;
+        size_t nl = strlen(name), vl = strlen(value), n = nl + 2 + vl;
+        _cleanup_free_ char *big = NULL;
+        char small[256], *h = small;
+
+        /* "Name: value" on the stack unless long (a bearer token); curl keeps its own copy. */
+        if (n + 1 > sizeof small) {
+                h = big = malloc(n + 1);
+                if (!big)
+                        return -ENOMEM;
+        }
+        memcpy(h, name, nl);
+        memcpy(h + nl, ": ", 2);
+        memcpy(h + nl + 2, value, vl);
+        h[n] = 0;
         struct curl_slist *l = curl_slist_append(call->headers, h);
-        explicit_bzero(h, strlen(h));
+        explicit_bzero(h, n);
         if (!l)
                 return -ENOMEM;
         call->headers = l;
