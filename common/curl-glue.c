@@ -2,6 +2,7 @@
 /* libcurl multi interface driven by an sd-event loop. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -437,8 +438,11 @@ int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t
             curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L) != CURLE_OK)
                 return -EIO;
+        /* CURLOPT_TIMEOUT_MS 0 would mean "none": round up to 1 ms, and cap what a long can hold. */
         if (timeout_usec != USEC_INFINITY &&
-            curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long) (timeout_usec / USEC_PER_MSEC)) != CURLE_OK)
+            curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
+                             (long) MIN(MAX((timeout_usec + USEC_PER_MSEC - 1) / USEC_PER_MSEC, (uint64_t) 1),
+                                        (uint64_t) LONG_MAX)) != CURLE_OK)
                 return -EIO;
         if (ca_file && curl_easy_setopt(c, CURLOPT_CAINFO, ca_file) != CURLE_OK)
                 return -EIO;

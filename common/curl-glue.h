@@ -18,9 +18,11 @@ int curl_glue_new(sd_event *e, CurlGlue **ret);
 CurlGlue *curl_glue_free(CurlGlue *g);
 DEFINE_TRIVIAL_CLEANUP_FUNC(CurlGlue *, curl_glue_free);
 
-/* Starts c; done() is called from the event loop when it ends. */
+/* Starts c; done() is called from the event loop when it ends. The glue owns c's CURLOPT_PRIVATE and its
+ * open/close socket callbacks while c is added (the caller must not set them). done() may add and remove
+ * transfers, but must not free the glue. */
 int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata);
-/* Stops c without calling done(). */
+/* Stops c (added with curl_glue_add()) without calling done(). */
 void curl_glue_remove(CurlGlue *g, CURL *c);
 
 /* Pause/unpause receiving for c (for back pressure). */
@@ -34,11 +36,11 @@ typedef void (*CurlGluePost)(void *userdata);
 void curl_glue_set_post(CurlGlue *g, CurlGluePost post, void *userdata);
 bool curl_glue_flush(CurlGlue *g);
 
-/* Common easy-handle settings: protocols http/https only, no signals, timeouts, optional CA file. */
+/* Common easy-handle settings: protocols http/https only, no signals, timeouts (USEC_INFINITY: none;
+ * anything else at least 1 ms), optional CA file. */
 int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t timeout_usec);
 
-/* Checks that a URL is https://, or http:// to a loopback host (tests). */
-/* 0 for https://, and for http:// to a loopback host (127.0.0.0/8, localhost, [::1]); -EPERM for other
+/* Checks that a URL is https://, or http:// to a loopback host (tests): 0 for https://, and for http:// to a loopback host (127.0.0.0/8, localhost, [::1]); -EPERM for other
  * http:// URLs, -EPROTONOSUPPORT for other schemes. */
 int url_check_scheme(const char *url);
 DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(CURLU *, curl_url_cleanup);

@@ -590,6 +590,23 @@ TEST(timeout_fires) {
         teardown(&t);
 }
 
+TEST(sub_millisecond_timeout_still_times_out) {
+        Setup t = {};
+        Fetch f = {};
+        char url[128];
+
+        /* 500 µs must not become CURLOPT_TIMEOUT_MS 0, which curl reads as "no timeout". */
+        setup(&t);
+        (void) snprintf(url, sizeof url, "http://127.0.0.1:%d/stall", t.server.port);
+        fetch_init_url(&f, url, 500);
+        ASSERT_OK(curl_glue_add(t.glue, f.curl, on_done, &f));
+        RUN_UNTIL(t.event, f.done);
+        ASSERT_EQ(f.result, CURLE_OPERATION_TIMEDOUT);
+
+        fetch_done(&f);
+        teardown(&t);
+}
+
 TEST(reused_connection_keeps_working) {
         Setup t = {};
         char path[32];
