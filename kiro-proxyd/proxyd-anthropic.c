@@ -485,28 +485,14 @@ static int open_block(Chat *c, BlockType type, ChatToolCall *t) {
 static int send_delta(Chat *c, const char *delta_type, const char *key, const char *s, size_t n) {
         AnthropicState *st = c->fe;
         Buf *b = &st->scratch;
-        char index[16], *i = index + sizeof index;
-        unsigned v = st->index;
         int r;
 
-        *--i = 0;
-        do
-                *--i = (char) ('0' + v % 10);
-        while ((v /= 10) > 0);
         b->size = 0;
         r = buf_puts(b, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":");
         if (r >= 0)
-                r = buf_puts(b, i);
+                r = buf_put_uint(b, st->index);
         if (r >= 0)
-                r = buf_puts(b, ",\"delta\":{\"type\":\"");
-        if (r >= 0)
-                r = buf_puts(b, delta_type);
-        if (r >= 0)
-                r = buf_puts(b, "\",\"");
-        if (r >= 0)
-                r = buf_puts(b, key);
-        if (r >= 0)
-                r = buf_puts(b, "\":");
+                r = buf_puts_many(b, ",\"delta\":{\"type\":\"", delta_type, "\",\"", key, "\":");
         if (r >= 0)
                 r = buf_put_json_string(b, s, n);
         if (r >= 0)

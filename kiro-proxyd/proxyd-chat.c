@@ -27,6 +27,27 @@ int buf_put(Buf *b, const void *data, size_t size) {
         return 0;
 }
 
+int buf_puts_many_internal(Buf *b, ...) {
+        va_list ap;
+        const char *s;
+        int r = 0;
+
+        va_start(ap, b);
+        while (r >= 0 && (s = va_arg(ap, const char *)))
+                r = buf_puts(b, s);
+        va_end(ap);
+        return r;
+}
+
+int buf_put_uint(Buf *b, uint64_t v) {
+        char d[20], *p = d + sizeof d;
+
+        do
+                *--p = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        return buf_put(b, p, d + sizeof d - p);
+}
+
 int buf_putf(Buf *b, const char *fmt, ...) {
         va_list ap;
         char small[256];

@@ -65,11 +65,7 @@ static int send_delta(Chat *c, const char *key, const char *s, size_t n) {
         b->size = 0;
         r = buf_put(b, st->chunk_prefix.data, st->chunk_prefix.size);
         if (r >= 0)
-                r = buf_puts(b, ",\"choices\":[{\"index\":0,\"delta\":{\"");
-        if (r >= 0)
-                r = buf_puts(b, key);
-        if (r >= 0)
-                r = buf_puts(b, "\":");
+                r = buf_puts_many(b, ",\"choices\":[{\"index\":0,\"delta\":{\"", key, "\":");
         if (r >= 0)
                 r = buf_put_json_string(b, s, n);
         if (r >= 0)
