@@ -7,6 +7,7 @@
 
 #include "bus-names.h"
 #include "conf.h"
+#include "json-util.h"
 #include "log.h"
 #include "proxyd-anthropic.h"
 #include "proxyd-apikeys.h"
@@ -360,6 +361,14 @@ static void on_post(void *userdata) {
         p->in_post = false;
 }
 
+/* No connection for a second: drop what only helps under load, before the heap is trimmed. */
+static void on_http_idle(void *userdata) {
+        Proxy *p = userdata;
+
+        upstream_trim(p->upstream);
+        json_parse_cache_clear();
+}
+
 static int run(int argc, char *argv[]) {
         _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .max_json_depth = 64,
                                           .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
@@ -415,6 +424,7 @@ static int run(int argc, char *argv[]) {
         http_server_set_headers_handler(p.http, on_headers);
         http_server_set_error_renderer(p.http, render_error, &p);
         http_server_set_post(p.http, on_post, &p);
+        http_server_set_idle_handler(p.http, on_http_idle, &p);
         curl_glue_set_post(upstream_glue(p.upstream), on_post, &p);
         r = setup_listeners(&p);
         if (r < 0)

@@ -72,6 +72,8 @@ struct HttpServer {
         void *post_userdata;
 
         sd_event_source *trim_timer;    /* gives freed heap back once the last connection is gone */
+        HttpServerPost on_idle;
+        void *idle_userdata;
 };
 
 struct HttpListener {
@@ -307,9 +309,17 @@ static HttpConnection *connection_free(HttpConnection *conn) {
 static int on_trim(sd_event_source *source, uint64_t usec, void *userdata) {
         HttpServer *s = userdata;
 
-        if (s->n_connections == 0 && s->n_requests == 0)
-                (void) malloc_trim(0);
+        if (s->n_connections != 0 || s->n_requests != 0)
+                return 0;
+        if (s->on_idle)
+                s->on_idle(s->idle_userdata);
+        (void) malloc_trim(0);
         return 0;
+}
+
+void http_server_set_idle_handler(HttpServer *s, HttpServerPost on_idle, void *userdata) {
+        s->on_idle = on_idle;
+        s->idle_userdata = userdata;
 }
 
 static void server_arm_trim(HttpServer *s) {

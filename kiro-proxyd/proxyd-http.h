@@ -83,6 +83,10 @@ void http_server_set_headers_handler(HttpServer *s, HttpHandler on_headers);
 typedef void (*HttpServerPost)(void *userdata);
 void http_server_set_post(HttpServer *s, HttpServerPost post, void *userdata);
 bool http_server_flush(HttpServer *s);
+
+/* Called when the server has had no connection for a second (then it returns freed heap to the system):
+ * a chance to drop caches that only help under load. */
+void http_server_set_idle_handler(HttpServer *s, HttpServerPost on_idle, void *userdata);
 void http_server_set_error_renderer(HttpServer *s, HttpErrorRenderer render, void *userdata);
 
 /* Serves HTTP (or HTTPS with tls) on a listening stream socket. Takes ownership of fd, also on failure.

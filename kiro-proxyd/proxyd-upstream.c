@@ -104,6 +104,12 @@ int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstre
         return 0;
 }
 
+void upstream_trim(Upstream *u) {
+        /* Pooled easy handles keep their buffers; the connections they used stay in curl's cache. */
+        while (u && u->n_easy_pool > 0)
+                curl_easy_cleanup(u->easy_pool[--u->n_easy_pool]);
+}
+
 CurlGlue *upstream_glue(Upstream *u) {
         return u ? u->glue : NULL;
 }

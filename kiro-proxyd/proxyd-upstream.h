@@ -44,6 +44,8 @@ typedef struct UpstreamHandler {
 int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstream **ret);
 Upstream *upstream_free(Upstream *u);
 CurlGlue *upstream_glue(Upstream *u);
+/* Frees the easy handles kept for reuse (when idle). */
+void upstream_trim(Upstream *u);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Upstream *, upstream_free);
 
 /* Starts a call for conv (which must stay valid until the call finishes). */

@@ -902,6 +902,36 @@ TEST(disconnect_without_abort_handler_detaches) {
         server_stop();
 }
 
+static unsigned n_idle_calls;
+static void on_idle_count(void *userdata) {
+        n_idle_calls++;
+}
+
+TEST(idle_handler_after_last_connection) {
+        int fd;
+
+        server_start(NULL);
+        n_idle_calls = 0;
+        http_server_set_idle_handler(T.server, on_idle_count, NULL);
+
+        /* While a connection is open, however quiet, the server is not idle. */
+        fd = raw_connect(true);
+        RUN_UNTIL(http_server_n_connections(T.server) == 1, 5);
+        run_for(1500 * USEC_PER_MSEC);
+        ASSERT_EQ(n_idle_calls, 0u);
+
+        /* A second after it closes, once. */
+        close(fd);
+        RUN_UNTIL(http_server_n_connections(T.server) == 0, 5);
+        run_for(600 * USEC_PER_MSEC);
+        ASSERT_EQ(n_idle_calls, 0u);
+        RUN_UNTIL(n_idle_calls == 1, 5);
+        run_for(1500 * USEC_PER_MSEC);
+        ASSERT_EQ(n_idle_calls, 1u);
+
+        server_stop();
+}
+
 TEST(body_over_cap_413) {
         HttpLimits l = HTTP_LIMITS_DEFAULT;
         char data[2048];
