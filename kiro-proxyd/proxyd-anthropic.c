@@ -316,6 +316,7 @@ typedef struct AnthropicState {
         bool signature_sent;
         sd_event_source *ping;
         usec_t ping_interval;   /* USEC_INFINITY: no pings */
+        usec_t last_output;     /* CLOCK_MONOTONIC of the last event written (loop time) */
         Chat *chat;
         Buf scratch;            /* reused for every delta event */
 } AnthropicState;
@@ -344,6 +345,16 @@ static int start_stream(Chat *c);
 static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
         AnthropicState *st = userdata;
         Buf b = {};
+        usec_t n = 0;
+
+        /* The timer is not moved on every event written (that was a timer update per token): it fires an
+         * interval after it was armed, and if something was written since, it is re-armed for an interval
+         * after that instead. */
+        (void) sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &n);
+        if (st->chat->started && st->last_output > 0 && n < st->last_output + st->ping_interval) {
+                (void) sd_event_source_set_time(s, st->last_output + st->ping_interval);
+                return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
         /* A long wait before the first token: start the stream now, so that the client sees
          * message_start and pings instead of silence; a later failure then arrives as an error event. */
         if (!st->chat->started && start_stream(st->chat) < 0)
@@ -351,15 +362,14 @@ static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
         if (buf_puts(&b, "{\"type\": \"ping\"}") >= 0)
                 (void) send_event(st->chat, "ping", &b);
         buf_done(&b);
+        st->last_output = n;
         (void) sd_event_source_set_time_relative(s, st->ping_interval);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
 static void touch_ping(AnthropicState *st) {
-        if (st->ping) {
-                (void) sd_event_source_set_time_relative(st->ping, st->ping_interval);
-                (void) sd_event_source_set_enabled(st->ping, SD_EVENT_ONESHOT);
-        }
+        if (st->ping)
+                (void) sd_event_now(sd_event_source_get_event(st->ping), CLOCK_MONOTONIC, &st->last_output);
 }
 
 static int start_stream(Chat *c) {
@@ -394,6 +404,7 @@ static int start_stream(Chat *c) {
                 (void) sd_event_add_time_relative(e, &st->ping, CLOCK_MONOTONIC, st->ping_interval, 0, on_ping, st);
                 sd_event_unref(e);
         }
+        touch_ping(st);
         return 0;
 }
 

@@ -409,6 +409,20 @@ def test_ping_on_long_waits(proxy_stack):
         assert all(0.2 <= x <= 0.6 for x in intervals), intervals
 
 
+def test_no_ping_while_output_flows(proxy_stack):
+        """Output more often than PingIntervalSec=: no ping at all, however long the stream lasts."""
+        s = proxy_stack(Proxy={"PingIntervalSec": 0.3})
+        texts = ["w%d " % i for i in range(12)]
+        s.chat.enqueue({"text": texts, "chunk_delay": 0.1})
+        st = stream(s, msgs("steady"))
+        assert st.complete
+        names = [e.name for e in st.events]
+        assert names.count("content_block_delta") == len(texts), names
+        first, last = names.index("content_block_delta"), len(names) - 1 - names[::-1].index("content_block_delta")
+        assert "ping" not in names[first:last], names
+        assert st.events[last].t - st.events[first].t > 0.9
+
+
 # ---- failures -------------------------------------------------------------------------------------
 
 def test_interrupted_stream_is_an_error_event(stack):
