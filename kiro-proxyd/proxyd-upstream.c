@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The Kiro back end: generateAssistantResponse over libcurl multi, retries before the first content byte. */
+#include <assert.h>
 #include <strings.h>
 #include <sys/random.h>
 
@@ -16,6 +17,7 @@
 /* Easy handles kept for reuse (curl_easy_reset, not init/cleanup per attempt): allocation and set-up of
  * a handle is a good part of the CPU per request. */
 #define EASY_POOL_MAX 64
+#define CALL_HEADERS_MAX 12
 
 struct Upstream {
         sd_event *event;
@@ -43,7 +45,12 @@ struct UpstreamCall {
         KiroRequest *request;
         KiroStream *stream;
         CURL *curl;
+        /* The request headers: curl only reads the list, so its nodes and strings are ours, in one
+         * allocation per attempt (wiped when the attempt ends: it holds the bearer token). */
+        struct curl_slist header_nodes[CALL_HEADERS_MAX];
         struct curl_slist *headers;
+        char *header_buf;
+        size_t header_buf_size;
         sd_event_source *timer;
 
         long status;
@@ -154,7 +161,8 @@ static void call_reset_attempt(UpstreamCall *call) {
                 easy_put(call->upstream, call->curl, !call->paused);
                 call->curl = NULL;
         }
-        curl_slist_free_all(call->headers);
+        call->header_buf = erase_and_free_sized(call->header_buf, call->header_buf_size);
+        call->header_buf_size = 0;
         call->headers = NULL;
         call->timer = sd_event_source_disable_unref(call->timer);
         call->stream = kiro_stream_free(call->stream);
@@ -486,26 +494,24 @@ static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
         call_decide(call, FAILURE_KIRO, kind, m);
 }
 
-static int add_header(UpstreamCall *call, const char *name, const char *value) {
-        size_t nl = strlen(name), vl = strlen(value), n = nl + 2 + vl;
-        _cleanup_free_ char *big = NULL;
-        char small[256], *h = small;
+/* Sets the attempt's request headers from (name, value) pairs ("Name: value" each). */
+static int set_headers(UpstreamCall *call, const char *const (*pairs)[2], size_t n) {
+        size_t total = 0;
+        char *p;
 
-        /* "Name: value" on the stack unless long (a bearer token); curl keeps its own copy. */
-        if (n + 1 > sizeof small) {
-                h = big = malloc(n + 1);
-                if (!big)
-                        return -ENOMEM;
-        }
-        memcpy(h, name, nl);
-        memcpy(h + nl, ": ", 2);
-        memcpy(h + nl + 2, value, vl);
-        h[n] = 0;
-        struct curl_slist *l = curl_slist_append(call->headers, h);
-        explicit_bzero(h, n);
-        if (!l)
+        assert(n <= CALL_HEADERS_MAX);
+        assert(!call->header_buf);
+        for (size_t i = 0; i < n; i++)
+                total += strlen(pairs[i][0]) + 2 + strlen(pairs[i][1]) + 1;
+        call->header_buf = p = malloc(total);
+        if (!p)
                 return -ENOMEM;
-        call->headers = l;
+        call->header_buf_size = total;
+        for (size_t i = 0; i < n; i++) {
+                call->header_nodes[i] = (struct curl_slist) { .data = p, .next = i + 1 < n ? &call->header_nodes[i + 1] : NULL };
+                p = stpcpy(stpcpy(stpcpy(p, pairs[i][0]), ": "), pairs[i][1]) + 1;
+        }
+        call->headers = n > 0 ? &call->header_nodes[0] : NULL;
         return 0;
 }
 
@@ -555,28 +561,29 @@ static int start_transfer(UpstreamCall *call) {
         (void) kiro_uuid4(uuid);
         snprintf(attempt, sizeof attempt, "attempt=%u; max=%u", call->attempt, cfg->max_attempts);
 
-        r = add_header(call, "Authorization", auth);
+        const char *headers[CALL_HEADERS_MAX][2] = {
+                { "Authorization", auth },
+                { "Content-Type", "application/json" },
+                { "Accept", "*/*" },
+                { "amz-sdk-invocation-id", uuid },
+                { "amz-sdk-request", attempt },
+                { "x-amzn-kiro-agent-mode", "vibe" },
+                { "x-amzn-codewhisperer-optout", "true" },
+                { "x-amz-user-agent", xua },
+        };
+        size_t n_headers = 8;
+        if (streq_ptr(call->token->auth_method, "api-key")) {
+                headers[n_headers][0] = "tokentype";
+                headers[n_headers++][1] = "API_KEY";
+        } else if (streq_ptr(call->token->auth_method, "external-idp")) {
+                headers[n_headers][0] = "TokenType";
+                headers[n_headers++][1] = "EXTERNAL_IDP";
+        }
+        /* No "Expect: 100-continue" round trip for large bodies. */
+        headers[n_headers][0] = "Expect";
+        headers[n_headers++][1] = "";
+        r = set_headers(call, (const char *const (*)[2]) headers, n_headers);
         explicit_bzero(auth, strlen(auth));
-        if (r >= 0)
-                r = add_header(call, "Content-Type", "application/json");
-        if (r >= 0)
-                r = add_header(call, "Accept", "*/*");
-        if (r >= 0)
-                r = add_header(call, "amz-sdk-invocation-id", uuid);
-        if (r >= 0)
-                r = add_header(call, "amz-sdk-request", attempt);
-        if (r >= 0)
-                r = add_header(call, "x-amzn-kiro-agent-mode", "vibe");
-        if (r >= 0)
-                r = add_header(call, "x-amzn-codewhisperer-optout", "true");
-        if (r >= 0)
-                r = add_header(call, "x-amz-user-agent", xua);
-        if (r >= 0 && streq_ptr(call->token->auth_method, "api-key"))
-                r = add_header(call, "tokentype", "API_KEY");
-        if (r >= 0 && streq_ptr(call->token->auth_method, "external-idp"))
-                r = add_header(call, "TokenType", "EXTERNAL_IDP");
-        if (r >= 0)
-                r = add_header(call, "Expect", "");
         if (r < 0)
                 return r;
 
