@@ -554,6 +554,20 @@ static uint64_t get_u64(json_object *o, const char *key) {
         return json_get_int64(o, key, &v) >= 0 && v > 0 ? (uint64_t) v : 0;
 }
 
+static int on_context_usage(KiroStream *s, double percent) {
+        s->usage.has_context_usage = true;
+        s->usage.context_usage_percent = percent;
+        s->saw_closing = true;
+        return emit(s, &(KiroEvent) { .type = KIRO_EVENT_USAGE });
+}
+
+static int on_metering(KiroStream *s, double credits) {
+        s->usage.has_credits = true;
+        s->usage.credits += credits;
+        s->saw_closing = true;
+        return emit(s, &(KiroEvent) { .type = KIRO_EVENT_USAGE });
+}
+
 static int on_event(KiroStream *s, const char *type, json_object *j) {
         const char *t;
         json_object *o;
@@ -609,23 +623,11 @@ static int on_event(KiroStream *s, const char *type, json_object *j) {
                 return emit(s, &(KiroEvent) { .type = KIRO_EVENT_USAGE });
         }
 
-        if (streq(type, "contextUsageEvent")) {
-                if (json_get_double(j, "contextUsagePercentage", &d) < 0)
-                        return 0;
-                s->usage.has_context_usage = true;
-                s->usage.context_usage_percent = d;
-                s->saw_closing = true;
-                return emit(s, &(KiroEvent) { .type = KIRO_EVENT_USAGE });
-        }
+        if (streq(type, "contextUsageEvent"))
+                return json_get_double(j, "contextUsagePercentage", &d) < 0 ? 0 : on_context_usage(s, d);
 
-        if (streq(type, "meteringEvent")) {
-                if (json_get_double(j, "usage", &d) < 0)
-                        return 0;
-                s->usage.has_credits = true;
-                s->usage.credits += d;
-                s->saw_closing = true;
-                return emit(s, &(KiroEvent) { .type = KIRO_EVENT_USAGE });
-        }
+        if (streq(type, "meteringEvent"))
+                return json_get_double(j, "usage", &d) < 0 ? 0 : on_metering(s, d);
 
         /* messageMetadataEvent, codeReferenceEvent, followupPromptEvent, supplementaryWebLinksEvent,
          * citationEvent, codeEvent, intentsEvent, interactionComponentsEvent, toolResultEvent,
@@ -675,6 +677,71 @@ static int text_event_fast(KiroStream *s, const EventStreamFrame *f) {
         return r < 0 ? r : 1;
 }
 
+/* The length of the JSON number at the start of p[0..n), 0 if there is none (RFC 8259 grammar). */
+static size_t json_number_span(const char *p, size_t n) {
+        size_t i = 0;
+
+        if (i < n && p[i] == '-')
+                i++;
+        if (i < n && p[i] == '0')
+                i++;
+        else if (i < n && p[i] >= '1' && p[i] <= '9')
+                while (i < n && p[i] >= '0' && p[i] <= '9')
+                        i++;
+        else
+                return 0;
+        if (i < n && p[i] == '.') {
+                size_t d = ++i;
+                while (i < n && p[i] >= '0' && p[i] <= '9')
+                        i++;
+                if (i == d)
+                        return 0;
+        }
+        if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+                i++;
+                if (i < n && (p[i] == '+' || p[i] == '-'))
+                        i++;
+                size_t d = i;
+                while (i < n && p[i] >= '0' && p[i] <= '9')
+                        i++;
+                if (i == d)
+                        return 0;
+        }
+        return i;
+}
+
+/* The two closing events in the exact form Kiro sends them, {"contextUsagePercentage":N} and
+ * {"unit":"credit","unitPlural":"credits","usage":N}, without going through json-c (every answer ends
+ * with them). Returns > 0 when it handled the frame, 0 for any other form (parsed as usual). */
+static int number_event_fast(KiroStream *s, const EventStreamFrame *f) {
+        static const char context[] = "{\"contextUsagePercentage\":",
+                          metering[] = "{\"unit\":\"credit\",\"unitPlural\":\"credits\",\"usage\":";
+        const char *p = (const char *) f->payload, *prefix;
+        size_t n = f->payload_size, len;
+        char number[64];
+        bool is_context;
+
+        if (streq(f->event_type, "contextUsageEvent"))
+                prefix = context, is_context = true;
+        else if (streq(f->event_type, "meteringEvent"))
+                prefix = metering, is_context = false;
+        else
+                return 0;
+        if (n < strlen(prefix) + 2 || memcmp(p, prefix, strlen(prefix)) != 0 || p[n - 1] != '}')
+                return 0;
+        p += strlen(prefix);
+        n -= strlen(prefix) + 1;
+        len = json_number_span(p, n);
+        if (len == 0 || len != n || len >= sizeof number)
+                return 0;
+        memcpy(number, p, len);
+        number[len] = 0;
+        /* The daemon runs in the C locale: '.' is the decimal point, as in JSON. */
+        double d = strtod(number, NULL);
+        int r = is_context ? on_context_usage(s, d) : on_metering(s, d);
+        return r < 0 ? r : 1;
+}
+
 static int on_frame(const EventStreamFrame *f, void *userdata) {
         KiroStream *s = userdata;
         _cleanup_(json_object_putp) json_object *j = NULL;
@@ -705,6 +772,10 @@ static int on_frame(const EventStreamFrame *f, void *userdata) {
 
         if (streq(f->event_type, "assistantResponseEvent")) {
                 r = text_event_fast(s, f);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+        } else {
+                r = number_event_fast(s, f);
                 if (r != 0)
                         return r < 0 ? r : 0;
         }

@@ -716,3 +716,91 @@ TEST(json_plain_span_matches_bytewise) {
                 ASSERT_EQ(json_plain_span(buf, n), plain_span_reference(buf, n));
         }
 }
+
+/* The closing events in Kiro's exact form take a fast path; any other form goes through json-c. Both
+ * must read the same numbers, and a malformed number must not be half-read. */
+static void body_done(Body *b) {
+        free(b->data);
+        *b = (Body) {};
+}
+
+/* Runs a stream of one text event and the given closing events; returns the usage it reported. */
+static KiroUsage usage_of(const char *metering_json, const char *context_json) {
+        _cleanup_(body_done) Body b = {};
+        Log l = {};
+
+        text(&b, "\"x\"");
+        if (metering_json)
+                ev(&b, "meteringEvent", metering_json);
+        if (context_json)
+                ev(&b, "contextUsageEvent", context_json);
+        ASSERT_OK(run(&b, 0, NULL, &l));
+        log_done(&l);
+        return l.usage;
+}
+
+TEST(closing_events_fast_and_slow_forms) {
+        static const struct {
+                const char *json;       /* the number as written */
+                double value;
+        } numbers[] = {
+                { "0", 0 }, { "100", 100 }, { "78.56", 78.56 }, { "-0.5", -0.5 }, { "1e2", 100 },
+                { "2.5E-1", 0.25 }, { "0.0421", 0.0421 }, { "12345678901234567890", 12345678901234567890.0 },
+        };
+        static const char *const bad_numbers[] = { "01", "1.", ".5", "+1", "1e", "--1", "0x10", "1 ", " 1", "NaN" };
+        KiroUsage u;
+
+        for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
+                char fast_m[128], fast_c[128], slow_m[128], slow_c[128];
+                snprintf(fast_m, sizeof fast_m, "{\"unit\":\"credit\",\"unitPlural\":\"credits\",\"usage\":%s}",
+                         numbers[i].json);
+                snprintf(fast_c, sizeof fast_c, "{\"contextUsagePercentage\":%s}", numbers[i].json);
+                /* Other key order and spacing: json-c's path. */
+                snprintf(slow_m, sizeof slow_m, "{ \"usage\": %s, \"unit\": \"credit\" }", numbers[i].json);
+                snprintf(slow_c, sizeof slow_c, "{ \"contextUsagePercentage\" : %s }", numbers[i].json);
+
+                u = usage_of(fast_m, fast_c);
+                ASSERT_TRUE(u.has_credits && u.has_context_usage);
+                ASSERT_TRUE(fabs(u.credits - numbers[i].value) <= 1e-9 * (fabs(numbers[i].value) > 1 ? fabs(numbers[i].value) : 1));
+                ASSERT_TRUE(fabs(u.context_usage_percent - numbers[i].value) <= 1e-9 * (fabs(numbers[i].value) > 1 ? fabs(numbers[i].value) : 1));
+                double fast_credits = u.credits, fast_percent = u.context_usage_percent;
+
+                u = usage_of(slow_m, slow_c);
+                ASSERT_TRUE(u.has_credits && u.has_context_usage);
+                ASSERT_TRUE(u.credits == fast_credits);
+                ASSERT_TRUE(u.context_usage_percent == fast_percent);
+        }
+        /* Odd numbers: whatever json-c makes of them (the spaced form always goes to json-c), the exact
+         * form must give the same: the fast path takes only strict JSON numbers. */
+        for (size_t i = 0; i < ELEMENTSOF(bad_numbers); i++) {
+                int r[2];
+                KiroUsage got[2];
+                for (int slow = 0; slow < 2; slow++) {
+                        _cleanup_(body_done) Body b = {};
+                        Log l = {};
+                        char j[128];
+                        snprintf(j, sizeof j, slow ? "{ \"contextUsagePercentage\" : %s}" : "{\"contextUsagePercentage\":%s}",
+                                 bad_numbers[i]);
+                        text(&b, "\"x\"");
+                        ev(&b, "contextUsageEvent", j);
+                        r[slow] = run(&b, 0, NULL, &l);
+                        got[slow] = l.usage;
+                        log_done(&l);
+                }
+                ASSERT_EQ(r[0] < 0, r[1] < 0);
+                ASSERT_EQ(got[0].has_context_usage, got[1].has_context_usage);
+                if (got[0].has_context_usage && !isnan(got[1].context_usage_percent))
+                        ASSERT_TRUE(got[0].context_usage_percent == got[1].context_usage_percent);
+        }
+        /* Summed over several metering events, as before. */
+        {
+                _cleanup_(body_done) Body b = {};
+                Log l = {};
+                text(&b, "\"x\"");
+                ev(&b, "meteringEvent", "{\"unit\":\"credit\",\"unitPlural\":\"credits\",\"usage\":0.25}");
+                ev(&b, "meteringEvent", "{\"usage\":0.5,\"unit\":\"credit\"}");
+                ASSERT_OK(run(&b, 0, NULL, &l));
+                log_done(&l);
+                ASSERT_TRUE(fabs(l.usage.credits - 0.75) < 1e-12);
+        }
+}
