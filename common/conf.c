@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "conf.h"
+#include "fileio.h"
 
 typedef struct ParseState {
         const char *file;
@@ -50,10 +51,6 @@ int config_parse_file(const char *path, const ConfigItem *table, ConfigWarn warn
         return 0;
 }
 
-static int cmp_str(const void *a, const void *b) {
-        return strcmp(*(char * const *) a, *(char * const *) b);
-}
-
 int config_parse_files(const char *path, const ConfigItem *table, ConfigWarn warn, void *userdata) {
         _cleanup_free_ char *dropin_dir = NULL;
         _cleanup_strv_free_ char **names = NULL;
@@ -68,21 +65,10 @@ int config_parse_files(const char *path, const ConfigItem *table, ConfigWarn war
         DIR *d = opendir(dropin_dir);
         if (!d)
                 return errno == ENOENT ? 0 : -errno;
-        struct dirent *de;
-        while ((de = readdir(d))) {
-                size_t l = strlen(de->d_name);
-                if (de->d_name[0] == '.' || l < 6 || !streq(de->d_name + l - 5, ".conf"))
-                        continue;
-                r = strv_extend(&names, de->d_name);
-                if (r < 0) {
-                        closedir(d);
-                        return r;
-                }
-        }
+        r = dir_list_suffix(d, ".conf", &names);
         closedir(d);
-        if (!names)
-                return 0;
-        qsort(names, strv_length(names), sizeof(char *), cmp_str);
+        if (r < 0)
+                return r;
         STRV_FOREACH(n, names) {
                 _cleanup_free_ char *p = NULL;
                 if (asprintf(&p, "%s/%s", dropin_dir, *n) < 0)

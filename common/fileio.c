@@ -125,3 +125,31 @@ int mkdir_p(const char *path, mode_t mode) {
                 return -errno;
         return 0;
 }
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int dir_list_suffix(DIR *d, const char *suffix, char ***ret) {
+        _cleanup_strv_free_ char **names = NULL;
+        size_t sl = strlen(suffix);
+        struct dirent *de;
+        int r;
+
+        rewinddir(d);
+        errno = 0;
+        while ((de = readdir(d))) {
+                size_t l = strlen(de->d_name);
+                if (de->d_name[0] == '.' || l <= sl || !streq(de->d_name + l - sl, suffix))
+                        continue;
+                r = strv_extend(&names, de->d_name);
+                if (r < 0)
+                        return r;
+        }
+        if (errno != 0)
+                return -errno;
+        if (names)
+                qsort(names, strv_length(names), sizeof(char *), cmp_str);
+        *ret = TAKE_PTR(names);
+        return 0;
+}

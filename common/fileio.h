@@ -2,6 +2,7 @@
 /* Bounded reads and atomic file replacement. */
 #pragma once
 
+#include <dirent.h>
 #include <sys/types.h>
 
 #include "macro.h"
@@ -20,3 +21,7 @@ int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t s
 
 /* Creates a directory (and its parents) with mode if missing. */
 int mkdir_p(const char *path, mode_t mode);
+
+/* The names in directory d (read from its start) that end in suffix, with something before it and not
+ * starting with '.', sorted. d stays open. */
+int dir_list_suffix(DIR *d, const char *suffix, char ***ret);

@@ -62,19 +62,10 @@ int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, v
                 close(dfd);
                 return -errno;
         }
-        rewinddir(d);
-        struct dirent *de;
-        while ((de = readdir(d))) {
-                size_t l = strlen(de->d_name);
-                if (de->d_name[0] == '.' || l < 6 || !streq(de->d_name + l - 5, ".json"))
-                        continue;
-                r = strv_extend(&names, de->d_name);
-                if (r < 0) {
-                        closedir(d);
-                        return r;
-                }
-        }
+        r = dir_list_suffix(d, ".json", &names);
         closedir(d);
+        if (r < 0)
+                return r;
 
         STRV_FOREACH(n, names) {
                 _cleanup_close_ int fd = openat(s->dir_fd, *n, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
