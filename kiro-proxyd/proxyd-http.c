@@ -533,6 +533,16 @@ static int response_add_headers(struct MHD_Response *resp, const char *content_t
         return 0;
 }
 
+/* Adds the headers to resp and queues it for r; resp is released either way. */
+static int response_queue(HttpRequest *r, unsigned status, struct MHD_Response *resp, const char *content_type,
+                          const char *const *extra_headers) {
+        int k = response_add_headers(resp, content_type, extra_headers);
+        if (k >= 0 && MHD_queue_response(r->connection, status, resp) != MHD_YES)
+                k = -EIO;
+        MHD_destroy_response(resp);
+        return k;
+}
+
 /* Queues a complete response and makes r DONE. Nothing is changed on failure. */
 static int request_queue(HttpRequest *r, unsigned status, const char *content_type, const char *body,
                          size_t size, const char *const *extra_headers) {
@@ -547,16 +557,9 @@ static int request_queue(HttpRequest *r, unsigned status, const char *content_ty
         resp = MHD_create_response_from_buffer(size, (void *) (size > 0 ? body : ""), MHD_RESPMEM_MUST_COPY);
         if (!resp)
                 return -ENOMEM;
-        k = response_add_headers(resp, content_type, extra_headers);
-        if (k < 0) {
-                MHD_destroy_response(resp);
+        k = response_queue(r, status, resp, content_type, extra_headers);
+        if (k < 0)
                 return k;
-        }
-        if (MHD_queue_response(r->connection, status, resp) != MHD_YES) {
-                MHD_destroy_response(resp);
-                return -EIO;
-        }
-        MHD_destroy_response(resp);
 
         r->responded = true;
         r->state = REQUEST_DONE;
@@ -1318,16 +1321,9 @@ int http_request_stream_begin(HttpRequest *r, unsigned status, const char *conte
         resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE, on_stream_read, r, NULL);
         if (!resp)
                 return -ENOMEM;
-        k = response_add_headers(resp, content_type, extra_headers);
-        if (k < 0) {
-                MHD_destroy_response(resp);
+        k = response_queue(r, status, resp, content_type, extra_headers);
+        if (k < 0)
                 return k;
-        }
-        if (MHD_queue_response(r->connection, status, resp) != MHD_YES) {
-                MHD_destroy_response(resp);
-                return -EIO;
-        }
-        MHD_destroy_response(resp);
 
         r->responded = r->streaming = true;
         request_resume(r);
