@@ -145,12 +145,7 @@ const char *json_string_or_null(json_object *o, const char *key) {
         return json_get_string(o, key, &s) < 0 ? NULL : s;
 }
 
-int json_set_string(json_object *o, const char *key, const char *value) {
-        if (!value) {
-                json_object_object_del(o, key);
-                return 0;
-        }
-        json_object *v = json_object_new_string(value);
+int json_add(json_object *o, const char *key, json_object *v) {
         if (!v)
                 return -ENOMEM;
         if (json_object_object_add(o, key, v) < 0) {
@@ -158,6 +153,14 @@ int json_set_string(json_object *o, const char *key, const char *value) {
                 return -ENOMEM;
         }
         return 0;
+}
+
+int json_set_string(json_object *o, const char *key, const char *value) {
+        if (!value) {
+                json_object_object_del(o, key);
+                return 0;
+        }
+        return json_add(o, key, json_object_new_string(value));
 }
 
 char *json_to_string_dup(json_object *o, int flags) {

@@ -38,6 +38,10 @@ static inline size_t json_plain_span(const void *data, size_t n) {
         return i;
 }
 
+/* Adds v under key, taking it: v NULL (a failed json_object_new_*()) or a failed add is -ENOMEM, and
+ * v is released on failure. */
+int json_add(json_object *o, const char *key, json_object *v);
+
 /* Frees the tokeners json_parse_bounded() keeps for reuse (at exit, for leak checkers). */
 void json_parse_cache_clear(void);
 
