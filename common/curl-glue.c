@@ -23,8 +23,7 @@
  * when it becomes readable while idle (the server closed it), until curl wants it again. Sockets curl
  * opens and closes by itself (the resolver's) leave the set at CURL_POLL_REMOVE. */
 typedef struct GlueSocket {
-        uint32_t events;        /* what the set watches, if registered */
-        bool registered;
+        uint32_t events;        /* what the set watches; 0: not in the set (curl always wants IN or OUT) */
         bool owned;             /* opened by on_open_socket(), will be closed by on_close_socket() */
         bool wanted;            /* curl watches it now */
 } GlueSocket;
@@ -64,26 +63,21 @@ static GlueSocket *glue_socket(CurlGlue *g, int fd, bool create) {
 static int glue_socket_watch(CurlGlue *g, int fd, GlueSocket *gs, uint32_t events) {
         struct epoll_event ev = { .events = events, .data.fd = fd };
 
-        if (gs->registered && gs->events == events)
+        if (gs->events == events)
                 return 0;
-        if (gs->registered && epoll_ctl(g->epoll_fd, EPOLL_CTL_MOD, fd, &ev) >= 0)
-                goto done;
-        /* Not registered, or it was, under a number since closed behind our back (the kernel drops a
-         * closed file from the set by itself). */
-        if (epoll_ctl(g->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                if (errno != EEXIST || epoll_ctl(g->epoll_fd, EPOLL_CTL_MOD, fd, &ev) < 0)
-                        return -errno;
-        }
-done:
-        gs->registered = true;
+        /* Not in the set yet; or it was, under a number since closed behind our back (the kernel drops
+         * a closed file from the set by itself), so a MOD fails and an ADD is needed. */
+        if ((gs->events == 0 || epoll_ctl(g->epoll_fd, EPOLL_CTL_MOD, fd, &ev) < 0) &&
+            epoll_ctl(g->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0 &&
+            (errno != EEXIST || epoll_ctl(g->epoll_fd, EPOLL_CTL_MOD, fd, &ev) < 0))
+                return -errno;
         gs->events = events;
         return 0;
 }
 
 static void glue_socket_unwatch(CurlGlue *g, int fd, GlueSocket *gs) {
-        if (gs->registered)
+        if (gs->events != 0)
                 (void) epoll_ctl(g->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
-        gs->registered = false;
         gs->events = 0;
 }
 
