@@ -196,47 +196,22 @@ DEFAULT_AUTH_CONFIG = {
 }
 
 
-class Authd:
-        """One kiro-authd instance (restartable) with its config, state directory and notify socket."""
+class Daemon:
+        """What the daemon fixtures share: a process started with a NOTIFY_SOCKET, its READY=1, and the
+        record of runs that ended badly (exited on their own, or not 0 after SIGTERM)."""
 
-        _seq = 0
+        what = "daemon"
 
-        def __init__(self, bus, fake, directory, auth=None, endpoints=None, extra_config="",
-                     check_exit=True, ready_timeout=10.0):
-                Authd._seq += 1
-                self.bus = bus
-                self.fake = fake
+        def _daemon_init(self, directory, name, check_exit=True):
                 self.dir = Path(directory)
-                self.name = f"authd{Authd._seq}"
+                self.name = name
                 self.check_exit = check_exit
-                self.ready_timeout = ready_timeout
                 self.proc = None
-                self.extra_env = {}             # more environment for the daemon (CREDENTIALS_DIRECTORY…)
                 self.exit_problems = []          # messages for runs that ended badly
                 self.runs = 0
                 self._ended = False             # this run was ended by us (stop or kill), not by itself
-
-                pw = pwd.getpwnam(AUTH_USER)
-                self.state_dir = self.dir / f"{self.name}-state"
-                self.state_dir.mkdir(mode=0o700)
-                os.chown(self.state_dir, pw.pw_uid, pw.pw_gid)
-                self.credentials_dir = self.state_dir / "credentials"
-
-                cfg = dict(DEFAULT_AUTH_CONFIG)
-                cfg.update(auth or {})
-                ep = {"KiroAuthURL": fake.kiro_url if fake else "http://127.0.0.1:9",
-                      "OIDCURL": fake.oidc_url if fake else "http://127.0.0.1:9"}
-                ep.update(endpoints or {})
-                lines = ["# written by tests/integration (kirodtest.Authd)", "[Auth]"]
-                lines += [f"{k}={v}" for k, v in cfg.items()]
-                lines += ["", "[Endpoints]"]
-                lines += [f"{k}={v}" for k, v in ep.items()]
-                self.config_path = self.dir / f"{self.name}.conf"
-                self.config_path.write_text("\n".join(lines) + "\n" + extra_config)
-                os.chmod(self.config_path, 0o644)
-
-                self.log_path = self.dir / f"{self.name}.log"
-                self.notify_path = self.dir / f"{self.name}.notify"
+                self.log_path = self.dir / f"{name}.log"
+                self.notify_path = self.dir / f"{name}.notify"
                 self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 self.notify.bind(str(self.notify_path))
                 os.chmod(self.notify_path, 0o666)
@@ -249,29 +224,8 @@ class Authd:
         def running(self):
                 return self.proc is not None and self.proc.poll() is None
 
-        def command(self):
-                return as_user(AUTH_USER, clear_groups=True) + [
-                        str(AUTHD_BIN), f"--config={self.config_path}", f"--state-dir={self.state_dir}",
-                        "--log-level=debug"]
-
-        def _drain_notify(self):
-                self.notify.setblocking(False)
-                try:
-                        while True:
-                                self.notify_messages.append(self.notify.recv(4096).decode(errors="replace"))
-                except BlockingIOError:
-                        pass
-                finally:
-                        self.notify.setblocking(True)
-
-        def start(self):
-                assert not self.running(), "kiro-authd already running"
-                self._check_died()
-                # After a kill the bus must have dropped the dead owner before the next one asks.
-                with self.bus.connect() as c:
-                        wait_until(lambda: not c.name_has_owner(BUS_NAME), timeout=5.0,
-                                   what=f"{BUS_NAME} to be released by the previous owner")
-                self._drain_notify()
+        def _spawn(self, env, preexec_fn=None):
+                """Starts command() with its output in the log, as run N."""
                 self.runs += 1
                 self._ended = False
                 with open(self.log_path, "ab") as log:
@@ -279,20 +233,17 @@ class Authd:
                         log.flush()
                         self.proc = subprocess.Popen(
                                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
-                                env=base_env(DBUS_SYSTEM_BUS_ADDRESS=self.bus.address,
-                                             NOTIFY_SOCKET=str(self.notify_path), **self.extra_env))
-                self._wait_ready()
-                return self
+                                preexec_fn=preexec_fn, env=base_env(NOTIFY_SOCKET=str(self.notify_path), **env))
 
-        def _wait_ready(self):
-                deadline = time.monotonic() + self.ready_timeout
+        def _wait_notify_ready(self, timeout):
+                deadline = time.monotonic() + timeout
                 while True:
                         left = deadline - time.monotonic()
                         if left <= 0:
-                                raise AssertionError(f"kiro-authd sent no READY=1 within {self.ready_timeout}s:\n"
+                                raise AssertionError(f"{self.what} sent no READY=1 within {timeout}s:\n"
                                                      f"{tail(self.log_path)}")
                         if self.proc.poll() is not None:
-                                raise AssertionError(f"kiro-authd exited with {self.proc.returncode} before "
+                                raise AssertionError(f"{self.what} exited with {self.proc.returncode} before "
                                                      f"READY=1:\n{tail(self.log_path)}")
                         ready, _, _ = select.select([self.notify], [], [], min(left, 0.1))
                         if not ready:
@@ -300,12 +251,7 @@ class Authd:
                         msg = self.notify.recv(4096).decode(errors="replace")
                         self.notify_messages.append(msg)
                         if "READY=1" in msg.split("\n"):
-                                break
-                # READY=1 may legitimately precede the name reply (request_name_async); wait for it so
-                # that tests do not race, but not for long.
-                with self.bus.connect() as c:
-                        wait_until(lambda: c.name_has_owner(BUS_NAME), timeout=5.0,
-                                   what=f"{BUS_NAME} to be owned after READY=1")
+                                return
 
         def _check_died(self):
                 """Records a run that ended by itself (a crash, an abort from a sanitizer)."""
@@ -330,6 +276,82 @@ class Authd:
                         return
                 if rc != 0 and self.check_exit:
                         self.exit_problems.append(f"run {self.runs}: exit status {rc} after SIGTERM")
+
+        def teardown(self):
+                self.stop()
+                self.notify.close()
+                return self.exit_problems
+
+
+class Authd(Daemon):
+        """One kiro-authd instance (restartable) with its config, state directory and notify socket."""
+
+        what = "kiro-authd"
+
+        _seq = 0
+
+        def __init__(self, bus, fake, directory, auth=None, endpoints=None, extra_config="",
+                     check_exit=True, ready_timeout=10.0):
+                Authd._seq += 1
+                self._daemon_init(directory, f"authd{Authd._seq}", check_exit)
+                self.bus = bus
+                self.fake = fake
+                self.ready_timeout = ready_timeout
+                self.extra_env = {}             # more environment for the daemon (CREDENTIALS_DIRECTORY…)
+
+                pw = pwd.getpwnam(AUTH_USER)
+                self.state_dir = self.dir / f"{self.name}-state"
+                self.state_dir.mkdir(mode=0o700)
+                os.chown(self.state_dir, pw.pw_uid, pw.pw_gid)
+                self.credentials_dir = self.state_dir / "credentials"
+
+                cfg = dict(DEFAULT_AUTH_CONFIG)
+                cfg.update(auth or {})
+                ep = {"KiroAuthURL": fake.kiro_url if fake else "http://127.0.0.1:9",
+                      "OIDCURL": fake.oidc_url if fake else "http://127.0.0.1:9"}
+                ep.update(endpoints or {})
+                lines = ["# written by tests/integration (kirodtest.Authd)", "[Auth]"]
+                lines += [f"{k}={v}" for k, v in cfg.items()]
+                lines += ["", "[Endpoints]"]
+                lines += [f"{k}={v}" for k, v in ep.items()]
+                self.config_path = self.dir / f"{self.name}.conf"
+                self.config_path.write_text("\n".join(lines) + "\n" + extra_config)
+                os.chmod(self.config_path, 0o644)
+
+        def command(self):
+                return as_user(AUTH_USER, clear_groups=True) + [
+                        str(AUTHD_BIN), f"--config={self.config_path}", f"--state-dir={self.state_dir}",
+                        "--log-level=debug"]
+
+        def _drain_notify(self):
+                self.notify.setblocking(False)
+                try:
+                        while True:
+                                self.notify_messages.append(self.notify.recv(4096).decode(errors="replace"))
+                except BlockingIOError:
+                        pass
+                finally:
+                        self.notify.setblocking(True)
+
+        def start(self):
+                assert not self.running(), "kiro-authd already running"
+                self._check_died()
+                # After a kill the bus must have dropped the dead owner before the next one asks.
+                with self.bus.connect() as c:
+                        wait_until(lambda: not c.name_has_owner(BUS_NAME), timeout=5.0,
+                                   what=f"{BUS_NAME} to be released by the previous owner")
+                self._drain_notify()
+                self._spawn(dict(DBUS_SYSTEM_BUS_ADDRESS=self.bus.address, **self.extra_env))
+                self._wait_ready()
+                return self
+
+        def _wait_ready(self):
+                self._wait_notify_ready(self.ready_timeout)
+                # READY=1 may legitimately precede the name reply (request_name_async); wait for it so
+                # that tests do not race, but not for long.
+                with self.bus.connect() as c:
+                        wait_until(lambda: c.name_has_owner(BUS_NAME), timeout=5.0,
+                                   what=f"{BUS_NAME} to be owned after READY=1")
 
         def kill(self, sig=signal.SIGKILL):
                 """Sends sig deliberately; the exit status of this run is not checked."""
@@ -363,10 +385,6 @@ class Authd:
                         return {}
                 return {p.name: p.read_bytes() for p in sorted(self.credentials_dir.iterdir()) if p.is_file()}
 
-        def teardown(self):
-                self.stop()
-                self.notify.close()
-                return self.exit_problems
 
 
 def run_as(user, argv, *, input=None, timeout=120, env=None, pass_fds=(), cwd="/"):

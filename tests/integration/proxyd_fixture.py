@@ -197,21 +197,19 @@ def parse_sse(text, times=None):
 
 # ---- kiro-proxyd ----------------------------------------------------------------------------------
 
-class Proxyd:
+class Proxyd(kirodtest.Daemon):
         """One kiro-proxyd process as kiro-proxy, with its config, notify socket and log."""
+
+        what = "kiro-proxyd"
 
         _seq = 0
 
         def __init__(self, bus_address, directory, *, endpoints, proxy=None, kiro=None, api_keys=None,
                      extra_config="", nofile=None):
                 Proxyd._seq += 1
-                self.name = f"proxyd{Proxyd._seq}"
-                self.dir = Path(directory)
+                self._daemon_init(directory, f"proxyd{Proxyd._seq}")
                 self.bus_address = bus_address
                 self.nofile = nofile
-                self.proc = None
-                self.exit_problems = []
-                self._ended = False
                 self.port = None
 
                 pw = pwd.getpwnam(PROXY_USER)
@@ -239,19 +237,6 @@ class Proxyd:
                 self.config_path.write_text("\n".join(lines) + "\n" + extra_config)
                 os.chmod(self.config_path, 0o644)
 
-                self.log_path = self.dir / f"{self.name}.log"
-                self.notify_path = self.dir / f"{self.name}.notify"
-                self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                self.notify.bind(str(self.notify_path))
-                os.chmod(self.notify_path, 0o666)
-
-        @property
-        def pid(self):
-                return self.proc.pid if self.proc else None
-
-        def running(self):
-                return self.proc is not None and self.proc.poll() is None
-
         def command(self):
                 return as_user(PROXY_USER, clear_groups=True) + [
                         str(PROXYD_BIN), f"--config={self.config_path}", "--listen=127.0.0.1:0",
@@ -264,26 +249,8 @@ class Proxyd:
 
         def start(self, ready_timeout=15.0):
                 assert not self.running()
-                with open(self.log_path, "ab") as log:
-                        log.write(f"===== {' '.join(self.command())}\n".encode())
-                        log.flush()
-                        self.proc = subprocess.Popen(
-                                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
-                                preexec_fn=self._preexec,
-                                env=base_env(DBUS_SYSTEM_BUS_ADDRESS=self.bus_address,
-                                             NOTIFY_SOCKET=str(self.notify_path)))
-                deadline = time.monotonic() + ready_timeout
-                while True:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                                raise AssertionError(f"kiro-proxyd sent no READY=1 within {ready_timeout}s:\n"
-                                                     f"{tail(self.log_path)}")
-                        if self.proc.poll() is not None:
-                                raise AssertionError(f"kiro-proxyd exited with {self.proc.returncode} before "
-                                                     f"READY=1:\n{tail(self.log_path)}")
-                        ready, _, _ = select.select([self.notify], [], [], min(left, 0.1))
-                        if ready and "READY=1" in self.notify.recv(4096).decode(errors="replace").split("\n"):
-                                break
+                self._spawn(dict(DBUS_SYSTEM_BUS_ADDRESS=self.bus_address), preexec_fn=self._preexec)
+                self._wait_notify_ready(ready_timeout)
                 self.port = wait_until(self._bound_port, timeout=5, what="the bound TCP port in the log")
                 return self
 
@@ -292,32 +259,6 @@ class Proxyd:
                         if line.startswith("Bound TCP port ") or "Bound TCP port " in line:
                                 return int(line.rsplit("Bound TCP port ", 1)[1].rstrip(". \n"))
                 return None
-
-        def _check_died(self):
-                if self.proc and not self._ended and self.proc.poll() is not None:
-                        self.exit_problems.append(f"exited on its own with status {self.proc.returncode}")
-                        self._ended = True
-
-        def stop(self, timeout=15.0):
-                self._check_died()
-                if not self.proc or self.proc.returncode is not None:
-                        return
-                self._ended = True
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                        rc = self.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                        self.proc.kill()
-                        self.proc.wait()
-                        self.exit_problems.append(f"did not exit within {timeout}s of SIGTERM")
-                        return
-                if rc != 0:
-                        self.exit_problems.append(f"exit status {rc} after SIGTERM")
-
-        def teardown(self):
-                self.stop()
-                self.notify.close()
-                return self.exit_problems
 
         def log_text(self):
                 return tail(self.log_path, 10**8)
