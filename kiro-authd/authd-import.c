@@ -131,6 +131,48 @@ static int take_scopes(json_object *o, const char *key, char **dst) {
         return 0;
 }
 
+/* The token fields both login files carry, under the kiro-cli (snake_case) and the IDE (camelCase) name. */
+typedef enum TokenNames { NAMES_SNAKE, NAMES_CAMEL } TokenNames;
+
+static int take_token_fields(json_object *tok, TokenNames names, const char *where, Credential *c,
+                             char **ret_message) {
+        static const struct {
+                const char *name[2];
+                bool required;
+                size_t offset;
+        } strings[] = {
+                { { "access_token", "accessToken" }, false, offsetof(Credential, access_token) },
+                { { "refresh_token", "refreshToken" }, true, offsetof(Credential, refresh_token) },
+                { { "region", "region" }, false, offsetof(Credential, region) },
+                { { "start_url", "startUrl" }, false, offsetof(Credential, start_url) },
+                { { "profile_arn", "profileArn" }, false, offsetof(Credential, profile_arn) },
+        };
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
+                r = take_string(tok, strings[i].name[names], where, strings[i].required,
+                                (char **) ((uint8_t *) c + strings[i].offset), ret_message);
+                if (r < 0)
+                        return r;
+        }
+        r = take_time(tok, names == NAMES_SNAKE ? "expires_at" : "expiresAt", where, false, &c->expires_at,
+                      ret_message);
+        if (r < 0)
+                return r;
+        r = take_scopes(tok, "scopes", &c->scopes);
+        if (r < 0)
+                return r;
+        if (c->method != AUTH_METHOD_EXTERNAL_IDP)
+                return 0;
+        if ((r = take_string(tok, names == NAMES_SNAKE ? "token_endpoint" : "tokenEndpoint", where, true,
+                             &c->token_endpoint, ret_message)) < 0 ||
+            (r = take_string(tok, names == NAMES_SNAKE ? "client_id" : "clientId", where, true, &c->client_id,
+                             ret_message)) < 0)
+                return r;
+        return 0;
+}
+
+
 static int parse_json_object(const char *text, size_t size, const char *where, json_object **ret,
                              char **ret_message) {
         const char *err = NULL;
@@ -307,22 +349,11 @@ int import_kiro_cli_sqlite(const void *data, size_t size, Credential **ret, char
         if (!c)
                 return -ENOMEM;
         c->method = kiro_cli_keys[k].method;
-        if ((r = take_string(tok, "access_token", where, false, &c->access_token, ret_message)) < 0 ||
-            (r = take_string(tok, "refresh_token", where, true, &c->refresh_token, ret_message)) < 0 ||
-            (r = take_time(tok, "expires_at", where, false, &c->expires_at, ret_message)) < 0 ||
-            (r = take_string(tok, "region", where, false, &c->region, ret_message)) < 0 ||
-            (r = take_string(tok, "start_url", where, false, &c->start_url, ret_message)) < 0 ||
-            (r = take_string(tok, "profile_arn", where, false, &c->profile_arn, ret_message)) < 0)
-                return r;
-        r = take_scopes(tok, "scopes", &c->scopes);
+        r = take_token_fields(tok, NAMES_SNAKE, where, c, ret_message);
         if (r < 0)
                 return r;
 
-        if (c->method == AUTH_METHOD_EXTERNAL_IDP) {
-                if ((r = take_string(tok, "token_endpoint", where, true, &c->token_endpoint, ret_message)) < 0 ||
-                    (r = take_string(tok, "client_id", where, true, &c->client_id, ret_message)) < 0)
-                        return r;
-        } else if (c->method == AUTH_METHOD_BUILDER_ID) {
+        if (c->method == AUTH_METHOD_BUILDER_ID) {
                 if (!is_builder_id_start_url(c->start_url))
                         c->method = AUTH_METHOD_IDC;
                 if (!reg_key)
@@ -399,22 +430,11 @@ int import_kiro_ide_json(const char *token, size_t token_size, const char *regis
         else
                 return fail(ret_message, EBADMSG, "unknown 'authMethod' '%s' in %s", method, where);
 
-        if ((r = take_string(tok, "accessToken", where, false, &c->access_token, ret_message)) < 0 ||
-            (r = take_string(tok, "refreshToken", where, true, &c->refresh_token, ret_message)) < 0 ||
-            (r = take_time(tok, "expiresAt", where, false, &c->expires_at, ret_message)) < 0 ||
-            (r = take_string(tok, "region", where, false, &c->region, ret_message)) < 0 ||
-            (r = take_string(tok, "profileArn", where, false, &c->profile_arn, ret_message)) < 0 ||
-            (r = take_string(tok, "startUrl", where, false, &c->start_url, ret_message)) < 0)
-                return r;
-        r = take_scopes(tok, "scopes", &c->scopes);
+        r = take_token_fields(tok, NAMES_CAMEL, where, c, ret_message);
         if (r < 0)
                 return r;
 
-        if (c->method == AUTH_METHOD_EXTERNAL_IDP) {
-                if ((r = take_string(tok, "tokenEndpoint", where, true, &c->token_endpoint, ret_message)) < 0 ||
-                    (r = take_string(tok, "clientId", where, true, &c->client_id, ret_message)) < 0)
-                        return r;
-        } else if (c->method != AUTH_METHOD_SOCIAL) {
+        if (c->method != AUTH_METHOD_EXTERNAL_IDP && c->method != AUTH_METHOD_SOCIAL) {
                 _cleanup_json_secret_ json_object *reg = NULL;
                 const char *rwhere = "the client registration file";
                 if (!registration)
