@@ -177,6 +177,25 @@ def test_stream_include_usage(stack):
         assert s.events[-1].data == "[DONE]"
 
 
+def test_many_text_parts_joined_in_order(proxy_stack):
+        """A system message of 150 000 text parts is joined in order, promptly: the parts used to be
+        joined with strcat(), quadratic in their number, which held the event loop for minutes."""
+        s = proxy_stack(Kiro={"MaxUpstreamPayloadBytes": 8000000})
+        n = nonce()
+        parts = [{"type": "text", "text": f"p{i}"} for i in range(150000)]
+        s.chat.enqueue({"match": n, "text": "ok"})
+        t0 = time.monotonic()
+        r = s.post(CHAT_PATH, {"model": MODEL, "messages": [
+                {"role": "system", "content": parts},
+                {"role": "user", "content": f"go {n}"},
+        ]})
+        assert r.status == 200, r
+        assert time.monotonic() - t0 < 20
+        text = user_text(s.chat.last())
+        assert text.startswith("p0\np1\np2\n"), text[:40]
+        assert "\np149999" in text
+
+
 def test_multi_turn_system_and_developer(stack):
         n = nonce()
         stack.chat.enqueue({"match": n, "text": "fine"})
