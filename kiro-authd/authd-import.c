@@ -118,13 +118,14 @@ static int take_scopes(json_object *o, const char *key, char **dst) {
         size_t n = json_object_array_length(v), len = 0;
         for (size_t i = 0; i < n; i++)
                 len += strlen(json_object_get_string(json_object_array_get_idx(v, i)) ?: "") + 1;
-        char *s = calloc(1, len + 1);
+        char *s = calloc(1, len + 1), *e = s;
         if (!s)
                 return -ENOMEM;
+        /* Appended at a cursor: strcat() would rescan the result for every scope. */
         for (size_t i = 0; i < n; i++) {
                 if (i > 0)
-                        strcat(s, " ");
-                strcat(s, json_object_get_string(json_object_array_get_idx(v, i)) ?: "");
+                        *e++ = ' ';
+                e = stpcpy(e, json_object_get_string(json_object_array_get_idx(v, i)) ?: "");
         }
         free(*dst);
         *dst = s;

@@ -1259,9 +1259,22 @@ static int builder_run(Builder *b, const KiroRequestParams *params, KiroRequest 
                 if (json_object_object_get_ex(root, "conversationState", &state) &&
                     json_object_object_get_ex(state, "history", &history))
                         while (body_size > max && json_object_array_length(history) >= 4) {
-                                if (json_object_array_del_idx(history, 1, 2) < 0)
+                                /* How many pairs to drop, from the sizes of the entries (each is its
+                                 * serialisation plus a comma in the array), so that the body is serialised
+                                 * again once, not once per pair; the loop checks the result. */
+                                size_t n = json_object_array_length(history), drop = 0, est = body_size;
+                                while (est > max && n - drop >= 4) {
+                                        for (size_t k = 1; k <= 2; k++) {
+                                                size_t l = 0;
+                                                (void) json_object_to_json_string_length(
+                                                        json_object_array_get_idx(history, drop + k), JSON_FLAGS, &l);
+                                                est -= MIN(est, l + 1);
+                                        }
+                                        drop += 2;
+                                }
+                                if (json_object_array_del_idx(history, 1, drop) < 0)
                                         return -ENOMEM;
-                                b->n_trimmed += 2;
+                                b->n_trimmed += drop;
                                 body = json_object_to_json_string_length(root, JSON_FLAGS, &body_size);
                                 if (!body)
                                         return -ENOMEM;
