@@ -6,6 +6,7 @@
 
 #include "conf.h"
 #include "fileio.h"
+#include "log.h"
 
 typedef struct ParseState {
         const char *file;
@@ -49,6 +50,14 @@ int config_parse_file(const char *path, const ConfigItem *table, ConfigWarn warn
         if (r > 0)
                 return -EBADMSG; /* line r has a syntax error */
         return 0;
+}
+
+void config_warn_log(const char *file, unsigned line, const char *section, const char *key, int error,
+                     void *userdata) {
+        if (error == 0)
+                log_warning("%s: unknown key '%s' in section [%s], ignoring.", file, key, section);
+        else
+                log_warning_errno(error, "%s: invalid value for %s= in [%s], ignoring: %m", file, key, section);
 }
 
 int config_parse_files(const char *path, const ConfigItem *table, ConfigWarn warn, void *userdata) {

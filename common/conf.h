@@ -21,6 +21,9 @@ typedef void (*ConfigWarn)(const char *file, unsigned line, const char *section,
  * directory "foo.conf.d"). Later assignments win. Returns -errno only for unreadable files or syntax
  * errors the parser cannot continue past. */
 int config_parse_files(const char *path, const ConfigItem *table, ConfigWarn warn, void *userdata);
+/* The daemons' ConfigWarn: a warning naming the file, key and section. */
+void config_warn_log(const char *file, unsigned line, const char *section, const char *key, int error,
+                     void *userdata);
 
 /* Parses one file, which must exist. */
 int config_parse_file(const char *path, const ConfigItem *table, ConfigWarn warn, void *userdata);

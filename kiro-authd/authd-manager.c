@@ -131,14 +131,6 @@ static int parse_url_template(const char *v, void *data) {
         return free_and_strdup(data, v);
 }
 
-static void config_warn(const char *file, unsigned line, const char *section, const char *key, int error,
-                        void *userdata) {
-        if (error == 0)
-                log_warning("%s: unknown key '%s' in section [%s], ignoring.", file, key, section);
-        else
-                log_warning_errno(error, "%s: invalid value for %s= in [%s], ignoring: %m", file, key, section);
-}
-
 int manager_parse_config(Manager *m, const char *path) {
         const ConfigItem table[] = {
                 { "Auth", "RefreshMarginSec", config_parse_sec, &m->refresh_margin },
@@ -157,7 +149,7 @@ int manager_parse_config(Manager *m, const char *path) {
                 { "Endpoints", "CAFile", config_parse_string, &m->ca_file },
                 {}
         };
-        int r = config_parse_files(path, table, config_warn, m);
+        int r = config_parse_files(path, table, config_warn_log, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to parse configuration '%s': %m", path);
         if (m->max_parallel_refresh == 0)

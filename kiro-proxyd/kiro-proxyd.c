@@ -132,14 +132,6 @@ static int on_request(HttpRequest *r, void *userdata) {
         return ret;
 }
 
-static void config_warn(const char *file, unsigned line, const char *section, const char *key, int error,
-                        void *userdata) {
-        if (error == 0)
-                log_warning("%s: unknown key '%s' in section [%s], ignoring.", file, key, section);
-        else
-                log_warning_errno(error, "%s: invalid value for %s= in [%s], ignoring: %m", file, key, section);
-}
-
 static int parse_size(const char *v, void *data) {
         uint64_t n;
         int r = config_parse_uint64(v, &n);
@@ -190,7 +182,7 @@ static int parse_config(Proxy *p) {
                 { "Kimi", "APIBase", config_parse_string, &p->kimi_api_base },
                 {}
         };
-        int r = config_parse_files(arg_config, table, config_warn, p);
+        int r = config_parse_files(arg_config, table, config_warn_log, p);
         if (r < 0)
                 return log_error_errno(r, "Failed to parse configuration '%s': %m", arg_config);
         p->limits.max_body_bytes = max_body;
