@@ -11,6 +11,9 @@
  * Fails with -EFBIG when more than max bytes are there. */
 int read_full_fd(int fd, size_t max, char **ret, size_t *ret_size);
 
+/* Whether fd refers to a memfd (its /proc/self/fd link reads "/memfd:…"). */
+bool fd_is_memfd(int fd);
+
 /* Reads a whole file, bounded by max. */
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size);
 
