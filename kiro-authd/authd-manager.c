@@ -339,6 +339,9 @@ int cred_save(Cred *cred) {
         int r = store_save(&cred->manager->store, cred->c);
         if (r < 0)
                 return log_error_errno(r, "Failed to write credential '%s': %m", cred->c->id);
+        if (r > 0)
+                log_warning("Credential '%s' was written, but its directory could not be synced: it may not survive a crash.",
+                            cred->c->id);
         cred->save_pending = false;
         return 0;
 }
