@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Import parsers: kiro-cli SQLite snapshots, Kiro IDE JSON, bare refresh tokens and API keys. */
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "authd-import.h"
 #include "tests.h"
@@ -519,4 +524,89 @@ TEST(sqlite_large_database_within_budget) {
         ASSERT_STREQ(c->refresh_token, "rt-social");
         credential_free(c);
         sqlite3_free(p);
+}
+
+static int memfd_with(const char *data, unsigned seals) {
+        int fd = memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        ASSERT_TRUE(fd >= 0);
+        ASSERT_EQ(write(fd, data, strlen(data)), (ssize_t) strlen(data));
+        if (seals)
+                ASSERT_OK(fcntl(fd, F_ADD_SEALS, seals));
+        return fd;
+}
+
+static int import_fd(int fd, char **ret_message) {
+        Credential *c = NULL;
+        int r = import_from_fds(IMPORT_REFRESH_TOKEN, fd, -EBADF, &c, ret_message);
+        if (r == 0)
+                ASSERT_STREQ(c->refresh_token, "rt-fd");
+        credential_free(c);
+        return r;
+}
+
+/* Only regular files and sealed memfds are read (issue 9 item 3); the same rule for the registration. */
+TEST(import_fd_kinds) {
+        char *msg = NULL;
+        int fd, sv[2];
+
+        /* A FIFO with its write end open: reading would never end. */
+        char fifo[] = "/tmp/test-authd-import-fifo-XXXXXX";
+        ASSERT_NOT_NULL(mkdtemp(fifo));
+        char path[128];
+        snprintf(path, sizeof path, "%s/f", fifo);
+        ASSERT_OK(mkfifo(path, 0600));
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        ASSERT_TRUE(fd >= 0);
+        ASSERT_EQ(import_fd(fd, &msg), IMPORT_E_BAD_FD);
+        ASSERT_STREQ(msg, "the source is a FIFO, not a regular file or sealed memfd");
+        close(fd);
+        unlink(path);
+        rmdir(fifo);
+        free(msg), msg = NULL;
+
+        ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+        ASSERT_EQ(import_fd(sv[0], &msg), IMPORT_E_BAD_FD);
+        ASSERT_STREQ(msg, "the source is a socket, not a regular file or sealed memfd");
+        close(sv[0]), close(sv[1]);
+        free(msg), msg = NULL;
+
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        ASSERT_EQ(import_fd(fd, &msg), IMPORT_E_BAD_FD);
+        ASSERT_STREQ(msg, "the source is a character device, not a regular file or sealed memfd");
+        close(fd);
+        free(msg), msg = NULL;
+
+        /* Memfds: every one of WRITE, GROW, SHRINK is needed. */
+        static const unsigned partial[] = { 0, F_SEAL_SEAL, F_SEAL_GROW | F_SEAL_SHRINK, F_SEAL_WRITE | F_SEAL_GROW,
+                                            F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_SEAL };
+        for (size_t i = 0; i < ELEMENTSOF(partial); i++) {
+                fd = memfd_with("rt-fd\n", partial[i]);
+                ASSERT_EQ(import_fd(fd, &msg), IMPORT_E_BAD_FD);
+                ASSERT_TRUE(strstr(msg, "memfd not sealed against writes"));
+                close(fd);
+                free(msg), msg = NULL;
+        }
+        fd = memfd_with("rt-fd\n", IMPORT_MEMFD_SEALS);
+        ASSERT_EQ(import_fd(fd, &msg), 0);
+        close(fd);
+        fd = memfd_with("rt-fd\n", IMPORT_MEMFD_SEALS | F_SEAL_SEAL);
+        ASSERT_EQ(import_fd(fd, &msg), 0);
+
+        /* The registration fd is held to the same rule. */
+        ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+        Credential *c = NULL;
+        ASSERT_EQ(import_from_fds(IMPORT_KIRO_IDE_JSON, fd, sv[0], &c, &msg), IMPORT_E_BAD_FD);
+        ASSERT_STREQ(msg, "the client registration file is a socket, not a regular file or sealed memfd");
+        close(sv[0]), close(sv[1]);
+        close(fd);
+        free(msg), msg = NULL;
+
+        /* A plain file (systemd credentials are). */
+        char file[] = "/tmp/test-authd-import-XXXXXX";
+        fd = mkostemp(file, O_CLOEXEC);
+        ASSERT_TRUE(fd >= 0);
+        ASSERT_EQ(write(fd, "rt-fd\n", 6), 6);
+        ASSERT_EQ(import_fd(fd, &msg), 0);
+        close(fd);
+        unlink(file);
 }
