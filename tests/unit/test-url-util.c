@@ -63,6 +63,8 @@ TEST(url_from_template_good) {
         expect_url("http://127.0.0.1:8080/base/", "eu-central-1", "/token", "http://127.0.0.1:8080/base/token");
         expect_url("https://runtime.{region}.kiro.dev", "eu-central-1", NULL, "https://runtime.eu-central-1.kiro.dev/");
         expect_url("https://{region}.{region}.example", "ap-south-1", NULL, "https://ap-south-1.ap-south-1.example/");
+        expect_url("http://[::1]:8080", "us-east-1", "/token", "http://[::1]:8080/token");
+        expect_url("https://q.{region}.amazonaws.com/a?x=1", "us-east-1", "/b", "https://q.us-east-1.amazonaws.com/a/b?x=1");
 }
 
 TEST(url_from_template_hostile_region) {
