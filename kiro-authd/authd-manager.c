@@ -522,7 +522,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                         c->profile_arn = TAKE_PTR(res.profile_arn);
                 }
                 if (res.profile_arn_rejected)
-                        log_warning("Ignoring the profile ARN of the refresh answer for '%s': its region is not a region.",
+                        log_warning("Ignoring the profile ARN of the refresh answer for '%s': its region is not a valid region.",
                                     c->id);
                 c->expires_at = n + res.expires_in;
                 cred->token_rejected = false;

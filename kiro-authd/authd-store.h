@@ -18,7 +18,7 @@ typedef int (*StoreLoadFunc)(Credential *c, void *userdata);   /* takes ownershi
 typedef void (*StoreBadFunc)(const char *file, int error, const char *reason, void *userdata);
 int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, void *userdata);
 
-/* Writes c atomically (temp file, fsync, rename, fsync of the directory), mode 0600. */
-/* 0 or 1 (written, directory not synced) or < 0, as write_file_atomic_at(). */
+/* Writes c atomically (temp file, fsync, rename, fsync of the directory), mode 0600. Returns 0, 1 (written,
+ * but the directory could not be synced) or < 0 (nothing changed), as write_file_atomic_at(). */
 int store_save(Store *s, Credential *c);
 int store_remove(Store *s, const char *id);

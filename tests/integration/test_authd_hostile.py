@@ -233,3 +233,22 @@ def test_stored_credential_with_hostile_region_not_loaded(authd, dbus):
         paths = dbus("ListCredentials", "t", [0])[0]
         assert [p.rsplit("/", 1)[-1] for p in paths] == ["good"], paths
         assert "'region' is not a valid region" in a.log_text()
+
+
+def test_oversized_refresh_answer(authd, fake_auth, dbus, kiroctl):
+        """A server answering with more than the 1 MiB cap: the transfer is cut off and reported, and the
+        daemon (under ASan) survives wiping what it had buffered (it used to wipe past the buffer)."""
+        a = authd()
+        lin = fake_auth.seed("rt-big")
+        import_bytes(dbus, "refresh-token", "rt-big\n", id="big")
+        fake_auth.script([{"status": 500, "pad": 3 << 20}])
+        refused(dbus, "GetToken", "sst", ["kiro", "big", 0])
+        responsive(dbus)
+        assert a.proc.poll() is None
+        entry = [c for c in json.loads(kiroctl("status", "--json").stdout) if c["id"] == "big"][0]
+        assert "answer too large" in entry["last_error"], entry
+        # The next attempt works, with the same refresh token (nothing was lost).
+        fake_auth.clear_script()
+        dbus("Refresh", "t", [0], path=kirodtest.CREDENTIAL_PREFIX + "/big", interface=kirodtest.CREDENTIAL_IFACE)
+        kirodtest.wait_until(lambda: a.read_credential("big")["refresh_token"] == fake_auth.latest_refresh_token(lin),
+                             timeout=10, what="the refresh after the oversized answer")
