@@ -9,10 +9,10 @@
 #include "conf.h"
 #include "json-util.h"
 #include "log.h"
-#include "proxyd-anthropic.h"
-#include "proxyd-apikeys.h"
-#include "proxyd-listen.h"
-#include "proxyd-openai.h"
+#include "api/api-anthropic.h"
+#include "http/http-access.h"
+#include "http/http-listen.h"
+#include "api/api-openai.h"
 
 typedef struct Proxy {
         sd_event *event;

@@ -10,9 +10,9 @@
 #include <zlib.h>
 
 #include "fuzz.h"
-#include "proxyd-eventstream.h"
-#include "proxyd-kiro-stream.h"
-#include "proxyd-thinking.h"
+#include "kiro/kiro-eventstream.h"
+#include "kiro/kiro-stream.h"
+#include "chat/chat-thinking.h"
 
 typedef struct State {
         ThinkingSplitter splitter;

@@ -16,9 +16,9 @@
 #include <time.h>
 
 #include "log.h"
-#include "proxyd-apikeys.h"
-#include "proxyd-http.h"
-#include "proxyd-listen.h"
+#include "http/http-access.h"
+#include "http/http.h"
+#include "http/http-listen.h"
 #include "tests.h"
 #include "time-util.h"
 

@@ -5,8 +5,8 @@
 
 #include "fileio.h"
 #include "json-util.h"
-#include "proxyd-conversation.h"
-#include "proxyd-kiro-request.h"
+#include "chat/chat-conversation.h"
+#include "kiro/kiro-request.h"
 #include "tests.h"
 
 #define GOLDEN_SUBDIR GOLDEN_DIR "/kiro-request/"

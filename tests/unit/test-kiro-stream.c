@@ -3,8 +3,8 @@
 #include <math.h>
 
 #include "json-util.h"
-#include "proxyd-eventstream.h"
-#include "proxyd-kiro-stream.h"
+#include "kiro/kiro-eventstream.h"
+#include "kiro/kiro-stream.h"
 #include "tests.h"
 
 /* Every event rendered as one line, so that a whole stream is compared as a list. */

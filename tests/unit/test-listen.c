@@ -7,7 +7,7 @@
 #include <sys/wait.h>
 
 #include "log.h"
-#include "proxyd-listen.h"
+#include "http/http-listen.h"
 #include "tests.h"
 
 static void make_tempdir(char *buf, size_t n) {

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "macro.h"
-#include "proxyd-http.h"
+#include "http/http.h"
 
 typedef struct ApiKeys ApiKeys;
 

@@ -6,7 +6,7 @@
 
 #include "bus-names.h"
 #include "log.h"
-#include "proxyd-upstream.h"
+#include "kiro/kiro-upstream.h"
 
 /* Header values that make us look like the Kiro IDE (KIRO-PROTOCOL A.2, B §3.2): one place to change. */
 #define KIRO_IDE_VERSION "0.11.63"

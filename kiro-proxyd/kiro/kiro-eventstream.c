@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <zlib.h>
 
-#include "proxyd-eventstream.h"
+#include "kiro/kiro-eventstream.h"
 
 /* Buffers that grew beyond this for one big frame are given back once that frame is done. */
 #define BUFFER_KEEP_MAX (256U * 1024U)

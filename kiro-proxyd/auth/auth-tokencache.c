@@ -2,7 +2,7 @@
 /* Access tokens from kiro-authd: an in-memory cache filled by asynchronous GetToken calls. */
 #include "bus-names.h"
 #include "log.h"
-#include "proxyd-tokencache.h"
+#include "auth/auth-tokencache.h"
 
 /* A cached token is used while it has at least this much life left; below that a fresh one is fetched. */
 #define TOKEN_RENEW_BEFORE_USEC (120 * USEC_PER_SEC)

@@ -9,7 +9,8 @@
 #include <strings.h>
 #include <sys/random.h>
 
-#include "proxyd-kiro-request.h"
+#include "buf.h"
+#include "kiro/kiro-request.h"
 
 #define PLACEHOLDER_EMPTY "(empty)"
 #define PLACEHOLDER_CONTINUE "Continue"
@@ -20,56 +21,6 @@
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
-
-typedef struct Buf {
-        char *s;
-        size_t n, allocated;
-} Buf;
-
-static int buf_append(Buf *b, const char *s, size_t n) {
-        if (b->n + n + 1 > b->allocated) {
-                size_t a = MAX(b->allocated * 2, b->n + n + 1);
-                char *t = realloc(b->s, a);
-                if (!t)
-                        return -ENOMEM;
-                b->s = t;
-                b->allocated = a;
-        }
-        memcpy(b->s + b->n, s, n);
-        b->n += n;
-        b->s[b->n] = 0;
-        return 0;
-}
-
-static int buf_puts(Buf *b, const char *s) {
-        return buf_append(b, s, strlen(s));
-}
-
-/* Appends s, preceded by sep when the buffer is not empty. */
-static int buf_join(Buf *b, const char *sep, const char *s) {
-        int r;
-
-        if (b->n > 0) {
-                r = buf_puts(b, sep);
-                if (r < 0)
-                        return r;
-        }
-        return buf_puts(b, s);
-}
-
-static char *buf_steal(Buf *b) {
-        char *s = b->s;
-
-        if (!s)
-                s = strdup("");
-        *b = (Buf) {};
-        return s;
-}
-
-static void buf_done(Buf *b) {
-        free(b->s);
-        *b = (Buf) {};
-}
 
 static bool is_blank(const char *s) {
         if (!s)
@@ -724,12 +675,12 @@ static int builder_system_text(Builder *b, char **ret) {
                 if (r < 0)
                         return r;
         }
-        if (b->tool_docs.n > 0) {
-                r = buf_join(&s, "\n\n", b->tool_docs.s);
+        if (b->tool_docs.size > 0) {
+                r = buf_join(&s, "\n\n", b->tool_docs.data);
                 if (r < 0)
                         return r;
         }
-        *ret = s.s;
+        *ret = s.data;
         s = (Buf) {};
         return 0;
 }
@@ -915,13 +866,13 @@ static int msg_content(const Builder *b, const WMsg *m, char **ret) {
                 if (r < 0)
                         return r;
         }
-        if (thinking.n > 0) {
+        if (thinking.size > 0) {
                 _cleanup_(buf_done) Buf out = {};
 
                 if (buf_puts(&out, "<thinking>") < 0 ||
-                    buf_puts(&out, thinking.s) < 0 ||
+                    buf_puts(&out, thinking.data) < 0 ||
                     buf_puts(&out, "</thinking>") < 0 ||
-                    (text.n > 0 && (buf_puts(&out, "\n\n") < 0 || buf_puts(&out, text.s) < 0)))
+                    (text.size > 0 && (buf_puts(&out, "\n\n") < 0 || buf_puts(&out, text.data) < 0)))
                         return -ENOMEM;
                 *ret = buf_steal(&out);
         } else

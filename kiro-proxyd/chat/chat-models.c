@@ -4,7 +4,7 @@
 #include <ctype.h>
 #include <strings.h>
 
-#include "proxyd-models.h"
+#include "chat/chat-models.h"
 
 /* Longest client model name we look at; longer ones cannot be in the table. */
 #define MODEL_NAME_MAX 128U

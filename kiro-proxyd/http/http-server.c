@@ -13,8 +13,8 @@
 #include "fileio.h"
 #include "json-util.h"
 #include "log.h"
-#include "proxyd-http.h"
-#include "proxyd-listen.h"
+#include "http/http.h"
+#include "http/http-listen.h"
 
 /* How it fits together.
  *

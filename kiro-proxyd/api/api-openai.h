@@ -2,9 +2,9 @@
 /* The OpenAI chat completions front end: request parsing and response rendering. */
 #pragma once
 
-#include "proxyd-apierror.h"
-#include "proxyd-conversation.h"
-#include "proxyd-models.h"
+#include "api/api-error.h"
+#include "chat/chat-conversation.h"
+#include "chat/chat-models.h"
 
 typedef struct OpenAIOptions {
         bool include_usage;     /* stream_options.include_usage */
@@ -15,7 +15,7 @@ typedef struct OpenAIOptions {
 int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation **ret, OpenAIOptions *opts,
                       ApiError *err);
 
-#include "proxyd-chat.h"
+#include "chat/chat.h"
 
 /* POST /v1/chat/completions and GET /v1/models. */
 int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth);

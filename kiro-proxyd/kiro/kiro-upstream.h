@@ -6,10 +6,10 @@
 #include <systemd/sd-event.h>
 
 #include "curl-glue.h"
-#include "proxyd-apierror.h"
-#include "proxyd-conversation.h"
-#include "proxyd-kiro-stream.h"
-#include "proxyd-tokencache.h"
+#include "api/api-error.h"
+#include "chat/chat-conversation.h"
+#include "kiro/kiro-stream.h"
+#include "auth/auth-tokencache.h"
 
 typedef struct UpstreamConfig {
         char **endpoints;               /* Endpoints=: URL templates with {region}, tried in order */

@@ -3,8 +3,8 @@
 #include <strings.h>
 
 #include "json-util.h"
-#include "proxyd-models.h"
-#include "proxyd-openai.h"
+#include "chat/chat-models.h"
+#include "api/api-openai.h"
 
 static int text_of_content(json_object *content, const char *where, char **ret, ApiError *err) {
         /* A string, or an array of {type:"text", text} parts (other part types are not text). */

@@ -9,7 +9,7 @@
 
 #include "fileio.h"
 #include "log.h"
-#include "proxyd-apikeys.h"
+#include "http/http-access.h"
 
 #define DIGEST_SIZE 32  /* SHA-256 */
 

@@ -2,7 +2,7 @@
 /* The Anthropic Messages front end: POST /v1/messages (streamed or not) and /v1/messages/count_tokens. */
 #pragma once
 
-#include "proxyd-chat.h"
+#include "chat/chat.h"
 
 /* Parses a Messages request body into the conversation form and resolves its model (ret_model may be
  * NULL); count_only skips the checks that only matter for generation (max_tokens). */

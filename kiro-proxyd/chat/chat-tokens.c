@@ -3,7 +3,7 @@
 #include <assert.h>
 #include <string.h>
 
-#include "proxyd-tokens.h"
+#include "chat/chat-tokens.h"
 
 void token_counter_add(TokenCounter *c, const char *text, size_t size) {
         const unsigned char *p = (const unsigned char *) text;

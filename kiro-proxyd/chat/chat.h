@@ -3,27 +3,11 @@
  * the thinking splitter and stop sequences into a front end's renderer. */
 #pragma once
 
-#include "proxyd-http.h"
-#include "proxyd-models.h"
-#include "proxyd-thinking.h"
-#include "proxyd-upstream.h"
-
-typedef struct Buf {
-        char *data;
-        size_t size, allocated;
-} Buf;
-
-int buf_put(Buf *b, const void *data, size_t size);
-#define buf_puts(b, s) buf_put((b), (s), strlen(s))
-/* Appends each string up to the terminating NULL (no format parsing: for per-token paths). */
-int buf_puts_many_internal(Buf *b, ...);
-#define buf_puts_many(b, ...) buf_puts_many_internal((b), __VA_ARGS__, (const char *) NULL)
-/* Appends an unsigned number in decimal. */
-int buf_put_uint(Buf *b, uint64_t v);
-int buf_putf(Buf *b, const char *fmt, ...) _printf_(2, 3);
-/* Appends s as a JSON string literal (with quotes). */
-int buf_put_json_string(Buf *b, const char *s, size_t size);
-void buf_done(Buf *b);
+#include "buf.h"
+#include "http/http.h"
+#include "chat/chat-models.h"
+#include "chat/chat-thinking.h"
+#include "kiro/kiro-upstream.h"
 
 typedef enum ChatStop {
         CHAT_STOP_END_TURN,

@@ -7,8 +7,8 @@
 #include <strings.h>
 
 #include "json-util.h"
-#include "proxyd-eventstream.h"
-#include "proxyd-kiro-stream.h"
+#include "kiro/kiro-eventstream.h"
+#include "kiro/kiro-stream.h"
 
 /* Bounds on what a response may make us hold. */
 #define PAYLOAD_DEPTH_MAX 64

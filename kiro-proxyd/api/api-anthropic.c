@@ -3,8 +3,8 @@
 #include <gnutls/crypto.h>
 
 #include "json-util.h"
-#include "proxyd-anthropic.h"
-#include "proxyd-openai.h"
+#include "api/api-anthropic.h"
+#include "api/api-openai.h"
 
 /* A stream with no output for this long gets a "ping" event, so clients and proxies keep it open
  * (PingIntervalSec= changes it). */

@@ -5,7 +5,7 @@
 #include <stddef.h>
 
 #include "macro.h"
-#include "proxyd-conversation.h"
+#include "chat/chat-conversation.h"
 
 #define KIRO_MAX_UPSTREAM_PAYLOAD_DEFAULT 600000U
 /* Tool names longer than this are replaced by an alias of exactly this length. */

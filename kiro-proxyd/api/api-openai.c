@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The OpenAI chat completions front end: routes, response rendering (SSE chunks or one JSON body). */
-#include "proxyd-chat.h"
-#include "proxyd-openai.h"
+#include "chat/chat.h"
+#include "api/api-openai.h"
 
 typedef struct OpenAIState {
         OpenAIOptions opts;

@@ -7,8 +7,8 @@
 #include <stdint.h>
 
 #include "macro.h"
-#include "proxyd-kiro-request.h"
-#include "proxyd-tokens.h"
+#include "kiro/kiro-request.h"
+#include "chat/chat-tokens.h"
 
 /* Upstream errors, classified once here following B §6; the upstream layer and the renderers decide
  * what to do with each kind. */

@@ -4,7 +4,7 @@
 #include <ctype.h>
 #include <string.h>
 
-#include "proxyd-thinking.h"
+#include "chat/chat-thinking.h"
 
 enum {
         STATE_START,            /* leading white space and a partial "<thinking>" are in pending */

@@ -2,7 +2,7 @@
 /* An API error in neutral form; each front end renders it in its own JSON shape. */
 #include <stdarg.h>
 
-#include "proxyd-apierror.h"
+#include "api/api-error.h"
 
 static const struct {
         unsigned openai_status, anthropic_status;

@@ -11,7 +11,7 @@
 
 #include "fileio.h"
 #include "log.h"
-#include "proxyd-listen.h"
+#include "http/http-listen.h"
 
 static const char *const listen_kind_table[_LISTEN_KIND_MAX] = {
         [LISTEN_TCP] = "tcp",

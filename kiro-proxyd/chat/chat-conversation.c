@@ -3,8 +3,8 @@
 #include <assert.h>
 #include <strings.h>
 
-#include "proxyd-conversation.h"
-#include "proxyd-tokens.h"
+#include "chat/chat-conversation.h"
+#include "chat/chat-tokens.h"
 
 /* Rough costs the estimator adds beyond the text itself. */
 #define TOKENS_PER_MESSAGE 4U
