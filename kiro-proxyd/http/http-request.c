@@ -273,6 +273,8 @@ static int request_new(HttpListener *l, struct MHD_Connection *c, const char *me
                 return -ENOMEM;
         }
         r->body_alloc = 1;
+        r->n_ref = 1;
+        r->server_ref = true;
         r->server = s;
         r->listener = l;
         r->connection = c;
@@ -424,6 +426,12 @@ static enum MHD_Result request_complete(HttpRequest *r) {
                 return MHD_YES;
         }
 
+        if (r->n_ref == 1) {
+                /* The handler neither answered nor took a reference: nobody can answer any more. */
+                log_debug("Handler for %s %s neither responded nor kept the request.", r->method, r->path);
+                return request_queue_error(r, 500, "Internal server error.") < 0 ? MHD_NO : MHD_YES;
+        }
+
         /* Deferred response: park the connection until the app responds. */
         request_suspend(r);
         return MHD_YES;
@@ -474,22 +482,21 @@ void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum
                 return;
 
         request_unlink(r);
+        r->server_ref = false;
 
-        if (r->state != REQUEST_OWNED) {
-                request_free(r);
-                return;
+        if (r->state == REQUEST_OWNED) {
+                /* The app holds r and has made no final call: tell it, then r is detached (final calls fail
+                 * with -ECONNRESET) and lives on until the app drops its reference. */
+                log_debug("HTTP request %s %s ended before the response was complete (%s).", r->method, r->path,
+                          termination_to_string(toe));
+                r->detached = true;
+                if (r->on_abort) {
+                        HttpRequestCallback cb = r->on_abort;
+                        r->on_abort = NULL;
+                        cb(r, r->abort_userdata);
+                }
         }
-
-        log_debug("HTTP request %s %s ended before the response was complete (%s).", r->method, r->path,
-                  termination_to_string(toe));
-        if (r->on_abort) {
-                r->aborting = true;
-                r->on_abort(r, r->abort_userdata);
-                request_free(r);
-                return;
-        }
-        /* No abort handler: the app may still hold r. Keep it until its final call. */
-        r->detached = true;
+        http_request_unref(r);
 }
 
 static ssize_t on_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -582,14 +589,6 @@ void http_request_set_drain_handler(HttpRequest *r, HttpRequestCallback on_drain
         r->drain_userdata = userdata;
 }
 
-/* The app's final call on a request whose client is gone: it was kept only for this. */
-static int request_finish_detached(HttpRequest *r) {
-        if (r->aborting)
-                return -ECONNRESET;     /* called from the abort handler: r is freed after it */
-        request_free(r);
-        return -ECONNRESET;
-}
-
 static bool request_may_respond(HttpRequest *r) {
         /* The app owns r, or the headers handler is looking at it. */
         return !r->responded &&
@@ -603,8 +602,8 @@ int http_request_respond(HttpRequest *r, unsigned status, const char *content_ty
         assert(r);
         assert(body || size == 0);
 
-        if (r->detached || r->aborting)
-                return request_finish_detached(r);
+        if (r->detached)
+                return -ECONNRESET;
         if (!request_may_respond(r))
                 return -EBUSY;
 
@@ -624,8 +623,8 @@ int http_request_respond_error(HttpRequest *r, unsigned status, const char *mess
 
         assert(r);
 
-        if (r->detached || r->aborting)
-                return request_finish_detached(r);
+        if (r->detached)
+                return -ECONNRESET;
         if (!request_may_respond(r))
                 return -EBUSY;
 
@@ -642,7 +641,7 @@ int http_request_stream_begin(HttpRequest *r, unsigned status, const char *conte
 
         assert(r);
 
-        if (r->detached || r->aborting)
+        if (r->detached)
                 return -ECONNRESET;
         if (r->state != REQUEST_OWNED || r->responded)
                 return -EBUSY;
@@ -667,7 +666,7 @@ int http_request_stream_write(HttpRequest *r, const void *data, size_t size) {
         assert(r);
         assert(data || size == 0);
 
-        if (r->detached || r->aborting || r->client_gone)
+        if (r->detached || r->client_gone)
                 return -ECONNRESET;
         if (!r->streaming || r->state != REQUEST_OWNED)
                 return -EBUSY;
@@ -704,8 +703,8 @@ int http_request_stream_write(HttpRequest *r, const void *data, size_t size) {
 int http_request_stream_end(HttpRequest *r) {
         assert(r);
 
-        if (r->detached || r->aborting)
-                return request_finish_detached(r);
+        if (r->detached)
+                return -ECONNRESET;
         if (!r->streaming || r->state != REQUEST_OWNED)
                 return -EBUSY;
 
@@ -718,8 +717,8 @@ int http_request_stream_end(HttpRequest *r) {
 int http_request_stream_abort(HttpRequest *r) {
         assert(r);
 
-        if (r->detached || r->aborting)
-                return request_finish_detached(r);
+        if (r->detached)
+                return -ECONNRESET;
         if (r->state != REQUEST_OWNED)
                 return -EBUSY;
 
@@ -733,3 +732,35 @@ size_t http_request_stream_pending(HttpRequest *r) {
         return r->out_end - r->out_start;
 }
 
+
+/* ── Requests: references ─────────────────────────────────────────────────────────────────────────── */
+
+HttpRequest *http_request_ref(HttpRequest *r) {
+        assert(r);
+        assert(r->n_ref > 0);
+        r->n_ref++;
+        return r;
+}
+
+/* The app let go of r: no callback may reach it any more, and a request it never answered must not wait
+ * for an answer that cannot come. */
+static void request_released(HttpRequest *r) {
+        r->on_abort = r->on_drain = NULL;
+        r->abort_userdata = r->drain_userdata = r->userdata = NULL;
+        if (r->state != REQUEST_OWNED || r->in_callback)
+                return;
+        log_debug("HTTP request %s %s released without a final response, dropping the connection.",
+                  r->method, r->path);
+        request_fail_hard(r);
+}
+
+HttpRequest *http_request_unref(HttpRequest *r) {
+        if (!r)
+                return NULL;
+        assert(r->n_ref > 0);
+        if (--r->n_ref == 0)
+                request_free(r);
+        else if (r->n_ref == 1 && r->server_ref)
+                request_released(r);
+        return NULL;
+}
