@@ -222,14 +222,14 @@ static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
                 break;
         case KIRO_EVENT_ERROR: {
                 /* After content: the stream ends with an explicit error, never a made-up normal stop. */
-                ApiError e = { .kind = ev->error && ev->error->kind == KIRO_ERROR_TRUNCATED ? API_ERROR_BAD_GATEWAY
-                                                                                             : API_ERROR_API };
+                Failure e = { .kind = ev->error && ev->error->kind == KIRO_ERROR_TRUNCATED ? FAILURE_BAD_GATEWAY
+                                                                                             : FAILURE_INTERNAL };
                 if (asprintf(&e.message, "The upstream stream failed after the answer began: %s",
                              ev->error ? strna(ev->error->message) : "unknown error") < 0)
                         e.message = NULL;
                 c->call = NULL; /* the upstream layer frees the call after END */
                 (void) c->renderer->fail(c, &e);
-                api_error_done(&e);
+                failure_done(&e);
                 chat_end(c);
                 return -ECANCELED;
         }
@@ -267,7 +267,7 @@ static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
         return 0;
 }
 
-static void on_fail(UpstreamCall *call, const ApiError *err, void *userdata) {
+static void on_fail(UpstreamCall *call, const Failure *err, void *userdata) {
         Chat *c = userdata;
         c->call = NULL;
         (void) c->renderer->fail(c, err);
@@ -320,9 +320,9 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
                 (void) renderer->begin(c);
         r = upstream_call_start(ctx->upstream, c->conv, &upstream_handler, c, &c->call);
         if (r < 0) {
-                ApiError e = { .kind = API_ERROR_API, .message = strdup("Cannot start the upstream request.") };
+                Failure e = { .kind = FAILURE_INTERNAL, .message = strdup("Cannot start the upstream request.") };
                 (void) renderer->fail(c, &e);
-                api_error_done(&e);
+                failure_done(&e);
                 chat_end(c);
         }
         return 0;

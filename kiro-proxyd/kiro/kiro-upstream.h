@@ -6,7 +6,7 @@
 #include <systemd/sd-event.h>
 
 #include "curl-glue.h"
-#include "api/api-error.h"
+#include "chat/chat-failure.h"
 #include "chat/chat-conversation.h"
 #include "kiro/kiro-stream.h"
 #include "auth/auth-tokencache.h"
@@ -38,7 +38,7 @@ typedef struct UpstreamHandler {
         int (*on_event)(UpstreamCall *call, const KiroEvent *ev, void *userdata);
         /* The call failed before anything was committed, after all retries: render err. The call is
          * finished (do not cancel it). */
-        void (*on_fail)(UpstreamCall *call, const ApiError *err, void *userdata);
+        void (*on_fail)(UpstreamCall *call, const Failure *err, void *userdata);
 } UpstreamHandler;
 
 int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstream **ret);
