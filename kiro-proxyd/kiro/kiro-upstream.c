@@ -68,10 +68,10 @@ struct UpstreamCall {
         bool in_curl;           /* inside a curl callback: removing the handle must wait */
         bool cancelled;
         bool have_error;        /* an ERROR event before commit, kept for the retry decision */
-        KiroError error;
+        ChatError error;
         bool ended;             /* END seen before commit (an empty answer) */
-        KiroEvent end_event;
-        KiroUsage end_usage;
+        ChatEvent end_event;
+        ChatUsage end_usage;
 };
 
 void upstream_config_init(UpstreamConfig *c) {
@@ -174,7 +174,7 @@ static void call_reset_attempt(UpstreamCall *call) {
         call->error_type = (free(call->error_type), NULL);
         call->status = 0;
         call->retry_after = 0;
-        kiro_error_done(&call->error);
+        chat_error_done(&call->error);
         call->have_error = false;
         call->ended = false;
 }
@@ -199,7 +199,7 @@ const KiroToolAliases *upstream_call_aliases(UpstreamCall *call) {
         return call->request ? &call->request->tool_aliases : NULL;
 }
 
-const KiroUsage *upstream_call_usage(UpstreamCall *call) {
+const ChatUsage *upstream_call_usage(UpstreamCall *call) {
         return call->stream ? kiro_stream_usage(call->stream) : NULL;
 }
 
@@ -268,7 +268,7 @@ static void report(UpstreamCall *call, const char *kind, usec_t retry_after) {
 }
 
 /* The retry decision of KIRO-PROTOCOL A.10, before anything reached the client. */
-static void call_decide(UpstreamCall *call, AttemptFailure fk, KiroErrorKind kind, const char *message) {
+static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kind, const char *message) {
         UpstreamConfig *cfg = call->upstream->config;
         bool more = call->attempt < cfg->max_attempts;
         size_t n_endpoints = MAX(strv_length(cfg->endpoints), (size_t) 1);
@@ -276,7 +276,7 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, KiroErrorKind kin
         _cleanup_free_ char *msg = strdup(strna(message));
 
         log_debug("Upstream attempt %u failed: %s (%s).", call->attempt,
-                  fk == ATTEMPT_TIMEOUT ? "first-token timeout" : fk == ATTEMPT_TRANSPORT ? "transport" : kiro_error_kind_to_string(kind),
+                  fk == ATTEMPT_TIMEOUT ? "first-token timeout" : fk == ATTEMPT_TRANSPORT ? "transport" : chat_error_kind_to_string(kind),
                   strna(msg));
 
         if (fk == ATTEMPT_TIMEOUT) {
@@ -286,10 +286,10 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, KiroErrorKind kin
                                  (unsigned long long) (cfg->first_token_timeout / USEC_PER_SEC), call->attempt);
         }
         if (fk == ATTEMPT_TRANSPORT)
-                kind = KIRO_ERROR_SERVER;
+                kind = CHAT_ERROR_SERVER;
 
         switch (kind) {
-        case KIRO_ERROR_UNAUTHORIZED:
+        case CHAT_ERROR_UNAUTHORIZED:
                 report(call, "unauthorized", 0);
                 if (more && !call->unauthorized_retried) {
                         call->unauthorized_retried = true;
@@ -297,36 +297,36 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, KiroErrorKind kin
                 }
                 return call_fail(call, FAILURE_UNAVAILABLE, 0,
                                  "Kiro refused the access token even after a refresh (%s); see 'kiroctl status'.", strna(msg));
-        case KIRO_ERROR_QUOTA:
+        case CHAT_ERROR_QUOTA:
                 report(call, "quota-exhausted", ra);
                 if (more)
                         return call_retry(call, 0);
                 return call_fail(call, FAILURE_RATE_LIMIT, ra, "The Kiro quota is exhausted: %s", strna(msg));
-        case KIRO_ERROR_SUSPENDED:
+        case CHAT_ERROR_SUSPENDED:
                 report(call, "suspended", 0);
                 if (more)
                         return call_retry(call, 0);
                 return call_fail(call, FAILURE_PERMISSION, 0, "The Kiro account is suspended: %s", strna(msg));
-        case KIRO_ERROR_THROTTLED:
+        case CHAT_ERROR_THROTTLED:
                 report(call, "throttled", ra);
                 if (more)
                         return call_retry(call, MAX(backoff(call), MIN(ra, cfg->backoff_max)));
                 return call_fail(call, FAILURE_RATE_LIMIT, ra ?: USEC_PER_SEC, "Kiro is rate limiting: %s", strna(msg));
-        case KIRO_ERROR_OVERLOADED:
+        case CHAT_ERROR_OVERLOADED:
                 if (more)
                         return call_retry(call, backoff(call));
                 return call_fail(call, FAILURE_OVERLOADED, ra, "The model is overloaded: %s", strna(msg));
-        case KIRO_ERROR_VALIDATION:
+        case CHAT_ERROR_VALIDATION:
                 return call_fail(call, FAILURE_INVALID_REQUEST, 0, "Kiro rejected the request: %s", strna(msg));
-        case KIRO_ERROR_INPUT_TOO_LONG:
+        case CHAT_ERROR_INPUT_TOO_LONG:
                 return call_fail(call, FAILURE_INVALID_REQUEST, 0,
                                  "The conversation is too long for the model's context: %s", strna(msg));
-        case KIRO_ERROR_ACCESS_DENIED:
+        case CHAT_ERROR_ACCESS_DENIED:
                 return call_fail(call, FAILURE_PERMISSION, 0, "Kiro denied access: %s", strna(msg));
         default:
                 /* Server errors, broken or truncated streams, transport failures: next endpoint, and back off
                  * once every endpoint was tried. */
-                if (kind == KIRO_ERROR_SERVER && fk == ATTEMPT_KIRO)
+                if (kind == CHAT_ERROR_SERVER && fk == ATTEMPT_KIRO)
                         report(call, "server-error", 0);
                 call->endpoint++;
                 if (more)
@@ -339,38 +339,38 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, KiroErrorKind kin
 static int on_first_token_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         UpstreamCall *call = userdata;
         call->timer = sd_event_source_disable_unref(call->timer);
-        call_decide(call, ATTEMPT_TIMEOUT, KIRO_ERROR_UNKNOWN, "first-token timeout");
+        call_decide(call, ATTEMPT_TIMEOUT, CHAT_ERROR_UNKNOWN, "first-token timeout");
         return 0;
 }
 
-static bool event_is_content(KiroEventType t) {
-        return t == KIRO_EVENT_TEXT || t == KIRO_EVENT_THINKING || t == KIRO_EVENT_THINKING_SIGNATURE ||
-               t == KIRO_EVENT_THINKING_REDACTED || t == KIRO_EVENT_TOOL_START || t == KIRO_EVENT_TOOL_ARGS ||
-               t == KIRO_EVENT_TOOL_END;
+static bool event_is_content(ChatEventType t) {
+        return t == CHAT_EVENT_TEXT || t == CHAT_EVENT_THINKING || t == CHAT_EVENT_THINKING_SIGNATURE ||
+               t == CHAT_EVENT_THINKING_REDACTED || t == CHAT_EVENT_TOOL_START || t == CHAT_EVENT_TOOL_ARGS ||
+               t == CHAT_EVENT_TOOL_END;
 }
 
-static int on_kiro_event(const KiroEvent *ev, void *userdata) {
+static int on_kiro_event(const ChatEvent *ev, void *userdata) {
         UpstreamCall *call = userdata;
 
         if (call->cancelled)
                 return -ECANCELED;
         if (!call->committed) {
-                if (ev->type == KIRO_EVENT_ERROR) {
+                if (ev->type == CHAT_EVENT_ERROR) {
                         /* Keep it: whether it is retried is decided when the transfer ends. */
-                        kiro_error_done(&call->error);
+                        chat_error_done(&call->error);
                         call->error.kind = ev->error->kind;
                         call->error.message = strdup(strna(ev->error->message));
                         call->have_error = true;
                         return 0;
                 }
-                if (ev->type == KIRO_EVENT_END) {
+                if (ev->type == CHAT_EVENT_END) {
                         call->ended = true;
                         call->end_event = *ev;
-                        call->end_usage = ev->usage ? *ev->usage : (KiroUsage) {};
+                        call->end_usage = ev->usage ? *ev->usage : (ChatUsage) {};
                         call->end_event.usage = &call->end_usage;
                         return 0;
                 }
-                if (ev->type == KIRO_EVENT_USAGE)
+                if (ev->type == CHAT_EVENT_USAGE)
                         return 0;
                 if (!event_is_content(ev->type))
                         return 0;
@@ -470,28 +470,28 @@ static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
                         return call_decide(call, ATTEMPT_KIRO, call->error.kind, m);
                 }
                 if (result != CURLE_OK)
-                        return call_decide(call, ATTEMPT_TRANSPORT, KIRO_ERROR_SERVER, curl_easy_strerror(result));
+                        return call_decide(call, ATTEMPT_TRANSPORT, CHAT_ERROR_SERVER, curl_easy_strerror(result));
                 if (r >= 0 && call->ended) {
                         /* A complete answer without content: pass END on. */
                         call->committed = true;
-                        KiroEvent end = call->end_event;
+                        ChatEvent end = call->end_event;
                         (void) call->handler.on_event(call, &end, call->userdata);
                         call_free(call);
                         return;
                 }
-                return call_decide(call, ATTEMPT_KIRO, KIRO_ERROR_TRUNCATED, "the stream ended without an answer");
+                return call_decide(call, ATTEMPT_KIRO, CHAT_ERROR_TRUNCATED, "the stream ended without an answer");
         }
 
         if (result != CURLE_OK && call->status == 0)
-                return call_decide(call, ATTEMPT_TRANSPORT, KIRO_ERROR_SERVER, curl_easy_strerror(result));
+                return call_decide(call, ATTEMPT_TRANSPORT, CHAT_ERROR_SERVER, curl_easy_strerror(result));
 
-        KiroError e = {};
+        ChatError e = {};
         (void) kiro_error_parse(call->error_body, call->error_size, call->error_type, (int) call->status, &e);
         _cleanup_free_ char *m = NULL;
         if (asprintf(&m, "HTTP %ld%s%s", call->status, e.message ? ": " : "", strempty(e.message)) < 0)
                 m = NULL;
-        KiroErrorKind kind = e.kind;
-        kiro_error_done(&e);
+        ChatErrorKind kind = e.kind;
+        chat_error_done(&e);
         call_decide(call, ATTEMPT_KIRO, kind, m);
 }
 
