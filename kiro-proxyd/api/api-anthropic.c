@@ -2,6 +2,7 @@
 /* The Anthropic Messages front end: request parsing, the event sequence Anthropic streams, one JSON body. */
 #include <gnutls/crypto.h>
 
+#include "hash-util.h"
 #include "json-util.h"
 #include "api/api-anthropic.h"
 #include "api/api-error.h"
@@ -410,13 +411,14 @@ static int start_stream(Chat *c) {
 
 /* A synthetic signature for prompt-tag thinking (Kiro gives none): opaque, stable for the same text. */
 static int make_signature(Chat *c, char **ret) {
-        uint8_t digest[32];
-        if (gnutls_hash_fast(GNUTLS_DIG_SHA256, c->reasoning.data ?: "", c->reasoning.size, digest) < 0)
-                return -EIO;
+        uint8_t digest[SHA256_DIGEST_SIZE];
+        int r = sha256(c->reasoning.data ?: "", c->reasoning.size, digest);
+        if (r < 0)
+                return r;
         gnutls_datum_t in = { .data = digest, .size = sizeof digest }, out = {};
         if (gnutls_base64_encode2(&in, &out) < 0)
                 return -ENOMEM;
-        int r = asprintf(ret, "kirod.%.*s", (int) out.size, (const char *) out.data) < 0 ? -ENOMEM : 0;
+        r = asprintf(ret, "kirod.%.*s", (int) out.size, (const char *) out.data) < 0 ? -ENOMEM : 0;
         gnutls_free(out.data);
         return r;
 }

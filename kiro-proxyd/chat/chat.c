@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* One chat request: upstream events through the thinking splitter and stop sequences into a renderer. */
 #include <stdarg.h>
-#include <sys/random.h>
+#include <systemd/sd-id128.h>
 
 #include "json-util.h"
 #include "log.h"
@@ -282,8 +282,7 @@ static const UpstreamHandler upstream_handler = {
 int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const ModelInfo *model,
                const ChatRenderer *renderer, void *fe, void (*fe_free)(void *fe), const char *id_prefix) {
         Chat *c = calloc(1, sizeof *c);
-        uint8_t rnd[12];
-        char hex[25];
+        sd_id128_t rnd;
         int r;
 
         if (!c) {
@@ -299,13 +298,8 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
         c->fe = fe;
         c->fe_free = fe_free;
         c->created = now(CLOCK_REALTIME);
-        kiro_random_fill(rnd, sizeof rnd);
-        for (size_t i = 0; i < sizeof rnd; i++) {
-                hex[2 * i] = "0123456789abcdef"[rnd[i] >> 4];
-                hex[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
-        }
-        hex[2 * sizeof rnd] = 0;
-        if (asprintf(&c->id, "%s%s", id_prefix, hex) < 0) {
+        r = sd_id128_randomize(&rnd);
+        if (r < 0 || asprintf(&c->id, "%s" SD_ID128_FORMAT_STR, id_prefix, SD_ID128_FORMAT_VAL(rnd)) < 0) {
                 chat_free(c);
                 return -ENOMEM;
         }

@@ -2,7 +2,7 @@
 /* The Kiro back end: generateAssistantResponse over libcurl multi, retries before the first content byte. */
 #include <assert.h>
 #include <strings.h>
-#include <sys/random.h>
+#include <systemd/sd-id128.h>
 
 #include "bus-names.h"
 #include "log.h"
@@ -238,10 +238,11 @@ static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* v scaled by a random factor in [0.75, 1.25]. */
 static uint64_t jitter(uint64_t v) {
-        uint64_t rnd = 0;
-        kiro_random_fill(&rnd, sizeof rnd);
-        return v * 3 / 4 + (v ? rnd % (v / 2 + 1) : 0);
+        sd_id128_t rnd = SD_ID128_NULL;
+        (void) sd_id128_randomize(&rnd);
+        return v * 3 / 4 + (v ? rnd.qwords[0] % (v / 2 + 1) : 0);
 }
 
 /* Schedules the next attempt after delay (0: on the next loop iteration, never recursively). */
@@ -521,7 +522,7 @@ static int start_transfer(UpstreamCall *call) {
         UpstreamConfig *cfg = u->config;
         _cleanup_free_ char *base = NULL, *url = NULL, *ua = NULL, *xua = NULL, *auth = NULL;
         _cleanup_free_ char *err = NULL;
-        char uuid[37], attempt[48];
+        char uuid[SD_ID128_UUID_STRING_MAX], attempt[48];
         int r;
 
         KiroRequestParams params = {
@@ -559,7 +560,9 @@ static int start_transfer(UpstreamCall *call) {
             asprintf(&xua, "%s KiroIDE-%s-%s", KIRO_SDK_XUA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
             asprintf(&auth, "Bearer %s", call->token->access_token) < 0)
                 return -ENOMEM;
-        (void) kiro_uuid4(uuid);
+        r = kiro_uuid4(uuid);
+        if (r < 0)
+                return r;
         snprintf(attempt, sizeof attempt, "attempt=%u; max=%u", call->attempt, cfg->max_attempts);
 
         const char *headers[CALL_HEADERS_MAX][2] = {
