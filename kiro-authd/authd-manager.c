@@ -71,6 +71,9 @@ int manager_new(sd_event *e, Manager **ret) {
 }
 
 static void cred_fail_waiters(Cred *cred, const char *name, const char *message);
+static void cred_answer_waiters(Cred *cred);
+static void manager_kick_queue(Manager *m);
+static void cred_refresh_finished(Cred *cred);
 
 static Cred *cred_free(Cred *cred) {
         if (!cred)
@@ -101,6 +104,8 @@ Manager *manager_free(Manager *m) {
         free(m->sticky_id);
         store_close(&m->store);
         curl_glue_free(m->glue);
+        if (m->hooks && m->hooks->done)
+                m->hooks->done(m);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         free(m->state_dir);
@@ -111,7 +116,6 @@ Manager *manager_free(Manager *m) {
         free(m->kimi_auth_url);
         free(m->usage_url);
         free(m->ca_file);
-        bus_sender_cache_clear();
         free(m);
         return NULL;
 }
@@ -289,7 +293,8 @@ int manager_add(Manager *m, Credential *c, Cred **ret) {
                 cred_free(cred);
                 return r;
         }
-        bus_cred_added(cred);
+        if (m->hooks && m->hooks->credential_added)
+                m->hooks->credential_added(cred);
         cred_schedule(cred);
         if (ret)
                 *ret = cred;
@@ -308,9 +313,69 @@ int manager_remove(Manager *m, Cred *cred) {
                 }
         if (cred->refreshing)
                 m->n_refreshing--;
-        bus_cred_removed(cred);
+        if (m->hooks && m->hooks->credential_removed)
+                m->hooks->credential_removed(cred);
         cred_fail_waiters(cred, KIROD_ERROR_NO_SUCH_CREDENTIAL, "The credential was removed.");
         cred_free(cred);
+        /* Its refresh slot (MaxParallelRefresh=) is free now: the next queued refresh may start. */
+        manager_kick_queue(m);
+        return 0;
+}
+
+/* Stops the refresh in flight, if any, without applying its answer. */
+static void cred_cancel_refresh(Cred *cred) {
+        if (!cred->refreshing)
+                return;
+        if (cred->curl)
+                curl_glue_remove(cred->manager->glue, cred->curl);
+        cred_refresh_finished(cred);
+        log_debug("Cancelled the refresh in flight of credential '%s'.", cred->c->id);
+}
+
+int manager_replace_login(Manager *m, Cred *cred, Credential *login) {
+        _cleanup_(credential_freep) Credential *copy = NULL;
+        _cleanup_free_ char *text = NULL;
+        const char *perr;
+        int r;
+
+        /* Replace the login material on a copy first and write it: nothing changes unless it is stored. */
+        r = credential_to_json(cred->c, &text);
+        if (r >= 0)
+                r = credential_from_json(text, strlen(text), &copy, &perr);
+        if (text)
+                explicit_bzero(text, strlen(text));
+        if (r < 0) {
+                credential_free(login);
+                return r;
+        }
+        credential_take_login(copy, login);
+        credential_free(login);
+        r = store_save(&m->store, copy);
+        if (r < 0)
+                return r;
+
+        /* The old login's refresh must not land on the new one: on success it would write the old lineage's
+         * tokens over the new ones, on invalid_grant it would mark the fresh login needs-login. */
+        cred_cancel_refresh(cred);
+        credential_free(cred->c);
+        cred->c = TAKE_PTR(copy);
+        cred->retry_at = 0;
+        cred->save_pending = false;     /* the old lineage's unsaved tokens are moot now */
+        cred->token_rejected = false;
+        cred->queued = false;
+        cred_schedule(cred);
+
+        /* Callers parked on the old refresh are served by the new login: at once when its token is
+         * usable, else by a refresh of the new login. */
+        if (cred->n_token_waiters > 0 || cred->n_refresh_waiters > 0) {
+                if (cred_token_usable(cred, now(CLOCK_REALTIME)))
+                        cred_answer_waiters(cred);
+                else if (cred_start_refresh(cred, true) < 0)
+                        cred_fail_waiters(cred, KIROD_ERROR_REFRESH_FAILED,
+                                          "The credential was replaced and its new login cannot be refreshed.");
+        }
+        cred_emit_changed(cred);
+        manager_kick_queue(m);
         return 0;
 }
 
@@ -339,15 +404,18 @@ int cred_save(Cred *cred) {
         int r = store_save(&cred->manager->store, cred->c);
         if (r < 0)
                 return log_error_errno(r, "Failed to write credential '%s': %m", cred->c->id);
-        cred->save_pending = false;
+        if (cred->save_pending) {
+                cred->save_pending = false;
+                if (streq_ptr(cred->c->last_error, "cannot write the credential file"))
+                        cred->c->last_error = (free(cred->c->last_error), NULL);
+        }
         return 0;
 }
 
 void cred_emit_changed(Cred *cred) {
-        if (!cred->manager->bus)
-                return;
-        (void) sd_bus_emit_properties_changed_strv(cred->manager->bus, cred->object_path,
-                                                   KIROD_CREDENTIAL_INTERFACE, NULL);
+        Manager *m = cred->manager;
+        if (m->hooks && m->hooks->credential_changed)
+                m->hooks->credential_changed(cred);
 }
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -358,6 +426,8 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 cred->retry_at = 0;
                 if (cred_save(cred) < 0)
                         cred->retry_at = now(CLOCK_REALTIME) + cred->manager->retry_initial;
+                else
+                        log_notice("Credential '%s': the rotated refresh token is stored now.", cred->c->id);
                 cred_schedule(cred);
                 cred_emit_changed(cred);
                 return 0;
@@ -425,8 +495,8 @@ static void cred_fail_waiters(Cred *cred, const char *name, const char *message)
 static void cred_answer_waiters(Cred *cred) {
         usec_t n = now(CLOCK_REALTIME);
         for (size_t i = 0; i < cred->n_token_waiters; i++) {
-                if (cred_token_usable(cred, n))
-                        (void) bus_reply_token(cred, cred->token_waiters[i]);
+                if (cred_token_usable(cred, n) && cred->manager->hooks && cred->manager->hooks->reply_token)
+                        (void) cred->manager->hooks->reply_token(cred, cred->token_waiters[i]);
                 else
                         (void) sd_bus_reply_method_errorf(cred->token_waiters[i], KIROD_ERROR_REFRESH_FAILED,
                                                           "Refreshing credential '%s' failed: %s", cred->c->id,
@@ -492,6 +562,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
         RefreshResult res = {};
         RefreshOutcome o;
         long status = 0;
+        int r;
 
         if (result == CURLE_OK)
                 (void) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
@@ -525,12 +596,20 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 c->health = HEALTH_OK;
                 c->last_error = (free(c->last_error), NULL);
                 cred->retry_at = 0;
-                if (cred_save(cred) < 0) {
+                r = cred_save(cred);
+                if (r < 0) {
                         /* Keep the new tokens in memory and try to write them again soon; hand out nothing
-                         * the disk does not have. */
+                         * the disk does not have. The server has already replaced the stored refresh token,
+                         * so until the write succeeds this login exists only in this process: say so. */
                         cred->save_pending = true;
                         (void) free_and_strdup(&c->last_error, "cannot write the credential file");
                         cred->retry_at = n + m->retry_initial;
+                        log_event(LOG_WARNING, KIROD_MESSAGE_CREDENTIAL_UNSAVED,
+                                  "Credential '%s' was refreshed, but its rotated refresh token could not be "
+                                  "written to '%s' (%s): the login exists only in memory until the write "
+                                  "succeeds (retried every %llus and at stop). Make the state directory "
+                                  "writable.", c->id, m->store.path, strerror(-r),
+                                  (unsigned long long) (m->retry_initial / USEC_PER_SEC));
                         cred_fail_waiters(cred, KIROD_ERROR_STORAGE_FAILED,
                                           "The credential was refreshed but could not be stored.");
                 } else {
@@ -770,4 +849,33 @@ int manager_import_system_credentials(Manager *m) {
                                   "Imported credential '%s' from systemd credential '%s'.", table[i].id, table[i].name);
         }
         return 0;
+}
+
+int manager_flush_unsaved(Manager *m) {
+        int ret = 0;
+
+        for (size_t i = 0; i < m->n_creds; i++) {
+                Cred *cred = m->creds[i];
+                int r;
+
+                if (!cred->save_pending)
+                        continue;
+                r = store_save(&m->store, cred->c);
+                if (r >= 0) {
+                        cred->save_pending = false;
+                        log_notice("Credential '%s': the rotated refresh token was stored at stop.", cred->c->id);
+                        continue;
+                }
+                /* The server has already rotated the refresh token: the one on disk is spent, and the new one
+                 * dies with this process. Nothing can bring it back but a new login. */
+                log_event(LOG_ERR, KIROD_MESSAGE_CREDENTIAL_LOST,
+                          "Credential '%s' is LOST: its rotated refresh token could not be written to '%s' (%s) "
+                          "and kiro-authd is stopping; the stored file holds a refresh token the server has "
+                          "already replaced. Log in again and import the new login with "
+                          "'kiroctl import --replace --id %s'.",
+                          cred->c->id, m->store.path, strerror(-r), cred->c->id);
+                if (ret == 0)
+                        ret = r;
+        }
+        return ret;
 }

@@ -23,9 +23,25 @@ const char *selection_policy_to_string(SelectionPolicy p);
 SelectionPolicy selection_policy_from_string(const char *s);
 
 typedef struct Manager Manager;
+typedef struct Cred Cred;
+
+/* What the bus side (authd-bus.c) hears from the manager. The manager calls these and never the bus code
+ * by name, so the bus depends on the manager and not the other way round. Set by bus_register(). */
+typedef struct ManagerHooks {
+        void (*credential_added)(Cred *cred);
+        void (*credential_removed)(Cred *cred);
+        void (*credential_changed)(Cred *cred);
+        /* Answers a parked GetToken call with the credential's token. */
+        int (*reply_token)(Cred *cred, sd_bus_message *call);
+        /* Frees the bus side's state (Manager.bus_state). */
+        void (*done)(Manager *m);
+} ManagerHooks;
+
+/* The bus side's own state (authd-bus.c): which callers it knows. */
+typedef struct BusState BusState;
 
 /* A credential at run time: the stored record plus timer, in-flight refresh and waiting callers. */
-typedef struct Cred {
+struct Cred {
         Manager *manager;
         Credential *c;
         char *object_path;
@@ -48,11 +64,13 @@ typedef struct Cred {
         size_t n_token_waiters;
         sd_bus_message **refresh_waiters; /* Refresh() calls parked on this refresh */
         size_t n_refresh_waiters;
-} Cred;
+};
 
 struct Manager {
         sd_event *event;
         sd_bus *bus;
+        const ManagerHooks *hooks;      /* NULL until bus_register() */
+        BusState *bus_state;
         CurlGlue *glue;
         Store store;
 
@@ -86,6 +104,10 @@ struct Manager {
         gid_t admin_gid;
 };
 
+/* MESSAGE_IDs of kiro-authd's storage events (the others are in common/log.h). */
+#define KIROD_MESSAGE_CREDENTIAL_UNSAVED   "b3e1c7a9d2f04e6b8a5c1d9e7f3b2a64"
+#define KIROD_MESSAGE_CREDENTIAL_LOST      "e6a2d8f4c1b94a7e9d3f5b2c8a6e1d07"
+
 #define UID_INVALID ((uid_t) -1)
 #define GID_INVALID ((gid_t) -1)
 /* An access token is handed out only with at least this much life left. */
@@ -106,6 +128,12 @@ Cred *manager_find(Manager *m, const char *id);
 /* Adds an imported credential (takes ownership), saving it first. */
 int manager_add(Manager *m, Credential *c, Cred **ret);
 int manager_remove(Manager *m, Cred *cred);
+/* Replaces the login material of cred with that of login (takes ownership), keeping its identity, and
+ * stores it. A refresh of the old login in flight is cancelled: its answer never reaches the new login. */
+int manager_replace_login(Manager *m, Cred *cred, Credential *login);
+/* At stop: writes the rotated tokens that could not be stored yet. A credential still unwritable is
+ * logged as lost (KIROD_MESSAGE_CREDENTIAL_LOST); returns the first error. */
+int manager_flush_unsaved(Manager *m);
 
 CredentialState cred_state(Cred *cred);
 void cred_schedule(Cred *cred);
@@ -117,10 +145,3 @@ bool cred_token_usable(Cred *cred, usec_t n);
 
 /* Chooses a credential for GetToken by policy; NULL and an error describing why when none is usable. */
 Cred *manager_select(Manager *m, Provider p, sd_bus_error *error);
-
-/* Parks/answers GetToken calls (defined in authd-bus.c). */
-int bus_reply_token(Cred *cred, sd_bus_message *call);
-int bus_register(Manager *m);
-void bus_sender_cache_clear(void);
-void bus_cred_added(Cred *cred);
-void bus_cred_removed(Cred *cred);

@@ -54,6 +54,312 @@ def stored_and_rotated(a, fake, cred_id, lineage, rotations=1):
                    timeout=15, what=f"rotation {rotations} of '{lineage}' on disk")
 
 
+# ---- a replaced login is not undone by the old one's refresh (item 5) ---------------------------
+
+@pytest.mark.parametrize("old_answer", ["rotated", "invalid_grant"])
+def test_replace_during_refresh_keeps_the_new_login(users, authd, fake_auth, dbus, kiroctl, old_answer):
+        fake_auth.seed("rt-old-0", lineage="old")
+        a = authd()
+        bus_import(dbus, "refresh-token", "rt-old-0", cred_id="x")
+        stored_and_rotated(a, fake_auth, "x", "old")
+
+        # The old login's next refresh reaches the server and is held there.
+        gate = fake_auth.hold_next()
+        result = {}
+
+        def call():
+                try:
+                        result["ok"] = refresh(dbus, "x")
+                except dbusmini.DBusError as e:
+                        result["error"] = e
+
+        t = threading.Thread(target=call)
+        t.start()
+        try:
+                assert gate.arrived.wait(10), "the held refresh never reached the fake"
+                # Meanwhile the operator imports a fresh login under the same id.
+                fake_auth.seed("rt-new-0", lineage="new")
+                bus_import(dbus, "refresh-token", "rt-new-0", cred_id="x", replace=True)
+                if old_answer == "invalid_grant":
+                        fake_auth.revoke("old")
+        finally:
+                gate.release()
+        t.join(60)
+        assert not t.is_alive()
+        # The old refresh was answered by the server (rotated, or refused) ...
+        wait_until(lambda: fake_auth.count(lineage="old") >= 2, timeout=10, what="the held answer")
+        assert fake_auth.requests_for("old")[-1].outcome == old_answer
+        # ... and the Refresh() call parked on it was served by a refresh of the new login.
+        assert "error" not in result, result
+        stored_and_rotated(a, fake_auth, "x", "new")
+        time.sleep(0.5)         # an old answer applied late would land by now
+
+        doc = a.read_credential("x")
+        assert doc["refresh_token"] == fake_auth.latest_refresh_token("new")
+        assert doc["access_token"] == fake_auth.latest_access_token("new")
+        assert doc["health"]["state"] == "ok", doc["health"]
+        assert not doc["refresh_token"].startswith("rt-old")
+        st = status(kiroctl)["x"]
+        assert st["state"] == "active" and st["last_error"] is None and st["consecutive_failures"] == 0, st
+        _, token, _, _ = dbus("GetToken", "sst", ["kiro", "x", 0])
+        assert token == fake_auth.latest_access_token("new")
+
+
+def test_remove_during_refresh_and_reimport(users, authd, fake_auth, dbus):
+        """Remove cancels the refresh in flight: a new credential of the same id is not touched by it."""
+        fake_auth.seed("rt-rm-0", lineage="rm")
+        a = authd()
+        gate = fake_auth.hold_next()
+        bus_import(dbus, "refresh-token", "rt-rm-0", cred_id="y")
+        assert gate.arrived.wait(10)
+        try:
+                dbus("Remove", "t", [0], path=cred_path("y"), interface=CREDENTIAL_IFACE)
+                fake_auth.seed("rt-rm2-0", lineage="rm2")
+                bus_import(dbus, "refresh-token", "rt-rm2-0", cred_id="y")
+        finally:
+                gate.release()
+        stored_and_rotated(a, fake_auth, "y", "rm2")
+        wait_until(lambda: fake_auth.count(lineage="rm") >= 1, timeout=10, what="the held answer")
+        time.sleep(0.5)
+        assert a.read_credential("y")["refresh_token"] == fake_auth.latest_refresh_token("rm2")
+
+
+# ---- removal frees the refresh slot (item 12) ----------------------------------------------------
+
+def test_remove_starts_the_queued_refresh(users, authd, fake_auth, dbus):
+        fake_auth.seed("rt-qa-0", lineage="qa")
+        fake_auth.seed("rt-qb-0", lineage="qb")
+        a = authd(MaxParallelRefresh=1)
+        gate = fake_auth.hold_next()
+        bus_import(dbus, "refresh-token", "rt-qa-0", cred_id="qa")
+        try:
+                assert gate.arrived.wait(10)
+                # qb needs a refresh too, but the only slot is taken by qa: it waits in the queue.
+                bus_import(dbus, "refresh-token", "rt-qb-0", cred_id="qb")
+                time.sleep(1.0)
+                assert fake_auth.count(lineage="qb") == 0
+                assert prop(dbus, "qa", "State") == "refreshing"
+                dbus("Remove", "t", [0], path=cred_path("qa"), interface=CREDENTIAL_IFACE)
+                t0 = time.monotonic()
+                stored_and_rotated(a, fake_auth, "qb", "qb")
+                print(f"queued refresh started and stored {time.monotonic() - t0:.2f}s after Remove")
+        finally:
+                gate.release()
+
+
+# ---- losing the bus (item 7) ----------------------------------------------------------------------
+
+def test_bus_loss_exits_with_failure(users, authd, bus_daemon):
+        a = authd(check_exit=False)
+        bus_daemon.proc.kill()
+        bus_daemon.proc.wait()
+        t0 = time.monotonic()
+        try:
+                rc = a.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+                pytest.fail("kiro-authd still runs 5 s after its bus went away")
+        elapsed = time.monotonic() - t0
+        print(f"kiro-authd exited {rc} {elapsed:.3f}s after the dbus-daemon was killed")
+        assert rc == 1, f"exit status {rc}, want 1 (EXIT_FAILURE; a sanitizer report would differ)"
+        log = a.log_text()
+        assert "Lost the connection to the bus" in log
+        assert "AddressSanitizer" not in log and "runtime error" not in log
+
+
+# ---- a refresh token that could not be stored (item 8) ------------------------------------------
+
+class JournalAuthd(kirodtest.Authd):
+        """kiro-authd with JOURNAL_STREAM set and, in a mount namespace of its own, our datagram socket at
+        /run/systemd/journal/socket: what it sends with sd_journal_send() arrives in self.entries()."""
+
+        def __init__(self, *args, **kw):
+                super().__init__(*args, **kw)
+                self.journal_path = self.dir / f"{self.name}.journal"
+                self.journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self.journal.bind(str(self.journal_path))
+                os.chmod(self.journal_path, 0o666)
+                self.journal.setblocking(False)
+                self.extra_env["JOURNAL_STREAM"] = "0:0"
+                self._entries = []
+
+        def command(self):
+                script = ('mount -t tmpfs -o mode=0755 tmpfs /run/systemd && mkdir /run/systemd/journal && '
+                          ': > /run/systemd/journal/socket && mount --bind "$0" /run/systemd/journal/socket && '
+                          'exec "$@"')
+                return ["unshare", "--mount", "--propagation=private", "sh", "-c", script,
+                        str(self.journal_path)] + super().command()
+
+        def entries(self):
+                while True:
+                        try:
+                                data = self.journal.recv(1 << 20)
+                        except BlockingIOError:
+                                break
+                        self._entries.append(parse_journal_datagram(data))
+                return list(self._entries)
+
+        def teardown(self):
+                p = super().teardown()
+                self.journal.close()
+                return p
+
+
+def parse_journal_datagram(data):
+        """The journal's native protocol: KEY=value lines, or KEY\\n<le64 size><value>\\n."""
+        out, i = {}, 0
+        while i < len(data):
+                nl = data.index(b"\n", i)
+                line = data[i:nl]
+                if b"=" in line:
+                        k, v = line.split(b"=", 1)
+                        i = nl + 1
+                else:
+                        k = line
+                        (size,) = struct.unpack_from("<Q", data, nl + 1)
+                        v = data[nl + 9:nl + 9 + size]
+                        i = nl + 9 + size + 1
+                out[k.decode()] = v.decode(errors="replace")
+        return out
+
+
+@pytest.fixture
+def journal_authd(bus_daemon, fake_auth, scratch):
+        instances = []
+
+        def factory(check_exit=True, **auth):
+                a = JournalAuthd(bus_daemon, fake_auth, scratch, auth=auth, check_exit=check_exit)
+                instances.append(a)
+                return a.start()
+
+        yield factory
+        problems = []
+        for a in instances:
+                problems += a.teardown()
+        if problems:
+                pytest.fail("kiro-authd did not exit cleanly:\n" + "\n".join(problems) + "\n" +
+                            "\n".join(kirodtest.tail(a.log_path, 8000) for a in instances))
+
+
+def make_unsaved(a, fake_auth, dbus, cred_id, lineage):
+        """Imports, lets the first rotation land, then makes credentials/ unwritable and forces a refresh
+        that rotates the token at the server but cannot store it."""
+        fake_auth.seed(f"rt-{lineage}-0", lineage=lineage)
+        bus_import(dbus, "refresh-token", f"rt-{lineage}-0", cred_id=cred_id)
+        stored_and_rotated(a, fake_auth, cred_id, lineage)
+        assert prop(dbus, cred_id, "Unsaved") is False
+        os.chmod(a.credentials_dir, 0o500)
+        e = dbus_error(refresh, dbus, cred_id)
+        assert e.name == ERROR_PREFIX + "StorageFailed"
+        rotated = fake_auth.latest_refresh_token(lineage)
+        assert a.read_credential(cred_id)["refresh_token"] != rotated
+        return rotated
+
+
+def test_unsaved_token_is_shown_and_written_at_stop(users, journal_authd, fake_auth, dbus, kiroctl):
+        # RetryInitialSec is long, so that nothing but the stop writes the file.
+        a = journal_authd(RetryInitialSec=600, RetryMaxSec=600)
+        try:
+                rotated = make_unsaved(a, fake_auth, dbus, "u", "u")
+                assert prop(dbus, "u", "Unsaved") is True
+                st = status(kiroctl)["u"]
+                assert st["unsaved"] is True, st
+                text = kiroctl("status", "u").stdout
+                assert "Unsaved: the rotated refresh token is only in kiro-authd's memory" in text, text
+                warn = [e for e in a.entries() if e.get("MESSAGE_ID") == MESSAGE_UNSAVED]
+                assert len(warn) == 1, a.entries()
+                assert warn[0]["PRIORITY"] == "4" and "'u'" in warn[0]["MESSAGE"]
+                assert rotated not in json.dumps(a.entries())
+        finally:
+                os.chmod(a.credentials_dir, 0o700)
+
+        # Writable again; no call touches it, so the rotated token is still only in memory until stop.
+        assert a.read_credential("u")["refresh_token"] != rotated
+        a.stop()
+        assert a.proc.returncode == 0
+        assert not a.exit_problems
+        assert a.read_credential("u")["refresh_token"] == rotated
+        assert "stored at stop" in a.log_text()
+        assert not [e for e in a.entries() if e.get("MESSAGE_ID") == MESSAGE_LOST]
+
+        # And the next instance goes on with it, without a new login.
+        a.start()
+        refresh(dbus, "u")
+        assert fake_auth.requests_for("u")[-1].outcome == "rotated"
+        assert status(kiroctl)["u"]["unsaved"] is False
+
+
+def test_unsaved_token_lost_at_stop_is_loud(users, journal_authd, fake_auth, dbus, kiroctl):
+        a = journal_authd(check_exit=False, RetryInitialSec=600, RetryMaxSec=600)
+        try:
+                rotated = make_unsaved(a, fake_auth, dbus, "l", "l")
+                a.stop()
+                rc = a.proc.returncode
+        finally:
+                os.chmod(a.credentials_dir, 0o700)
+        assert rc == 1, f"exit status {rc}: stopping with a lost login must fail"
+        lost = [e for e in a.entries() if e.get("MESSAGE_ID") == MESSAGE_LOST]
+        assert len(lost) == 1, a.entries()
+        assert lost[0]["PRIORITY"] == "3"
+        assert "'l' is LOST" in lost[0]["MESSAGE"] and "kiroctl import --replace --id l" in lost[0]["MESSAGE"]
+        assert rotated not in json.dumps(a.entries()) and rotated not in a.log_text()
+        assert "AddressSanitizer" not in a.log_text()
+
+
+# ---- admin check: the caller's groups from the bus, no NSS (item 12) -----------------------------
+
+def call_as(bus, user, groups, member, signature, args, pass_fds=()):
+        """dbusmini as user with exactly the supplementary groups given (names)."""
+        gids = ",".join(str(grp.getgrnam(g).gr_gid) for g in groups)
+        prefix = ["setpriv", f"--reuid={user}", f"--regid={user}"]
+        prefix += [f"--groups={gids}"] if groups else ["--clear-groups"]
+        argv = prefix + ["--", kirodtest.PYTHON, str(kirodtest.HERE / "dbusmini.py"), f"--address={bus}", "call",
+                         kirodtest.BUS_NAME, kirodtest.MANAGER_PATH, kirodtest.MANAGER_IFACE, member, signature,
+                         json.dumps(args)]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=kirodtest.base_env(),
+                           pass_fds=pass_fds, cwd="/")
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_admin_check_uses_the_groups_of_the_calling_process(users, authd, bus):
+        """Admin means: the caller's process has the admin group, as the bus reports it (the same
+        groups dbus-daemon applies the <policy group=...> rules to). No NSS lookup: kiro-test-user is in
+        no group in the user database, yet a process of it that holds kiro-admin is an admin; a process
+        of kiro-test-admin that dropped the group is not (the bus policy already stops that one)."""
+        authd()
+        fd = kirodtest.sealed_memfd(b"not a token")
+        try:
+                args = ["no-such-format", fd, {}, 0]
+                member = call_as(bus, TEST_USER, [ADMIN_GROUP], "Import", "sha{sv}t", args, (fd,))
+                plain = call_as(bus, TEST_USER, [], "Import", "sha{sv}t", args, (fd,))
+                dropped = call_as(bus, TEST_ADMIN, [], "Import", "sha{sv}t", args, (fd,))
+        finally:
+                os.close(fd)
+        # Past both fences: the format is what is wrong.
+        assert member["error"] == ERROR_PREFIX + "UnsupportedFormat", member
+        assert plain["error"] == "org.freedesktop.DBus.Error.AccessDenied", plain
+        assert dropped["error"] == "org.freedesktop.DBus.Error.AccessDenied", dropped
+
+
+def test_many_new_callers_are_answered(users, authd, fake_auth, dbus, bus):
+        """Each new sender is parked until the bus reports its credentials, then dispatched again."""
+        fake_auth.seed("rt-many-0", lineage="many")
+        authd()
+        bus_import(dbus, "refresh-token", "rt-many-0", cred_id="many")
+        results = []
+
+        def one():
+                with dbusmini.Connection(bus) as c:
+                        results.append(c.call(kirodtest.BUS_NAME, kirodtest.MANAGER_PATH, kirodtest.MANAGER_IFACE,
+                                              "GetToken", "sst", ["kiro", "many", 0])[0])
+
+        threads = [threading.Thread(target=one) for _ in range(30)]
+        for t in threads:
+                t.start()
+        for t in threads:
+                t.join(60)
+        assert results == ["many"] * 30
+
+
 # ---- the state directory (item 12) -----------------------------------------------------------------
 
 def auth_ids():
