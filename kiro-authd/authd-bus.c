@@ -264,14 +264,14 @@ static int check_access(Manager *m, sd_bus_message *msg, Access a, sd_bus_error 
                         return 0;
                 return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
                                          "Access denied: tokens are only for root and the proxy user '%s'.",
-                                         strna(m->proxy_user));
+                                         strna(m->config.proxy_user));
         case ACCESS_ADMIN:
                 if (caller_in_group(c, m->admin_gid))
                         return 0;
                 return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
                                          "Access denied: changing credentials needs root or membership in group '%s' "
                                          "(the caller's process must have it: log in again after being added).",
-                                         strna(m->admin_group));
+                                         strna(m->config.admin_group));
         default:
                 return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Access denied: root only.");
         }
@@ -421,7 +421,7 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
         usec_t n = now(CLOCK_REALTIME);
         if (cred_token_usable(cred, n)) {
                 /* Still valid: answer now, and refresh in the background when inside the margin. */
-                if (cred->c->expires_at != USEC_INFINITY && cred->c->expires_at < n + m->refresh_margin)
+                if (cred->c->expires_at != USEC_INFINITY && cred->c->expires_at < n + m->config.refresh_margin)
                         (void) cred_start_refresh(cred, false);
                 r = bus_reply_token(cred, msg);
                 return r < 0 ? r : 1;
@@ -669,7 +669,7 @@ static int property_get_version(sd_bus *bus, const char *path, const char *inter
 static int property_get_policy(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        return sd_bus_message_append(reply, "s", selection_policy_to_string(m->policy));
+        return sd_bus_message_append(reply, "s", selection_policy_to_string(m->config.policy));
 }
 
 static int property_get_count(sd_bus *bus, const char *path, const char *interface, const char *property,

@@ -11,28 +11,11 @@
 #include "authd-import.h"
 #include "authd-manager.h"
 #include "bus-names.h"
-#include "conf.h"
 #include "fileio.h"
 #include "log.h"
 
 #define REFRESH_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define REFRESH_RESPONSE_MAX (1024 * 1024)
-
-static const char *const policy_table[_SELECTION_POLICY_MAX] = {
-        [SELECTION_STICKY] = "sticky",
-        [SELECTION_ROUND_ROBIN] = "round-robin",
-};
-
-const char *selection_policy_to_string(SelectionPolicy p) {
-        return p >= 0 && p < _SELECTION_POLICY_MAX ? policy_table[p] : NULL;
-}
-
-SelectionPolicy selection_policy_from_string(const char *s) {
-        for (int i = 0; i < _SELECTION_POLICY_MAX; i++)
-                if (streq_ptr(s, policy_table[i]))
-                        return i;
-        return _SELECTION_POLICY_INVALID;
-}
 
 static uint64_t random_u64(void) {
         uint64_t v = 0;
@@ -48,21 +31,11 @@ int manager_new(sd_event *e, Manager **ret) {
                 return -ENOMEM;
         m->event = sd_event_ref(e);
         m->store.dir_fd = -EBADF;
-        m->refresh_margin = 600 * USEC_PER_SEC;
-        m->refresh_jitter = 30 * USEC_PER_SEC;
-        m->retry_initial = 30 * USEC_PER_SEC;
-        m->retry_max = 900 * USEC_PER_SEC;
-        m->policy = SELECTION_STICKY;
-        m->max_parallel_refresh = 8;
-        m->usage_refresh = 3600 * USEC_PER_SEC;
         m->proxy_uid = UID_INVALID;
         m->admin_gid = GID_INVALID;
-        if (!(m->admin_group = strdup(KIROD_ADMIN_GROUP)) || !(m->proxy_user = strdup(KIROD_PROXY_USER)) ||
-            !(m->kiro_auth_url = strdup("https://prod.{region}.auth.desktop.kiro.dev")) ||
-            !(m->oidc_url = strdup("https://oidc.{region}.amazonaws.com")) ||
-            !(m->kimi_auth_url = strdup("https://auth.kimi.com")) ||
-            !(m->usage_url = strdup("https://q.{region}.amazonaws.com")))
-                return -ENOMEM;
+        r = authd_config_init(&m->config);
+        if (r < 0)
+                return r;
         r = curl_glue_new(e, &m->glue);
         if (r < 0)
                 return r;
@@ -109,62 +82,9 @@ Manager *manager_free(Manager *m) {
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         free(m->state_dir);
-        free(m->admin_group);
-        free(m->proxy_user);
-        free(m->kiro_auth_url);
-        free(m->oidc_url);
-        free(m->kimi_auth_url);
-        free(m->usage_url);
-        free(m->ca_file);
+        authd_config_done(&m->config);
         free(m);
         return NULL;
-}
-
-static int parse_policy(const char *v, void *data) {
-        SelectionPolicy p = selection_policy_from_string(v);
-        if (p < 0)
-                return p;
-        *(SelectionPolicy *) data = p;
-        return 0;
-}
-
-static int parse_url_template(const char *v, void *data) {
-        int r = url_check_scheme(v);
-        if (r < 0)
-                return r;
-        return free_and_strdup(data, v);
-}
-
-int manager_parse_config(Manager *m, const char *path) {
-        const ConfigItem table[] = {
-                { "Auth", "RefreshMarginSec", config_parse_sec, &m->refresh_margin },
-                { "Auth", "RefreshJitterSec", config_parse_sec, &m->refresh_jitter },
-                { "Auth", "RetryInitialSec", config_parse_sec, &m->retry_initial },
-                { "Auth", "RetryMaxSec", config_parse_sec, &m->retry_max },
-                { "Auth", "SelectionPolicy", parse_policy, &m->policy },
-                { "Auth", "AdminGroup", config_parse_string, &m->admin_group },
-                { "Auth", "ProxyUser", config_parse_string, &m->proxy_user },
-                { "Auth", "MaxParallelRefresh", config_parse_unsigned, &m->max_parallel_refresh },
-                { "Auth", "UsageRefreshSec", config_parse_sec, &m->usage_refresh },
-                { "Endpoints", "KiroAuthURL", parse_url_template, &m->kiro_auth_url },
-                { "Endpoints", "OIDCURL", parse_url_template, &m->oidc_url },
-                { "Endpoints", "KimiAuthURL", parse_url_template, &m->kimi_auth_url },
-                { "Endpoints", "UsageURL", parse_url_template, &m->usage_url },
-                { "Endpoints", "CAFile", config_parse_string, &m->ca_file },
-                {}
-        };
-        int r = config_parse_files(path, table, config_warn_log, m);
-        if (r < 0)
-                return log_error_errno(r, "Failed to parse configuration '%s': %m", path);
-        if (m->max_parallel_refresh == 0)
-                m->max_parallel_refresh = 1;
-        if (m->refresh_jitter == USEC_INFINITY)
-                m->refresh_jitter = 0;
-        if (m->retry_initial == 0 || m->retry_initial == USEC_INFINITY)
-                m->retry_initial = USEC_PER_SEC;
-        if (m->retry_max < m->retry_initial)
-                m->retry_max = m->retry_initial;
-        return 0;
 }
 
 int manager_resolve_users(Manager *m) {
@@ -173,16 +93,16 @@ int manager_resolve_users(Manager *m) {
                 m->proxy_uid = getuid();
                 return 0;
         }
-        struct passwd *pw = m->proxy_user ? getpwnam(m->proxy_user) : NULL;
+        struct passwd *pw = m->config.proxy_user ? getpwnam(m->config.proxy_user) : NULL;
         if (pw)
                 m->proxy_uid = pw->pw_uid;
         else
-                log_warning("Proxy user '%s' does not exist; only root may call GetToken.", strna(m->proxy_user));
-        struct group *gr = m->admin_group ? getgrnam(m->admin_group) : NULL;
+                log_warning("Proxy user '%s' does not exist; only root may call GetToken.", strna(m->config.proxy_user));
+        struct group *gr = m->config.admin_group ? getgrnam(m->config.admin_group) : NULL;
         if (gr)
                 m->admin_gid = gr->gr_gid;
         else
-                log_notice("Admin group '%s' does not exist; only root may change credentials.", strna(m->admin_group));
+                log_notice("Admin group '%s' does not exist; only root may change credentials.", strna(m->config.admin_group));
         return 0;
 }
 
@@ -425,7 +345,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 /* The last refresh could not be written: write it now rather than refresh again. */
                 cred->retry_at = 0;
                 if (cred_save(cred) < 0)
-                        cred->retry_at = now(CLOCK_REALTIME) + cred->manager->retry_initial;
+                        cred->retry_at = now(CLOCK_REALTIME) + cred->manager->config.retry_initial;
                 else
                         log_notice("Credential '%s': the rotated refresh token is stored now.", cred->c->id);
                 cred_schedule(cred);
@@ -457,7 +377,7 @@ void cred_schedule(Cred *cred) {
         else if (cred->c->expires_at == 0 || !cred->c->access_token)
                 when = now(CLOCK_REALTIME);
         else {
-                usec_t lead = m->refresh_margin + (m->refresh_jitter ? random_u64() % (m->refresh_jitter + 1) : 0);
+                usec_t lead = m->config.refresh_margin + (m->config.refresh_jitter ? random_u64() % (m->config.refresh_jitter + 1) : 0);
                 when = cred->c->expires_at > lead ? cred->c->expires_at - lead : 0;
         }
         if (when == 0)
@@ -512,7 +432,7 @@ static void cred_answer_waiters(Cred *cred) {
 }
 
 static void manager_kick_queue(Manager *m) {
-        for (size_t i = 0; i < m->n_creds && m->n_refreshing < m->max_parallel_refresh; i++)
+        for (size_t i = 0; i < m->n_creds && m->n_refreshing < m->config.max_parallel_refresh; i++)
                 if (m->creds[i]->queued) {
                         m->creds[i]->queued = false;
                         (void) cred_start_refresh(m->creds[i], true);
@@ -603,13 +523,13 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                          * so until the write succeeds this login exists only in this process: say so. */
                         cred->save_pending = true;
                         (void) free_and_strdup(&c->last_error, "cannot write the credential file");
-                        cred->retry_at = n + m->retry_initial;
+                        cred->retry_at = n + m->config.retry_initial;
                         log_event(LOG_WARNING, KIROD_MESSAGE_CREDENTIAL_UNSAVED,
                                   "Credential '%s' was refreshed, but its rotated refresh token could not be "
                                   "written to '%s' (%s): the login exists only in memory until the write "
                                   "succeeds (retried every %llus and at stop). Make the state directory "
                                   "writable.", c->id, m->store.path, strerror(-r),
-                                  (unsigned long long) (m->retry_initial / USEC_PER_SEC));
+                                  (unsigned long long) (m->config.retry_initial / USEC_PER_SEC));
                         cred_fail_waiters(cred, KIROD_ERROR_STORAGE_FAILED,
                                           "The credential was refreshed but could not be stored.");
                 } else {
@@ -629,10 +549,10 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 c->consecutive_failures++;
                 (void) free_and_strdup(&c->last_error, res.error);
                 /* Exponential backoff with ±20 % jitter, capped. */
-                usec_t backoff = m->retry_initial;
-                for (unsigned i = 1; i < c->consecutive_failures && backoff < m->retry_max; i++)
+                usec_t backoff = m->config.retry_initial;
+                for (unsigned i = 1; i < c->consecutive_failures && backoff < m->config.retry_max; i++)
                         backoff *= 2;
-                backoff = MIN(backoff, m->retry_max);
+                backoff = MIN(backoff, m->config.retry_max);
                 backoff = backoff * 8 / 10 + (backoff ? random_u64() % (backoff * 4 / 10 + 1) : 0);
                 cred->retry_at = n + backoff;
                 (void) cred_save(cred);
@@ -693,14 +613,14 @@ int cred_start_refresh(Cred *cred, bool force) {
                 return 0; /* single flight: the running refresh serves everyone */
         if (!force && cred->retry_at > now(CLOCK_REALTIME))
                 return 0;
-        if (m->n_refreshing >= m->max_parallel_refresh) {
+        if (m->n_refreshing >= m->config.max_parallel_refresh) {
                 cred->queued = true;
                 return 0;
         }
         if (c->method == AUTH_METHOD_API_KEY)
                 return -EOPNOTSUPP;
 
-        r = refresh_build_request(c, m->kiro_auth_url, m->oidc_url, &cred->request, &message);
+        r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, &cred->request, &message);
         if (r == -ENOKEY) {
                 cred_mark_needs_login(cred, "the credential has no refresh token or client registration");
                 cred_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
@@ -727,7 +647,7 @@ int cred_start_refresh(Cred *cred, bool force) {
             append_header(&cred->headers, "Expect", "") < 0)
                 r = -ENOMEM;
         if (r >= 0)
-                r = curl_glue_setup_easy(cred->curl, cred->request.url, m->ca_file, REFRESH_TIMEOUT_USEC);
+                r = curl_glue_setup_easy(cred->curl, cred->request.url, m->config.ca_file, REFRESH_TIMEOUT_USEC);
         if (r >= 0 &&
             (curl_easy_setopt(cred->curl, CURLOPT_POSTFIELDS, cred->request.body) != CURLE_OK ||
              curl_easy_setopt(cred->curl, CURLOPT_POSTFIELDSIZE, (long) cred->request.body_size) != CURLE_OK ||
@@ -765,13 +685,13 @@ Cred *manager_select(Manager *m, Provider p, sd_bus_error *error) {
         usec_t n = now(CLOCK_REALTIME);
         size_t total = 0, needs_login = 0, disabled = 0, cooling = 0;
 
-        if (m->policy == SELECTION_STICKY && m->sticky_id) {
+        if (m->config.policy == SELECTION_STICKY && m->sticky_id) {
                 Cred *cred = manager_find(m, m->sticky_id);
                 if (cred && cred_usable_for(cred, p, n))
                         return cred;
         }
         for (size_t k = 0; k < m->n_creds; k++) {
-                size_t i = m->policy == SELECTION_ROUND_ROBIN ? (m->rr_next + k) % m->n_creds : k;
+                size_t i = m->config.policy == SELECTION_ROUND_ROBIN ? (m->rr_next + k) % m->n_creds : k;
                 Cred *cred = m->creds[i];
                 if (cred->c->provider != p)
                         continue;
@@ -784,7 +704,7 @@ Cred *manager_select(Manager *m, Provider p, sd_bus_error *error) {
                         cooling++;
                 if (!cred_usable_for(cred, p, n))
                         continue;
-                if (m->policy == SELECTION_ROUND_ROBIN)
+                if (m->config.policy == SELECTION_ROUND_ROBIN)
                         m->rr_next = (i + 1) % m->n_creds;
                 else
                         (void) free_and_strdup(&m->sticky_id, cred->c->id);

@@ -7,20 +7,11 @@
 #include <systemd/sd-event.h>
 #include <sys/types.h>
 
+#include "authd-config.h"
 #include "authd-credential.h"
 #include "authd-refresh.h"
 #include "authd-store.h"
 #include "curl-glue.h"
-
-typedef enum SelectionPolicy {
-        SELECTION_STICKY,
-        SELECTION_ROUND_ROBIN,
-        _SELECTION_POLICY_MAX,
-        _SELECTION_POLICY_INVALID = -EINVAL,
-} SelectionPolicy;
-
-const char *selection_policy_to_string(SelectionPolicy p);
-SelectionPolicy selection_policy_from_string(const char *s);
 
 typedef struct Manager Manager;
 typedef struct Cred Cred;
@@ -83,22 +74,7 @@ struct Manager {
         bool user_mode;
         char *state_dir;
 
-        /* [Auth] */
-        usec_t refresh_margin;
-        usec_t refresh_jitter;
-        usec_t retry_initial;
-        usec_t retry_max;
-        SelectionPolicy policy;
-        char *admin_group;
-        char *proxy_user;
-        unsigned max_parallel_refresh;
-        usec_t usage_refresh;
-        /* [Endpoints] */
-        char *kiro_auth_url;
-        char *oidc_url;
-        char *kimi_auth_url;
-        char *usage_url;
-        char *ca_file;
+        AuthdConfig config;
 
         uid_t proxy_uid;                /* UID_INVALID when the user does not exist */
         gid_t admin_gid;
@@ -119,7 +95,6 @@ int manager_new(sd_event *e, Manager **ret);
 Manager *manager_free(Manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
-int manager_parse_config(Manager *m, const char *path);
 int manager_resolve_users(Manager *m);
 int manager_load(Manager *m);
 int manager_import_system_credentials(Manager *m);

@@ -153,7 +153,7 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to allocate manager: %m");
         m->user_mode = arg_user;
         m->state_dir = TAKE_PTR(arg_state_dir);
-        r = manager_parse_config(m, arg_config);
+        r = authd_config_parse(&m->config, arg_config);
         if (r < 0)
                 return r;
         if (arg_log_level >= 0)

@@ -120,6 +120,49 @@ TEST(store_save_load_and_bad_files) {
         ASSERT_OK(rmdir(dir));
 }
 
+TEST(store_open_checks) {
+        _cleanup_free_ char *dir = mktemp_dir(), *other = mktemp_dir();
+        char sub[512];
+        struct stat st;
+        Store s;
+
+        last_bad = NULL;        /* freed by the test before */
+        /* Open to others: made private. */
+        ASSERT_OK(chmod(dir, 0755) < 0 ? -errno : 0);
+        ASSERT_OK(store_open(dir, &s));
+        ASSERT_OK(stat(dir, &st) < 0 ? -errno : 0);
+        ASSERT_EQ(st.st_mode & 07777, 0700);
+
+        /* A FIFO is reported and skipped, not opened for a blocking read. */
+        ASSERT_OK(mkfifoat(s.dir_fd, "fifo.json", 0600) < 0 ? -errno : 0);
+        n_loaded = 0;
+        ASSERT_OK(store_load_all(&s, on_cred, on_bad, NULL));
+        ASSERT_EQ(n_loaded, 0);
+        ASSERT_STREQ(last_bad, "fifo.json");
+        ASSERT_OK(unlinkat(s.dir_fd, "fifo.json", 0) < 0 ? -errno : 0);
+        store_close(&s);
+
+        /* credentials/ as a symlink: refused, nothing created at its target. */
+        snprintf(sub, sizeof sub, "%s/credentials", dir);
+        ASSERT_OK(rmdir(sub) < 0 ? -errno : 0);
+        ASSERT_OK(symlink(other, sub) < 0 ? -errno : 0);
+        {
+                /* O_NOFOLLOW|O_DIRECTORY on a symlink: ELOOP or ENOTDIR, depending on the kernel. */
+                int r = store_open(dir, &s);
+                ASSERT_TRUE(r == -ELOOP || r == -ENOTDIR);
+        }
+        ASSERT_OK(unlink(sub) < 0 ? -errno : 0);
+
+        /* Another owner: refused. */
+        ASSERT_OK(chown(dir, 65534, 65534) < 0 ? -errno : 0);
+        ASSERT_ERROR(store_open(dir, &s), EPERM);
+
+        free(last_bad);
+        last_bad = NULL;
+        ASSERT_OK(rmdir(other) < 0 ? -errno : 0);
+        ASSERT_OK(rmdir(dir) < 0 ? -errno : 0);
+}
+
 TEST(rfc3339) {
         usec_t t;
         ASSERT_OK(parse_rfc3339("2025-12-31T02:32:45.144Z", &t));
