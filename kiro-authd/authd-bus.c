@@ -319,7 +319,7 @@ static int read_flags(sd_bus_message *msg, sd_bus_error *error) {
         return check_flags(flags, error);
 }
 
-static Cred *cred_from_path(Manager *m, const char *path) {
+static Credential *credential_from_path(Manager *m, const char *path) {
         _cleanup_free_ char *id = NULL;
         if (kirod_credential_id_from_path(path, &id) < 0)
                 return NULL;
@@ -328,9 +328,9 @@ static Cred *cred_from_path(Manager *m, const char *path) {
 
 /* ---- Manager ---------------------------------------------------------------------------------------- */
 
-static int bus_reply_token(Cred *cred, sd_bus_message *call) {
+static int bus_reply_token(Credential *cred, sd_bus_message *call) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        Credential *c = cred->c;
+        CredentialRecord *c = cred->record;
         char region[64];
         int r;
 
@@ -348,7 +348,8 @@ static int bus_reply_token(Cred *cred, sd_bus_message *call) {
         r = sd_bus_message_open_container(reply, 'a', "{sv}");
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(reply, "{sv}", "region", "s", credential_api_region(c, region, sizeof region));
+        r = sd_bus_message_append(reply, "{sv}", "region", "s",
+                                  credential_record_api_region(c, region, sizeof region));
         if (r >= 0 && c->profile_arn)
                 r = sd_bus_message_append(reply, "{sv}", "profile_arn", "s", c->profile_arn);
         if (r >= 0)
@@ -376,7 +377,7 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
         Manager *m = userdata;
         const char *provider_s, *id;
         uint64_t flags;
-        Cred *cred;
+        Credential *cred;
         int r;
 
         r = check_access(m, msg, ACCESS_TOKEN, error);
@@ -396,14 +397,14 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
                 cred = manager_find(m, id);
                 if (!cred)
                         return sd_bus_error_setf(error, KIROD_ERROR_NO_SUCH_CREDENTIAL, "No credential '%s'.", id);
-                if (cred->c->provider != p)
+                if (cred->record->provider != p)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "Credential '%s' belongs to provider '%s'.", id,
-                                                 provider_to_string(cred->c->provider));
-                if (!cred->c->enabled)
+                                                 provider_to_string(cred->record->provider));
+                if (!cred->record->enabled)
                         return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_DISABLED,
                                                  "Credential '%s' is disabled; enable it with 'kiroctl enable %s'.", id, id);
-                if (cred->c->health == HEALTH_NEEDS_LOGIN)
+                if (cred->record->health == HEALTH_NEEDS_LOGIN)
                         return sd_bus_error_setf(error, KIROD_ERROR_NEEDS_LOGIN,
                                                  "Credential '%s' needs a new login; see 'kiroctl status %s'.", id, id);
         } else {
@@ -413,16 +414,16 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
         }
 
         /* Rotated tokens that are not on disk yet are not handed out: try to write them first. */
-        if (cred->save_pending && cred_save(cred) < 0)
+        if (cred->save_pending && credential_save(cred) < 0)
                 return sd_bus_error_setf(error, KIROD_ERROR_STORAGE_FAILED,
                                          "Credential '%s' was refreshed but cannot be stored; check the state directory.",
-                                         cred->c->id);
+                                         cred->record->id);
 
         usec_t n = now(CLOCK_REALTIME);
-        if (cred_token_usable(cred, n)) {
+        if (credential_token_usable(cred, n)) {
                 /* Still valid: answer now, and refresh in the background when inside the margin. */
-                if (cred->c->expires_at != USEC_INFINITY && cred->c->expires_at < n + m->config.refresh_margin)
-                        (void) cred_start_refresh(cred, false);
+                if (cred->record->expires_at != USEC_INFINITY && cred->record->expires_at < n + m->config.refresh_margin)
+                        (void) credential_start_refresh(cred, false);
                 r = bus_reply_token(cred, msg);
                 return r < 0 ? r : 1;
         }
@@ -431,15 +432,15 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
         if (!cred->refreshing && !cred->queued && cred->retry_at > n)
                 return sd_bus_error_setf(error, KIROD_ERROR_REFRESH_FAILED,
                                          "The access token of '%s' expired and refreshing failed (%s); retrying in %llus.",
-                                         cred->c->id, strna(cred->c->last_error),
+                                         cred->record->id, strna(cred->record->last_error),
                                          (unsigned long long) ((cred->retry_at - n) / USEC_PER_SEC));
-        r = cred_start_refresh(cred, false);
+        r = credential_start_refresh(cred, false);
         if (r < 0 && r != -ENOKEY)
                 return sd_bus_error_setf(error, KIROD_ERROR_REFRESH_FAILED, "Cannot refresh credential '%s'.",
-                                         cred->c->id);
-        if (cred->c->health == HEALTH_NEEDS_LOGIN)
+                                         cred->record->id);
+        if (cred->record->health == HEALTH_NEEDS_LOGIN)
                 return sd_bus_error_setf(error, KIROD_ERROR_NEEDS_LOGIN, "Credential '%s' needs a new login.",
-                                         cred->c->id);
+                                         cred->record->id);
         r = park(&cred->token_waiters, &cred->n_token_waiters, msg);
         return r < 0 ? r : 1;
 }
@@ -448,7 +449,7 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
         Manager *m = userdata;
         const char *id, *kind;
         uint64_t retry_after, flags;
-        Cred *cred;
+        Credential *cred;
         int r;
 
         r = check_access(m, msg, ACCESS_TOKEN, error);
@@ -465,13 +466,13 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
                 return sd_bus_error_setf(error, KIROD_ERROR_NO_SUCH_CREDENTIAL, "No credential '%s'.", id);
 
         usec_t n = now(CLOCK_REALTIME);
-        Credential *c = cred->c;
+        CredentialRecord *c = cred->record;
         if (streq(kind, "unauthorized")) {
                 /* 403 with a bad token: one forced refresh, shared by everyone who saw it. */
                 if (c->method != AUTH_METHOD_API_KEY && c->last_refresh_at + UNAUTHORIZED_REFRESH_GRACE_USEC < n) {
                         /* Callers that ask for a token now wait for the new one. */
                         cred->token_rejected = true;
-                        (void) cred_start_refresh(cred, true);
+                        (void) credential_start_refresh(cred, true);
                 }
         } else if (streq(kind, "throttled"))
                 c->cooldown_until = n + (retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : 30 * USEC_PER_SEC);
@@ -487,9 +488,9 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown upstream error kind '%s'.", kind);
 
         if (!streq(kind, "unauthorized")) {
-                (void) cred_save(cred);
-                cred_schedule(cred);
-                cred_emit_changed(cred);
+                (void) credential_save(cred);
+                credential_schedule(cred);
+                credential_emit_changed(cred);
         }
         return sd_bus_reply_method_return(msg, NULL);
 }
@@ -553,7 +554,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         const char *format_s, *id = NULL, *region = NULL, *source_path = NULL;
         int fd, registration_fd = -EBADF, replace = false;
         _cleanup_free_ char *message = NULL;
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         int r;
 
         r = check_access(m, msg, ACCESS_ADMIN, error);
@@ -592,7 +593,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 
         if (isempty(id))
                 id = import_format_default_id(f);
-        Cred *existing = manager_find(m, id);
+        Credential *existing = manager_find(m, id);
         if (existing && !replace)
                 return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_EXISTS,
                                          "Credential '%s' exists already; pass --replace to update it or --id to add another.",
@@ -609,16 +610,16 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, name, "Cannot import %s: %s.", format_s, strna(message));
         }
         if (region && free_and_strdup(&c->region, region) < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return -ENOMEM;
         }
         c->imported_at = now(CLOCK_REALTIME);
         if (source_path && free_and_strdup(&c->source_path, source_path) < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return -ENOMEM;
         }
 
-        Cred *cred;
+        Credential *cred;
         if (existing) {
                 r = manager_replace_login(m, existing, TAKE_PTR(c));
                 if (r < 0)
@@ -627,7 +628,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         } else {
                 c->id = strdup(id);
                 if (!c->id) {
-                        credential_free(c);
+                        credential_record_free(c);
                         return -ENOMEM;
                 }
                 r = manager_add(m, c, &cred);
@@ -635,8 +636,8 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                         return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
         }
         log_event(LOG_INFO, KIROD_MESSAGE_CREDENTIAL_IMPORTED, "%s credential '%s' (%s, %s) from %s.",
-                  existing ? "Replaced" : "Imported", cred->c->id, auth_method_to_string(cred->c->method),
-                  strna(cred->c->region), format_s);
+                  existing ? "Replaced" : "Imported", cred->record->id, auth_method_to_string(cred->record->method),
+                  strna(cred->record->region), format_s);
         return sd_bus_reply_method_return(msg, "o", cred->object_path);
 }
 
@@ -652,8 +653,8 @@ static int method_list_credentials(sd_bus_message *msg, void *userdata, sd_bus_e
         if (r < 0)
                 return r;
         r = sd_bus_message_open_container(reply, 'a', "o");
-        for (size_t i = 0; r >= 0 && i < m->n_creds; i++)
-                r = sd_bus_message_append(reply, "o", m->creds[i]->object_path);
+        for (size_t i = 0; r >= 0 && i < m->n_credentials; i++)
+                r = sd_bus_message_append(reply, "o", m->credentials[i]->object_path);
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         if (r < 0)
@@ -675,7 +676,7 @@ static int property_get_policy(sd_bus *bus, const char *path, const char *interf
 static int property_get_count(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        return sd_bus_message_append(reply, "u", (uint32_t) m->n_creds);
+        return sd_bus_message_append(reply, "u", (uint32_t) m->n_credentials);
 }
 
 static const sd_bus_vtable manager_vtable[] = {
@@ -703,7 +704,7 @@ static const sd_bus_vtable manager_vtable[] = {
 /* ---- Credential objects ----------------------------------------------------------------------------- */
 
 static int method_refresh(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         int r;
 
         r = check_access(cred->manager, msg, ACCESS_ADMIN, error);
@@ -712,29 +713,29 @@ static int method_refresh(sd_bus_message *msg, void *userdata, sd_bus_error *err
         r = read_flags(msg, error);
         if (r < 0)
                 return r;
-        if (cred->c->method == AUTH_METHOD_API_KEY)
+        if (cred->record->method == AUTH_METHOD_API_KEY)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_NOT_SUPPORTED,
                                          "Credential '%s' is an API key: it does not expire and has nothing to refresh.",
-                                         cred->c->id);
-        if (!cred->c->enabled)
+                                         cred->record->id);
+        if (!cred->record->enabled)
                 return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_DISABLED,
-                                         "Credential '%s' is disabled; enable it first.", cred->c->id);
+                                         "Credential '%s' is disabled; enable it first.", cred->record->id);
         /* An operator asking for a refresh gets one, even after a permanent failure: the server may agree now. */
-        if (cred->c->health == HEALTH_NEEDS_LOGIN && !cred->refreshing)
-                cred->c->health = HEALTH_OK;
+        if (cred->record->health == HEALTH_NEEDS_LOGIN && !cred->refreshing)
+                cred->record->health = HEALTH_OK;
         cred->retry_at = 0;
-        r = cred_start_refresh(cred, true);
-        if (r < 0 && cred->c->health == HEALTH_NEEDS_LOGIN)
+        r = credential_start_refresh(cred, true);
+        if (r < 0 && cred->record->health == HEALTH_NEEDS_LOGIN)
                 return sd_bus_error_setf(error, KIROD_ERROR_NEEDS_LOGIN, "Credential '%s' needs a new login.",
-                                         cred->c->id);
+                                         cred->record->id);
         if (r < 0)
-                return sd_bus_error_set_errnof(error, r, "Cannot refresh credential '%s': %m", cred->c->id);
+                return sd_bus_error_set_errnof(error, r, "Cannot refresh credential '%s': %m", cred->record->id);
         r = park(&cred->refresh_waiters, &cred->n_refresh_waiters, msg);
         return r < 0 ? r : 1;
 }
 
 static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         Manager *m = cred->manager;
         int r;
 
@@ -744,7 +745,7 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = read_flags(msg, error);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *id = strdup(cred->c->id);
+        _cleanup_free_ char *id = strdup(cred->record->id);
         if (!id)
                 return -ENOMEM;
         r = manager_remove(m, cred);
@@ -755,7 +756,7 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 }
 
 static int method_set_enabled(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         uint64_t flags;
         int enabled, r;
 
@@ -768,66 +769,66 @@ static int method_set_enabled(sd_bus_message *msg, void *userdata, sd_bus_error 
         r = check_flags(flags, error);
         if (r < 0)
                 return r;
-        if (cred->c->enabled != !!enabled) {
-                bool old = cred->c->enabled;
-                cred->c->enabled = enabled;
+        if (cred->record->enabled != !!enabled) {
+                bool old = cred->record->enabled;
+                cred->record->enabled = enabled;
                 if (enabled)
-                        cred->c->cooldown_until = 0;
-                r = cred_save(cred);
+                        cred->record->cooldown_until = 0;
+                r = credential_save(cred);
                 if (r < 0) {
-                        cred->c->enabled = old;
-                        return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", cred->c->id);
+                        cred->record->enabled = old;
+                        return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", cred->record->id);
                 }
-                cred_schedule(cred);
-                cred_emit_changed(cred);
+                credential_schedule(cred);
+                credential_emit_changed(cred);
         }
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-#define CRED_STRING_PROPERTY(name, expr)                                                                 \
-        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,              \
-                                       const char *property, sd_bus_message *reply, void *userdata,       \
-                                       sd_bus_error *error) {                                             \
-                Cred *cred = userdata;                                                                    \
-                return sd_bus_message_append(reply, "s", strempty(expr));                                 \
+#define CREDENTIAL_STRING_PROPERTY(name, expr)                                                              \
+        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,                \
+                                       const char *property, sd_bus_message *reply, void *userdata,         \
+                                       sd_bus_error *error) {                                               \
+                Credential *cred = userdata;                                                                \
+                return sd_bus_message_append(reply, "s", strempty(expr));                                   \
         }
-#define CRED_TIME_PROPERTY(name, expr)                                                                   \
-        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,              \
-                                       const char *property, sd_bus_message *reply, void *userdata,       \
-                                       sd_bus_error *error) {                                             \
-                Cred *cred = userdata;                                                                    \
-                return sd_bus_message_append(reply, "t", (uint64_t) (expr));                              \
+#define CREDENTIAL_TIME_PROPERTY(name, expr)                                                                \
+        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,                \
+                                       const char *property, sd_bus_message *reply, void *userdata,         \
+                                       sd_bus_error *error) {                                               \
+                Credential *cred = userdata;                                                                \
+                return sd_bus_message_append(reply, "t", (uint64_t) (expr));                                \
         }
 
-CRED_STRING_PROPERTY(id, cred->c->id)
-CRED_STRING_PROPERTY(provider, provider_to_string(cred->c->provider))
-CRED_STRING_PROPERTY(auth_method, auth_method_to_string(cred->c->method))
-CRED_STRING_PROPERTY(source, cred->c->source_path ?: cred->c->source_format)
-CRED_STRING_PROPERTY(state, credential_state_to_string(cred_state(cred)))
-CRED_STRING_PROPERTY(last_error, cred->c->last_error)
-CRED_STRING_PROPERTY(region, cred->c->region)
-CRED_STRING_PROPERTY(profile_arn, cred->c->profile_arn)
-CRED_TIME_PROPERTY(expires_at, cred->c->expires_at)
-CRED_TIME_PROPERTY(last_refresh_at, cred->c->last_refresh_at)
-CRED_TIME_PROPERTY(next_refresh_at, cred->next_refresh_at)
-CRED_TIME_PROPERTY(cooldown_until, cred->c->cooldown_until)
+CREDENTIAL_STRING_PROPERTY(id, cred->record->id)
+CREDENTIAL_STRING_PROPERTY(provider, provider_to_string(cred->record->provider))
+CREDENTIAL_STRING_PROPERTY(auth_method, auth_method_to_string(cred->record->method))
+CREDENTIAL_STRING_PROPERTY(source, cred->record->source_path ?: cred->record->source_format)
+CREDENTIAL_STRING_PROPERTY(state, credential_state_to_string(credential_state(cred)))
+CREDENTIAL_STRING_PROPERTY(last_error, cred->record->last_error)
+CREDENTIAL_STRING_PROPERTY(region, cred->record->region)
+CREDENTIAL_STRING_PROPERTY(profile_arn, cred->record->profile_arn)
+CREDENTIAL_TIME_PROPERTY(expires_at, cred->record->expires_at)
+CREDENTIAL_TIME_PROPERTY(last_refresh_at, cred->record->last_refresh_at)
+CREDENTIAL_TIME_PROPERTY(next_refresh_at, cred->next_refresh_at)
+CREDENTIAL_TIME_PROPERTY(cooldown_until, cred->record->cooldown_until)
 
 static int property_get_enabled(sd_bus *bus, const char *path, const char *interface, const char *property,
                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
-        return sd_bus_message_append(reply, "b", cred->c->enabled);
+        Credential *cred = userdata;
+        return sd_bus_message_append(reply, "b", cred->record->enabled);
 }
 
 static int property_get_unsaved(sd_bus *bus, const char *path, const char *interface, const char *property,
                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         return sd_bus_message_append(reply, "b", cred->save_pending);
 }
 
 static int property_get_failures(sd_bus *bus, const char *path, const char *interface, const char *property,
                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
-        return sd_bus_message_append(reply, "u", (uint32_t) cred->c->consecutive_failures);
+        Credential *cred = userdata;
+        return sd_bus_message_append(reply, "u", (uint32_t) cred->record->consecutive_failures);
 }
 
 #define EC SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
@@ -860,7 +861,7 @@ static const sd_bus_vtable credential_vtable[] = {
 
 static int credential_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                            sd_bus_error *error) {
-        Cred *cred = cred_from_path(userdata, path);
+        Credential *cred = credential_from_path(userdata, path);
         if (!cred)
                 return 0;
         *found = cred;
@@ -870,11 +871,11 @@ static int credential_find(sd_bus *bus, const char *path, const char *interface,
 static int credential_enumerate(sd_bus *bus, const char *path, void *userdata, char ***nodes,
                                 sd_bus_error *error) {
         Manager *m = userdata;
-        char **l = calloc(m->n_creds + 1, sizeof(char *));
+        char **l = calloc(m->n_credentials + 1, sizeof(char *));
         if (!l)
                 return -ENOMEM;
-        for (size_t i = 0; i < m->n_creds; i++) {
-                l[i] = strdup(m->creds[i]->object_path);
+        for (size_t i = 0; i < m->n_credentials; i++) {
+                l[i] = strdup(m->credentials[i]->object_path);
                 if (!l[i]) {
                         strv_free(l);
                         return -ENOMEM;
@@ -884,7 +885,7 @@ static int credential_enumerate(sd_bus *bus, const char *path, void *userdata, c
         return 1;
 }
 
-static void bus_cred_added(Cred *cred) {
+static void bus_credential_added(Credential *cred) {
         Manager *m = cred->manager;
         if (!m->bus)
                 return;
@@ -893,14 +894,14 @@ static void bus_cred_added(Cred *cred) {
                                               "CredentialCount", NULL);
 }
 
-static void bus_cred_changed(Cred *cred) {
+static void bus_credential_changed(Credential *cred) {
         Manager *m = cred->manager;
         if (!m->bus)
                 return;
         (void) sd_bus_emit_properties_changed_strv(m->bus, cred->object_path, KIROD_CREDENTIAL_INTERFACE, NULL);
 }
 
-static void bus_cred_removed(Cred *cred) {
+static void bus_credential_removed(Credential *cred) {
         Manager *m = cred->manager;
         if (!m->bus)
                 return;
@@ -960,9 +961,9 @@ static const sd_bus_vtable log_control_vtable[] = {
 };
 
 static const ManagerHooks bus_hooks = {
-        .credential_added = bus_cred_added,
-        .credential_removed = bus_cred_removed,
-        .credential_changed = bus_cred_changed,
+        .credential_added = bus_credential_added,
+        .credential_removed = bus_credential_removed,
+        .credential_changed = bus_credential_changed,
         .reply_token = bus_reply_token,
         .done = bus_state_free,
 };

@@ -43,15 +43,15 @@ int manager_new(sd_event *e, Manager **ret) {
         return 0;
 }
 
-static void cred_fail_waiters(Cred *cred, const char *name, const char *message);
-static void cred_answer_waiters(Cred *cred);
+static void credential_fail_waiters(Credential *cred, const char *name, const char *message);
+static void credential_answer_waiters(Credential *cred);
 static void manager_kick_queue(Manager *m);
-static void cred_refresh_finished(Cred *cred);
+static void credential_refresh_finished(Credential *cred);
 
-static Cred *cred_free(Cred *cred) {
+static Credential *credential_free(Credential *cred) {
         if (!cred)
                 return NULL;
-        cred_fail_waiters(cred, SD_BUS_ERROR_NO_SERVER, "kiro-authd is shutting down.");
+        credential_fail_waiters(cred, SD_BUS_ERROR_NO_SERVER, "kiro-authd is shutting down.");
         if (cred->curl) {
                 curl_glue_remove(cred->manager->glue, cred->curl);
                 curl_easy_cleanup(cred->curl);
@@ -63,7 +63,7 @@ static Cred *cred_free(Cred *cred) {
         free(cred->token_waiters);
         free(cred->refresh_waiters);
         free(cred->object_path);
-        credential_free(cred->c);
+        credential_record_free(cred->record);
         free(cred);
         return NULL;
 }
@@ -71,9 +71,9 @@ static Cred *cred_free(Cred *cred) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-        for (size_t i = 0; i < m->n_creds; i++)
-                cred_free(m->creds[i]);
-        free(m->creds);
+        for (size_t i = 0; i < m->n_credentials; i++)
+                credential_free(m->credentials[i]);
+        free(m->credentials);
         free(m->sticky_id);
         store_close(&m->store);
         curl_glue_free(m->glue);
@@ -106,15 +106,15 @@ int manager_resolve_users(Manager *m) {
         return 0;
 }
 
-Cred *manager_find(Manager *m, const char *id) {
-        for (size_t i = 0; i < m->n_creds; i++)
-                if (streq(m->creds[i]->c->id, id))
-                        return m->creds[i];
+Credential *manager_find(Manager *m, const char *id) {
+        for (size_t i = 0; i < m->n_credentials; i++)
+                if (streq(m->credentials[i]->record->id, id))
+                        return m->credentials[i];
         return NULL;
 }
 
-static int cred_new(Manager *m, Credential *c, Cred **ret) {
-        Cred *cred = calloc(1, sizeof *cred);
+static int credential_new(Manager *m, CredentialRecord *c, Credential **ret) {
+        Credential *cred = calloc(1, sizeof *cred);
         if (!cred)
                 return -ENOMEM;
         cred->manager = m;
@@ -123,43 +123,43 @@ static int cred_new(Manager *m, Credential *c, Cred **ret) {
                 free(cred);
                 return r;
         }
-        cred->c = c;
+        cred->record = c;
         *ret = cred;
         return 0;
 }
 
-static int insert_sorted(Manager *m, Cred *cred) {
-        Cred **n = realloc(m->creds, sizeof(Cred *) * (m->n_creds + 1));
+static int insert_sorted(Manager *m, Credential *cred) {
+        Credential **n = realloc(m->credentials, sizeof(Credential *) * (m->n_credentials + 1));
         if (!n)
                 return -ENOMEM;
-        m->creds = n;
+        m->credentials = n;
         size_t i = 0;
-        while (i < m->n_creds && strcmp(m->creds[i]->c->id, cred->c->id) < 0)
+        while (i < m->n_credentials && strcmp(m->credentials[i]->record->id, cred->record->id) < 0)
                 i++;
-        memmove(m->creds + i + 1, m->creds + i, sizeof(Cred *) * (m->n_creds - i));
-        m->creds[i] = cred;
-        m->n_creds++;
+        memmove(m->credentials + i + 1, m->credentials + i, sizeof(Credential *) * (m->n_credentials - i));
+        m->credentials[i] = cred;
+        m->n_credentials++;
         return 0;
 }
 
-static int on_loaded(Credential *c, void *userdata) {
+static int on_loaded(CredentialRecord *c, void *userdata) {
         Manager *m = userdata;
-        Cred *cred;
+        Credential *cred;
         int r;
 
         if (manager_find(m, c->id)) {
                 log_warning("Duplicate credential id '%s', ignoring the second file.", c->id);
-                credential_free(c);
+                credential_record_free(c);
                 return 0;
         }
-        r = cred_new(m, c, &cred);
+        r = credential_new(m, c, &cred);
         if (r < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return r;
         }
         r = insert_sorted(m, cred);
         if (r < 0) {
-                cred_free(cred);
+                credential_free(cred);
                 return r;
         }
         return 0;
@@ -177,142 +177,143 @@ int manager_load(Manager *m) {
         r = store_load_all(&m->store, on_loaded, on_bad_file, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to load credentials: %m");
-        for (size_t i = 0; i < m->n_creds; i++) {
-                Cred *cred = m->creds[i];
-                if (!cred->c->machine_id && credential_ensure_machine_id(cred->c) >= 0)
-                        (void) cred_save(cred);
-                cred_schedule(cred);
+        for (size_t i = 0; i < m->n_credentials; i++) {
+                Credential *cred = m->credentials[i];
+                if (!cred->record->machine_id && credential_record_ensure_machine_id(cred->record) >= 0)
+                        (void) credential_save(cred);
+                credential_schedule(cred);
         }
-        log_info("Loaded %zu credential(s) from '%s'.", m->n_creds, m->store.path);
+        log_info("Loaded %zu credential(s) from '%s'.", m->n_credentials, m->store.path);
         return 0;
 }
 
-int manager_add(Manager *m, Credential *c, Cred **ret) {
-        Cred *cred;
+int manager_add(Manager *m, CredentialRecord *c, Credential **ret) {
+        Credential *cred;
         int r;
 
-        r = credential_ensure_machine_id(c);
+        r = credential_record_ensure_machine_id(c);
         if (r < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return r;
         }
         r = store_save(&m->store, c);
         if (r < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return r;
         }
-        r = cred_new(m, c, &cred);
+        r = credential_new(m, c, &cred);
         if (r < 0) {
                 (void) store_remove(&m->store, c->id);
-                credential_free(c);
+                credential_record_free(c);
                 return r;
         }
         r = insert_sorted(m, cred);
         if (r < 0) {
                 (void) store_remove(&m->store, c->id);
-                cred_free(cred);
+                credential_free(cred);
                 return r;
         }
         if (m->hooks && m->hooks->credential_added)
                 m->hooks->credential_added(cred);
-        cred_schedule(cred);
+        credential_schedule(cred);
         if (ret)
                 *ret = cred;
         return 0;
 }
 
-int manager_remove(Manager *m, Cred *cred) {
-        int r = store_remove(&m->store, cred->c->id);
+int manager_remove(Manager *m, Credential *cred) {
+        int r = store_remove(&m->store, cred->record->id);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < m->n_creds; i++)
-                if (m->creds[i] == cred) {
-                        memmove(m->creds + i, m->creds + i + 1, sizeof(Cred *) * (m->n_creds - i - 1));
-                        m->n_creds--;
+        for (size_t i = 0; i < m->n_credentials; i++)
+                if (m->credentials[i] == cred) {
+                        memmove(m->credentials + i, m->credentials + i + 1,
+                                sizeof(Credential *) * (m->n_credentials - i - 1));
+                        m->n_credentials--;
                         break;
                 }
         if (cred->refreshing)
                 m->n_refreshing--;
         if (m->hooks && m->hooks->credential_removed)
                 m->hooks->credential_removed(cred);
-        cred_fail_waiters(cred, KIROD_ERROR_NO_SUCH_CREDENTIAL, "The credential was removed.");
-        cred_free(cred);
+        credential_fail_waiters(cred, KIROD_ERROR_NO_SUCH_CREDENTIAL, "The credential was removed.");
+        credential_free(cred);
         /* Its refresh slot (MaxParallelRefresh=) is free now: the next queued refresh may start. */
         manager_kick_queue(m);
         return 0;
 }
 
 /* Stops the refresh in flight, if any, without applying its answer. */
-static void cred_cancel_refresh(Cred *cred) {
+static void credential_cancel_refresh(Credential *cred) {
         if (!cred->refreshing)
                 return;
         if (cred->curl)
                 curl_glue_remove(cred->manager->glue, cred->curl);
-        cred_refresh_finished(cred);
-        log_debug("Cancelled the refresh in flight of credential '%s'.", cred->c->id);
+        credential_refresh_finished(cred);
+        log_debug("Cancelled the refresh in flight of credential '%s'.", cred->record->id);
 }
 
-int manager_replace_login(Manager *m, Cred *cred, Credential *login) {
-        _cleanup_(credential_freep) Credential *copy = NULL;
+int manager_replace_login(Manager *m, Credential *cred, CredentialRecord *login) {
+        _cleanup_(credential_record_freep) CredentialRecord *copy = NULL;
         _cleanup_free_ char *text = NULL;
         const char *perr;
         int r;
 
         /* Replace the login material on a copy first and write it: nothing changes unless it is stored. */
-        r = credential_to_json(cred->c, &text);
+        r = credential_record_to_json(cred->record, &text);
         if (r >= 0)
-                r = credential_from_json(text, strlen(text), &copy, &perr);
+                r = credential_record_from_json(text, strlen(text), &copy, &perr);
         if (text)
                 explicit_bzero(text, strlen(text));
         if (r < 0) {
-                credential_free(login);
+                credential_record_free(login);
                 return r;
         }
-        credential_take_login(copy, login);
-        credential_free(login);
+        credential_record_take_login(copy, login);
+        credential_record_free(login);
         r = store_save(&m->store, copy);
         if (r < 0)
                 return r;
 
         /* The old login's refresh must not land on the new one: on success it would write the old lineage's
          * tokens over the new ones, on invalid_grant it would mark the fresh login needs-login. */
-        cred_cancel_refresh(cred);
-        credential_free(cred->c);
-        cred->c = TAKE_PTR(copy);
+        credential_cancel_refresh(cred);
+        credential_record_free(cred->record);
+        cred->record = TAKE_PTR(copy);
         cred->retry_at = 0;
         cred->save_pending = false;     /* the old lineage's unsaved tokens are moot now */
         cred->token_rejected = false;
         cred->queued = false;
-        cred_schedule(cred);
+        credential_schedule(cred);
 
         /* Callers parked on the old refresh are served by the new login: at once when its token is
          * usable, else by a refresh of the new login. */
         if (cred->n_token_waiters > 0 || cred->n_refresh_waiters > 0) {
-                if (cred_token_usable(cred, now(CLOCK_REALTIME)))
-                        cred_answer_waiters(cred);
-                else if (cred_start_refresh(cred, true) < 0)
-                        cred_fail_waiters(cred, KIROD_ERROR_REFRESH_FAILED,
+                if (credential_token_usable(cred, now(CLOCK_REALTIME)))
+                        credential_answer_waiters(cred);
+                else if (credential_start_refresh(cred, true) < 0)
+                        credential_fail_waiters(cred, KIROD_ERROR_REFRESH_FAILED,
                                           "The credential was replaced and its new login cannot be refreshed.");
         }
-        cred_emit_changed(cred);
+        credential_emit_changed(cred);
         manager_kick_queue(m);
         return 0;
 }
 
-CredentialState cred_state(Cred *cred) {
-        if (!cred->c->enabled)
+CredentialState credential_state(Credential *cred) {
+        if (!cred->record->enabled)
                 return CREDENTIAL_DISABLED;
-        if (cred->c->health == HEALTH_NEEDS_LOGIN)
+        if (cred->record->health == HEALTH_NEEDS_LOGIN)
                 return CREDENTIAL_NEEDS_LOGIN;
         if (cred->refreshing)
                 return CREDENTIAL_REFRESHING;
-        if (cred->c->cooldown_until > now(CLOCK_REALTIME))
+        if (cred->record->cooldown_until > now(CLOCK_REALTIME))
                 return CREDENTIAL_COOLDOWN;
         return CREDENTIAL_ACTIVE;
 }
 
-bool cred_token_usable(Cred *cred, usec_t n) {
-        Credential *c = cred->c;
+bool credential_token_usable(Credential *cred, usec_t n) {
+        CredentialRecord *c = cred->record;
         if (!c->access_token || cred->token_rejected || cred->save_pending)
                 return false;
         if (c->expires_at == USEC_INFINITY)
@@ -320,53 +321,53 @@ bool cred_token_usable(Cred *cred, usec_t n) {
         return c->expires_at > n + TOKEN_MIN_VALIDITY_USEC;
 }
 
-int cred_save(Cred *cred) {
-        int r = store_save(&cred->manager->store, cred->c);
+int credential_save(Credential *cred) {
+        int r = store_save(&cred->manager->store, cred->record);
         if (r < 0)
-                return log_error_errno(r, "Failed to write credential '%s': %m", cred->c->id);
+                return log_error_errno(r, "Failed to write credential '%s': %m", cred->record->id);
         if (cred->save_pending) {
                 cred->save_pending = false;
-                if (streq_ptr(cred->c->last_error, "cannot write the credential file"))
-                        cred->c->last_error = (free(cred->c->last_error), NULL);
+                if (streq_ptr(cred->record->last_error, "cannot write the credential file"))
+                        cred->record->last_error = (free(cred->record->last_error), NULL);
         }
         return 0;
 }
 
-void cred_emit_changed(Cred *cred) {
+void credential_emit_changed(Credential *cred) {
         Manager *m = cred->manager;
         if (m->hooks && m->hooks->credential_changed)
                 m->hooks->credential_changed(cred);
 }
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         cred->next_refresh_at = 0;
         if (cred->save_pending) {
                 /* The last refresh could not be written: write it now rather than refresh again. */
                 cred->retry_at = 0;
-                if (cred_save(cred) < 0)
+                if (credential_save(cred) < 0)
                         cred->retry_at = now(CLOCK_REALTIME) + cred->manager->config.retry_initial;
                 else
-                        log_notice("Credential '%s': the rotated refresh token is stored now.", cred->c->id);
-                cred_schedule(cred);
-                cred_emit_changed(cred);
+                        log_notice("Credential '%s': the rotated refresh token is stored now.", cred->record->id);
+                credential_schedule(cred);
+                credential_emit_changed(cred);
                 return 0;
         }
-        (void) cred_start_refresh(cred, true);
+        (void) credential_start_refresh(cred, true);
         return 0;
 }
 
-static bool cred_refreshable(Cred *cred) {
-        Credential *c = cred->c;
+static bool credential_refreshable(Credential *cred) {
+        CredentialRecord *c = cred->record;
         return c->enabled && c->health == HEALTH_OK && c->refresh_token && c->method != AUTH_METHOD_API_KEY;
 }
 
-void cred_schedule(Cred *cred) {
+void credential_schedule(Credential *cred) {
         Manager *m = cred->manager;
         usec_t when;
         int r;
 
-        if (cred->refreshing || !cred_refreshable(cred)) {
+        if (cred->refreshing || !credential_refreshable(cred)) {
                 cred->next_refresh_at = 0;
                 if (cred->timer)
                         (void) sd_event_source_set_enabled(cred->timer, SD_EVENT_OFF);
@@ -374,11 +375,11 @@ void cred_schedule(Cred *cred) {
         }
         if (cred->retry_at)
                 when = cred->retry_at;
-        else if (cred->c->expires_at == 0 || !cred->c->access_token)
+        else if (cred->record->expires_at == 0 || !cred->record->access_token)
                 when = now(CLOCK_REALTIME);
         else {
                 usec_t lead = m->config.refresh_margin + (m->config.refresh_jitter ? random_u64() % (m->config.refresh_jitter + 1) : 0);
-                when = cred->c->expires_at > lead ? cred->c->expires_at - lead : 0;
+                when = cred->record->expires_at > lead ? cred->record->expires_at - lead : 0;
         }
         if (when == 0)
                 when = 1;
@@ -396,10 +397,10 @@ void cred_schedule(Cred *cred) {
                         (void) sd_event_source_set_description(cred->timer, "refresh-timer");
         }
         if (r < 0)
-                log_error_errno(r, "Failed to arm refresh timer for '%s': %m", cred->c->id);
+                log_error_errno(r, "Failed to arm refresh timer for '%s': %m", cred->record->id);
 }
 
-static void cred_fail_waiters(Cred *cred, const char *name, const char *message) {
+static void credential_fail_waiters(Credential *cred, const char *name, const char *message) {
         for (size_t i = 0; i < cred->n_token_waiters; i++) {
                 (void) sd_bus_reply_method_errorf(cred->token_waiters[i], name, "%s", message);
                 sd_bus_message_unref(cred->token_waiters[i]);
@@ -412,15 +413,15 @@ static void cred_fail_waiters(Cred *cred, const char *name, const char *message)
         cred->n_refresh_waiters = 0;
 }
 
-static void cred_answer_waiters(Cred *cred) {
+static void credential_answer_waiters(Credential *cred) {
         usec_t n = now(CLOCK_REALTIME);
         for (size_t i = 0; i < cred->n_token_waiters; i++) {
-                if (cred_token_usable(cred, n) && cred->manager->hooks && cred->manager->hooks->reply_token)
+                if (credential_token_usable(cred, n) && cred->manager->hooks && cred->manager->hooks->reply_token)
                         (void) cred->manager->hooks->reply_token(cred, cred->token_waiters[i]);
                 else
                         (void) sd_bus_reply_method_errorf(cred->token_waiters[i], KIROD_ERROR_REFRESH_FAILED,
-                                                          "Refreshing credential '%s' failed: %s", cred->c->id,
-                                                          strna(cred->c->last_error));
+                                                          "Refreshing credential '%s' failed: %s", cred->record->id,
+                                                          strna(cred->record->last_error));
                 sd_bus_message_unref(cred->token_waiters[i]);
         }
         cred->n_token_waiters = 0;
@@ -432,14 +433,14 @@ static void cred_answer_waiters(Cred *cred) {
 }
 
 static void manager_kick_queue(Manager *m) {
-        for (size_t i = 0; i < m->n_creds && m->n_refreshing < m->config.max_parallel_refresh; i++)
-                if (m->creds[i]->queued) {
-                        m->creds[i]->queued = false;
-                        (void) cred_start_refresh(m->creds[i], true);
+        for (size_t i = 0; i < m->n_credentials && m->n_refreshing < m->config.max_parallel_refresh; i++)
+                if (m->credentials[i]->queued) {
+                        m->credentials[i]->queued = false;
+                        (void) credential_start_refresh(m->credentials[i], true);
                 }
 }
 
-static void cred_refresh_finished(Cred *cred) {
+static void credential_refresh_finished(Credential *cred) {
         Manager *m = cred->manager;
         cred->refreshing = false;
         m->n_refreshing--;
@@ -454,8 +455,8 @@ static void cred_refresh_finished(Cred *cred) {
         cred->response_size = 0;
 }
 
-static void cred_mark_needs_login(Cred *cred, const char *error) {
-        Credential *c = cred->c;
+static void credential_mark_needs_login(Credential *cred, const char *error) {
+        CredentialRecord *c = cred->record;
         static const char *const fix[_AUTH_METHOD_MAX] = {
                 [AUTH_METHOD_SOCIAL] = "log in again (kiro-cli login or the Kiro IDE), then 'kiroctl import --replace --id",
                 [AUTH_METHOD_BUILDER_ID] = "run 'kiro-cli login', then 'kiroctl import --from-kiro-cli --replace --id",
@@ -469,15 +470,15 @@ static void cred_mark_needs_login(Cred *cred, const char *error) {
         c->health = HEALTH_NEEDS_LOGIN;
         (void) free_and_strdup(&c->last_error, error);
         cred->retry_at = 0;
-        (void) cred_save(cred);
+        (void) credential_save(cred);
         snprintf(hint, sizeof hint, "%s %s'", fix[c->method], c->id);
         log_event(LOG_WARNING, KIROD_MESSAGE_NEEDS_LOGIN,
                   "Credential '%s' needs a new login (%s): %s.", c->id, strna(error), hint);
 }
 
 static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
-        Cred *cred = userdata;
-        Credential *c = cred->c;
+        Credential *cred = userdata;
+        CredentialRecord *c = cred->record;
         Manager *m = cred->manager;
         RefreshResult res = {};
         RefreshOutcome o;
@@ -493,7 +494,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                                            strlen(curl_easy_strerror(result)), &res);
         else
                 o = refresh_parse_response(c->method, status, cred->response, cred->response_size, &res);
-        cred_refresh_finished(cred);
+        credential_refresh_finished(cred);
 
         usec_t n = now(CLOCK_REALTIME);
         switch (o) {
@@ -516,7 +517,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 c->health = HEALTH_OK;
                 c->last_error = (free(c->last_error), NULL);
                 cred->retry_at = 0;
-                r = cred_save(cred);
+                r = credential_save(cred);
                 if (r < 0) {
                         /* Keep the new tokens in memory and try to write them again soon; hand out nothing
                          * the disk does not have. The server has already replaced the stored refresh token,
@@ -530,19 +531,19 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                                   "succeeds (retried every %llus and at stop). Make the state directory "
                                   "writable.", c->id, m->store.path, strerror(-r),
                                   (unsigned long long) (m->config.retry_initial / USEC_PER_SEC));
-                        cred_fail_waiters(cred, KIROD_ERROR_STORAGE_FAILED,
+                        credential_fail_waiters(cred, KIROD_ERROR_STORAGE_FAILED,
                                           "The credential was refreshed but could not be stored.");
                 } else {
                         log_info("Refreshed credential '%s', valid for %llus.", c->id,
                                  (unsigned long long) (res.expires_in / USEC_PER_SEC));
-                        cred_answer_waiters(cred);
+                        credential_answer_waiters(cred);
                 }
                 break;
 
         case REFRESH_PERMANENT:
                 c->consecutive_failures++;
-                cred_mark_needs_login(cred, res.error);
-                cred_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
+                credential_mark_needs_login(cred, res.error);
+                credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
                 break;
 
         case REFRESH_TRANSIENT: {
@@ -555,23 +556,23 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 backoff = MIN(backoff, m->config.retry_max);
                 backoff = backoff * 8 / 10 + (backoff ? random_u64() % (backoff * 4 / 10 + 1) : 0);
                 cred->retry_at = n + backoff;
-                (void) cred_save(cred);
+                (void) credential_save(cred);
                 log_event(LOG_WARNING, KIROD_MESSAGE_REFRESH_FAILED,
                           "Refreshing credential '%s' failed (%s), attempt %u; retrying in %llus.", c->id,
                           strna(res.error), c->consecutive_failures, (unsigned long long) (backoff / USEC_PER_SEC));
                 /* Waiters still get the current token while it is valid. */
-                cred_answer_waiters(cred);
+                credential_answer_waiters(cred);
                 break;
         }
         }
         refresh_result_done(&res);
-        cred_schedule(cred);
-        cred_emit_changed(cred);
+        credential_schedule(cred);
+        credential_emit_changed(cred);
         manager_kick_queue(m);
 }
 
 static size_t on_refresh_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         size_t n = size * nmemb;
         if (cred->response_size + n > REFRESH_RESPONSE_MAX) {
                 cred->response_size += n;
@@ -601,9 +602,9 @@ static int append_header(struct curl_slist **l, const char *name, const char *v)
         return 0;
 }
 
-int cred_start_refresh(Cred *cred, bool force) {
+int credential_start_refresh(Credential *cred, bool force) {
         Manager *m = cred->manager;
-        Credential *c = cred->c;
+        CredentialRecord *c = cred->record;
         _cleanup_free_ char *message = NULL;
         char uuid[37];
         sd_id128_t id;
@@ -622,10 +623,10 @@ int cred_start_refresh(Cred *cred, bool force) {
 
         r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, &cred->request, &message);
         if (r == -ENOKEY) {
-                cred_mark_needs_login(cred, "the credential has no refresh token or client registration");
-                cred_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
-                cred_schedule(cred);
-                cred_emit_changed(cred);
+                credential_mark_needs_login(cred, "the credential has no refresh token or client registration");
+                credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
+                credential_schedule(cred);
+                credential_emit_changed(cred);
                 return r;
         }
         if (r < 0) {
@@ -672,42 +673,42 @@ int cred_start_refresh(Cred *cred, bool force) {
         if (cred->timer)
                 (void) sd_event_source_set_enabled(cred->timer, SD_EVENT_OFF);
         log_debug("Refreshing credential '%s' at '%s'.", c->id, cred->request.url);
-        cred_emit_changed(cred);
+        credential_emit_changed(cred);
         return 1;
 }
 
-static bool cred_usable_for(Cred *cred, Provider p, usec_t n) {
-        Credential *c = cred->c;
+static bool credential_usable_for(Credential *cred, Provider p, usec_t n) {
+        CredentialRecord *c = cred->record;
         return c->provider == p && c->enabled && c->health == HEALTH_OK && c->cooldown_until <= n;
 }
 
-Cred *manager_select(Manager *m, Provider p, sd_bus_error *error) {
+Credential *manager_select(Manager *m, Provider p, sd_bus_error *error) {
         usec_t n = now(CLOCK_REALTIME);
         size_t total = 0, needs_login = 0, disabled = 0, cooling = 0;
 
         if (m->config.policy == SELECTION_STICKY && m->sticky_id) {
-                Cred *cred = manager_find(m, m->sticky_id);
-                if (cred && cred_usable_for(cred, p, n))
+                Credential *cred = manager_find(m, m->sticky_id);
+                if (cred && credential_usable_for(cred, p, n))
                         return cred;
         }
-        for (size_t k = 0; k < m->n_creds; k++) {
-                size_t i = m->config.policy == SELECTION_ROUND_ROBIN ? (m->rr_next + k) % m->n_creds : k;
-                Cred *cred = m->creds[i];
-                if (cred->c->provider != p)
+        for (size_t k = 0; k < m->n_credentials; k++) {
+                size_t i = m->config.policy == SELECTION_ROUND_ROBIN ? (m->rr_next + k) % m->n_credentials : k;
+                Credential *cred = m->credentials[i];
+                if (cred->record->provider != p)
                         continue;
                 total++;
-                if (!cred->c->enabled)
+                if (!cred->record->enabled)
                         disabled++;
-                else if (cred->c->health != HEALTH_OK)
+                else if (cred->record->health != HEALTH_OK)
                         needs_login++;
-                else if (cred->c->cooldown_until > n)
+                else if (cred->record->cooldown_until > n)
                         cooling++;
-                if (!cred_usable_for(cred, p, n))
+                if (!credential_usable_for(cred, p, n))
                         continue;
                 if (m->config.policy == SELECTION_ROUND_ROBIN)
-                        m->rr_next = (i + 1) % m->n_creds;
+                        m->rr_next = (i + 1) % m->n_credentials;
                 else
-                        (void) free_and_strdup(&m->sticky_id, cred->c->id);
+                        (void) free_and_strdup(&m->sticky_id, cred->record->id);
                 return cred;
         }
         if (total == 0)
@@ -739,7 +740,7 @@ int manager_import_system_credentials(Manager *m) {
         for (size_t i = 0; i < ELEMENTSOF(table); i++) {
                 _cleanup_free_ char *path = NULL, *message = NULL;
                 _cleanup_close_ int fd = -EBADF;
-                Credential *c = NULL;
+                CredentialRecord *c = NULL;
                 int r;
 
                 if (manager_find(m, table[i].id))
@@ -774,16 +775,16 @@ int manager_import_system_credentials(Manager *m) {
 int manager_flush_unsaved(Manager *m) {
         int ret = 0;
 
-        for (size_t i = 0; i < m->n_creds; i++) {
-                Cred *cred = m->creds[i];
+        for (size_t i = 0; i < m->n_credentials; i++) {
+                Credential *cred = m->credentials[i];
                 int r;
 
                 if (!cred->save_pending)
                         continue;
-                r = store_save(&m->store, cred->c);
+                r = store_save(&m->store, cred->record);
                 if (r >= 0) {
                         cred->save_pending = false;
-                        log_notice("Credential '%s': the rotated refresh token was stored at stop.", cred->c->id);
+                        log_notice("Credential '%s': the rotated refresh token was stored at stop.", cred->record->id);
                         continue;
                 }
                 /* The server has already rotated the refresh token: the one on disk is spent, and the new one
@@ -793,7 +794,7 @@ int manager_flush_unsaved(Manager *m) {
                           "and kiro-authd is stopping; the stored file holds a refresh token the server has "
                           "already replaced. Log in again and import the new login with "
                           "'kiroctl import --replace --id %s'.",
-                          cred->c->id, m->store.path, strerror(-r), cred->c->id);
+                          cred->record->id, m->store.path, strerror(-r), cred->record->id);
                 if (ret == 0)
                         ret = r;
         }

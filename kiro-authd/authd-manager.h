@@ -14,16 +14,16 @@
 #include "curl-glue.h"
 
 typedef struct Manager Manager;
-typedef struct Cred Cred;
+typedef struct Credential Credential;
 
 /* What the bus side (authd-bus.c) hears from the manager. The manager calls these and never the bus code
  * by name, so the bus depends on the manager and not the other way round. Set by bus_register(). */
 typedef struct ManagerHooks {
-        void (*credential_added)(Cred *cred);
-        void (*credential_removed)(Cred *cred);
-        void (*credential_changed)(Cred *cred);
+        void (*credential_added)(Credential *cred);
+        void (*credential_removed)(Credential *cred);
+        void (*credential_changed)(Credential *cred);
         /* Answers a parked GetToken call with the credential's token. */
-        int (*reply_token)(Cred *cred, sd_bus_message *call);
+        int (*reply_token)(Credential *cred, sd_bus_message *call);
         /* Frees the bus side's state (Manager.bus_state). */
         void (*done)(Manager *m);
 } ManagerHooks;
@@ -32,9 +32,9 @@ typedef struct ManagerHooks {
 typedef struct BusState BusState;
 
 /* A credential at run time: the stored record plus timer, in-flight refresh and waiting callers. */
-struct Cred {
+struct Credential {
         Manager *manager;
-        Credential *c;
+        CredentialRecord *record;
         char *object_path;
 
         sd_event_source *timer;
@@ -65,8 +65,8 @@ struct Manager {
         CurlGlue *glue;
         Store store;
 
-        Cred **creds;                   /* sorted by id */
-        size_t n_creds;
+        Credential **credentials;       /* sorted by id */
+        size_t n_credentials;
         char *sticky_id;
         size_t rr_next;
         unsigned n_refreshing;
@@ -99,24 +99,24 @@ int manager_resolve_users(Manager *m);
 int manager_load(Manager *m);
 int manager_import_system_credentials(Manager *m);
 
-Cred *manager_find(Manager *m, const char *id);
+Credential *manager_find(Manager *m, const char *id);
 /* Adds an imported credential (takes ownership), saving it first. */
-int manager_add(Manager *m, Credential *c, Cred **ret);
-int manager_remove(Manager *m, Cred *cred);
+int manager_add(Manager *m, CredentialRecord *c, Credential **ret);
+int manager_remove(Manager *m, Credential *cred);
 /* Replaces the login material of cred with that of login (takes ownership), keeping its identity, and
  * stores it. A refresh of the old login in flight is cancelled: its answer never reaches the new login. */
-int manager_replace_login(Manager *m, Cred *cred, Credential *login);
+int manager_replace_login(Manager *m, Credential *cred, CredentialRecord *login);
 /* At stop: writes the rotated tokens that could not be stored yet. A credential still unwritable is
  * logged as lost (KIROD_MESSAGE_CREDENTIAL_LOST); returns the first error. */
 int manager_flush_unsaved(Manager *m);
 
-CredentialState cred_state(Cred *cred);
-void cred_schedule(Cred *cred);
+CredentialState credential_state(Credential *cred);
+void credential_schedule(Credential *cred);
 /* Starts a refresh unless one runs (single flight). force: even while backing off. */
-int cred_start_refresh(Cred *cred, bool force);
-int cred_save(Cred *cred);
-void cred_emit_changed(Cred *cred);
-bool cred_token_usable(Cred *cred, usec_t n);
+int credential_start_refresh(Credential *cred, bool force);
+int credential_save(Credential *cred);
+void credential_emit_changed(Credential *cred);
+bool credential_token_usable(Credential *cred, usec_t n);
 
 /* Chooses a credential for GetToken by policy; NULL and an error describing why when none is usable. */
-Cred *manager_select(Manager *m, Provider p, sd_bus_error *error);
+Credential *manager_select(Manager *m, Provider p, sd_bus_error *error);

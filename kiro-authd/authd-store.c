@@ -117,7 +117,7 @@ int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, v
                 char *text = NULL;
                 size_t size = 0;
                 const char *reason = NULL;
-                Credential *c = NULL;
+                CredentialRecord *c = NULL;
                 struct stat st;
 
                 if (fd < 0) {
@@ -137,7 +137,7 @@ int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, v
                         on_bad(*n, r, r == -EFBIG ? "file too large" : "cannot read", userdata);
                         continue;
                 }
-                r = credential_from_json(text, size, &c, &reason);
+                r = credential_record_from_json(text, size, &c, &reason);
                 text = erase_and_free_sized(text, size);
                 if (r < 0) {
                         on_bad(*n, r, reason ?: "cannot parse", userdata);
@@ -147,7 +147,7 @@ int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, v
                 char expected[128];
                 if (file_name(c->id, expected, sizeof expected) < 0 || !streq(expected, *n)) {
                         on_bad(*n, -EBADMSG, "file name does not match the 'id' inside", userdata);
-                        credential_free(c);
+                        credential_record_free(c);
                         continue;
                 }
                 r = on_credential(c, userdata);
@@ -157,7 +157,7 @@ int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, v
         return 0;
 }
 
-int store_save(Store *s, Credential *c) {
+int store_save(Store *s, CredentialRecord *c) {
         char name[128];
         _cleanup_free_ char *text = NULL;
         int r;
@@ -165,7 +165,7 @@ int store_save(Store *s, Credential *c) {
         r = file_name(c->id, name, sizeof name);
         if (r < 0)
                 return r;
-        r = credential_to_json(c, &text);
+        r = credential_record_to_json(c, &text);
         if (r < 0)
                 return r;
         size_t n = strlen(text);

@@ -19,9 +19,9 @@ TEST(roundtrip_keeps_unknown_fields) {
                            "\"expires_at\":\"2030-01-01T00:00:00.000Z\",\"future_field\":{\"x\":[1,2]},"
                            "\"health\":{\"state\":\"needs-login\",\"consecutive_failures\":3,\"extra\":true},"
                            "\"enabled\":false}";
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         const char *err = NULL;
-        ASSERT_OK(credential_from_json(text, strlen(text), &c, &err));
+        ASSERT_OK(credential_record_from_json(text, strlen(text), &c, &err));
         ASSERT_EQ(c->method, AUTH_METHOD_IDC);
         ASSERT_EQ(c->health, HEALTH_NEEDS_LOGIN);
         ASSERT_EQ(c->consecutive_failures, 3);
@@ -29,7 +29,7 @@ TEST(roundtrip_keeps_unknown_fields) {
         free(c->refresh_token);
         c->refresh_token = strdup("rt-new");
         char *out = NULL;
-        ASSERT_OK(credential_to_json(c, &out));
+        ASSERT_OK(credential_record_to_json(c, &out));
         _cleanup_json_ json_object *o = NULL;
         ASSERT_OK(json_parse_bounded(out, strlen(out), 8, &o, NULL));
         json_object *ff, *h;
@@ -42,32 +42,32 @@ TEST(roundtrip_keeps_unknown_fields) {
         ASSERT_OK(json_get_bool(h, "extra", &extra));
         ASSERT_TRUE(extra);
         free(out);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(bad_documents) {
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         const char *err = NULL;
-        ASSERT_ERROR(credential_from_json("[]", 2, &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json("[]", 2, &c, &err), EBADMSG);
         ASSERT_STREQ(err, "not a JSON object");
         const char *noid = "{\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"r\"}";
-        ASSERT_ERROR(credential_from_json(noid, strlen(noid), &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json(noid, strlen(noid), &c, &err), EBADMSG);
         ASSERT_STREQ(err, "missing or invalid 'id'");
         const char *badid = "{\"id\":\"../x\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"r\"}";
-        ASSERT_ERROR(credential_from_json(badid, strlen(badid), &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json(badid, strlen(badid), &c, &err), EBADMSG);
         const char *notok = "{\"id\":\"x\",\"provider\":\"kiro\",\"auth_method\":\"social\"}";
-        ASSERT_ERROR(credential_from_json(notok, strlen(notok), &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json(notok, strlen(notok), &c, &err), EBADMSG);
         const char *badtime = "{\"id\":\"x\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"r\",\"expires_at\":5}";
-        ASSERT_ERROR(credential_from_json(badtime, strlen(badtime), &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json(badtime, strlen(badtime), &c, &err), EBADMSG);
         ASSERT_NULL(c);
 }
 
 static int n_loaded;
 static char *last_bad;
-static int on_cred(Credential *c, void *userdata) {
+static int on_cred(CredentialRecord *c, void *userdata) {
         n_loaded++;
         ASSERT_STREQ(c->id, "good");
-        credential_free(c);
+        credential_record_free(c);
         return 0;
 }
 static void on_bad(const char *file, int error, const char *reason, void *userdata) {
@@ -79,12 +79,12 @@ TEST(store_save_load_and_bad_files) {
         _cleanup_free_ char *dir = mktemp_dir();
         Store s;
         ASSERT_OK(store_open(dir, &s));
-        Credential *c = credential_new();
+        CredentialRecord *c = credential_record_new();
         c->id = strdup("good");
         c->refresh_token = strdup("secret-rt");
         c->expires_at = 1700000000 * USEC_PER_SEC;
         ASSERT_OK(store_save(&s, c));
-        credential_free(c);
+        credential_record_free(c);
 
         struct stat st;
         ASSERT_OK(fstatat(s.dir_fd, "good.json", &st, 0));
