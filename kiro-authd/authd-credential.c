@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The credential record: what is stored per credential, its JSON form and its enums. */
+#include <assert.h>
 #include <sys/random.h>
 
 #include "authd-credential.h"
@@ -111,6 +112,10 @@ bool credential_id_is_valid(const char *id) {
 }
 
 const char *credential_record_api_region(const CredentialRecord *c, char *buf, size_t n) {
+        assert(c);
+        assert(buf);
+        assert(n > 0);
+
         /* arn:aws:codewhisperer:<region>:<account>:profile/<id> */
         const char *p = c->profile_arn;
         for (int i = 0; p && i < 3; i++) {
@@ -131,6 +136,8 @@ const char *credential_record_api_region(const CredentialRecord *c, char *buf, s
 }
 
 int credential_record_ensure_machine_id(CredentialRecord *c) {
+        assert(c);
+
         uint8_t rnd[32];
         char hex[65];
 
@@ -193,6 +200,9 @@ static int set_time(json_object *o, const char *key, usec_t t) {
 }
 
 int credential_record_from_json(const char *text, size_t size, CredentialRecord **ret, const char **ret_error) {
+        assert(text || size == 0);
+        assert(ret);
+
         _cleanup_(credential_record_freep) CredentialRecord *c = NULL;
         json_object *doc = NULL, *o;
         const char *s;
@@ -270,6 +280,10 @@ int credential_record_from_json(const char *text, size_t size, CredentialRecord 
 }
 
 int credential_record_to_json(CredentialRecord *c, char **ret) {
+        assert(c);
+        assert(c->id);
+        assert(ret);
+
         json_object *doc, *o;
         int r;
 
@@ -339,6 +353,9 @@ int credential_record_to_json(CredentialRecord *c, char **ret) {
 }
 
 int credential_record_take_login(CredentialRecord *dst, CredentialRecord *src) {
+        assert(dst);
+        assert(src);
+
         dst->provider = src->provider;
         dst->method = src->method;
         for (size_t i = 0; i < ELEMENTSOF(fields); i++) {

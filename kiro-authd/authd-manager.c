@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The manager: the credentials in memory, their refresh timers, single-flight refreshes and selection. */
+#include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -24,6 +25,9 @@ static uint64_t random_u64(void) {
 }
 
 int manager_new(sd_event *e, Manager **ret) {
+        assert(e);
+        assert(ret);
+
         _cleanup_(manager_freep) Manager *m = calloc(1, sizeof *m);
         int r;
 
@@ -88,6 +92,8 @@ Manager *manager_free(Manager *m) {
 }
 
 int manager_resolve_users(Manager *m) {
+        assert(m);
+
         if (m->user_mode) {
                 /* Per-user instance: the user itself is both the proxy and the admin. */
                 m->proxy_uid = getuid();
@@ -107,6 +113,9 @@ int manager_resolve_users(Manager *m) {
 }
 
 Credential *manager_find(Manager *m, const char *id) {
+        assert(m);
+        assert(id);
+
         for (size_t i = 0; i < m->n_credentials; i++)
                 if (streq(m->credentials[i]->record->id, id))
                         return m->credentials[i];
@@ -171,6 +180,9 @@ static void on_bad_file(const char *file, int error, const char *reason, void *u
 }
 
 int manager_load(Manager *m) {
+        assert(m);
+        assert(m->state_dir);
+
         int r = store_open(m->state_dir, &m->store);
         if (r < 0)
                 return log_error_errno(r, "Failed to open state directory '%s': %m", m->state_dir);
@@ -188,6 +200,10 @@ int manager_load(Manager *m) {
 }
 
 int manager_add(Manager *m, CredentialRecord *c, Credential **ret) {
+        assert(m);
+        assert(c);
+        assert(c->id);
+
         Credential *cred;
         int r;
 
@@ -222,6 +238,10 @@ int manager_add(Manager *m, CredentialRecord *c, Credential **ret) {
 }
 
 int manager_remove(Manager *m, Credential *cred) {
+        assert(m);
+        assert(cred);
+        assert(cred->manager == m);
+
         int r = store_remove(&m->store, cred->record->id);
         if (r < 0)
                 return r;
@@ -254,6 +274,11 @@ static void credential_cancel_refresh(Credential *cred) {
 }
 
 int manager_replace_login(Manager *m, Credential *cred, CredentialRecord *login) {
+        assert(m);
+        assert(cred);
+        assert(login);
+        assert(cred->manager == m);
+
         _cleanup_(credential_record_freep) CredentialRecord *copy = NULL;
         _cleanup_free_ char *text = NULL;
         const char *perr;
@@ -301,6 +326,8 @@ int manager_replace_login(Manager *m, Credential *cred, CredentialRecord *login)
 }
 
 CredentialState credential_state(Credential *cred) {
+        assert(cred);
+
         if (!cred->record->enabled)
                 return CREDENTIAL_DISABLED;
         if (cred->record->health == HEALTH_NEEDS_LOGIN)
@@ -313,6 +340,8 @@ CredentialState credential_state(Credential *cred) {
 }
 
 bool credential_token_usable(Credential *cred, usec_t n) {
+        assert(cred);
+
         CredentialRecord *c = cred->record;
         if (!c->access_token || cred->token_rejected || cred->save_pending)
                 return false;
@@ -322,6 +351,8 @@ bool credential_token_usable(Credential *cred, usec_t n) {
 }
 
 int credential_save(Credential *cred) {
+        assert(cred);
+
         int r = store_save(&cred->manager->store, cred->record);
         if (r < 0)
                 return log_error_errno(r, "Failed to write credential '%s': %m", cred->record->id);
@@ -334,6 +365,8 @@ int credential_save(Credential *cred) {
 }
 
 void credential_emit_changed(Credential *cred) {
+        assert(cred);
+
         Manager *m = cred->manager;
         if (m->hooks && m->hooks->credential_changed)
                 m->hooks->credential_changed(cred);
@@ -363,6 +396,8 @@ static bool credential_refreshable(Credential *cred) {
 }
 
 void credential_schedule(Credential *cred) {
+        assert(cred);
+
         Manager *m = cred->manager;
         usec_t when;
         int r;
@@ -603,6 +638,8 @@ static int append_header(struct curl_slist **l, const char *name, const char *v)
 }
 
 int credential_start_refresh(Credential *cred, bool force) {
+        assert(cred);
+
         Manager *m = cred->manager;
         CredentialRecord *c = cred->record;
         _cleanup_free_ char *message = NULL;
@@ -683,6 +720,9 @@ static bool credential_usable_for(Credential *cred, Provider p, usec_t n) {
 }
 
 Credential *manager_select(Manager *m, Provider p, sd_bus_error *error) {
+        assert(m);
+        assert(p >= 0 && p < _PROVIDER_MAX);
+
         usec_t n = now(CLOCK_REALTIME);
         size_t total = 0, needs_login = 0, disabled = 0, cooling = 0;
 
@@ -726,6 +766,8 @@ Credential *manager_select(Manager *m, Provider p, sd_bus_error *error) {
 /* systemd credentials (LoadCredential=) imported once at start-up; an existing credential of the same id
  * is kept, because its refresh token may have rotated since. */
 int manager_import_system_credentials(Manager *m) {
+        assert(m);
+
         static const struct {
                 const char *name;
                 ImportFormat format;
@@ -773,6 +815,8 @@ int manager_import_system_credentials(Manager *m) {
 }
 
 int manager_flush_unsaved(Manager *m) {
+        assert(m);
+
         int ret = 0;
 
         for (size_t i = 0; i < m->n_credentials; i++) {

@@ -85,6 +85,8 @@ int store_open(const char *state_dir, Store *ret) {
 }
 
 void store_close(Store *s) {
+        assert(s);
+
         s->dir_fd = safe_close(s->dir_fd);
         s->path = (free(s->path), NULL);
 }
@@ -95,6 +97,11 @@ static int file_name(const char *id, char *buf, size_t n) {
 }
 
 int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, void *userdata) {
+        assert(s);
+        assert(s->dir_fd >= 0);
+        assert(on_credential);
+        assert(on_bad);
+
         _cleanup_strv_free_ char **names = NULL;
         int r;
 
@@ -158,6 +165,11 @@ int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, v
 }
 
 int store_save(Store *s, CredentialRecord *c) {
+        assert(s);
+        assert(s->dir_fd >= 0);
+        assert(c);
+        assert(c->id);
+
         char name[128];
         _cleanup_free_ char *text = NULL;
         int r;
@@ -175,6 +187,10 @@ int store_save(Store *s, CredentialRecord *c) {
 }
 
 int store_remove(Store *s, const char *id) {
+        assert(s);
+        assert(s->dir_fd >= 0);
+        assert(id);
+
         char name[128];
         int r = file_name(id, name, sizeof name);
         if (r < 0)
