@@ -3,8 +3,8 @@
 #include <assert.h>
 #include <sys/stat.h>
 
-#include "authd-import.h"
 #include "authd-bus.h"
+#include "authd-import.h"
 #include "bus-names.h"
 #include "log.h"
 
