@@ -360,6 +360,9 @@ int credential_save(Credential *cred) {
                 cred->save_pending = false;
                 if (streq_ptr(cred->record->last_error, "cannot write the credential file"))
                         cred->record->last_error = (free(cred->record->last_error), NULL);
+                log_notice("Credential '%s': the rotated refresh token is stored now.", cred->record->id);
+                /* Unsaved and LastError changed, whichever path wrote it (timer, GetToken, Refresh). */
+                credential_emit_changed(cred);
         }
         return 0;
 }
@@ -380,8 +383,6 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 cred->retry_at = 0;
                 if (credential_save(cred) < 0)
                         cred->retry_at = now(CLOCK_REALTIME) + cred->manager->config.retry_initial;
-                else
-                        log_notice("Credential '%s': the rotated refresh token is stored now.", cred->record->id);
                 credential_schedule(cred);
                 credential_emit_changed(cred);
                 return 0;

@@ -307,6 +307,26 @@ def test_unsaved_token_lost_at_stop_is_loud(users, journal_authd, fake_auth, dbu
         assert "AddressSanitizer" not in a.log_text()
 
 
+def test_unsaved_clears_with_a_signal_when_written(users, authd, fake_auth, dbus, bus):
+        a = authd(RetryInitialSec=600, RetryMaxSec=600)
+        rotated = make_unsaved(a, fake_auth, dbus, "w", "w")
+        os.chmod(a.credentials_dir, 0o700)
+        with dbusmini.Connection(bus, timeout=10) as c:
+                c.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
+                       [f"type='signal',interface='{PROPS}',member='PropertiesChanged',path='{cred_path('w')}'"])
+                # GetToken writes the pending tokens first, then answers.
+                _, token, _, _ = dbus("GetToken", "sst", ["kiro", "w", 0])
+                assert token == fake_auth.latest_access_token("w")
+                assert a.read_credential("w")["refresh_token"] == rotated
+                while True:
+                        m = c.read_message()        # raises on the connection's timeout
+                        if m.member == "PropertiesChanged" and "Unsaved" in m.body[1]:
+                                break
+        assert m.body[1]["Unsaved"] is False
+        assert m.body[1]["LastError"] == ""
+        assert prop(dbus, "w", "Unsaved") is False
+
+
 # ---- admin check: the caller's groups from the bus, no NSS (item 12) -----------------------------
 
 def call_as(bus, user, groups, member, signature, args, pass_fds=()):
