@@ -14,6 +14,8 @@
 #include "http/http-access.h"
 #include "http/http-listen.h"
 #include "api/api-openai.h"
+#include "auth/auth-tokencache.h"
+#include "kiro/kiro-upstream.h"
 
 typedef struct Proxy {
         sd_event *event;
@@ -25,7 +27,7 @@ typedef struct Proxy {
         ChatContext chat;
         sd_event_source *idle_timer;
         bool activated;
-        bool in_post;
+        bool in_after_dispatch;
 
         /* [Proxy] */
         ListenConfig listen;
@@ -330,19 +332,19 @@ static int parse_argv(int argc, char *argv[]) {
 /* The end of every HTTP or upstream dispatch: what one side just made pending for the other (a transfer
  * to start, a resumed connection to answer) runs now instead of in loop iterations of its own, each of
  * which would cost an epoll_wait(). Bounded, so that the loop still gets to the other sources. */
-static void on_post(void *userdata) {
+static void on_after_dispatch(void *userdata) {
         Proxy *p = userdata;
 
-        if (p->in_post)
+        if (p->in_after_dispatch)
                 return;
-        p->in_post = true;
+        p->in_after_dispatch = true;
         for (unsigned i = 0; i < 4; i++) {
                 bool a = curl_glue_flush(upstream_glue(p->upstream));
                 bool b = http_server_flush(p->http);
                 if (!a && !b)
                         break;
         }
-        p->in_post = false;
+        p->in_after_dispatch = false;
 }
 
 /* No connection for a second: drop what only helps under load, before the heap is trimmed. */
@@ -399,7 +401,7 @@ static int run(int argc, char *argv[]) {
         r = upstream_new(p.event, p.tokens, &p.kiro, &p.upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
-        p.chat.upstream = p.upstream;
+        p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
 
         bump_nofile(p.limits.max_connections);
         r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);
@@ -407,9 +409,9 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to set up the HTTP server: %m");
         http_server_set_headers_handler(p.http, on_headers);
         http_server_set_error_renderer(p.http, render_error, &p);
-        http_server_set_post(p.http, on_post, &p);
+        http_server_set_post(p.http, on_after_dispatch, &p);
         http_server_set_idle_handler(p.http, on_http_idle, &p);
-        curl_glue_set_post(upstream_glue(p.upstream), on_post, &p);
+        curl_glue_set_post(upstream_glue(p.upstream), on_after_dispatch, &p);
         r = setup_listeners(&p);
         if (r < 0)
                 return r;

@@ -375,7 +375,7 @@ static void touch_ping(AnthropicState *st) {
 
 static int start_stream(Chat *c) {
         static const char *const headers[] = { "Cache-Control: no-cache", "X-Accel-Buffering: no", NULL };
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r;
 
@@ -424,7 +424,7 @@ static int make_signature(Chat *c, char **ret) {
 }
 
 static int close_block(Chat *c) {
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r = 0;
         if (st->open == BLOCK_NONE)
@@ -459,7 +459,7 @@ static int close_block(Chat *c) {
 }
 
 static int open_block(Chat *c, BlockType type, ChatToolCall *t) {
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r = start_stream(c);
         if (r < 0)
@@ -496,7 +496,7 @@ static int open_block(Chat *c, BlockType type, ChatToolCall *t) {
 /* A content_block_delta event: the per-token path of a stream, so without printf and without an
  * allocation per event. */
 static int send_delta(Chat *c, const char *delta_type, const char *key, const char *s, size_t n) {
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         Buf *b = &st->scratch;
         int r;
 
@@ -513,32 +513,32 @@ static int send_delta(Chat *c, const char *delta_type, const char *key, const ch
         return r < 0 ? r : chat_stream_write(c, b->data, b->size);
 }
 
-static int r_text(Chat *c, const char *s, size_t n) {
+static int render_text(Chat *c, const char *s, size_t n) {
         if (!c->conv->stream)
                 return 0;
         int r = open_block(c, BLOCK_TEXT, NULL);
         return r < 0 ? r : send_delta(c, "text_delta", "text", s, n);
 }
 
-static int r_thinking(Chat *c, const char *s, size_t n) {
+static int render_thinking(Chat *c, const char *s, size_t n) {
         if (!c->conv->stream)
                 return 0;
         int r = open_block(c, BLOCK_THINKING, NULL);
         return r < 0 ? r : send_delta(c, "thinking_delta", "thinking", s, n);
 }
 
-static int r_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
         return c->conv->stream ? open_block(c, BLOCK_TOOL, t) : 0;
 }
 
-static int r_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
+static int render_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
         if (!c->conv->stream)
                 return 0;
         int r = start_stream(c);
         return r < 0 ? r : send_delta(c, "input_json_delta", "partial_json", s, n);
 }
 
-static int r_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
         return c->conv->stream ? close_block(c) : 0;
 }
 
@@ -551,8 +551,8 @@ static int put_tool_input(Buf *b, ChatToolCall *t) {
         return buf_put(b, t->args.data, t->args.size);
 }
 
-static int r_finish(Chat *c, ChatStop stop) {
-        AnthropicState *st = c->fe;
+static int render_finish(Chat *c, ChatStop stop) {
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         const char *matched = stop == CHAT_STOP_STOP_SEQUENCE ? c->stop_matched : NULL;
         uint64_t in, out;
@@ -646,8 +646,8 @@ static int r_finish(Chat *c, ChatStop stop) {
         return http_request_respond(c->http, 200, "application/json", b.data, b.size, NULL);
 }
 
-static int r_fail(Chat *c, const Failure *e) {
-        AnthropicState *st = c->fe;
+static int render_fail(Chat *c, const Failure *e) {
+        AnthropicState *st = c->frontend_state;
         if (!c->started)
                 return api_error_respond(c->http, API_SHAPE_ANTHROPIC, e);
         /* Mid-stream: an error event, then the stream ends; no message_stop (it was not a normal end). */
@@ -666,8 +666,8 @@ static int r_fail(Chat *c, const Failure *e) {
         return http_request_stream_end(c->http);
 }
 
-static int r_begin(Chat *c) {
-        AnthropicState *st = c->fe;
+static int render_begin(Chat *c) {
+        AnthropicState *st = c->frontend_state;
         sd_event *e = NULL;
         st->chat = c;
         if (!c->conv->stream || st->ping_interval == USEC_INFINITY || sd_event_default(&e) < 0)
@@ -678,14 +678,14 @@ static int r_begin(Chat *c) {
 }
 
 static const ChatRenderer anthropic_renderer = {
-        .begin = r_begin,
-        .text = r_text,
-        .thinking = r_thinking,
-        .tool_start = r_tool_start,
-        .tool_args = r_tool_args,
-        .tool_end = r_tool_end,
-        .finish = r_finish,
-        .fail = r_fail,
+        .begin = render_begin,
+        .text = render_text,
+        .thinking = render_thinking,
+        .tool_start = render_tool_start,
+        .tool_args = render_tool_args,
+        .tool_end = render_tool_end,
+        .finish = render_finish,
+        .fail = render_fail,
 };
 
 int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth) {
