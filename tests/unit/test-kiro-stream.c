@@ -257,17 +257,24 @@ TEST(tool_input_object_and_odd_frames) {
 
 TEST(tool_alias_restored) {
         _cleanup_free_ uint8_t *data = NULL;
-        KiroToolAlias entries[] = { { .alias = "short_12345678", .name = "a_very_long_original_name" } };
-        KiroToolAliases aliases = { .entries = entries, .n = 1 };
+        _cleanup_free_ char *payload = NULL;
+        static const char longname[] = "a_very_long_original_name_that_is_well_over_the_sixty_four_byte_limit_of_kiro";
+        _cleanup_(kiro_tool_aliases_done) KiroToolAliases aliases = {};
+        const char *alias;
         Body b = {};
         Log l = {};
 
-        ev(&b, "toolUseEvent", "{\"input\":\"{}\",\"name\":\"short_12345678\",\"stop\":true,\"toolUseId\":\"t1\"}");
+        ASSERT_OK(kiro_tool_aliases_get(&aliases, longname, &alias));
+        ASSERT_EQ(strlen(alias), 64);
+        ASSERT_TRUE(asprintf(&payload, "{\"input\":\"{}\",\"name\":\"%s\",\"stop\":true,\"toolUseId\":\"t1\"}", alias) > 0);
+        ev(&b, "toolUseEvent", payload);
         closing(&b);
         data = b.data;
         ASSERT_OK(run(&b, 0, &aliases, &l));
-        EXPECT(&l, "tool-start:0:t1:a_very_long_original_name", "tool-args:0:{}",
-               "tool-end:0:t1:a_very_long_original_name", "usage", "usage", "end:tool_use");
+        EXPECT(&l, "tool-start:0:t1:a_very_long_original_name_that_is_well_over_the_sixty_four_byte_limit_of_kiro",
+               "tool-args:0:{}",
+               "tool-end:0:t1:a_very_long_original_name_that_is_well_over_the_sixty_four_byte_limit_of_kiro",
+               "usage", "usage", "end:tool_use");
         log_done(&l);
 }
 
