@@ -35,7 +35,7 @@ typedef struct Proxy {
         char *tls_certificate_file;
         char *tls_key_file;
         HttpLimits limits;
-        unsigned max_json_depth;
+        ApiLimits api;
         usec_t exit_on_idle;
         /* [Kiro] */
         UpstreamConfig kiro;
@@ -108,11 +108,11 @@ static int on_request(HttpRequest *r, void *userdata) {
         if (streq(path, "/v1/models") && get)
                 return openai_handle_models(r);
         if (streq(path, "/v1/chat/completions") && post)
-                return openai_handle_chat(&p->chat, r, (int) p->max_json_depth);
+                return openai_handle_chat(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages") && post)
-                return anthropic_handle_messages(&p->chat, r, (int) p->max_json_depth);
+                return anthropic_handle_messages(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages/count_tokens") && post)
-                return anthropic_handle_count_tokens(r, (int) p->max_json_depth);
+                return anthropic_handle_count_tokens(r, &p->api);
 
         bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
                      streq(path, "/v1/messages/count_tokens");
@@ -161,7 +161,10 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "MaxBodyBytes", config_parse_uint64, &max_body },
                 { "Proxy", "IdleTimeoutSec", config_parse_sec, &p->limits.idle_timeout_usec },
                 { "Proxy", "RequestTimeoutSec", config_parse_sec, &p->limits.request_timeout_usec },
-                { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->max_json_depth },
+                { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->api.max_json_depth },
+                { "Proxy", "MaxMessages", parse_size, &p->api.max_messages },
+                { "Proxy", "MaxContentParts", parse_size, &p->api.max_content_parts },
+                { "Proxy", "MaxTools", parse_size, &p->api.max_tools },
                 { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
                 { "Proxy", "PingIntervalSec", config_parse_sec, &p->chat.ping_interval },
@@ -182,8 +185,14 @@ static int parse_config(Proxy *p) {
         p->limits.max_body_bytes = max_body;
         if (p->kiro.max_attempts == 0)
                 p->kiro.max_attempts = 1;
-        if (p->max_json_depth == 0 || p->max_json_depth > 1000)
-                p->max_json_depth = 64;
+        if (p->api.max_json_depth == 0 || p->api.max_json_depth > 1000)
+                p->api.max_json_depth = API_MAX_JSON_DEPTH_DEFAULT;
+        if (p->api.max_messages == 0)
+                p->api.max_messages = API_MAX_MESSAGES_DEFAULT;
+        if (p->api.max_content_parts == 0)
+                p->api.max_content_parts = API_MAX_CONTENT_PARTS_DEFAULT;
+        if (p->api.max_tools == 0)
+                p->api.max_tools = API_MAX_TOOLS_DEFAULT;
         /* Command-line --listen replaces the configured ones. */
         if (arg_listen) {
                 strv_free(p->listen.listen);
@@ -356,7 +365,7 @@ static void on_http_idle(void *userdata) {
 }
 
 static int run(int argc, char *argv[]) {
-        _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .max_json_depth = 64,
+        _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .api = API_LIMITS_DEFAULT,
                                           .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
         sigset_t ss;
         int r;

@@ -242,7 +242,7 @@ static const ChatRenderer openai_renderer = {
         .fail = render_fail,
 };
 
-int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
+int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits) {
         _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
         OpenAIOptions opts;
@@ -250,7 +250,7 @@ int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
         const char *body = http_request_body(http, &size);
         int r;
 
-        r = openai_parse_chat(body, size, max_depth, &conv, &opts, &err);
+        r = openai_parse_chat(body, size, limits, &conv, &opts, &err);
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
