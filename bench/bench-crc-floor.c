@@ -20,7 +20,7 @@
 #include <time.h>
 #include <zlib.h>
 
-#include "proxyd-eventstream.h"
+#include "kiro/kiro-eventstream.h"
 
 static double now_us(void) {
         struct timespec ts;

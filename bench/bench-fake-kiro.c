@@ -38,7 +38,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "proxyd-eventstream.h"
+#include "kiro/kiro-eventstream.h"
 
 #define CHAT_PATH "/generateAssistantResponse"
 #define MAX_HEADER_BYTES (64U * 1024U)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Parsing of import sources (kiro-cli SQLite snapshot, Kiro IDE token file, bare refresh token, API key)
- * into a Credential. Pure functions of their input: no bus, no store. */
+ * into a CredentialRecord. Pure functions of their input: no bus, no store. */
 #pragma once
 
 #include <fcntl.h>
@@ -56,17 +56,17 @@ const char *import_format_default_id(ImportFormat f);
 /* Measured: a 61 MB kiro-cli-like database (3000 rows of conversations) needs 550k steps; a recursive CTE
  * burns 50M steps in about 1.7 s (-O2), so a hostile database costs at most that. */
 #define IMPORT_SQLITE_STEP_BUDGET (50 * 1000 * 1000)
-int import_kiro_cli_sqlite(const void *data, size_t size, Credential **ret, char **ret_message);
+int import_kiro_cli_sqlite(const void *data, size_t size, CredentialRecord **ret, char **ret_message);
 /* The same with another step budget (SQLite VM instructions), for tests. */
-int import_kiro_cli_sqlite_budget(const void *data, size_t size, uint64_t steps, Credential **ret,
+int import_kiro_cli_sqlite_budget(const void *data, size_t size, uint64_t steps, CredentialRecord **ret,
                                   char **ret_message);
 int import_kiro_ide_json(const char *token, size_t token_size, const char *registration, size_t registration_size,
-                         Credential **ret, char **ret_message);
-int import_refresh_token(const char *data, size_t size, Credential **ret, char **ret_message);
-int import_api_key(const char *data, size_t size, Credential **ret, char **ret_message);
+                         CredentialRecord **ret, char **ret_message);
+int import_refresh_token(const char *data, size_t size, CredentialRecord **ret, char **ret_message);
+int import_api_key(const char *data, size_t size, CredentialRecord **ret, char **ret_message);
 
 /* Reads an fd with the cap of the format and dispatches. registration_fd may be -1. Both must be regular
  * files, and a memfd must carry F_SEAL_WRITE, F_SEAL_GROW and F_SEAL_SHRINK (as kiroctl seals them):
  * anything else (a FIFO, socket or device could block the daemon; a writable memfd could change under
  * the parser) is IMPORT_E_BAD_FD. */
-int import_from_fds(ImportFormat f, int fd, int registration_fd, Credential **ret, char **ret_message);
+int import_from_fds(ImportFormat f, int fd, int registration_fd, CredentialRecord **ret, char **ret_message);

@@ -30,7 +30,7 @@ const char *refresh_error_to_string(int e);
 
 /* kiro_auth_url and oidc_url are templates with {region} in the host (url_from_template()). Returns 0,
  * a RefreshError > 0 (with *ret_message for REFRESH_E_BAD_URL and REFRESH_E_BAD_REGION), or -ENOMEM. */
-int refresh_build_request(const Credential *c, const char *kiro_auth_url, const char *oidc_url,
+int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, const char *oidc_url,
                           RefreshRequest *ret, char **ret_message);
 
 typedef enum RefreshOutcome {

@@ -6,7 +6,7 @@
 
 #include "fuzz.h"
 #include "macro.h"
-#include "proxyd-thinking.h"
+#include "chat/chat-thinking.h"
 
 typedef struct Out {
         size_t bytes;

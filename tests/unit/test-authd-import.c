@@ -52,10 +52,10 @@ static unsigned char *make_db(const char *const *kv, const char *profile, bool w
         "\"client_secret_expires_at\":\"2031-01-01T00:00:00Z\",\"region\":\"eu-west-1\"}"
 #define PROFILE "{\"arn\":\"arn:aws:codewhisperer:eu-central-1:123456789012:profile/ABC\",\"profile_name\":\"p\"}"
 
-static Credential *import_db_ok(const char *const *kv, const char *profile) {
+static CredentialRecord *import_db_ok(const char *const *kv, const char *profile) {
         size_t size;
         unsigned char *p = make_db(kv, profile, true, &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         int r = import_kiro_cli_sqlite(p, size, &c, &msg);
         if (r != 0)
@@ -68,7 +68,7 @@ static Credential *import_db_ok(const char *const *kv, const char *profile) {
 static int import_db_err(const char *const *kv, bool with_state, char **ret_msg) {
         size_t size;
         unsigned char *p = make_db(kv, NULL, with_state, &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         int r = import_kiro_cli_sqlite(p, size, &c, ret_msg);
         sqlite3_free(p);
         ASSERT_NULL(c);
@@ -77,7 +77,7 @@ static int import_db_err(const char *const *kv, bool with_state, char **ret_msg)
 
 TEST(sqlite_social) {
         const char *kv[] = { "kirocli:social:token", SOCIAL_TOKEN, NULL };
-        Credential *c = import_db_ok(kv, NULL);
+        CredentialRecord *c = import_db_ok(kv, NULL);
         ASSERT_STREQ(auth_method_to_string(c->method), "social");
         ASSERT_STREQ(c->refresh_token, "rt-social");
         ASSERT_STREQ(c->access_token, "at-social");
@@ -86,7 +86,7 @@ TEST(sqlite_social) {
         usec_t want;
         ASSERT_OK(parse_rfc3339("2031-01-02T03:04:05.123456Z", &want));
         ASSERT_EQ(c->expires_at, want);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(sqlite_priority_external_idp_first) {
@@ -96,17 +96,17 @@ TEST(sqlite_priority_external_idp_first) {
                 "{\"access_token\":\"at-x\",\"refresh_token\":\"rt-x\",\"token_endpoint\":\"https://idp.example/token\","
                 "\"client_id\":\"xid\",\"scopes\":\"openid offline\"}",
                 NULL };
-        Credential *c = import_db_ok(kv, NULL);
+        CredentialRecord *c = import_db_ok(kv, NULL);
         ASSERT_STREQ(auth_method_to_string(c->method), "external-idp");
         ASSERT_STREQ(c->refresh_token, "rt-x");
         ASSERT_STREQ(c->token_endpoint, "https://idp.example/token");
         ASSERT_STREQ(c->scopes, "openid offline");
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(sqlite_odic_builder_id_with_profile) {
         const char *kv[] = { "kirocli:odic:token", ODIC_TOKEN, "kirocli:odic:device-registration", ODIC_REG, NULL };
-        Credential *c = import_db_ok(kv, PROFILE);
+        CredentialRecord *c = import_db_ok(kv, PROFILE);
         ASSERT_STREQ(auth_method_to_string(c->method), "builder-id");
         ASSERT_STREQ(c->client_id, "cid");
         ASSERT_STREQ(c->client_secret, "csecret");
@@ -114,8 +114,8 @@ TEST(sqlite_odic_builder_id_with_profile) {
         ASSERT_STREQ(c->scopes, "a b");
         ASSERT_STREQ(c->profile_arn, "arn:aws:codewhisperer:eu-central-1:123456789012:profile/ABC");
         char buf[64];
-        ASSERT_STREQ(credential_api_region(c, buf, sizeof buf), "eu-central-1");
-        credential_free(c);
+        ASSERT_STREQ(credential_record_api_region(c, buf, sizeof buf), "eu-central-1");
+        credential_record_free(c);
 }
 
 TEST(sqlite_legacy_codewhisperer_idc) {
@@ -125,20 +125,20 @@ TEST(sqlite_legacy_codewhisperer_idc) {
                 "\"region\":\"us-west-2\"}",
                 "codewhisperer:odic:device-registration", "{\"clientId\":\"c2\",\"clientSecret\":\"s2\"}",
                 NULL };
-        Credential *c = import_db_ok(kv, NULL);
+        CredentialRecord *c = import_db_ok(kv, NULL);
         ASSERT_STREQ(auth_method_to_string(c->method), "idc");
         ASSERT_STREQ(c->client_id, "c2");
         ASSERT_STREQ(c->refresh_token, "rt-legacy");
         ASSERT_STREQ(c->region, "us-west-2");
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(sqlite_social_preferred_over_odic) {
         const char *kv[] = { "kirocli:odic:token", ODIC_TOKEN, "kirocli:odic:device-registration", ODIC_REG,
                              "kirocli:social:token", SOCIAL_TOKEN, NULL };
-        Credential *c = import_db_ok(kv, NULL);
+        CredentialRecord *c = import_db_ok(kv, NULL);
         ASSERT_STREQ(auth_method_to_string(c->method), "social");
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(sqlite_errors) {
@@ -179,15 +179,15 @@ TEST(sqlite_errors) {
         const char *ok[] = { "kirocli:social:token", SOCIAL_TOKEN, NULL };
         size_t size;
         unsigned char *p = make_db(ok, NULL, false, &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         ASSERT_OK(import_kiro_cli_sqlite(p, size, &c, &msg));
-        credential_free(c);
+        credential_record_free(c);
         sqlite3_free(p);
 }
 
 TEST(sqlite_not_a_database) {
         char *msg = NULL;
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         ASSERT_EQ(import_kiro_cli_sqlite("", 0, &c, &msg), IMPORT_E_INVALID);
         ASSERT_TRUE(strstr(msg, "empty"));
         free(msg), msg = NULL;
@@ -224,13 +224,13 @@ TEST(sqlite_not_a_database) {
 TEST(ide_social_and_builder_id) {
         const char *tok = "{\"accessToken\":\"at\",\"refreshToken\":\"rt\",\"expiresAt\":\"2031-12-31T02:32:45.144Z\","
                           "\"authMethod\":\"social\",\"provider\":\"Github\",\"profileArn\":\"arn:aws:codewhisperer:us-east-1:1:profile/X\"}";
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         ASSERT_OK(import_kiro_ide_json(tok, strlen(tok), NULL, 0, &c, &msg));
         ASSERT_STREQ(auth_method_to_string(c->method), "social");
         ASSERT_STREQ(c->refresh_token, "rt");
         ASSERT_STREQ(c->region, "us-east-1");
-        credential_free(c);
+        credential_record_free(c);
 
         const char *idc = "{\"accessToken\":\"at\",\"refreshToken\":\"rt2\",\"expiresAt\":\"2031-12-31T02:32:45.144Z\","
                           "\"authMethod\":\"IdC\",\"provider\":\"BuilderId\",\"clientIdHash\":\"abc\",\"region\":\"us-east-1\"}";
@@ -238,12 +238,12 @@ TEST(ide_social_and_builder_id) {
         ASSERT_OK(import_kiro_ide_json(idc, strlen(idc), reg, strlen(reg), &c, &msg));
         ASSERT_STREQ(auth_method_to_string(c->method), "builder-id");
         ASSERT_STREQ(c->client_secret, "sec");
-        credential_free(c);
+        credential_record_free(c);
 
         const char *ent = "{\"refreshToken\":\"rt3\",\"authMethod\":\"IdC\",\"provider\":\"Enterprise\"}";
         ASSERT_OK(import_kiro_ide_json(ent, strlen(ent), reg, strlen(reg), &c, &msg));
         ASSERT_STREQ(auth_method_to_string(c->method), "idc");
-        credential_free(c);
+        credential_record_free(c);
 
         ASSERT_EQ(import_kiro_ide_json(idc, strlen(idc), NULL, 0, &c, &msg), IMPORT_E_INVALID);
         ASSERT_TRUE(strstr(msg, "registration"));
@@ -272,13 +272,13 @@ TEST(ide_social_and_builder_id) {
 }
 
 TEST(bare_secrets) {
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         ASSERT_OK(import_refresh_token("  rt-abc\n", 9, &c, &msg));
         ASSERT_STREQ(c->refresh_token, "rt-abc");
         ASSERT_NULL(c->access_token);
         ASSERT_STREQ(auth_method_to_string(c->method), "social");
-        credential_free(c);
+        credential_record_free(c);
 
         ASSERT_EQ(import_refresh_token("\n\n", 2, &c, &msg), IMPORT_E_INVALID);
         free(msg), msg = NULL;
@@ -288,7 +288,7 @@ TEST(bare_secrets) {
         ASSERT_OK(import_api_key("ksk_123\n", 8, &c, &msg));
         ASSERT_STREQ(c->access_token, "ksk_123");
         ASSERT_EQ(c->expires_at, USEC_INFINITY);
-        credential_free(c);
+        credential_record_free(c);
         ASSERT_EQ(import_api_key("abc", 3, &c, &msg), IMPORT_E_INVALID);
         ASSERT_TRUE(strstr(msg, "ksk_"));
         free(msg);
@@ -325,13 +325,13 @@ static usec_t mono(void) {
 static int import_sql(const char *sql, char **ret_message, usec_t *ret_elapsed) {
         size_t size;
         unsigned char *p = serialize_sql(sql, &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         usec_t t = mono();
         int r = import_kiro_cli_sqlite(p, size, &c, ret_message);
         if (ret_elapsed)
                 *ret_elapsed = mono() - t;
         sqlite3_free(p);
-        credential_free(c);
+        credential_record_free(c);
         return r;
 }
 
@@ -373,13 +373,13 @@ TEST(sqlite_triggers_never_run) {
                 "  INSERT INTO log WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c; END;"
                 "CREATE TRIGGER t2 BEFORE DELETE ON auth_kv BEGIN SELECT RAISE(ABORT, 'no'); END;",
                 &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         usec_t t = mono();
         ASSERT_EQ(import_kiro_cli_sqlite(p, size, &c, &msg), 0);
         elapsed = mono() - t;
         ASSERT_STREQ(c->refresh_token, "rt-social");
         ASSERT_TRUE(elapsed < USEC_PER_SEC);
-        credential_free(c);
+        credential_record_free(c);
         sqlite3_free(p);
 }
 
@@ -420,7 +420,7 @@ TEST(sqlite_step_budget) {
                 "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000) "
                 "INSERT INTO auth_kv SELECT 'k' || x, 'v' FROM c;" SOCIAL_ROW,
                 &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         ASSERT_EQ(import_kiro_cli_sqlite_budget(p, size, 20000, &c, &msg), IMPORT_E_TOO_COSTLY);
         ASSERT_NULL(c);
@@ -429,7 +429,7 @@ TEST(sqlite_step_budget) {
         /* The default budget reads it. */
         ASSERT_EQ(import_kiro_cli_sqlite(p, size, &c, &msg), 0);
         ASSERT_STREQ(c->refresh_token, "rt-social");
-        credential_free(c);
+        credential_record_free(c);
         sqlite3_free(p);
 }
 
@@ -437,7 +437,7 @@ TEST(sqlite_corrupt_page_fails_quick_check) {
         const char *kv[] = { "kirocli:social:token", SOCIAL_TOKEN, NULL };
         size_t size;
         unsigned char *p = make_db(kv, NULL, true, &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         ASSERT_TRUE(size >= 3 * 4096);
         /* Page 2 (auth_kv's root, a leaf): a cell pointer past the page end. */
@@ -456,7 +456,7 @@ TEST(hostile_regions_refused) {
         static const char *const bad[] = { "evil.example#", "attacker.example/x#", "us-east-1.evil.example" };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
                 char tok[512], *msg = NULL;
-                Credential *c = NULL;
+                CredentialRecord *c = NULL;
                 snprintf(tok, sizeof tok, "{\"refreshToken\":\"rt\",\"authMethod\":\"social\",\"region\":\"%s\"}", bad[i]);
                 ASSERT_EQ(import_kiro_ide_json(tok, strlen(tok), NULL, 0, &c, &msg), IMPORT_E_INVALID);
                 ASSERT_STREQ(msg, "'region' in the Kiro IDE token file is not a valid region (like 'us-east-1')");
@@ -492,7 +492,7 @@ TEST(hostile_regions_refused) {
         /* Registration region of a builder-id login. */
         const char *idc = "{\"refreshToken\":\"rt2\",\"authMethod\":\"IdC\",\"provider\":\"BuilderId\"}";
         const char *reg = "{\"clientId\":\"cid\",\"clientSecret\":\"sec\",\"region\":\"evil.example#\"}";
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         ASSERT_EQ(import_kiro_ide_json(idc, strlen(idc), reg, strlen(reg), &c, &msg), IMPORT_E_INVALID);
         ASSERT_TRUE(strstr(msg, "client registration file is not a valid region"));
@@ -501,7 +501,7 @@ TEST(hostile_regions_refused) {
         const char *gov = "{\"refreshToken\":\"rt\",\"authMethod\":\"social\",\"region\":\"us-gov-west-1\"}";
         ASSERT_EQ(import_kiro_ide_json(gov, strlen(gov), NULL, 0, &c, NULL), 0);
         ASSERT_STREQ(c->region, "us-gov-west-1");
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(sqlite_large_database_within_budget) {
@@ -514,7 +514,7 @@ TEST(sqlite_large_database_within_budget) {
                 "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000) "
                 "INSERT INTO conversations SELECT 'c' || x, printf('%.*c', 20000, 'x') FROM c;",
                 &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         usec_t t = mono();
         int r = import_kiro_cli_sqlite(p, size, &c, &msg);
@@ -522,7 +522,7 @@ TEST(sqlite_large_database_within_budget) {
                 ASSERT_FAIL("import of %zu bytes: %d %s", size, r, strna(msg));
         fprintf(stderr, "imported %zu bytes in %" PRIu64 " ms\n", size, (uint64_t) ((mono() - t) / 1000));
         ASSERT_STREQ(c->refresh_token, "rt-social");
-        credential_free(c);
+        credential_record_free(c);
         sqlite3_free(p);
 }
 
@@ -536,11 +536,11 @@ static int memfd_with(const char *data, unsigned seals) {
 }
 
 static int import_fd(int fd, char **ret_message) {
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         int r = import_from_fds(IMPORT_REFRESH_TOKEN, fd, -EBADF, &c, ret_message);
         if (r == 0)
                 ASSERT_STREQ(c->refresh_token, "rt-fd");
-        credential_free(c);
+        credential_record_free(c);
         return r;
 }
 
@@ -594,7 +594,7 @@ TEST(import_fd_kinds) {
 
         /* The registration fd is held to the same rule. */
         ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         ASSERT_EQ(import_from_fds(IMPORT_KIRO_IDE_JSON, fd, sv[0], &c, &msg), IMPORT_E_BAD_FD);
         ASSERT_STREQ(msg, "the client registration file is a socket, not a regular file or sealed memfd");
         close(sv[0]), close(sv[1]);

@@ -4,8 +4,8 @@
 #include "json-util.h"
 #include "tests.h"
 
-static Credential *cred(AuthMethod m) {
-        Credential *c = credential_new();
+static CredentialRecord *cred(AuthMethod m) {
+        CredentialRecord *c = credential_record_new();
         c->method = m;
         c->refresh_token = strdup("rt-1");
         c->region = strdup("eu-west-1");
@@ -16,7 +16,7 @@ static Credential *cred(AuthMethod m) {
 }
 
 TEST(social_request) {
-        Credential *c = cred(AUTH_METHOD_SOCIAL);
+        CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
         ASSERT_OK(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev", "https://oidc.{region}.x", &req, NULL));
         ASSERT_STREQ(req.url, "https://prod.eu-west-1.auth.desktop.kiro.dev/refreshToken");
@@ -24,11 +24,11 @@ TEST(social_request) {
         ASSERT_STREQ(req.content_type, "application/json");
         ASSERT_STREQ(req.user_agent, "KiroIDE-0.7.45-ab");
         refresh_request_done(&req);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(oidc_request_camel_case_json) {
-        Credential *c = cred(AUTH_METHOD_BUILDER_ID);
+        CredentialRecord *c = cred(AUTH_METHOD_BUILDER_ID);
         RefreshRequest req;
         ASSERT_OK(refresh_build_request(c, "https://k", "https://oidc.{region}.example:99/base/", &req, NULL));
         ASSERT_STREQ(req.url, "https://oidc.eu-west-1.example:99/base/token");
@@ -39,11 +39,11 @@ TEST(oidc_request_camel_case_json) {
         ASSERT_STREQ(json_string_or_null(o, "clientSecret"), "csec");
         ASSERT_STREQ(json_string_or_null(o, "refreshToken"), "rt-1");
         refresh_request_done(&req);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(external_idp_form) {
-        Credential *c = cred(AUTH_METHOD_EXTERNAL_IDP);
+        CredentialRecord *c = cred(AUTH_METHOD_EXTERNAL_IDP);
         c->token_endpoint = strdup("https://idp.example/oauth2/token");
         c->scopes = strdup("openid offline_access");
         RefreshRequest req;
@@ -52,11 +52,11 @@ TEST(external_idp_form) {
         ASSERT_STREQ(req.body, "grant_type=refresh_token&client_id=cid&refresh_token=rt-1&scope=openid%20offline_access");
         ASSERT_STREQ(req.content_type, "application/x-www-form-urlencoded");
         refresh_request_done(&req);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(refuses_plain_http_off_loopback) {
-        Credential *c = cred(AUTH_METHOD_SOCIAL);
+        CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
         char *msg = NULL;
         ASSERT_EQ(refresh_build_request(c, "http://evil.example", "https://o", &req, &msg), REFRESH_E_BAD_URL);
@@ -64,12 +64,12 @@ TEST(refuses_plain_http_off_loopback) {
         free(msg);
         c->method = AUTH_METHOD_API_KEY;
         ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", &req, NULL), REFRESH_E_UNSUPPORTED);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 /* Domain errors are positive: nothing a syscall returns can be mistaken for one. */
 TEST(domain_errors_positive) {
-        Credential *c = cred(AUTH_METHOD_SOCIAL);
+        CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
         c->refresh_token = erase_and_free(c->refresh_token);
         ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", &req, NULL), REFRESH_E_NO_LOGIN);
@@ -82,7 +82,7 @@ TEST(domain_errors_positive) {
                      "the credential has no refresh token or client registration");
         ASSERT_NULL(refresh_error_to_string(-ENOKEY));
         ASSERT_NULL(refresh_error_to_string(_REFRESH_E_MAX));
-        credential_free(c);
+        credential_record_free(c);
 }
 
 /* A region from a crafted credential never reaches a host name (issue 9 item 4). */
@@ -90,7 +90,7 @@ TEST(hostile_region_refused) {
         static const char *const bad[] = { "evil.example#", "attacker.example/x#", "us-east-1@evil.example", "" };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
                 for (AuthMethod m = AUTH_METHOD_SOCIAL; m <= AUTH_METHOD_IDC; m++) {
-                        Credential *c = cred(m);
+                        CredentialRecord *c = cred(m);
                         RefreshRequest req = {};
                         char *msg = NULL;
                         free(c->region);
@@ -101,13 +101,13 @@ TEST(hostile_region_refused) {
                         ASSERT_NULL(req.url);
                         ASSERT_TRUE(strstr(msg, "not a valid region"));
                         free(msg);
-                        credential_free(c);
+                        credential_record_free(c);
                 }
         /* A template with {region} outside the host is a configuration error, not a URL. */
-        Credential *c = cred(AUTH_METHOD_SOCIAL);
+        CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req = {};
         ASSERT_EQ(refresh_build_request(c, "https://k.example/{region}", "https://o", &req, NULL), REFRESH_E_BAD_URL);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(answer_profile_arn_validated) {

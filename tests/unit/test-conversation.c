@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Conversation form and the token estimator. */
-#include "proxyd-conversation.h"
-#include "proxyd-tokens.h"
+#include "chat/chat-conversation.h"
+#include "chat/chat-tokens.h"
 #include "tests.h"
 
 TEST(roles) {

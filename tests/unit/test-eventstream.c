@@ -3,7 +3,7 @@
 #include <zlib.h>
 
 #include "fileio.h"
-#include "proxyd-eventstream.h"
+#include "kiro/kiro-eventstream.h"
 #include "tests.h"
 
 /* ---- a recorder: keeps a copy of every decoded frame -------------------------------------------- */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Model alias table. */
-#include "proxyd-models.h"
+#include "chat/chat-models.h"
 #include "tests.h"
 
 static void check(const char *name, const char *id, bool thinking) {

@@ -205,12 +205,12 @@ TEST(sqlite_import_leaves_nothing) {
         erase_and_free(tok);
         ASSERT_EQ(sqlite3_shutdown(), SQLITE_OK);
 
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         scan_begin();
         ASSERT_EQ(import_kiro_cli_sqlite(image, (size_t) n, &c, &msg), 0);
         ASSERT_STREQ(c->refresh_token, MARKER);
-        credential_free(c);
+        credential_record_free(c);
         unsigned hits = scan_end();
         if (hits > 0)
                 ASSERT_FAIL("%u freed blocks still held the refresh token", hits);
@@ -220,7 +220,7 @@ TEST(sqlite_import_leaves_nothing) {
 TEST(credential_file_and_refresh_body_leave_nothing) {
         SKIP_WITHOUT_HOOKS();
         scan_begin();
-        Credential *c = credential_new();
+        CredentialRecord *c = credential_record_new();
         ASSERT_NOT_NULL(c);
         c->id = strdup("x");
         c->method = AUTH_METHOD_BUILDER_ID;
@@ -229,13 +229,13 @@ TEST(credential_file_and_refresh_body_leave_nothing) {
         c->client_id = strdup("cid");
         c->client_secret = strdup(MARKER "-client-secret");
         char *text = NULL;
-        ASSERT_OK(credential_to_json(c, &text));
+        ASSERT_OK(credential_record_to_json(c, &text));
         ASSERT_TRUE(strstr(text, MARKER));
-        Credential *back = NULL;
-        ASSERT_OK(credential_from_json(text, strlen(text), &back, NULL));
+        CredentialRecord *back = NULL;
+        ASSERT_OK(credential_record_from_json(text, strlen(text), &back, NULL));
         ASSERT_STREQ(back->refresh_token, c->refresh_token);
         erase_and_free(text);
-        credential_free(back);
+        credential_record_free(back);
 
         RefreshRequest req = {};
         ASSERT_OK(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev", "https://oidc.{region}.amazonaws.com",
@@ -243,7 +243,7 @@ TEST(credential_file_and_refresh_body_leave_nothing) {
         ASSERT_STREQ(req.url, "https://oidc.eu-central-1.amazonaws.com/token");
         ASSERT_TRUE(strstr(req.body, MARKER));
         refresh_request_done(&req);
-        credential_free(c);
+        credential_record_free(c);
         json_parse_cache_clear();
         unsigned hits = scan_end();
         if (hits > 0)

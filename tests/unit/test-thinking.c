@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The <thinking> splitter: tags split at every byte, quoting, newline stripping, pass-through. */
 #include "macro.h"
-#include "proxyd-thinking.h"
+#include "chat/chat-thinking.h"
 #include "tests.h"
 
 typedef struct Out {
