@@ -46,6 +46,9 @@ static void chat_free(Chat *c) {
                 buf_done(&c->tools[i].args);
         }
         free(c->tools);
+        /* The chat's reference to the request: dropping it without a final call makes the HTTP layer drop
+         * the connection, and no callback of the request can reach this chat afterwards. */
+        http_request_unref(c->http);
         free(c);
 }
 
@@ -57,8 +60,8 @@ static void chat_end(Chat *c) {
 
 static void on_http_abort(HttpRequest *r, void *userdata) {
         Chat *c = userdata;
-        /* The client is gone: stop the upstream call, free everything; r is freed by the server. */
-        c->http = NULL;
+        /* The client is gone: stop the upstream call and free everything (r stays valid for our reference,
+         * which chat_free() drops). */
         chat_free(c);
 }
 
@@ -298,7 +301,7 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
                         frontend_state_free(frontend_state);
                 return -ENOMEM;
         }
-        c->http = http;
+        c->http = http_request_ref(http);
         c->conv = conv;
         c->model = *model;
         c->renderer = renderer;
