@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include "escape.h"
 #include "fileio.h"
 #include "json-util.h"
 #include "log.h"
@@ -271,7 +272,7 @@ static int on_hangup(sd_event_source *source, int fd, uint32_t revents, void *us
         conn->peer_gone = true;
         if (!r)
                 return 0;
-        log_debug("HTTP client of %s %s went away while the response was pending.", r->method, r->path);
+        log_debug("HTTP client of %s '%s' went away while the response was pending.", LOG_ESC(r->method), LOG_ESC(r->path));
         r->client_gone = true;
         request_resume(r);
         server_post(conn->listener->server);
@@ -653,7 +654,7 @@ static enum MHD_Result request_reject_too_large(HttpRequest *r) {
 
         (void) snprintf(msg, sizeof(msg), "Request body too large: the limit is %" PRIu64 " bytes.",
                         r->listener->server->limits.max_body_bytes);
-        log_debug("Refusing %s %s: body larger than %" PRIu64 " bytes.", r->method, r->path,
+        log_debug("Refusing %s '%s': body larger than %" PRIu64 " bytes.", LOG_ESC(r->method), LOG_ESC(r->path),
                   r->listener->server->limits.max_body_bytes);
         return request_queue_error(r, 413, msg) < 0 ? MHD_NO : MHD_YES;
 }
@@ -675,7 +676,7 @@ static enum MHD_Result request_headers_in(HttpRequest *r) {
                 if (r->state == REQUEST_DONE)
                         return r->responded ? MHD_YES : MHD_NO;
                 if (k < 0) {
-                        log_debug_errno(k, "Headers handler for %s %s failed: %m", r->method, r->path);
+                        log_debug_errno(k, "Headers handler for %s '%s' failed: %m", LOG_ESC(r->method), LOG_ESC(r->path));
                         return request_queue_error(r, 500, "Internal server error.") < 0 ? MHD_NO : MHD_YES;
                 }
         }
@@ -733,7 +734,7 @@ static enum MHD_Result request_complete(HttpRequest *r) {
                 return r->responded ? MHD_YES : MHD_NO;
         case REQUEST_OWNED:
                 /* Resumed without a response: should not happen, park it again rather than spin. */
-                log_debug("HTTP request %s %s resumed without a response, parking it again.", r->method, r->path);
+                log_debug("HTTP request %s '%s' resumed without a response, parking it again.", LOG_ESC(r->method), LOG_ESC(r->path));
                 request_suspend(r);
                 return MHD_YES;
         case REQUEST_RECEIVING:
@@ -757,11 +758,11 @@ static enum MHD_Result request_complete(HttpRequest *r) {
 
         if (r->responded || r->state == REQUEST_DONE) {
                 if (k < 0)
-                        log_debug_errno(k, "Handler for %s %s failed after responding: %m", r->method, r->path);
+                        log_debug_errno(k, "Handler for %s '%s' failed after responding: %m", LOG_ESC(r->method), LOG_ESC(r->path));
                 return r->responded ? MHD_YES : MHD_NO;
         }
         if (k < 0) {
-                log_debug_errno(k, "Handler for %s %s failed: %m", r->method, r->path);
+                log_debug_errno(k, "Handler for %s '%s' failed: %m", LOG_ESC(r->method), LOG_ESC(r->path));
                 if (request_queue_error(r, 500, "Internal server error.") < 0)
                         return MHD_NO;
                 return MHD_YES;
@@ -823,7 +824,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
                 return;
         }
 
-        log_debug("HTTP request %s %s ended before the response was complete (%s).", r->method, r->path,
+        log_debug("HTTP request %s '%s' ended before the response was complete (%s).", LOG_ESC(r->method), LOG_ESC(r->path),
                   termination_to_string(toe));
         if (r->on_abort) {
                 r->aborting = true;
@@ -868,7 +869,7 @@ static ssize_t on_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
-        char buf[512];
+        char buf[512], esc[1024];
         size_t l;
 
         /* MHD's messages are about connections, not secrets, but keep them at debug: a client can make
@@ -879,7 +880,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
         l = strlen(buf);
         while (l > 0 && buf[l - 1] == '\n')
                 buf[--l] = 0;
-        log_debug("libmicrohttpd: %s", buf);
+        log_debug("libmicrohttpd: %s", escape_for_log(buf, esc, sizeof esc));
 }
 #pragma GCC diagnostic pop
 
@@ -1282,7 +1283,7 @@ int http_request_respond(HttpRequest *r, unsigned status, const char *content_ty
                 return 0;
 
         /* A final call must finish the request whatever happens. */
-        log_debug_errno(k, "Failed to queue response for %s %s: %m", r->method, r->path);
+        log_debug_errno(k, "Failed to queue response for %s '%s': %m", LOG_ESC(r->method), LOG_ESC(r->path));
         if (request_queue_error(r, 500, "Internal server error.") < 0)
                 request_fail_hard(r);
         return k;
