@@ -28,6 +28,7 @@ typedef struct Proxy {
 
         /* [Proxy] */
         ListenConfig listen;
+        HttpAccessPolicy access;
         char *api_keys_file;
         char *tls_certificate_file;
         char *tls_key_file;
@@ -53,6 +54,7 @@ static void proxy_done(Proxy *p) {
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
         listen_config_done(&p->listen);
+        http_access_policy_done(&p->access);
         upstream_config_done(&p->kiro);
         free(p->api_keys_file);
         free(p->tls_certificate_file);
@@ -72,6 +74,7 @@ static int render_error(HttpRequest *r, unsigned status, const char *message, ch
                             : status == 403 ? API_ERROR_PERMISSION
                             : status == 404 ? API_ERROR_NOT_FOUND
                             : status == 413 ? API_ERROR_TOO_LARGE
+                            : status == 415 ? API_ERROR_INVALID_REQUEST
                             : status == 429 ? API_ERROR_RATE_LIMIT
                             : status == 503 ? API_ERROR_UNAVAILABLE
                             : status == 504 ? API_ERROR_TIMEOUT
@@ -93,6 +96,10 @@ static int check_key(Proxy *p, HttpRequest *r) {
 
 static int on_headers(HttpRequest *r, void *userdata) {
         Proxy *p = userdata;
+        /* Web pages first (a browser's preflight carries no key), on every path. */
+        int k = http_access_check(&p->access, r);
+        if (k != 0)
+                return k < 0 ? k : 0;
         /* Refuse a wrong key before reading a large body; the health check needs none. */
         if (apikeys_count(p->keys) > 0 && !streq(http_request_path(r), "/healthz") && !apikeys_check(p->keys, r))
                 return check_key(p, r);
@@ -161,6 +168,8 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "AllowNonLoopback", config_parse_bool, &p->listen.allow_non_loopback },
                 { "Proxy", "SocketMode", config_parse_mode, &p->listen.socket_mode },
                 { "Proxy", "APIKeysFile", config_parse_string, &p->api_keys_file },
+                { "Proxy", "AllowedHosts", config_parse_strv, &p->access.allowed_hosts },
+                { "Proxy", "AllowedOrigins", config_parse_strv, &p->access.allowed_origins },
                 { "Proxy", "TLSCertificateFile", config_parse_string, &p->tls_certificate_file },
                 { "Proxy", "TLSKeyFile", config_parse_string, &p->tls_key_file },
                 { "Proxy", "MaxConnections", config_parse_unsigned, &p->limits.max_connections },
@@ -186,6 +195,9 @@ static int parse_config(Proxy *p) {
         if (r < 0)
                 return log_error_errno(r, "Failed to parse configuration '%s': %m", arg_config);
         p->limits.max_body_bytes = max_body;
+        r = http_access_policy_verify(&p->access);
+        if (r < 0)
+                return r;
         if (p->kiro.max_attempts == 0)
                 p->kiro.max_attempts = 1;
         if (p->max_json_depth == 0 || p->max_json_depth > 1000)

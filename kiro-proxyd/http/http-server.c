@@ -138,6 +138,7 @@ struct HttpRequest {
         HttpRequestCallback on_drain;
         void *drain_userdata;
         void *userdata;
+        char **response_headers;        /* http_request_add_response_header() */
 };
 
 static const char *termination_to_string(enum MHD_RequestTerminationCode t) {
@@ -397,6 +398,7 @@ static HttpRequest *request_free(HttpRequest *r) {
         free(r->path);
         free(r->body);
         free(r->out);
+        strv_free(r->response_headers);
         free(r);
         return NULL;
 }
@@ -538,6 +540,8 @@ static int response_add_headers(struct MHD_Response *resp, const char *content_t
 static int response_queue(HttpRequest *r, unsigned status, struct MHD_Response *resp, const char *content_type,
                           const char *const *extra_headers) {
         int k = response_add_headers(resp, content_type, extra_headers);
+        if (k >= 0)
+                k = response_add_headers(resp, NULL, (const char *const *) r->response_headers);
         if (k >= 0 && MHD_queue_response(r->connection, status, resp) != MHD_YES)
                 k = -EIO;
         MHD_destroy_response(resp);
@@ -1401,4 +1405,28 @@ int http_request_stream_abort(HttpRequest *r) {
 size_t http_request_stream_pending(HttpRequest *r) {
         assert(r);
         return r->out_end - r->out_start;
+}
+
+/* ── Requests: about the connection, and headers for every response ───────────────────────────────── */
+
+bool http_request_is_unix(HttpRequest *r) {
+        const union MHD_ConnectionInfo *ci;
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+
+        assert(r);
+        if (!r->connection)
+                return false;
+        ci = MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci || getsockname(ci->connect_fd, (struct sockaddr *) &sa, &len) < 0)
+                return false;
+        return sa.ss_family == AF_UNIX;
+}
+
+int http_request_add_response_header(HttpRequest *r, const char *line) {
+        assert(r);
+        assert(line);
+        if (strpbrk(line, "\r\n") || !strchr(line, ':'))
+                return -EINVAL;
+        return strv_extend(&r->response_headers, line);
 }

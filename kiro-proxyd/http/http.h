@@ -161,3 +161,8 @@ int http_request_stream_end(HttpRequest *r);
 int http_request_stream_abort(HttpRequest *r);
 /* Bytes queued but not yet handed to the connection: for back pressure. */
 size_t http_request_stream_pending(HttpRequest *r);
+
+/* Whether r came in on a unix socket listener (no browser can connect there). */
+bool http_request_is_unix(HttpRequest *r);
+/* A "Name: value" line (no CR/LF) added to whatever response r gets, errors included (for CORS). */
+int http_request_add_response_header(HttpRequest *r, const char *line);

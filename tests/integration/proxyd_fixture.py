@@ -340,8 +340,16 @@ class Stack:
                 h.update(headers or {})
                 c = self.connection(timeout=timeout, unix=unix)
                 try:
-                        c.request(method, path, body=body, headers=h)
-                        resp = c.getresponse()
+                        try:
+                                c.request(method, path, body=body, headers=h)
+                                resp = c.getresponse()
+                        except (BrokenPipeError, ConnectionResetError):
+                                # Refused from the headers (before the body was read) and closed while
+                                # http.client was still sending the body: the answer is already here.
+                                if c.sock is None:
+                                        raise
+                                resp = http.client.HTTPResponse(c.sock, method=method)
+                                resp.begin()
                         data = resp.read()
                         return Response(resp.status, _headers(resp), data)
                 finally:

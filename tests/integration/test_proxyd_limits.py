@@ -171,7 +171,7 @@ def test_json_nesting_depth(proxy_stack):
 
 def test_client_sending_one_byte_a_second_is_dropped(proxy_stack):
         s = proxy_stack(Proxy={"RequestTimeoutSec": 3, "IdleTimeoutSec": 60})
-        request = (f"POST {CHAT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        request = (f"POST {CHAT_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                    f"Content-Length: 200\r\n\r\n").encode() + b"{" * 200
         result = {}
 
@@ -259,7 +259,7 @@ def test_max_connections(proxy_stack):
         try:
                 wait_until(lambda: _accepted(s) == 20, timeout=10, what="20 accepted connections")
                 extra = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 r, _, _ = select.select([extra], [], [], 1.5)
                 refused = False
                 if r:
