@@ -365,6 +365,19 @@ static void on_post(void *userdata) {
         p->in_post = false;
 }
 
+/* The bus is gone (dbus-daemon restarted or died): no token can be renewed, and kiro-authd's signals would
+ * no longer reach us. Reconnecting would need every match and call set up again and the token cache dropped
+ * anyway (the new bus may have another kiro-authd); a restart does that, and Restart=on-failure (or
+ * whatever runs us) starts one. So exit non-zero, at once, and say why. */
+static int on_bus_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Proxy *p = userdata;
+
+        log_error("Lost the connection to the %s bus; exiting so that the service manager restarts kiro-proxyd.",
+                  arg_user ? "session" : "system");
+        (void) sd_event_exit(p->event, -ENOTCONN);
+        return 0;
+}
+
 /* No connection for a second: drop what only helps under load, before the heap is trimmed. */
 static void on_http_idle(void *userdata) {
         Proxy *p = userdata;
@@ -413,6 +426,11 @@ static int run(int argc, char *argv[]) {
         r = sd_bus_attach_event(p.bus, p.event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach bus: %m");
+        /* sd-bus's own exit-on-disconnect would end the loop with status 0 (no Restart=on-failure). */
+        r = sd_bus_match_signal_async(p.bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                      "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, NULL, &p);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the bus connection: %m");
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
@@ -444,6 +462,8 @@ static int run(int argc, char *argv[]) {
         (void) sd_notify(false, "READY=1\nSTATUS=Serving.");
         r = sd_event_loop(p.event);
         (void) sd_notify(false, "STOPPING=1");
+        if (r == -ENOTCONN)
+                return r;       /* logged by on_bus_disconnected() */
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
         return 0;
