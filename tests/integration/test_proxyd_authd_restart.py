@@ -9,6 +9,7 @@ import re
 import signal
 import time
 
+import kirodtest
 from kirodtest import wait_until
 from proxyd_fixture import CHAT_PATH, needs_proxyd, proxy_stack  # noqa: F401
 
@@ -72,6 +73,30 @@ def test_unknown_credential_while_authd_away_is_503(proxy_stack):
         s.authd.start()
         chat(s, "back")
         assert s.chat.count() == 1
+
+
+def test_token_due_for_renewal_is_used_while_authd_away(proxy_stack, bus, fake_auth):
+        """A token inside the proxy's renewal window (under 2 minutes left) is renewed on every request;
+        with kiro-authd gone the renewal fails for want of an answer, and the token, still good for more
+        than 10 s, is used instead of a 503."""
+        s = proxy_stack(Auth={"RefreshMarginSec": 20})
+        fake_auth.expires_in = 100
+        label = "".join(ch if ch.isalnum() else f"_{ord(ch):02x}" for ch in s.cred_id)
+        kirodtest.bus_call(bus, "Refresh", "t", [0], path=f"{kirodtest.CREDENTIAL_PREFIX}/{label}",
+                           interface=kirodtest.CREDENTIAL_IFACE)
+        short = s.access_token()
+        chat(s, "renewing")
+        chat(s, "renewing again")
+        assert s.chat.last().token == short
+        assert get_token_calls(s) == 2, "a token with under 2 minutes left is asked for again"
+
+        s.authd.stop()
+        wait_until(lambda: "kiro-authd left the bus" in s.proxyd.log_text(), timeout=5, what="the owner change")
+        chat(s, "authd away")
+        assert get_token_calls(s) == 3
+        assert s.chat.last().token == short
+        assert "using the cached token of 'proxytest' until it expires" in s.proxyd.log_text()
+        assert s.chat.count() == 3
 
 
 def test_lost_bus_makes_proxyd_exit_nonzero(proxy_stack, bus_daemon):
