@@ -54,15 +54,12 @@ typedef int (*HttpHandler)(HttpRequest *r, void *userdata);
 
 /* Renders an error produced by the HTTP layer itself (413, 500, …) or by http_request_respond_error():
  * returns a malloc'ed body, its size and a static content type. r says which API was addressed (path)
- * so each front end can use its own error shape. */
+ * so each front end can use its own error shape. Without one (the default) errors are plain text. */
 typedef int (*HttpErrorRenderer)(HttpRequest *r, unsigned status, const char *message, char **ret_body,
                                  size_t *ret_size, const char **ret_content_type, void *userdata);
 
 typedef void (*HttpRequestCallback)(HttpRequest *r, void *userdata);
 
-/* The default renderer: OpenAI's shape {"error":{"message":…,"type":…,"code":…}}. */
-int http_error_render_openai(HttpRequest *r, unsigned status, const char *message, char **ret_body,
-                             size_t *ret_size, const char **ret_content_type, void *userdata);
 
 /* ── Server ─────────────────────────────────────────────────────────────────────────────────────── */
 
@@ -112,18 +109,32 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(HttpTLS *, http_tls_free);
 
 /* ── Requests ───────────────────────────────────────────────────────────────────────────────────────
  *
- * Lifetime. A request is created by the server and handed to the handler; from then on the app owns it
- * until it makes exactly one final call: http_request_respond(), http_request_respond_error(),
- * http_request_stream_end() or http_request_stream_abort(). After a final call returns (whatever it
- * returns) r must not be touched again; the server frees it when the response is out.
+ * Lifetime: reference counted, one owner per reference. The server holds a reference while the
+ * connection serves the request. The handler is lent r for the call; to answer later (a parked request
+ * or a stream), the app takes its own reference with http_request_ref() and drops it with
+ * http_request_unref() when done, normally right after its final call. Exactly one final call answers a
+ * request: http_request_respond(), http_request_respond_error(), http_request_stream_end() or
+ * http_request_stream_abort().
  *
- * If the client goes away first (disconnect, idle timeout, server shutdown) while the app owns r:
- *   - with an abort handler set, the handler is called once, r is freed right after it returns, and the
- *     app must not use r again (no final call either);
- *   - without one, r is detached: it stays valid, stream writes fail with -ECONNRESET, and the app's
- *     final call (which then returns -ECONNRESET) frees it.
- * So nothing dangles either way. While parked, a client disconnect is noticed at once (the socket is
- * watched for hang-up), not only at the next write. */
+ *   - The client goes away first (disconnect, idle timeout, server shutdown) while the app holds r without
+ *     a final call: the abort handler (if any) runs once and r becomes detached: it stays valid while the
+ *     app holds it, final calls and stream writes return -ECONNRESET, headers read as NULL.
+ *   - The app drops its last reference without a final call: the server drops the connection (a stream
+ *     ends truncated, a parked request gets no answer), and no callback (abort, drain) is made after that
+ *     point. So a component that lets go of a request can never be called back into, and a request
+ *     nobody answers never hangs.
+ *   - A handler that returns without responding and without taking a reference gets a 500 sent for it.
+ *
+ * Re-entrancy: the handler, the headers handler and the abort and drain callbacks run from inside the
+ * server's dispatch (MHD_run()). Inside them the app may make final calls, write, ref and unref (also
+ * the last reference: the server keeps its own until the callback returns). Responses and resumed
+ * connections are picked up by the next MHD_run() of that listener, which runs from a defer source or, in
+ * the same loop iteration, from http_server_flush() (see http_server_set_post()). Final calls never call
+ * back into the app. */
+
+HttpRequest *http_request_ref(HttpRequest *r);
+HttpRequest *http_request_unref(HttpRequest *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(HttpRequest *, http_request_unref);
 
 const char *http_request_method(HttpRequest *r);
 /* The decoded path without the query string. */
@@ -139,7 +150,8 @@ HttpServer *http_request_server(HttpRequest *r);
 void http_request_set_userdata(HttpRequest *r, void *userdata);
 void *http_request_get_userdata(HttpRequest *r);
 
-/* The client went away while the app owned r (see Lifetime). Replaces an earlier handler. */
+/* The client went away while the app held r without a final call (see Lifetime). Replaces an earlier
+ * handler. Called at most once; r stays valid for the app's own reference. */
 void http_request_set_abort_handler(HttpRequest *r, HttpRequestCallback on_abort, void *userdata);
 /* A streamed response's queue has been emptied into the connection: for resuming a paused upstream.
  * Called from inside the server; it may call http_request_stream_write/end/abort on r. */

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Inside the HTTP server: the objects shared by http-server.c (listeners, connections, the loop glue) and
+ * http-request.c (the request state machine and the response API). Not for use outside http/. */
+#pragma once
+
+#include <microhttpd.h>
+
+#include "http/http.h"
+
+/* How it fits together.
+ *
+ * One MHD daemon per listening socket, each started with MHD_USE_EPOLL and without an internal thread.
+ * MHD's epoll fd is an sd-event io source; after every MHD_run() a relative one-shot timer is re-armed
+ * from MHD_get_timeout() (off when MHD has no timeout pending). In this mode MHD 0.9.75 drops its
+ * inter-thread channel, so MHD_resume_connection() wakes nothing by itself: every resume "kicks" the
+ * listener, i.e. sets that timer to fire at once (or, when it happens inside MHD_run(), right after it).
+ *
+ * In external mode MHD keeps a connection that waits for the application in its "ready" list: both a
+ * request without a response and a content reader that returns 0 would make MHD_get_timeout() say 0,
+ * i.e. a busy loop. So such connections are always suspended: on handler return without a response,
+ * and inside the content reader when the stream queue is empty. They are resumed by the call that gives
+ * MHD something to do (respond, stream write/end/abort) or by a hang-up on the socket.
+ *
+ * MHD does not notice a client disconnect while a connection is suspended, so every connection's socket
+ * is also in sd-event's epoll set for EPOLLRDHUP, edge-triggered, from MHD's "started" to its "closed"
+ * notification (one registration per connection, not two epoll_ctl() per suspension). A hang-up marks
+ * the connection; a request suspended on it (then or later) is resumed with client_gone set, the
+ * handler or the content reader then fails, MHD closes the connection and the completion callback runs
+ * the abort handler. (A client that half-closes its sending side after the request counts as gone; HTTP clients
+ * do not do that.) MHD's own connection timeout is an idle timeout (any byte resets it); a per-connection
+ * deadline timer bounds the time to receive a whole request and shuts the socket down when it passes. */
+
+
+#define STREAM_BLOCK_SIZE (4U * 1024U)
+
+typedef struct HttpListener HttpListener;
+typedef struct HttpConnection HttpConnection;
+
+struct HttpTLS {
+        char *cert;
+        char *key;
+        size_t key_size;
+};
+
+struct HttpServer {
+        sd_event *event;
+        HttpLimits limits;
+
+        HttpHandler handler;
+        HttpHandler on_headers;
+        void *userdata;
+        HttpErrorRenderer render;
+        void *render_userdata;
+
+        HttpListener **listeners;
+        size_t n_listeners;
+
+        HttpRequest *requests;          /* attached to a connection */
+        size_t n_requests;
+        unsigned n_connections;
+
+        HttpServerPost post;
+        void *post_userdata;
+
+        sd_event_source *trim_timer;    /* gives freed heap back once the last connection is gone */
+        HttpServerPost on_idle;
+        void *idle_userdata;
+};
+
+struct HttpListener {
+        HttpServer *server;
+        struct MHD_Daemon *daemon;
+        sd_event_source *io_source;
+        sd_event_source *timer_source;
+        sd_event_source *defer_source;
+        char *description;
+        int port;
+        bool running;           /* inside MHD_run() */
+        bool kicked;            /* a connection was resumed: MHD_run() must run again soon */
+};
+
+/* Per TCP/unix connection (MHD's "socket context"); outlives the requests on a keep-alive connection. */
+struct HttpConnection {
+        HttpListener *listener;
+        int fd;
+        sd_event_source *deadline;
+        sd_event_source *hangup;        /* EPOLLRDHUP, edge-triggered, for the connection's lifetime */
+        HttpRequest *suspended;         /* the request parked on this connection, if any */
+        bool peer_gone;                 /* the hang-up was seen */
+};
+
+typedef enum RequestState {
+        REQUEST_RECEIVING,      /* headers in, body coming: the app has not been handed r */
+        REQUEST_OWNED,          /* handed to the app, no final call yet */
+        REQUEST_DONE,           /* final call made, MHD finishes the response */
+} RequestState;
+
+struct HttpRequest {
+        HttpServer *server;                     /* NULL once detached */
+        HttpListener *listener;
+        HttpConnection *conn;
+        struct MHD_Connection *connection;      /* NULL once detached */
+        HttpRequest *prev, *next;
+
+        char *method;
+        char *path;
+
+        char *body;
+        size_t body_size, body_alloc;
+        uint64_t discarded;
+
+        RequestState state;
+        bool in_callback;       /* inside the handler or the headers handler */
+        bool responded;         /* a response (complete or streamed) is queued with MHD */
+        bool streaming;
+        bool stream_ended;
+        bool suspended;
+        bool client_gone;       /* make MHD drop the connection at the next chance */
+        bool too_large;
+        bool detached;          /* the connection is gone, the app still holds r */
+
+        unsigned n_ref;         /* the server's (while attached) and the app's */
+        bool server_ref;        /* one of them is the server's: dropped when MHD completes the request */
+
+        char *out;
+        size_t out_start, out_end, out_alloc;
+
+        HttpRequestCallback on_abort;
+        void *abort_userdata;
+        HttpRequestCallback on_drain;
+        void *drain_userdata;
+        void *userdata;
+        char **response_headers;        /* http_request_add_response_header() */
+};
+
+/* http-server.c */
+void listener_kick(HttpListener *l);
+void server_post(HttpServer *s);
+void connection_arm_deadline(HttpConnection *conn);
+void connection_disarm_deadline(HttpConnection *conn);
+
+/* http-request.c */
+void request_resume(HttpRequest *r);
+void request_suspend(HttpRequest *r);
+enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                               const char *version, const char *upload_data, size_t *upload_data_size,
+                               void **con_cls);
+void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe);
