@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "authd-bus.h"
+#include "authd-ids.h"
 #include "authd-import.h"
 #include "bus-names.h"
 #include "log.h"
@@ -554,7 +555,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         Manager *m = userdata;
         const char *format_s, *id = NULL, *region = NULL, *source_path = NULL;
         int fd, registration_fd = -EBADF, replace = false;
-        _cleanup_free_ char *message = NULL;
+        _cleanup_free_ char *message = NULL, *derived_id = NULL;
         CredentialRecord *c = NULL;
         int r;
 
@@ -592,9 +593,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (r < 0)
                 return r;
 
-        if (isempty(id))
-                id = import_format_default_id(f);
-        Credential *existing = manager_find(m, id);
+        Credential *existing = isempty(id) ? NULL : manager_find(m, id);
         if (existing && !replace)
                 return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_EXISTS,
                                          "Credential '%s' exists already; pass --replace to update it or --id to add another.",
@@ -602,6 +601,21 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 
         /* Parse everything first: a bad source must not touch what is stored. */
         r = import_from_fds(f, fd, registration_fd, &c, &message);
+        if (r == 0 && isempty(id)) {
+                /* No id given: one derived from the account (authd-ids.h), or the account's existing one. */
+                r = manager_import_default_id(m, c, &derived_id, &existing);
+                if (r < 0) {
+                        credential_record_free(c);
+                        return r;
+                }
+                id = derived_id;
+                if (existing && !replace) {
+                        credential_record_free(c);
+                        return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_EXISTS,
+                                                 "This account is imported already as credential '%s'; pass --replace to update it or --id to add it again under another id.",
+                                                 id);
+                }
+        }
         if (r != 0) {
                 /* > 0: what is wrong with the source; < 0: a system error while reading it. */
                 const char *name = r == IMPORT_E_TOO_LARGE              ? KIROD_ERROR_SOURCE_TOO_LARGE
