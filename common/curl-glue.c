@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* libcurl multi interface driven by an sd-event loop. */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -41,6 +43,12 @@ struct CurlGlue {
         size_t n_sockets;
         CurlGluePost post;
         void *post_userdata;
+
+        CURLSH *share;
+        CurlGlueLimits limits;
+        unsigned n_transfers;
+        uint64_t n_connects;
+        sd_event_source *idle;  /* the idle sweep, armed while no transfer runs */
 };
 
 static GlueSocket *glue_socket(CurlGlue *g, int fd, bool create) {
@@ -91,6 +99,60 @@ typedef struct Transfer {
         void *userdata;
 } Transfer;
 
+static int glue_multi_new(CurlGlue *g);
+
+static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
+        CurlGlue *g = userdata;
+        (void) curl_glue_sweep(g);
+        return 0;
+}
+
+static void glue_transfer_gone(CurlGlue *g) {
+        assert(g->n_transfers > 0);
+        if (--g->n_transfers > 0 || g->limits.idle_timeout_usec == USEC_INFINITY)
+                return;
+        /* The last transfer ended: close the cached connections if none starts for a while. */
+        if (g->idle) {
+                if (sd_event_source_set_time_relative(g->idle, g->limits.idle_timeout_usec) >= 0)
+                        (void) sd_event_source_set_enabled(g->idle, SD_EVENT_ONESHOT);
+                return;
+        }
+        if (sd_event_add_time_relative(g->event, &g->idle, CLOCK_MONOTONIC, g->limits.idle_timeout_usec,
+                                       USEC_PER_SEC, on_idle, g) >= 0)
+                (void) sd_event_source_set_description(g->idle, "curl-idle-sweep");
+}
+
+bool curl_glue_sweep(CurlGlue *g) {
+        if (!g || g->n_transfers > 0)
+                return false;
+        if (g->idle)
+                (void) sd_event_source_set_enabled(g->idle, SD_EVENT_OFF);
+        /* curl 7.88 has no call that closes idle connections, but a multi handle with no transfer holds
+         * nothing else: a new one replaces it, and the old one closes its cache (through
+         * on_close_socket(), so the socket table stays right). TLS sessions and DNS answers live in the
+         * share handle and survive. */
+        CURLM *old = g->multi;
+        g->multi = NULL;
+        if (glue_multi_new(g) < 0) {
+                if (g->multi)
+                        (void) curl_multi_cleanup(g->multi);
+                g->multi = old;
+                return false;
+        }
+        (void) curl_multi_cleanup(old);
+        /* The connections' memory (TLS state, HTTP/2 buffers) back to the system, not kept by malloc. */
+        (void) malloc_trim(0);
+        return true;
+}
+
+unsigned curl_glue_n_transfers(CurlGlue *g) {
+        return g ? g->n_transfers : 0;
+}
+
+uint64_t curl_glue_n_connects(CurlGlue *g) {
+        return g ? g->n_connects : 0;
+}
+
 static void glue_drain(CurlGlue *g) {
         CURLMsg *msg;
         int left;
@@ -105,6 +167,7 @@ static void glue_drain(CurlGlue *g) {
                 (void) curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **) &t);
                 (void) curl_multi_remove_handle(g->multi, c);
                 (void) curl_easy_setopt(c, CURLOPT_PRIVATE, NULL);
+                glue_transfer_gone(g);
                 if (t) {
                         CurlGlueDone done = t->done;
                         void *userdata = t->userdata;
@@ -203,6 +266,7 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct 
         }
         /* A new file: whatever the entry says of an earlier one under this number is stale. */
         *gs = (GlueSocket) { .owned = true };
+        g->n_connects++;
         return fd;
 }
 
@@ -286,6 +350,57 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
         return r < 0 ? -1 : 0;
 }
 
+static int glue_multi_new(CurlGlue *g) {
+        long cap = (long) MIN(g->limits.max_connections, (unsigned) LONG_MAX);
+
+        g->multi = curl_multi_init();
+        if (!g->multi)
+                return -ENOMEM;
+        if (curl_multi_setopt(g->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_TIMERDATA, g) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, cap) != CURLM_OK ||
+            /* Idle connections kept: no more than may be open (curl's default is 4 per transfer). */
+            (cap > 0 && curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, cap) != CURLM_OK))
+                return -EINVAL;
+        return 0;
+}
+
+int curl_glue_set_limits(CurlGlue *g, const CurlGlueLimits *l) {
+        if (l->http_version < 0 || l->http_version >= _CURL_GLUE_HTTP_MAX)
+                return -EINVAL;
+        g->limits = *l;
+        if (g->limits.idle_timeout_usec == 0)
+                g->limits.idle_timeout_usec = CURL_GLUE_IDLE_TIMEOUT_DEFAULT;
+        long cap = (long) MIN(g->limits.max_connections, (unsigned) LONG_MAX);
+        if (curl_multi_setopt(g->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, cap) != CURLM_OK ||
+            (cap > 0 && curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, cap) != CURLM_OK))
+                return -EINVAL;
+        return 0;
+}
+
+CurlGlueHTTPVersion curl_glue_http_version_from_string(const char *s) {
+        if (!s)
+                return _CURL_GLUE_HTTP_INVALID;
+        if (streq(s, "auto"))
+                return CURL_GLUE_HTTP_AUTO;
+        if (streq(s, "1.1"))
+                return CURL_GLUE_HTTP_1_1;
+        if (streq(s, "2"))
+                return CURL_GLUE_HTTP_2;
+        return _CURL_GLUE_HTTP_INVALID;
+}
+
+int curl_glue_parse_http_version(const char *value, void *data) {
+        CurlGlueHTTPVersion v = curl_glue_http_version_from_string(value);
+        if (v < 0)
+                return v;
+        *(CurlGlueHTTPVersion *) data = v;
+        return 0;
+}
+
 int curl_glue_new(sd_event *e, CurlGlue **ret) {
         static bool global_done = false;
         _cleanup_(curl_glue_freep) CurlGlue *g = NULL;
@@ -304,18 +419,21 @@ int curl_glue_new(sd_event *e, CurlGlue **ret) {
         g->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (g->epoll_fd < 0)
                 return -errno;
-        g->multi = curl_multi_init();
-        if (!g->multi)
+        g->limits = CURL_GLUE_LIMITS_DEFAULT;
+        r = glue_multi_new(g);
+        if (r < 0)
+                return r;
+        /* One thread: no lock callbacks. The connection cache is the multi handle's own already. */
+        g->share = curl_share_init();
+        if (!g->share)
                 return -ENOMEM;
+        if (curl_share_setopt(g->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
+            curl_share_setopt(g->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK)
+                return -EIO;
         r = sd_event_add_io(e, &g->io, g->epoll_fd, EPOLLIN, on_io, g);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(g->io, "curl-io");
-        if (curl_multi_setopt(g->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_TIMERDATA, g) != CURLM_OK)
-                return -EINVAL;
         *ret = TAKE_PTR(g);
         return 0;
 }
@@ -326,6 +444,11 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
         /* Closes the cached connections through on_close_socket(), which needs the table. */
         if (g->multi)
                 (void) curl_multi_cleanup(g->multi);
+        /* Still in use by an easy handle that outlived the glue (a caller's bug): leaked, not freed
+         * under it. */
+        if (g->share && curl_share_cleanup(g->share) != CURLSHE_OK)
+                g->share = NULL;
+        sd_event_source_disable_unref(g->idle);
         free(g->sockets);
         sd_event_source_disable_unref(g->io);
         safe_close(g->epoll_fd);
@@ -336,13 +459,35 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
         return NULL;
 }
 
+static int glue_apply_limits(CurlGlue *g, CURL *c) {
+        static const long version[_CURL_GLUE_HTTP_MAX] = {
+                [CURL_GLUE_HTTP_AUTO] = CURL_HTTP_VERSION_2TLS,
+                [CURL_GLUE_HTTP_1_1] = CURL_HTTP_VERSION_1_1,
+                [CURL_GLUE_HTTP_2] = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE,
+        };
+        if (curl_easy_setopt(c, CURLOPT_SHARE, g->share) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_HTTP_VERSION, version[g->limits.http_version]) != CURLE_OK ||
+            /* curl copies the request (headers and body) into an upload buffer of this size, held for
+             * as long as the transfer runs: 64 KiB by default, the better part of a held stream's memory.
+             * 16 KiB is curl's minimum; larger bodies go out in more writes. */
+            curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 16384L) != CURLE_OK ||
+            /* (With AUTO, curl_glue_setup_easy() asked for PIPEWAIT on https:// URLs.) */
+            (g->limits.http_version == CURL_GLUE_HTTP_2 && curl_easy_setopt(c, CURLOPT_PIPEWAIT, 1L) != CURLE_OK) ||
+            curl_easy_setopt(c, CURLOPT_MAXAGE_CONN,
+                             (long) MAX(g->limits.idle_timeout_usec == USEC_INFINITY ? 118 :
+                                        g->limits.idle_timeout_usec / USEC_PER_SEC, (uint64_t) 1)) != CURLE_OK)
+                return -EIO;
+        return 0;
+}
+
 int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
         Transfer *t = calloc(1, sizeof *t);
         if (!t)
                 return -ENOMEM;
         t->done = done;
         t->userdata = userdata;
-        if (curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
+        if (glue_apply_limits(g, c) < 0 ||
+            curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, g) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_CLOSESOCKETDATA, g) != CURLE_OK ||
@@ -355,6 +500,9 @@ int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
                 free(t);
                 return -EIO;
         }
+        g->n_transfers++;
+        if (g->idle)
+                (void) sd_event_source_set_enabled(g->idle, SD_EVENT_OFF);
         return 0;
 }
 
@@ -365,7 +513,10 @@ void curl_glue_remove(CurlGlue *g, CURL *c) {
         (void) curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **) &t);
         (void) curl_multi_remove_handle(g->multi, c);
         (void) curl_easy_setopt(c, CURLOPT_PRIVATE, NULL);
-        free(t);
+        if (t) {
+                free(t);
+                glue_transfer_gone(g);
+        }
 }
 
 int curl_glue_pause(CurlGlue *g, CURL *c, bool pause) {
@@ -426,6 +577,13 @@ int url_expand_region(const char *template, const char *region, char **ret) {
         return 0;
 }
 
+static bool glue_system_ca_file_exists(void) {
+        static int cached = -1;
+        if (cached < 0)
+                cached = access(CURL_GLUE_SYSTEM_CA_FILE, R_OK) == 0;
+        return cached;
+}
+
 int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t timeout_usec) {
         if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
@@ -438,6 +596,18 @@ int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t
                              (long) MIN(MAX((timeout_usec + USEC_PER_MSEC - 1) / USEC_PER_MSEC, (uint64_t) 1),
                                         (uint64_t) LONG_MAX)) != CURLE_OK)
                 return -EIO;
+        /* A new transfer waits for a connection being set up to the same host to tell whether it
+         * multiplexes (HTTP/2) rather than open one of its own, so a burst of requests shares one
+         * connection. Only where h2 can come: over TLS (plain http:// is HTTP/1.1 unless the glue forces
+         * HTTP/2), and waiting there would hold every new transfer until the first's response headers. */
+        if (strncasecmp(url, "https://", 8) == 0 && curl_easy_setopt(c, CURLOPT_PIPEWAIT, 1L) != CURLE_OK)
+                return -EIO;
+        /* NULL switches the CA directory off (curl_easy_reset() brings the built-in default back, so
+         * this is set every time). */
+        if (curl_easy_setopt(c, CURLOPT_CAPATH, NULL) != CURLE_OK)
+                return -EIO;
+        if (!ca_file && glue_system_ca_file_exists())
+                ca_file = CURL_GLUE_SYSTEM_CA_FILE;
         if (ca_file && curl_easy_setopt(c, CURLOPT_CAINFO, ca_file) != CURLE_OK)
                 return -EIO;
         return 0;
