@@ -602,13 +602,12 @@ int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t
          * HTTP/2), and waiting there would hold every new transfer until the first's response headers. */
         if (strncasecmp(url, "https://", 8) == 0 && curl_easy_setopt(c, CURLOPT_PIPEWAIT, 1L) != CURLE_OK)
                 return -EIO;
-        /* NULL switches the CA directory off (curl_easy_reset() brings the built-in default back, so
-         * this is set every time). */
-        if (curl_easy_setopt(c, CURLOPT_CAPATH, NULL) != CURLE_OK)
-                return -EIO;
         if (!ca_file && glue_system_ca_file_exists())
                 ca_file = CURL_GLUE_SYSTEM_CA_FILE;
-        if (ca_file && curl_easy_setopt(c, CURLOPT_CAINFO, ca_file) != CURLE_OK)
+        /* With a file to trust, NULL switches the CA directory off (curl_easy_reset() brings the built-in
+         * default back, so this is set every time). Without one, curl's defaults stay. */
+        if (ca_file && (curl_easy_setopt(c, CURLOPT_CAINFO, ca_file) != CURLE_OK ||
+                        curl_easy_setopt(c, CURLOPT_CAPATH, NULL) != CURLE_OK))
                 return -EIO;
         return 0;
 }

@@ -38,9 +38,10 @@ bool curl_glue_flush(CurlGlue *g);
 
 /* Common easy-handle settings: protocols http/https only, no signals, timeouts (USEC_INFINITY: none;
  * anything else at least 1 ms), and the trust store: ca_file, or with NULL the system bundle
- * (CURL_GLUE_SYSTEM_CA_FILE when it exists). curl's default CA directory is switched off either way: with
+ * (CURL_GLUE_SYSTEM_CA_FILE when it exists). With a file, curl's default CA directory is switched off: with
  * the GnuTLS backend it would open and parse every file of /etc/ssl/certs for every new connection (on
- * top of the file). */
+ * top of the file). (libcurl-gnutls 7.88 still parses the file per new connection: it has no CA blob or
+ * CA cache for GnuTLS, and no way to hand it parsed credentials.) */
 int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t timeout_usec);
 #define CURL_GLUE_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
