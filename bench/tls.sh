@@ -6,7 +6,9 @@
 #   fake (plain HTTP, bench-fake-kiro) ← nghttpx "reuse" (TLS, ALPN h2 + http/1.1, a generated CA)
 #                                      ← nghttpx "fresh" (the same, but one request per connection)
 #
-# Two kiro-proxyd instances point at them (Endpoints=https://127.0.0.1:PORT, CAFile=the CA): through
+# Two kiro-proxyd instances point at them (Endpoints=https://127.0.0.1:PORT, CAFile=the system bundle
+# with the bench CA appended, so that a new connection parses as many certificates as in production,
+# where CAFile= is unset and the system bundle is used): through
 # "reuse" every proxied request can ride a kept-alive upstream connection, through "fresh" every proxied
 # request needs a new upstream TLS connection (nghttpx closes each after one request: GOAWAY on h2). The
 # same terminators serve the direct baselines, so "added" is what kiro-proxyd adds over TLS.
@@ -34,6 +36,10 @@ tls_make_ca() {
                 >"$d/ext.cnf"
         openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
                 -extfile "$d/ext.cnf" -out "$d/server.pem" >/dev/null 2>&1 || die "openssl: cannot sign"
+        # What kiro-proxyd trusts: the system bundle (what it parses per connection in production, where
+        # CAFile= is unset) with the bench CA appended, so the per-connection cost is the real one.
+        cat /etc/ssl/certs/ca-certificates.crt "$d/ca.pem" >"$d/bundle.pem" 2>/dev/null ||
+                cp "$d/ca.pem" "$d/bundle.pem"
 }
 
 # tls_terminator NAME PORT [nghttpx options...]
@@ -59,7 +65,7 @@ MaxConnections=4096
 
 [Kiro]
 Endpoints=https://127.0.0.1:$up
-CAFile=$tmp/tls/ca.pem
+CAFile=$tmp/tls/bundle.pem
 ${TLS_PROXYD_EXTRA:-}
 EOF
         "$PROXYD" --user --config="$tmp/$name.conf" --listen="127.0.0.1:$port" >>"$tmp/$name.log" 2>&1 &
