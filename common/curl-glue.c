@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <sys/mman.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -94,10 +97,181 @@ static void glue_socket_forget(CurlGlue *g, int fd, GlueSocket *gs) {
         gs->owned = gs->wanted = false;
 }
 
+/* The trust store. libcurl-gnutls 7.88 loads the CA file into fresh GnuTLS credentials for every new
+ * connection and keeps them for the connection's life: with the system bundle (~140 roots) that cost
+ * ~9 ms of CPU and ~4 MiB per connection, and curl offers GnuTLS no CA blob, CA cache or hook for
+ * credentials of our own. So the file curl loads is made small: after a connection verified against the
+ * configured file (CAFile=, or the system bundle), the glue finds the configured certificates that issued
+ * the top of the peer's chain (the file is parsed once per process for that) and from then on the file
+ * curl loads holds just those. That set is a subset of the configured one, so nothing is trusted that was
+ * not before. A transfer that fails its TLS set-up with the subset (an endpoint whose root is not in it
+ * yet) is started again, once, with the whole file, and its root joins the subset. The file curl is
+ * given is a memfd from the start (a copy of the configured file until something was learned), rewritten
+ * in place: curl reuses a connection only for the same CA file name. One entry per file, for the life of
+ * the process. */
+typedef struct GlueTrust {
+        char *path;
+        bool loaded;                    /* certs parsed (or failed to: then n_certs is 0) */
+        gnutls_x509_crt_t *certs;
+        unsigned n_certs;
+        bool *picked;
+        unsigned n_picked;
+        int fd;                         /* memfd: the whole file, then the picked certificates in PEM */
+        char fd_path[40];
+        bool disabled;
+        struct GlueTrust *next;
+} GlueTrust;
+
+static GlueTrust *trusts;
+
+static int trust_open(GlueTrust *t) {
+        if (t->fd >= 0)
+                return 0;
+        t->fd = memfd_create("kirod-trust", MFD_CLOEXEC);
+        if (t->fd < 0)
+                return -errno;
+        (void) snprintf(t->fd_path, sizeof t->fd_path, "/proc/self/fd/%d", t->fd);
+        return 0;
+}
+
+/* The memfd starts as a copy of the configured file. On failure there is no memfd: curl gets the file. */
+static int trust_copy_file(GlueTrust *t) {
+        gnutls_datum_t data = {};
+        int r = trust_open(t);
+        if (r < 0)
+                return r;
+        if (gnutls_load_file(t->path, &data) < 0 ||
+            write(t->fd, data.data, data.size) != (ssize_t) data.size) {
+                gnutls_free(data.data);
+                t->fd = safe_close(t->fd);
+                return -EIO;
+        }
+        gnutls_free(data.data);
+        return 0;
+}
+
+static GlueTrust *trust_get(const char *path) {
+        GlueTrust *t;
+
+        for (t = trusts; t; t = t->next)
+                if (streq(t->path, path))
+                        return t;
+        t = calloc(1, sizeof *t);
+        if (!t)
+                return NULL;
+        t->path = strdup(path);
+        if (!t->path) {
+                free(t);
+                return NULL;
+        }
+        t->fd = -EBADF;
+        t->next = trusts;
+        trusts = t;
+        (void) trust_copy_file(t);
+        return t;
+}
+
+static void trust_load(GlueTrust *t) {
+        gnutls_datum_t data = {};
+        unsigned n = 0;
+
+        if (t->loaded)
+                return;
+        t->loaded = true;
+        if (gnutls_load_file(t->path, &data) < 0)
+                return;
+        if (gnutls_x509_crt_list_import2(&t->certs, &n, &data, GNUTLS_X509_FMT_PEM, 0) < 0)
+                n = 0;
+        gnutls_free(data.data);
+        t->picked = calloc(MAX(n, 1u), sizeof(bool));
+        if (!t->picked) {
+                for (unsigned i = 0; i < n; i++)
+                        gnutls_x509_crt_deinit(t->certs[i]);
+                gnutls_free(t->certs);
+                t->certs = NULL;
+                n = 0;
+        }
+        t->n_certs = n;
+}
+
+static int trust_write(GlueTrust *t) {
+        int r = trust_open(t);
+        if (r < 0)
+                return r;
+        if (ftruncate(t->fd, 0) < 0 || lseek(t->fd, 0, SEEK_SET) < 0)
+                return -errno;
+        for (unsigned i = 0; i < t->n_certs; i++) {
+                gnutls_datum_t pem = {};
+                if (!t->picked[i])
+                        continue;
+                if (gnutls_x509_crt_export2(t->certs[i], GNUTLS_X509_FMT_PEM, &pem) < 0)
+                        return -EIO;
+                ssize_t k = write(t->fd, pem.data, pem.size);
+                gnutls_free(pem.data);
+                if (k < 0 || (size_t) k != pem.size)
+                        return -EIO;
+        }
+        return 0;
+}
+
+/* The connection's peer chain verified against the whole file: pick what issued its top. */
+static void trust_learn(GlueTrust *t, gnutls_session_t session) {
+        const gnutls_datum_t *chain;
+        unsigned n = 0;
+        gnutls_x509_crt_t top;
+        bool added = false;
+
+        chain = gnutls_certificate_get_peers(session, &n);
+        if (!chain || n == 0)
+                return;
+        trust_load(t);
+        if (t->n_certs == 0 || gnutls_x509_crt_init(&top) < 0)
+                return;
+        if (gnutls_x509_crt_import(top, &chain[n - 1], GNUTLS_X509_FMT_DER) >= 0)
+                for (unsigned i = 0; i < t->n_certs; i++)
+                        if (!t->picked[i] && (gnutls_x509_crt_check_issuer(top, t->certs[i]) ||
+                                              gnutls_x509_crt_equals(top, t->certs[i]))) {
+                                t->picked[i] = true;
+                                t->n_picked++;
+                                added = true;
+                        }
+        gnutls_x509_crt_deinit(top);
+        /* (Should the rewrite fail, the memfd would be left half-written: use the file from then on.) */
+        if (added && trust_write(t) < 0)
+                t->disabled = true;
+}
+
 typedef struct Transfer {
         CurlGlueDone done;
         void *userdata;
+        CURL *curl;
+        GlueTrust *trust;       /* set by curl_glue_setup_easy() */
+        bool subset;            /* verified with the trust subset (the memfd once something was learned) */
+        bool retried;           /* started again with the whole file */
 } Transfer;
+
+/* Called once the connection is up (TLS verified), before the request goes out. */
+static int on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port) {
+        Transfer *t = clientp;
+        struct curl_tlssessioninfo *info = NULL;
+
+        if (t->trust && !t->subset && !t->trust->disabled &&
+            curl_easy_getinfo(t->curl, CURLINFO_TLS_SSL_PTR, &info) == CURLE_OK && info &&
+            info->backend == CURLSSLBACKEND_GNUTLS && info->internals)
+                trust_learn(t->trust, info->internals);
+        return CURL_PREREQFUNC_OK;
+}
+
+/* subset: the memfd (whatever it holds now); else the configured file. */
+static int transfer_trust(Transfer *t, bool subset) {
+        bool memfd = subset && t->trust->fd >= 0 && !t->trust->disabled;
+        t->subset = memfd && t->trust->n_picked > 0;
+        if (curl_easy_setopt(t->curl, CURLOPT_CAINFO, memfd ? t->trust->fd_path : t->trust->path) != CURLE_OK ||
+            curl_easy_setopt(t->curl, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
+            curl_easy_setopt(t->curl, CURLOPT_PREREQDATA, t) != CURLE_OK)
+                return -EIO;
+        return 0;
+}
 
 static int glue_multi_new(CurlGlue *g);
 
@@ -166,6 +340,17 @@ static void glue_drain(CurlGlue *g) {
                 Transfer *t = NULL;
                 (void) curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **) &t);
                 (void) curl_multi_remove_handle(g->multi, c);
+                /* Not verified with the trust subset: again with the whole file (nothing was received). */
+                if (t && t->subset && !t->retried &&
+                    (result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CONNECT_ERROR ||
+                     result == CURLE_SSL_CACERT_BADFILE)) {
+                        /* A memfd that cannot be read back (no /proc): not again. */
+                        if (result == CURLE_SSL_CACERT_BADFILE)
+                                t->trust->disabled = true;
+                        t->retried = true;
+                        if (transfer_trust(t, false) >= 0 && curl_multi_add_handle(g->multi, c) == CURLM_OK)
+                                continue;
+                }
                 (void) curl_easy_setopt(c, CURLOPT_PRIVATE, NULL);
                 glue_transfer_gone(g);
                 if (t) {
@@ -481,12 +666,18 @@ static int glue_apply_limits(CurlGlue *g, CURL *c) {
 }
 
 int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
+        GlueTrust *trust = NULL;
         Transfer *t = calloc(1, sizeof *t);
         if (!t)
                 return -ENOMEM;
         t->done = done;
         t->userdata = userdata;
-        if (glue_apply_limits(g, c) < 0 ||
+        t->curl = c;
+        /* curl_glue_setup_easy() left the trust entry here. */
+        (void) curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **) &trust);
+        t->trust = trust;
+        if ((t->trust && transfer_trust(t, true) < 0) ||
+            glue_apply_limits(g, c) < 0 ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, g) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) != CURLE_OK ||
@@ -608,6 +799,10 @@ int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t
          * default back, so this is set every time). Without one, curl's defaults stay. */
         if (ca_file && (curl_easy_setopt(c, CURLOPT_CAINFO, ca_file) != CURLE_OK ||
                         curl_easy_setopt(c, CURLOPT_CAPATH, NULL) != CURLE_OK))
+                return -EIO;
+        /* For curl_glue_add(), which owns CURLOPT_PRIVATE from then on (see GlueTrust). */
+        if (curl_easy_setopt(c, CURLOPT_PRIVATE, ca_file && strncasecmp(url, "https://", 8) == 0 ?
+                             (char *) trust_get(ca_file) : NULL) != CURLE_OK)
                 return -EIO;
         return 0;
 }

@@ -51,8 +51,9 @@ def _make_ca(d):
 class Terminator:
         """nghttpx on 127.0.0.1:port in front of backend_url (http://127.0.0.1:PORT)."""
 
-        def __init__(self, scratch, backend_url, port, alpn="h2,http/1.1", tls_max="TLSv1.3"):
+        def __init__(self, scratch, backend_url, port, alpn="h2,http/1.1", tls_max="TLSv1.3", cert_dir=None):
                 self.dir = scratch
+                cert_dir = cert_dir or scratch
                 self.port = port
                 self.access = scratch / f"nghttpx-{port}-access.log"
                 self.errors = scratch / f"nghttpx-{port}.log"
@@ -63,7 +64,7 @@ class Terminator:
                          f"--tls-max-proto-version={tls_max}",
                          f"--errorlog-file={self.errors}", f"--accesslog-file={self.access}",
                          "--accesslog-format=$alpn $remote_port $status $tls_session_reused",
-                         str(scratch / "server.key"), str(scratch / "server.pem")],
+                         str(cert_dir / "server.key"), str(cert_dir / "server.pem")],
                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 deadline = time.monotonic() + 10
                 while True:
@@ -259,3 +260,113 @@ def test_new_connection_does_not_scan_the_ca_directory(tls_stack, scratch):
         opened = trace.read_text()
         assert str(scratch / "ca.pem") in opened, opened[-2000:]
         assert "/etc/ssl/certs" not in opened, [ln for ln in opened.splitlines() if "/etc/ssl/certs" in ln][:5]
+
+
+def _openat(trace):
+        return [ln for ln in trace.read_text().splitlines() if "open" in ln]
+
+
+def test_trust_subset_learned_then_used_and_widened(proxy_stack, scratch):  # noqa: F811
+        """CAFile= holds many CAs (the system bundle and two test CAs): after a connection verified with
+        the whole file, new connections are verified with the CA that issued the peer's chain only (a
+        memfd); a peer from another CA of the file fails that, and the glue starts the transfer again
+        with the whole file, transparently."""
+        if not shutil.which("strace"):
+                pytest.skip("needs strace")
+        ca1, ca2 = scratch / "ca1", scratch / "ca2"
+        for d in (ca1, ca2):
+                d.mkdir()
+                _make_ca(d)
+        bundle = scratch / "bundle.pem"
+        system = "/etc/ssl/certs/ca-certificates.crt"
+        parts = [open(system).read()] if shutil.os.path.exists(system) else []
+        bundle.write_text("".join(parts) + (ca1 / "ca.pem").read_text() + (ca2 / "ca.pem").read_text())
+        bundle.chmod(0o644)
+        port = _free_port()
+        s = proxy_stack(Kiro={"CAFile": str(bundle), "UpstreamIdleTimeoutSec": 60},
+                        endpoints=[f"https://127.0.0.1:{port}"], start=False)
+        t = Terminator(scratch, s.chat.url, port, cert_dir=ca1)
+        s.proxyd.start()
+        trace = scratch / "trust.trace"
+        st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=open,openat", "-o", str(trace),
+                               "-p", str(s.proxyd.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+                time.sleep(1)  # strace attached
+                s.chat.set_default({"text": "pong"})
+
+                def one(text, cert_dir):
+                        nonlocal t
+                        t.stop()        # a new terminator: a new upstream connection
+                        t = Terminator(scratch, s.chat.url, port, cert_dir=cert_dir)
+                        mark = len(_openat(trace))
+                        r = s.post(CHAT_PATH, chat(text))
+                        assert r.status == 200 and _text(r) == "pong", r
+                        time.sleep(0.2)
+                        return _openat(trace)[mark:]
+
+                first = one("one", ca1)
+                assert any(str(bundle) in ln for ln in first), first
+                # CA 1 learned: the next connection loads the subset, not the bundle.
+                second = one("two", ca1)
+                assert any("/proc/self/fd/" in ln for ln in second), second
+                assert not any(str(bundle) in ln for ln in second), second
+                # A peer from CA 2: the subset fails, the whole file is loaded, the request succeeds once.
+                third = one("three", ca2)
+                assert any("/proc/self/fd/" in ln for ln in third), third
+                assert any(str(bundle) in ln for ln in third), third
+                # Both CAs in the subset now.
+                fourth = one("four", ca2)
+                assert not any(str(bundle) in ln for ln in fourth), fourth
+                fifth = one("five", ca1)
+                assert not any(str(bundle) in ln for ln in fifth), fifth
+        finally:
+                st.terminate()
+                st.wait(10)
+                t.stop()
+        # Each client request reached the fake once: the retry with the whole file happened under the
+        # HTTP request, before anything was sent.
+        assert s.chat.count() == 5
+        assert "Upstream attempt 2" not in s.proxyd.log_text()
+
+
+# ---- kiro-authd: its refreshes go through the same glue ------------------------------------------
+
+def test_authd_refreshes_over_https_without_ca_directory_scan(authd, fake_auth, kiroctl, scratch):
+        import kiroide
+        import kirodtest
+        from kirodtest import TEST_ADMIN, wait_until
+        home = kirodtest.user_dir(scratch, TEST_ADMIN, "home-admin")
+        if not shutil.which("strace"):
+                pytest.skip("needs strace")
+        _make_ca(scratch)
+        port = _free_port()
+        t = Terminator(scratch, fake_auth.kiro_url, port)
+        try:
+                a = authd(endpoints={"KiroAuthURL": f"https://127.0.0.1:{port}", "CAFile": str(scratch / "ca.pem")})
+                rt = "rt-authd-tls"
+                lin = fake_auth.seed(rt)
+                f = kiroide.write_social(home, refresh_token=rt, expires_at=time.time() + 7200, owner=TEST_ADMIN)
+                kiroctl("import", "--from-kiro-ide", "--file", f.token_path, user=TEST_ADMIN)
+                cid = json.loads(kiroctl("status", "--json").stdout)[0]["id"]
+                trace = scratch / "authd-openat.trace"
+                st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=open,openat", "-o", str(trace),
+                                       "-p", str(a.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                        time.sleep(1)  # strace attached
+                        kiroctl("refresh", cid)
+                        kiroctl("refresh", cid)
+                finally:
+                        st.terminate()
+                        st.wait(10)
+                wait_until(lambda: fake_auth.rotations(lin) >= 2, timeout=10, what="two refreshes")
+                log = t.entries(2)
+                assert [e[0] for e in log] == ["h2", "h2"], log
+                assert {e[2] for e in log} == {200}, log
+                # Two refreshes in a row: one connection, kept alive between them.
+                assert log[0][1] == log[1][1], log
+                opened = trace.read_text()
+                assert str(scratch / "ca.pem") in opened, opened[-2000:]
+                assert "/etc/ssl/certs" not in opened, \
+                        [ln for ln in opened.splitlines() if "/etc/ssl/certs" in ln][:5]
+        finally:
+                t.stop()
