@@ -111,10 +111,8 @@ static void glue_socket_forget(CurlGlue *g, int fd, GlueSocket *gs) {
  * the process. */
 typedef struct GlueTrust {
         char *path;
-        bool loaded;                    /* certs parsed (or failed to: then n_certs is 0) */
-        gnutls_x509_crt_t *certs;
-        unsigned n_certs;
-        bool *picked;
+        char *subset;                   /* the picked certificates, PEM */
+        size_t subset_size;
         unsigned n_picked;
         int fd;                         /* memfd: the whole file, then the picked certificates in PEM */
         char fd_path[40];
@@ -171,70 +169,68 @@ static GlueTrust *trust_get(const char *path) {
         return t;
 }
 
-static void trust_load(GlueTrust *t) {
-        gnutls_datum_t data = {};
-        unsigned n = 0;
-
-        if (t->loaded)
-                return;
-        t->loaded = true;
-        if (gnutls_load_file(t->path, &data) < 0)
-                return;
-        if (gnutls_x509_crt_list_import2(&t->certs, &n, &data, GNUTLS_X509_FMT_PEM, 0) < 0)
-                n = 0;
-        gnutls_free(data.data);
-        t->picked = calloc(MAX(n, 1u), sizeof(bool));
-        if (!t->picked) {
-                for (unsigned i = 0; i < n; i++)
-                        gnutls_x509_crt_deinit(t->certs[i]);
-                gnutls_free(t->certs);
-                t->certs = NULL;
-                n = 0;
-        }
-        t->n_certs = n;
-}
-
 static int trust_write(GlueTrust *t) {
-        int r = trust_open(t);
-        if (r < 0)
-                return r;
         if (ftruncate(t->fd, 0) < 0 || lseek(t->fd, 0, SEEK_SET) < 0)
                 return -errno;
-        for (unsigned i = 0; i < t->n_certs; i++) {
-                gnutls_datum_t pem = {};
-                if (!t->picked[i])
-                        continue;
-                if (gnutls_x509_crt_export2(t->certs[i], GNUTLS_X509_FMT_PEM, &pem) < 0)
-                        return -EIO;
-                ssize_t k = write(t->fd, pem.data, pem.size);
-                gnutls_free(pem.data);
-                if (k < 0 || (size_t) k != pem.size)
-                        return -EIO;
-        }
+        if (write(t->fd, t->subset, t->subset_size) != (ssize_t) t->subset_size)
+                return -EIO;
         return 0;
 }
 
-/* The connection's peer chain verified against the whole file: pick what issued its top. */
+/* Whether the subset has the issuer of top already (connections set up while the first was learning). */
+static bool trust_subset_has_issuer(GlueTrust *t, gnutls_x509_crt_t top) {
+        gnutls_datum_t data = { .data = (unsigned char *) t->subset, .size = t->subset_size };
+        gnutls_x509_crt_t *certs = NULL;
+        unsigned n = 0;
+        bool found = false;
+
+        if (t->n_picked == 0 || gnutls_x509_crt_list_import2(&certs, &n, &data, GNUTLS_X509_FMT_PEM, 0) < 0)
+                return false;
+        for (unsigned i = 0; i < n; i++) {
+                found = found || gnutls_x509_crt_check_issuer(top, certs[i]) || gnutls_x509_crt_equals(top, certs[i]);
+                gnutls_x509_crt_deinit(certs[i]);
+        }
+        gnutls_free(certs);
+        return found;
+}
+
+/* The connection's peer chain verified against the whole file: pick what issued its top. The file is
+ * parsed for that and let go again (parsed, the system bundle takes ~4 MiB); it happens for the first
+ * connection and after a failure with the subset only. */
 static void trust_learn(GlueTrust *t, gnutls_session_t session) {
         const gnutls_datum_t *chain;
-        unsigned n = 0;
-        gnutls_x509_crt_t top;
+        gnutls_datum_t data = {};
+        gnutls_x509_crt_t top = NULL, *certs = NULL;
+        unsigned n = 0, n_certs = 0;
         bool added = false;
 
         chain = gnutls_certificate_get_peers(session, &n);
-        if (!chain || n == 0)
+        if (!chain || n == 0 || gnutls_x509_crt_init(&top) < 0)
                 return;
-        trust_load(t);
-        if (t->n_certs == 0 || gnutls_x509_crt_init(&top) < 0)
-                return;
-        if (gnutls_x509_crt_import(top, &chain[n - 1], GNUTLS_X509_FMT_DER) >= 0)
-                for (unsigned i = 0; i < t->n_certs; i++)
-                        if (!t->picked[i] && (gnutls_x509_crt_check_issuer(top, t->certs[i]) ||
-                                              gnutls_x509_crt_equals(top, t->certs[i]))) {
-                                t->picked[i] = true;
+        if (gnutls_x509_crt_import(top, &chain[n - 1], GNUTLS_X509_FMT_DER) < 0 ||
+            trust_subset_has_issuer(t, top) ||
+            gnutls_load_file(t->path, &data) < 0 ||
+            gnutls_x509_crt_list_import2(&certs, &n_certs, &data, GNUTLS_X509_FMT_PEM, 0) < 0)
+                n_certs = 0;
+        for (unsigned i = 0; i < n_certs; i++) {
+                gnutls_datum_t pem = {};
+                if ((gnutls_x509_crt_check_issuer(top, certs[i]) || gnutls_x509_crt_equals(top, certs[i])) &&
+                    gnutls_x509_crt_export2(certs[i], GNUTLS_X509_FMT_PEM, &pem) >= 0 &&
+                    !(t->subset && memmem(t->subset, t->subset_size, pem.data, pem.size))) {
+                        char *p = realloc(t->subset, t->subset_size + pem.size);
+                        if (p) {
+                                memcpy(p + t->subset_size, pem.data, pem.size);
+                                t->subset = p;
+                                t->subset_size += pem.size;
                                 t->n_picked++;
                                 added = true;
                         }
+                }
+                gnutls_free(pem.data);
+                gnutls_x509_crt_deinit(certs[i]);
+        }
+        gnutls_free(certs);
+        gnutls_free(data.data);
         gnutls_x509_crt_deinit(top);
         /* (Should the rewrite fail, the memfd would be left half-written: use the file from then on.) */
         if (added && trust_write(t) < 0)
