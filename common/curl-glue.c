@@ -102,8 +102,8 @@ static void glue_socket_forget(CurlGlue *g, int fd, GlueSocket *gs) {
  * ~9 ms of CPU and ~4 MiB per connection, and curl offers GnuTLS no CA blob, CA cache or hook for
  * credentials of our own. So the file curl loads is made small: after a connection verified against the
  * configured file (CAFile=, or the system bundle), the glue finds the configured certificates that issued
- * the top of the peer's chain (the file is parsed once per process for that) and from then on the file
- * curl loads holds just those. That set is a subset of the configured one, so nothing is trusted that was
+ * the top of the peer's chain (parsing the file for that, the first time and after a failure with the
+ * subset only) and from then on the file curl loads holds just those. That set is a subset of the configured one, so nothing is trusted that was
  * not before. A transfer that fails its TLS set-up with the subset (an endpoint whose root is not in it
  * yet) is started again, once, with the whole file, and its root joins the subset. The file curl is
  * given is a memfd from the start (a copy of the configured file until something was learned), rewritten
