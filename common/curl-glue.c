@@ -52,6 +52,8 @@ struct CurlGlue {
         unsigned n_transfers;
         uint64_t n_connects;
         sd_event_source *idle;  /* the idle sweep, armed while no transfer runs */
+        bool multiplexing;      /* an upstream connection negotiated HTTP/2 */
+        bool cap_changed;       /* apply it outside curl's callbacks (curl refuses multi calls there) */
 };
 
 static GlueSocket *glue_socket(CurlGlue *g, int fd, bool create) {
@@ -241,20 +243,31 @@ typedef struct Transfer {
         CurlGlueDone done;
         void *userdata;
         CURL *curl;
+        CurlGlue *glue;
         GlueTrust *trust;       /* set by curl_glue_setup_easy() */
         bool subset;            /* verified with the trust subset (the memfd once something was learned) */
         bool retried;           /* started again with the whole file */
 } Transfer;
 
 /* Called once the connection is up (TLS verified), before the request goes out. */
+static int glue_apply_cap(CurlGlue *g);
+
 static int on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port) {
         Transfer *t = clientp;
         struct curl_tlssessioninfo *info = NULL;
+        gnutls_datum_t alpn = {};
 
-        if (t->trust && !t->subset && !t->trust->disabled &&
-            curl_easy_getinfo(t->curl, CURLINFO_TLS_SSL_PTR, &info) == CURLE_OK && info &&
-            info->backend == CURLSSLBACKEND_GNUTLS && info->internals)
+        if (curl_easy_getinfo(t->curl, CURLINFO_TLS_SSL_PTR, &info) != CURLE_OK || !info ||
+            info->backend != CURLSSLBACKEND_GNUTLS || !info->internals)
+                return CURL_PREREQFUNC_OK;
+        if (t->trust && !t->subset && !t->trust->disabled)
                 trust_learn(t->trust, info->internals);
+        if (!t->glue->multiplexing &&
+            gnutls_alpn_get_selected_protocol(info->internals, &alpn) >= 0 &&
+            alpn.size == 2 && memcmp(alpn.data, "h2", 2) == 0) {
+                t->glue->multiplexing = true;
+                t->glue->cap_changed = true;
+        }
         return CURL_PREREQFUNC_OK;
 }
 
@@ -262,14 +275,13 @@ static int on_prereq(void *clientp, char *primary_ip, char *local_ip, int primar
 static int transfer_trust(Transfer *t, bool subset) {
         bool memfd = subset && t->trust->fd >= 0 && !t->trust->disabled;
         t->subset = memfd && t->trust->n_picked > 0;
-        if (curl_easy_setopt(t->curl, CURLOPT_CAINFO, memfd ? t->trust->fd_path : t->trust->path) != CURLE_OK ||
-            curl_easy_setopt(t->curl, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
-            curl_easy_setopt(t->curl, CURLOPT_PREREQDATA, t) != CURLE_OK)
+        if (curl_easy_setopt(t->curl, CURLOPT_CAINFO, memfd ? t->trust->fd_path : t->trust->path) != CURLE_OK)
                 return -EIO;
         return 0;
 }
 
 static int glue_multi_new(CurlGlue *g);
+static int glue_apply_cap(CurlGlue *g);
 
 static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
         CurlGlue *g = userdata;
@@ -327,6 +339,10 @@ static void glue_drain(CurlGlue *g) {
         CURLMsg *msg;
         int left;
 
+        if (g->cap_changed) {
+                g->cap_changed = false;
+                (void) glue_apply_cap(g);
+        }
         /* Drain every finished transfer, not only the first. */
         while ((msg = curl_multi_info_read(g->multi, &left))) {
                 if (msg->msg != CURLMSG_DONE)
@@ -531,9 +547,22 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
         return r < 0 ? -1 : 0;
 }
 
-static int glue_multi_new(CurlGlue *g) {
-        long cap = (long) MIN(g->limits.max_connections, (unsigned) LONG_MAX);
+/* MaxUpstreamConnections= caps connections once they multiplex (or the version is forced): with
+ * HTTPVersion=auto, until an endpoint has negotiated HTTP/2, every transfer in flight needs a connection
+ * of its own (HTTP/1.1: plain http://, or an endpoint without h2), and a cap would hold streams back for
+ * as long as others stream. */
+static int glue_apply_cap(CurlGlue *g) {
+        bool capped = g->limits.http_version != CURL_GLUE_HTTP_AUTO || g->multiplexing;
+        long cap = capped ? (long) MIN(g->limits.max_connections, (unsigned) LONG_MAX) : 0;
 
+        /* MAXCONNECTS: idle connections kept, no more than may be open (0: curl's default, 4 per transfer). */
+        if (curl_multi_setopt(g->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, cap) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, cap) != CURLM_OK)
+                return -EINVAL;
+        return 0;
+}
+
+static int glue_multi_new(CurlGlue *g) {
         g->multi = curl_multi_init();
         if (!g->multi)
                 return -ENOMEM;
@@ -541,12 +570,9 @@ static int glue_multi_new(CurlGlue *g) {
             curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g) != CURLM_OK ||
             curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
             curl_multi_setopt(g->multi, CURLMOPT_TIMERDATA, g) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, cap) != CURLM_OK ||
-            /* Idle connections kept: no more than may be open (curl's default is 4 per transfer). */
-            (cap > 0 && curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, cap) != CURLM_OK))
+            curl_multi_setopt(g->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX) != CURLM_OK)
                 return -EINVAL;
-        return 0;
+        return glue_apply_cap(g);
 }
 
 int curl_glue_set_limits(CurlGlue *g, const CurlGlueLimits *l) {
@@ -555,11 +581,7 @@ int curl_glue_set_limits(CurlGlue *g, const CurlGlueLimits *l) {
         g->limits = *l;
         if (g->limits.idle_timeout_usec == 0)
                 g->limits.idle_timeout_usec = CURL_GLUE_IDLE_TIMEOUT_DEFAULT;
-        long cap = (long) MIN(g->limits.max_connections, (unsigned) LONG_MAX);
-        if (curl_multi_setopt(g->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, cap) != CURLM_OK ||
-            (cap > 0 && curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, cap) != CURLM_OK))
-                return -EINVAL;
-        return 0;
+        return glue_apply_cap(g);
 }
 
 CurlGlueHTTPVersion curl_glue_http_version_from_string(const char *s) {
@@ -669,10 +691,13 @@ int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
         t->done = done;
         t->userdata = userdata;
         t->curl = c;
+        t->glue = g;
         /* curl_glue_setup_easy() left the trust entry here. */
         (void) curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **) &trust);
         t->trust = trust;
         if ((t->trust && transfer_trust(t, true) < 0) ||
+            curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_PREREQDATA, t) != CURLE_OK ||
             glue_apply_limits(g, c) < 0 ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, g) != CURLE_OK ||

@@ -54,7 +54,9 @@ int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t
  *   shares one multiplexed connection; HTTP_1_1 never asks for h2; HTTP_2 asks for h2 with prior knowledge on http:// too
  *   (over TLS, curl 7.88 still offers http/1.1 in ALPN and uses it if that is all the server speaks);
  * - max_connections: a cap on open connections (CURLMOPT_MAX_TOTAL_CONNECTIONS, and on the connection
- *   cache); transfers beyond it wait for one (with HTTP/1.1 that bounds concurrent transfers). 0: none;
+ *   cache); transfers beyond it wait for one. With AUTO it takes effect once a connection negotiated
+ *   HTTP/2 (until then each transfer in flight needs a connection of its own, and a cap would hold
+ *   streams back); with HTTP_1_1 it bounds concurrent transfers. 0: none;
  * - idle_timeout: an idle connection is not reused after this long, and once no transfer has run for
  *   this long every cached connection is closed (its memory, with the TLS state, goes back). */
 typedef enum CurlGlueHTTPVersion {

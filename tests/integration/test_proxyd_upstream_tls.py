@@ -51,7 +51,8 @@ def _make_ca(d):
 class Terminator:
         """nghttpx on 127.0.0.1:port in front of backend_url (http://127.0.0.1:PORT)."""
 
-        def __init__(self, scratch, backend_url, port, alpn="h2,http/1.1", tls_max="TLSv1.3", cert_dir=None):
+        def __init__(self, scratch, backend_url, port, alpn="h2,http/1.1", tls_max="TLSv1.3", cert_dir=None,
+                     extra=()):
                 self.dir = scratch
                 cert_dir = cert_dir or scratch
                 self.port = port
@@ -61,7 +62,7 @@ class Terminator:
                 self.p = subprocess.Popen(
                         ["nghttpx", "--conf=/dev/null", f"--frontend=127.0.0.1,{port}",
                          f"--backend={host},{bport}", "--workers=1", "--no-ocsp", f"--npn-list={alpn}",
-                         f"--tls-max-proto-version={tls_max}",
+                         f"--tls-max-proto-version={tls_max}", *extra,
                          f"--errorlog-file={self.errors}", f"--accesslog-file={self.access}",
                          "--accesslog-format=$alpn $remote_port $status $tls_session_reused",
                          str(cert_dir / "server.key"), str(cert_dir / "server.pem")],
@@ -106,12 +107,12 @@ def tls_stack(proxy_stack, scratch):  # noqa: F811
         _make_ca(scratch)
         made = []
 
-        def factory(alpn="h2,http/1.1", tls_max="TLSv1.3", **kiro):
+        def factory(alpn="h2,http/1.1", tls_max="TLSv1.3", extra=(), **kiro):
                 port = _free_port()
                 cfg = {"CAFile": str(scratch / "ca.pem")}
                 cfg.update(kiro)
                 s = proxy_stack(Kiro=cfg, endpoints=[f"https://127.0.0.1:{port}"], start=False)
-                t = Terminator(scratch, s.chat.url, port, alpn, tls_max)
+                t = Terminator(scratch, s.chat.url, port, alpn, tls_max, extra=extra)
                 made.append(t)
                 s.proxyd.start()
                 return s, t
@@ -150,6 +151,22 @@ def test_http2_upstream_multiplexes_concurrent_requests(tls_stack):
         assert {e[0] for e in log} == {"h2"}, log
         assert {e[2] for e in log} == {200}, log
         # Six requests in flight at once went over one upstream connection (PIPEWAIT + multiplexing).
+        assert len({e[1] for e in log}) == 1, log
+
+
+def test_http2_cap_holds_overflow_streams(tls_stack):
+        # Two streams per connection at most, one connection: once HTTP/2 was seen, the cap applies and
+        # requests beyond the stream limit wait instead of opening connections of their own.
+        s, t = tls_stack(MaxUpstreamConnections=1, extra=("--frontend-http2-max-concurrent-streams=2",))
+        s.chat.set_default({"text": "pong", "first_frame_delay": 0.3})
+        r = s.post(CHAT_PATH, chat("warm"))
+        assert r.status == 200
+        results = _parallel(s, 6)
+        for r in results:
+                assert r is not None and r.status == 200, r
+                assert _text(r) == "pong"
+        log = t.entries(7)
+        assert len(log) == 7 and {e[0] for e in log} == {"h2"}, log
         assert len({e[1] for e in log}) == 1, log
 
 

@@ -940,6 +940,7 @@ TEST(max_connections_caps_open_connections) {
 
         setup(&t);
         l.max_connections = 2;
+        l.http_version = CURL_GLUE_HTTP_1_1;
         ASSERT_OK(curl_glue_set_limits(t.glue, &l));
         for (unsigned i = 0; i < ELEMENTSOF(f); i++)
                 fetch_start(t.glue, &f[i], &t.server, "/x");
@@ -948,9 +949,30 @@ TEST(max_connections_caps_open_connections) {
                 fetch_assert_ok(&f[i], "GET /x");
                 fetch_done(&f[i]);
         }
-        /* HTTP/1.1: six transfers, two at a time on two connections. */
+        /* HTTP/1.1 forced: six transfers, two at a time on two connections. */
         ASSERT_EQ(server_accepted(&t.server), 2);
         ASSERT_EQ(curl_glue_n_connects(t.glue), 2u);
+        teardown(&t);
+}
+
+TEST(auto_without_http2_is_not_capped) {
+        Setup t = {};
+        Fetch f[6] = {};
+        CurlGlueLimits l = CURL_GLUE_LIMITS_DEFAULT;
+
+        setup(&t);
+        l.max_connections = 2;
+        ASSERT_OK(curl_glue_set_limits(t.glue, &l));
+        for (unsigned i = 0; i < ELEMENTSOF(f); i++)
+                fetch_start(t.glue, &f[i], &t.server, "/x");
+        RUN_UNTIL(t.event, T.n_done == ELEMENTSOF(f));
+        for (unsigned i = 0; i < ELEMENTSOF(f); i++) {
+                fetch_assert_ok(&f[i], "GET /x");
+                fetch_done(&f[i]);
+        }
+        /* AUTO on plain http:// is HTTP/1.1 and nothing multiplexes: every transfer gets a connection
+         * (a cap would hold a stream back for as long as others stream). */
+        ASSERT_EQ(server_accepted(&t.server), 6);
         teardown(&t);
 }
 
