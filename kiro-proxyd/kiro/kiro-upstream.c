@@ -83,6 +83,7 @@ void upstream_config_init(UpstreamConfig *c) {
                 .backoff_initial = 200 * USEC_PER_MSEC,
                 .backoff_max = 2 * USEC_PER_SEC,
                 .stall_timeout = 300 * USEC_PER_SEC,
+                .glue_limits = CURL_GLUE_LIMITS_DEFAULT,
         };
         (void) strv_extend(&c->endpoints, "https://runtime.{region}.kiro.dev");
         (void) strv_extend(&c->endpoints, "https://q.{region}.amazonaws.com");
@@ -104,6 +105,8 @@ int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstre
         u->tokens = tokens;
         u->config = config;
         int r = curl_glue_new(e, &u->glue);
+        if (r >= 0)
+                r = curl_glue_set_limits(u->glue, &config->glue_limits);
         if (r < 0) {
                 upstream_free(u);
                 return r;
