@@ -5,6 +5,7 @@
 
 #include "authd-bus.h"
 #include "authd-ids.h"
+#include "authd-usage-manager.h"
 #include "authd-import.h"
 #include "bus-names.h"
 #include "log.h"
@@ -871,6 +872,8 @@ static const sd_bus_vtable credential_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetEnabled", SD_BUS_ARGS("b", enabled, "t", flags), SD_BUS_NO_RESULT,
                                 method_set_enabled, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetUsage", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("a{sv}", usage),
+                                method_get_usage, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 #undef EC

@@ -11,6 +11,7 @@
 
 #include "authd-import.h"
 #include "authd-manager.h"
+#include "authd-usage-manager.h"
 #include "bus-names.h"
 #include "fileio.h"
 #include "log.h"
@@ -56,6 +57,7 @@ static Credential *credential_free(Credential *cred) {
         if (!cred)
                 return NULL;
         credential_fail_waiters(cred, SD_BUS_ERROR_NO_SERVER, "kiro-authd is shutting down.");
+        credential_usage_free(cred);
         if (cred->curl) {
                 curl_glue_remove(cred->manager->glue, cred->curl);
                 curl_easy_cleanup(cred->curl);

@@ -7,6 +7,7 @@
 #include "bus-names.h"
 #include "config.h"
 #include "json-util.h"
+#include "kiroctl-usage.h"
 #include "kiroctl-bus.h"
 #include "kiroctl-error.h"
 #include "kiroctl-format.h"
@@ -58,11 +59,12 @@ static void help(void) {
                "  remove ID                         Remove the credential\n"
                "  enable ID                         Let the credential be used\n"
                "  disable ID                        Stop using the credential\n"
+               "  usage [ID]                        Show plan, credits used and left, and the reset date\n"
                "\n"
                "Options:\n"
                "  -h --help             Show this help\n"
                "     --version          Show the version\n"
-               "     --json             Print JSON (status, list, import, refresh)\n"
+               "     --json             Print JSON (status, list, import, refresh, usage)\n"
                "     --system           Talk to kiro-authd on the system bus (default)\n"
                "     --user             Talk to kiro-authd on the user's session bus\n"
                "     --no-pager         Accepted for systemctl habits; kiroctl never pages\n"
@@ -523,6 +525,42 @@ static int verb_enable(sd_bus *bus, int argc, char **argv) {
         return 0;
 }
 
+static int verb_usage(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(credential_list_done) CredentialList l = {};
+        _cleanup_json_ json_object *a = NULL;
+        int r;
+
+        if (argc <= 1) {
+                r = bus_list_credentials(bus, &l, &e);
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_MANAGER, r, &e);
+        }
+        a = json_object_new_array();
+        if (!a)
+                return error_info_set(&error_info, ERROR_CONTEXT_ANY, -ENOMEM, NULL);
+        for (size_t i = 0; i < (argc > 1 ? 1 : l.n); i++) {
+                const char *id = argc > 1 ? argv[1] : l.items[i].id;
+                json_object *u = NULL;
+
+                (void) free_and_strdup(&error_info.id, id);
+                r = bus_credential_get_usage(bus, id, &u, &e);
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_CREDENTIAL, r, &e);
+                if (arg_json)
+                        r = json_object_array_add(a, u) < 0 ? -ENOMEM : 0;
+                else {
+                        r = usage_print(stdout, u);
+                        json_object_put(u);
+                }
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);
+        }
+        if (arg_json)
+                return print_json(a);
+        return 0;
+}
+
 static const Verb verbs[] = {
         { "status",  0, 1, verb_status,  NULL,                    false },
         { "list",    0, 0, verb_list,    NULL,                    false },
@@ -531,6 +569,7 @@ static const Verb verbs[] = {
         { "remove",  1, 1, verb_remove,  "removing credentials",  false },
         { "enable",  1, 1, verb_enable,  "enabling credentials",  false },
         { "disable", 1, 1, verb_enable,  "disabling credentials", false },
+        { "usage",   0, 1, verb_usage,   NULL,                    false },
 };
 
 static int check_verb_options(const Verb *v) {
