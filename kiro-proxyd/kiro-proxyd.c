@@ -10,6 +10,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "api/api-anthropic.h"
+#include "api/api-error.h"
 #include "http/http-access.h"
 #include "http/http-listen.h"
 #include "api/api-openai.h"
@@ -61,34 +62,25 @@ static void proxy_done(Proxy *p) {
         p->event = sd_event_unref(p->event);
 }
 
-static bool path_is_anthropic(const char *path) {
-        return startswith(path, "/v1/messages") != NULL;
+static ApiShape shape_of_path(const char *path) {
+        return startswith(strempty(path), "/v1/messages") ? API_SHAPE_ANTHROPIC : API_SHAPE_OPENAI;
 }
 
+/* Errors the HTTP layer raises itself (413, 500, …), in the shape of the API addressed. */
 static int render_error(HttpRequest *r, unsigned status, const char *message, char **ret_body, size_t *ret_size,
                         const char **ret_content_type, void *userdata) {
-        ApiErrorKind kind = status == 400   ? API_ERROR_INVALID_REQUEST
-                            : status == 401 ? API_ERROR_AUTHENTICATION
-                            : status == 403 ? API_ERROR_PERMISSION
-                            : status == 404 ? API_ERROR_NOT_FOUND
-                            : status == 413 ? API_ERROR_TOO_LARGE
-                            : status == 429 ? API_ERROR_RATE_LIMIT
-                            : status == 503 ? API_ERROR_UNAVAILABLE
-                            : status == 504 ? API_ERROR_TIMEOUT
-                                            : API_ERROR_API;
-        ApiError e = { .kind = kind, .message = (char *) message };
-        bool anthropic = path_is_anthropic(http_request_path(r) ?: "");
-        int ret = anthropic ? anthropic_render_error(&e, ret_body, ret_size) : openai_render_error(&e, ret_body, ret_size);
+        Failure f = { .kind = api_error_kind_from_status(status), .message = (char *) message };
         *ret_content_type = "application/json";
-        return ret;
+        return api_error_render(shape_of_path(http_request_path(r)), &f, ret_body, ret_size);
 }
 
 static int check_key(Proxy *p, HttpRequest *r) {
         if (apikeys_count(p->keys) == 0 || apikeys_check(p->keys, r))
                 return 0;
-        ApiError e = { .kind = API_ERROR_AUTHENTICATION,
-                       .message = (char *) "Missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'." };
-        return frontend_respond_error(r, &e, path_is_anthropic(http_request_path(r)));
+        Failure e = { .kind = FAILURE_AUTHENTICATION,
+                      .message = (char *) "Missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.",
+                      .code = (char *) "invalid_api_key" };
+        return api_error_respond(r, shape_of_path(http_request_path(r)), &e);
 }
 
 static int on_headers(HttpRequest *r, void *userdata) {
@@ -122,13 +114,13 @@ static int on_request(HttpRequest *r, void *userdata) {
 
         bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
                      streq(path, "/v1/messages/count_tokens");
-        ApiError e = {};
+        Failure e = {};
         if (known)
-                (void) api_error_set(&e, API_ERROR_INVALID_REQUEST, NULL, "Method %s is not allowed on %s.", method, path);
+                (void) failure_set(&e, FAILURE_INVALID_REQUEST, NULL, "Method %s is not allowed on %s.", method, path);
         else
-                (void) api_error_set(&e, API_ERROR_NOT_FOUND, NULL, "Unknown route %s %s.", method, path);
-        int ret = frontend_respond_error(r, &e, path_is_anthropic(path));
-        api_error_done(&e);
+                (void) failure_set(&e, FAILURE_NOT_FOUND, NULL, "Unknown route %s %s.", method, path);
+        int ret = api_error_respond(r, shape_of_path(path), &e);
+        failure_done(&e);
         return ret;
 }
 

@@ -2,9 +2,10 @@
 /* The Anthropic Messages front end: request parsing, the event sequence Anthropic streams, one JSON body. */
 #include <gnutls/crypto.h>
 
+#include "hash-util.h"
 #include "json-util.h"
 #include "api/api-anthropic.h"
-#include "api/api-openai.h"
+#include "api/api-error.h"
 
 /* A stream with no output for this long gets a "ping" event, so clients and proxies keep it open
  * (PingIntervalSec= changes it). */
@@ -12,7 +13,7 @@
 
 /* ---- request ---------------------------------------------------------------------------------------- */
 
-static int block_text(json_object *blocks, const char *where, char **ret, ApiError *err) {
+static int block_text(json_object *blocks, const char *where, char **ret, Failure *err) {
         /* tool_result content: a string or text blocks (images inside results are not supported). */
         if (!blocks || json_object_is_type(blocks, json_type_null)) {
                 *ret = strdup("");
@@ -23,7 +24,7 @@ static int block_text(json_object *blocks, const char *where, char **ret, ApiErr
                 return *ret ? 0 : -ENOMEM;
         }
         if (!json_object_is_type(blocks, json_type_array))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s: must be a string or an array of blocks",
+                return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s: must be a string or an array of blocks",
                                      where);
         Buf b = {};
         for (size_t i = 0; i < json_object_array_length(blocks); i++) {
@@ -31,7 +32,7 @@ static int block_text(json_object *blocks, const char *where, char **ret, ApiErr
                 const char *type = json_string_or_null(blk, "type"), *t;
                 if (!type || !streq(type, "text") || json_get_string(blk, "text", &t) < 0) {
                         buf_done(&b);
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                              "%s.%zu: only text blocks are supported here", where, i);
                 }
                 if ((b.size > 0 && buf_puts(&b, "\n") < 0) || buf_put(&b, t, strlen(t)) < 0) {
@@ -43,36 +44,36 @@ static int block_text(json_object *blocks, const char *where, char **ret, ApiErr
         return *ret ? 0 : -ENOMEM;
 }
 
-static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const char *where, ApiError *err) {
+static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const char *where, Failure *err) {
         const char *type = json_string_or_null(blk, "type"), *s, *s2;
         json_object *o;
         int r;
 
         if (!type)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.type: Field required", where);
+                return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.type: Field required", where);
         if (streq(type, "text")) {
                 if (json_get_string(blk, "text", &s) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.text: must be a string", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.text: must be a string", where);
                 return conv_message_add_text(m, s);
         }
         if (streq(type, "image")) {
                 if (json_get_object(blk, "source", &o) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.source: Field required", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.source: Field required", where);
                 const char *st = json_string_or_null(o, "type");
                 if (streq_ptr(st, "base64") && json_get_string(o, "media_type", &s) >= 0 &&
                     json_get_string(o, "data", &s2) >= 0)
                         return conv_message_add_image(m, s, s2);
                 if (streq_ptr(st, "url") && json_get_string(o, "url", &s) >= 0)
                         return conv_message_add_image(m, NULL, s); /* the builder refuses URLs clearly */
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                      "%s.source: needs type 'base64' with 'media_type' and 'data'", where);
         }
         if (streq(type, "tool_use")) {
                 if (!assistant)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s: tool_use blocks belong to assistant turns",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s: tool_use blocks belong to assistant turns",
                                              where);
                 if (json_get_string(blk, "id", &s) < 0 || json_get_string(blk, "name", &s2) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s: needs string 'id' and 'name'", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s: needs string 'id' and 'name'", where);
                 const char *input = "{}";
                 if (json_object_object_get_ex(blk, "input", &o) && o)
                         input = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -83,10 +84,10 @@ static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const c
                 bool is_error = false;
                 char cw[160];
                 if (assistant)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s: tool_result blocks belong to user turns",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s: tool_result blocks belong to user turns",
                                              where);
                 if (json_get_string(blk, "tool_use_id", &s) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.tool_use_id: Field required", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.tool_use_id: Field required", where);
                 snprintf(cw, sizeof cw, "%s.content", where);
                 json_object_object_get_ex(blk, "content", &o);
                 r = block_text(o, cw, &text, err);
@@ -97,15 +98,15 @@ static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const c
         }
         if (streq(type, "thinking")) {
                 if (json_get_string(blk, "thinking", &s) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.thinking: must be a string", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.thinking: must be a string", where);
                 return conv_message_add_thinking(m, s, json_string_or_null(blk, "signature"));
         }
         if (streq(type, "redacted_thinking"))
                 return 0; /* opaque to us and to Kiro: dropped */
-        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.type: '%s' blocks are not supported", where, type);
+        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.type: '%s' blocks are not supported", where, type);
 }
 
-static int parse_system(Conversation *c, json_object *sys, ApiError *err) {
+static int parse_system(Conversation *c, json_object *sys, Failure *err) {
         if (!sys || json_object_is_type(sys, json_type_null))
                 return 0;
         _cleanup_free_ char *text = NULL;
@@ -117,23 +118,23 @@ static int parse_system(Conversation *c, json_object *sys, ApiError *err) {
         return 0;
 }
 
-static int parse_tools(Conversation *c, json_object *req, ApiError *err) {
+static int parse_tools(Conversation *c, json_object *req, Failure *err) {
         json_object *tools, *choice;
         int r = json_get_array(req, "tools", &tools);
         if (r == -EMEDIUMTYPE)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "tools", "tools: must be an array");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "tools", "tools: must be an array");
         for (size_t i = 0; r >= 0 && i < json_object_array_length(tools); i++) {
                 json_object *t = json_object_array_get_idx(tools, i), *schema = NULL;
                 const char *name, *type = json_string_or_null(t, "type");
                 char w[48];
                 snprintf(w, sizeof w, "tools.%zu", i);
                 if (type && !streq(type, "custom"))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, w,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, w,
                                              "%s.type: server tool '%s' is not supported by Kiro", w, type);
                 if (json_get_string(t, "name", &name) < 0 || isempty(name))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, w, "%s.name: Field required", w);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "%s.name: Field required", w);
                 if (json_get_object(t, "input_schema", &schema) == -EMEDIUMTYPE)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, w, "%s.input_schema: must be an object", w);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "%s.input_schema: must be an object", w);
                 r = conversation_add_tool(c, name, json_string_or_null(t, "description"), schema);
                 if (r < 0)
                         return r;
@@ -153,13 +154,13 @@ static int parse_tools(Conversation *c, json_object *req, ApiError *err) {
                 if (!c->tool_choice_name)
                         return -ENOMEM;
         } else
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "tool_choice",
+                return failure_set(err, FAILURE_INVALID_REQUEST, "tool_choice",
                                      "tool_choice: type must be 'auto', 'any', 'none' or 'tool' with a name");
         return 0;
 }
 
 int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool count_only, Conversation **ret,
-                             ModelInfo *ret_model, ApiError *err) {
+                             ModelInfo *ret_model, Failure *err) {
         _cleanup_(conversation_freep) Conversation *c = NULL;
         _cleanup_json_ json_object *req = NULL;
         json_object *messages, *v, *o;
@@ -171,23 +172,23 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
 
         r = json_parse_bounded(body, size, max_depth, &req, &perr);
         if (r < 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, NULL, "The request body is not valid JSON: %s", perr);
+                return failure_set(err, FAILURE_INVALID_REQUEST, NULL, "The request body is not valid JSON: %s", perr);
         if (!json_object_is_type(req, json_type_object))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, NULL, "The request body must be a JSON object");
+                return failure_set(err, FAILURE_INVALID_REQUEST, NULL, "The request body must be a JSON object");
         if (json_get_string(req, "model", &model) < 0 || isempty(model))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "model", "model: Field required");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "model", "model: Field required");
         r = json_get_array(req, "messages", &messages);
         if (r < 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "messages", "messages: Field required (an array)");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "messages", "messages: Field required (an array)");
         if (json_object_array_length(messages) == 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "messages", "messages: at least one message is required");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "messages", "messages: at least one message is required");
         r = models_resolve(model, &info, &thinking_alias);
         if (r == -ENOENT)
-                return api_error_set(err, API_ERROR_NOT_FOUND, "model", "model: %s", model);
+                return failure_set(err, FAILURE_NOT_FOUND, "model", "model: %s", model);
         if (r < 0)
                 return r;
         if (info.provider != MODEL_PROVIDER_KIRO)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "model",
+                return failure_set(err, FAILURE_INVALID_REQUEST, "model",
                                      "model: Kimi models need a Kimi login, which this kiro-proxyd does not support yet");
 
         r = conversation_new(&c);
@@ -200,10 +201,10 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
 
         if (json_get_int64(req, "max_tokens", &n) >= 0) {
                 if (n < 1)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "max_tokens", "max_tokens: must be at least 1");
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "max_tokens", "max_tokens: must be at least 1");
                 c->max_tokens = (uint64_t) n;
         } else if (!count_only)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "max_tokens", "max_tokens: Field required (an integer)");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "max_tokens", "max_tokens: Field required (an integer)");
 
         json_object_object_get_ex(req, "system", &v);
         r = parse_system(c, v, err);
@@ -217,16 +218,16 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                 ConvMessage *m;
                 snprintf(where, sizeof where, "messages.%zu", i);
                 if (json_get_string(msg, "role", &role) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.role: Field required", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.role: Field required", where);
                 bool assistant = streq(role, "assistant");
                 if (!assistant && !streq(role, "user"))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                              "%s.role: must be 'user' or 'assistant'", where);
                 r = conversation_add_message(c, assistant ? CONV_ROLE_ASSISTANT : CONV_ROLE_USER, &m);
                 if (r < 0)
                         return r;
                 if (!json_object_object_get_ex(msg, "content", &content) || !content)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.content: Field required", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.content: Field required", where);
                 if (json_object_is_type(content, json_type_string)) {
                         r = conv_message_add_text(m, json_object_get_string(content));
                         if (r < 0)
@@ -234,7 +235,7 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                         continue;
                 }
                 if (!json_object_is_type(content, json_type_array))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                              "%s.content: must be a string or an array of blocks", where);
                 for (size_t j = 0; j < json_object_array_length(content); j++) {
                         char bw[96];
@@ -250,14 +251,14 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
 
         if (json_object_object_get_ex(req, "stream", &v) && v) {
                 if (!json_object_is_type(v, json_type_boolean))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "stream", "stream: must be a boolean");
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "stream", "stream: must be a boolean");
                 c->stream = json_object_get_boolean(v);
         }
         if (json_get_array(req, "stop_sequences", &v) >= 0)
                 for (size_t i = 0; i < json_object_array_length(v); i++) {
                         json_object *s = json_object_array_get_idx(v, i);
                         if (!json_object_is_type(s, json_type_string))
-                                return api_error_set(err, API_ERROR_INVALID_REQUEST, "stop_sequences",
+                                return failure_set(err, FAILURE_INVALID_REQUEST, "stop_sequences",
                                                      "stop_sequences: must be an array of strings");
                         if (!isempty(json_object_get_string(s)) && strv_extend(&c->stop, json_object_get_string(s)) < 0)
                                 return -ENOMEM;
@@ -284,7 +285,7 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                 const char *type = json_string_or_null(o, "type");
                 if (streq_ptr(type, "enabled")) {
                         if (json_get_int64(o, "budget_tokens", &n) < 0 || n < 1)
-                                return api_error_set(err, API_ERROR_INVALID_REQUEST, "thinking",
+                                return failure_set(err, FAILURE_INVALID_REQUEST, "thinking",
                                                      "thinking.budget_tokens: Field required (a positive integer)");
                         c->thinking = true;
                         c->thinking_budget = (uint32_t) MIN(n, (int64_t) UINT32_MAX);
@@ -292,7 +293,7 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                         c->thinking = true;
                         c->thinking_budget = CONV_THINKING_BUDGET_DEFAULT;
                 } else if (!streq_ptr(type, "disabled"))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "thinking",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "thinking",
                                              "thinking.type: must be 'enabled', 'adaptive' or 'disabled'");
         }
         if (thinking_alias && !c->thinking) {
@@ -410,13 +411,14 @@ static int start_stream(Chat *c) {
 
 /* A synthetic signature for prompt-tag thinking (Kiro gives none): opaque, stable for the same text. */
 static int make_signature(Chat *c, char **ret) {
-        uint8_t digest[32];
-        if (gnutls_hash_fast(GNUTLS_DIG_SHA256, c->reasoning.data ?: "", c->reasoning.size, digest) < 0)
-                return -EIO;
+        uint8_t digest[SHA256_DIGEST_SIZE];
+        int r = sha256(c->reasoning.data ?: "", c->reasoning.size, digest);
+        if (r < 0)
+                return r;
         gnutls_datum_t in = { .data = digest, .size = sizeof digest }, out = {};
         if (gnutls_base64_encode2(&in, &out) < 0)
                 return -ENOMEM;
-        int r = asprintf(ret, "kirod.%.*s", (int) out.size, (const char *) out.data) < 0 ? -ENOMEM : 0;
+        r = asprintf(ret, "kirod.%.*s", (int) out.size, (const char *) out.data) < 0 ? -ENOMEM : 0;
         gnutls_free(out.data);
         return r;
 }
@@ -644,33 +646,16 @@ static int r_finish(Chat *c, ChatStop stop) {
         return http_request_respond(c->http, 200, "application/json", b.data, b.size, NULL);
 }
 
-int anthropic_render_error(const ApiError *e, char **ret_body, size_t *ret_size) {
-        Buf b = {};
-        const char *m = e->message ?: "Unknown error.";
-        int r = buf_putf(&b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", api_error_anthropic_type(e->kind));
-        if (r >= 0)
-                r = buf_put_json_string(&b, m, strlen(m));
-        if (r >= 0)
-                r = buf_puts(&b, "}}");
-        if (r < 0) {
-                buf_done(&b);
-                return r;
-        }
-        *ret_body = b.data;
-        *ret_size = b.size;
-        return 0;
-}
-
-static int r_fail(Chat *c, const ApiError *e) {
+static int r_fail(Chat *c, const Failure *e) {
         AnthropicState *st = c->fe;
         if (!c->started)
-                return frontend_respond_error(c->http, e, true);
+                return api_error_respond(c->http, API_SHAPE_ANTHROPIC, e);
         /* Mid-stream: an error event, then the stream ends; no message_stop (it was not a normal end). */
         st->ping = sd_event_source_disable_unref(st->ping);
         _cleanup_free_ char *body = NULL;
         size_t size;
         Buf b = {};
-        int r = anthropic_render_error(e, &body, &size);
+        int r = api_error_render(API_SHAPE_ANTHROPIC, e, &body, &size);
         if (r >= 0)
                 r = buf_put(&b, body, size);
         if (r >= 0)
@@ -704,7 +689,7 @@ static const ChatRenderer anthropic_renderer = {
 };
 
 int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth) {
-        _cleanup_(api_error_done) ApiError err = {};
+        _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
         ModelInfo info;
         size_t size;
@@ -715,7 +700,7 @@ int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
-                return frontend_respond_error(http, &err, true);
+                return api_error_respond(http, API_SHAPE_ANTHROPIC, &err);
         AnthropicState *st = calloc(1, sizeof *st);
         if (!st) {
                 conversation_free(conv);
@@ -727,7 +712,7 @@ int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth
 }
 
 int anthropic_handle_count_tokens(HttpRequest *http, int max_depth) {
-        _cleanup_(api_error_done) ApiError err = {};
+        _cleanup_(failure_done) Failure err = {};
         _cleanup_(conversation_freep) Conversation *conv = NULL;
         size_t size;
         const char *body = http_request_body(http, &size);
@@ -738,7 +723,7 @@ int anthropic_handle_count_tokens(HttpRequest *http, int max_depth) {
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
-                return frontend_respond_error(http, &err, true);
+                return api_error_respond(http, API_SHAPE_ANTHROPIC, &err);
         int n = snprintf(out, sizeof out, "{\"input_tokens\":%llu}",
                          (unsigned long long) conversation_estimate_input_tokens(conv));
         return http_request_respond(http, 200, "application/json", out, (size_t) n, NULL);

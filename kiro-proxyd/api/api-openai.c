@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The OpenAI chat completions front end: routes, response rendering (SSE chunks or one JSON body). */
 #include "chat/chat.h"
+#include "api/api-error.h"
 #include "api/api-openai.h"
 
 typedef struct OpenAIState {
@@ -210,53 +211,14 @@ static int r_finish(Chat *c, ChatStop stop) {
         return http_request_respond(c->http, 200, "application/json", b.data, b.size, NULL);
 }
 
-int openai_render_error(const ApiError *e, char **ret_body, size_t *ret_size) {
-        _cleanup_(buf_done) Buf b = {};
-        const char *m = e->message ?: "Unknown error.";
-        int r = buf_puts(&b, "{\"error\":{\"message\":");
-        if (r >= 0)
-                r = buf_put_json_string(&b, m, strlen(m));
-        if (r >= 0)
-                r = buf_putf(&b, ",\"type\":\"%s\",\"param\":", api_error_openai_type(e->kind));
-        if (r >= 0)
-                r = e->param ? buf_put_json_string(&b, e->param, strlen(e->param)) : buf_puts(&b, "null");
-        if (r >= 0)
-                r = buf_puts(&b, ",\"code\":");
-        if (r >= 0)
-                r = e->code ? buf_put_json_string(&b, e->code, strlen(e->code)) : buf_puts(&b, "null");
-        if (r >= 0)
-                r = buf_puts(&b, "}}");
-        if (r < 0)
-                return r;
-        *ret_size = b.size;
-        *ret_body = TAKE_PTR(b.data);
-        return 0;
-}
-
-int frontend_respond_error(HttpRequest *http, const ApiError *e, bool anthropic) {
-        _cleanup_free_ char *body = NULL;
-        size_t size = 0;
-        char retry[64];
-        const char *headers[2] = {};
-        int r = anthropic ? anthropic_render_error(e, &body, &size) : openai_render_error(e, &body, &size);
-        if (r < 0)
-                return http_request_respond_error(http, 500, "Out of memory.");
-        if (e->retry_after > 0) {
-                snprintf(retry, sizeof retry, "Retry-After: %llu",
-                         (unsigned long long) ((e->retry_after + USEC_PER_SEC - 1) / USEC_PER_SEC));
-                headers[0] = retry;
-        }
-        return http_request_respond(http, api_error_status(e->kind, anthropic), "application/json", body, size, headers);
-}
-
-static int r_fail(Chat *c, const ApiError *e) {
+static int r_fail(Chat *c, const Failure *e) {
         if (!c->started)
-                return frontend_respond_error(c->http, e, false);
+                return api_error_respond(c->http, API_SHAPE_OPENAI, e);
         /* Mid-stream: an error event, then the stream ends without [DONE] and without a finish_reason. */
         _cleanup_free_ char *body = NULL;
         size_t size;
         _cleanup_(buf_done) Buf b = {};
-        int r = openai_render_error(e, &body, &size);
+        int r = api_error_render(API_SHAPE_OPENAI, e, &body, &size);
         if (r >= 0)
                 r = buf_puts(&b, "data: ");
         if (r >= 0)
@@ -281,7 +243,7 @@ static const ChatRenderer openai_renderer = {
 };
 
 int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
-        _cleanup_(api_error_done) ApiError err = {};
+        _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
         OpenAIOptions opts;
         size_t size;
@@ -292,7 +254,7 @@ int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
-                return frontend_respond_error(http, &err, false);
+                return api_error_respond(http, API_SHAPE_OPENAI, &err);
         OpenAIState *st = calloc(1, sizeof *st);
         if (!st) {
                 conversation_free(conv);

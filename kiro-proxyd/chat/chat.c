@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* One chat request: upstream events through the thinking splitter and stop sequences into a renderer. */
 #include <stdarg.h>
-#include <sys/random.h>
+#include <systemd/sd-id128.h>
 
 #include "json-util.h"
 #include "log.h"
@@ -144,7 +144,7 @@ static int on_split(bool thinking, const char *text, size_t size, void *userdata
         return c->renderer->thinking(c, text, size);
 }
 
-static ChatToolCall *tool_at(Chat *c, unsigned index, const KiroEvent *ev) {
+static ChatToolCall *tool_at(Chat *c, unsigned index, const ChatEvent *ev) {
         if (index < c->n_tools)
                 return c->tools + index;
         if (index != c->n_tools)
@@ -158,29 +158,29 @@ static ChatToolCall *tool_at(Chat *c, unsigned index, const KiroEvent *ev) {
         return t;
 }
 
-static void resolve_usage(Chat *c, const KiroUsage *u) {
-        KiroUsage empty = {};
+static void resolve_usage(Chat *c, const ChatUsage *u) {
+        ChatUsage empty = {};
         if (!u)
                 u = &empty;
         /* Exact numbers when Kiro reports them; otherwise our estimator, the one count_tokens uses, so that
          * the two agree (contextUsagePercentage is too coarse to be worth the disagreement). */
         if (u->has_tokens)
-                kiro_usage_resolve(u, c->model.context_window, c->input_estimate, &c->input_tokens, &c->output_tokens);
+                chat_usage_resolve(u, c->model.context_window, c->input_estimate, &c->input_tokens, &c->output_tokens);
         else {
                 c->input_tokens = c->input_estimate;
                 c->output_tokens = token_counter_get(&c->output_counter);
         }
 }
 
-static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
+static int on_event(UpstreamCall *call, const ChatEvent *ev, void *userdata) {
         Chat *c = userdata;
         ChatToolCall *t;
         int r = 0;
 
-        if (c->stopped && ev->type != KIRO_EVENT_END && ev->type != KIRO_EVENT_ERROR)
+        if (c->stopped && ev->type != CHAT_EVENT_END && ev->type != CHAT_EVENT_ERROR)
                 return 0;
         switch (ev->type) {
-        case KIRO_EVENT_TEXT:
+        case CHAT_EVENT_TEXT:
                 r = thinking_splitter_feed(&c->splitter, ev->text, ev->size);
                 if (r >= 0 && c->stopped) {
                         /* A stop sequence matched: the answer is complete, upstream is not needed. */
@@ -191,24 +191,24 @@ static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
                         return -ECANCELED;
                 }
                 break;
-        case KIRO_EVENT_THINKING:
+        case CHAT_EVENT_THINKING:
                 token_counter_add(&c->output_counter, ev->text, ev->size);
                 r = buf_put(&c->reasoning, ev->text, ev->size);
                 if (r >= 0)
                         r = c->renderer->thinking(c, ev->text, ev->size);
                 break;
-        case KIRO_EVENT_THINKING_SIGNATURE:
+        case CHAT_EVENT_THINKING_SIGNATURE:
                 r = buf_put(&c->signature, ev->text, ev->size);
                 if (r >= 0 && c->renderer->signature)
                         r = c->renderer->signature(c, ev->text, ev->size);
                 break;
-        case KIRO_EVENT_TOOL_START:
+        case CHAT_EVENT_TOOL_START:
                 t = tool_at(c, ev->tool_index, ev);
                 if (!t)
                         return -ENOMEM;
                 r = c->renderer->tool_start(c, t, ev->tool_index);
                 break;
-        case KIRO_EVENT_TOOL_ARGS:
+        case CHAT_EVENT_TOOL_ARGS:
                 t = tool_at(c, ev->tool_index, ev);
                 if (!t)
                         return -ENOMEM;
@@ -217,26 +217,26 @@ static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
                 if (r >= 0)
                         r = c->renderer->tool_args(c, t, ev->tool_index, ev->text, ev->size);
                 break;
-        case KIRO_EVENT_TOOL_END:
+        case CHAT_EVENT_TOOL_END:
                 t = tool_at(c, ev->tool_index, ev);
                 if (!t)
                         return -ENOMEM;
                 r = c->renderer->tool_end(c, t, ev->tool_index);
                 break;
-        case KIRO_EVENT_ERROR: {
+        case CHAT_EVENT_ERROR: {
                 /* After content: the stream ends with an explicit error, never a made-up normal stop. */
-                ApiError e = { .kind = ev->error && ev->error->kind == KIRO_ERROR_TRUNCATED ? API_ERROR_BAD_GATEWAY
-                                                                                             : API_ERROR_API };
+                Failure e = { .kind = ev->error && ev->error->kind == CHAT_ERROR_TRUNCATED ? FAILURE_BAD_GATEWAY
+                                                                                             : FAILURE_INTERNAL };
                 if (asprintf(&e.message, "The upstream stream failed after the answer began: %s",
                              ev->error ? strna(ev->error->message) : "unknown error") < 0)
                         e.message = NULL;
                 c->call = NULL; /* the upstream layer frees the call after END */
                 (void) c->renderer->fail(c, &e);
-                api_error_done(&e);
+                failure_done(&e);
                 chat_end(c);
                 return -ECANCELED;
         }
-        case KIRO_EVENT_END: {
+        case CHAT_EVENT_END: {
                 c->call = NULL; /* freed by the upstream layer when we return */
                 r = thinking_splitter_finish(&c->splitter);
                 if (r >= 0 && c->held.size > 0 && !c->stopped) {
@@ -245,8 +245,8 @@ static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
                         r = emit_text(c, c->held.data, n);
                 }
                 resolve_usage(c, ev->usage);
-                ChatStop stop = ev->stop_reason == KIRO_STOP_TOOL_USE || c->n_tools > 0 ? CHAT_STOP_TOOL_USE
-                                : ev->stop_reason == KIRO_STOP_MAX_TOKENS || ev->stop_reason == KIRO_STOP_CONTEXT_WINDOW_EXCEEDED
+                ChatStop stop = ev->stop_reason == CHAT_STOP_REASON_TOOL_USE || c->n_tools > 0 ? CHAT_STOP_TOOL_USE
+                                : ev->stop_reason == CHAT_STOP_REASON_MAX_TOKENS || ev->stop_reason == CHAT_STOP_REASON_CONTEXT_WINDOW_EXCEEDED
                                         ? CHAT_STOP_MAX_TOKENS
                                         : CHAT_STOP_END_TURN;
                 if (r >= 0)
@@ -270,7 +270,7 @@ static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
         return 0;
 }
 
-static void on_fail(UpstreamCall *call, const ApiError *err, void *userdata) {
+static void on_fail(UpstreamCall *call, const Failure *err, void *userdata) {
         Chat *c = userdata;
         c->call = NULL;
         (void) c->renderer->fail(c, err);
@@ -285,8 +285,7 @@ static const UpstreamHandler upstream_handler = {
 int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const ModelInfo *model,
                const ChatRenderer *renderer, void *fe, void (*fe_free)(void *fe), const char *id_prefix) {
         Chat *c = calloc(1, sizeof *c);
-        uint8_t rnd[12];
-        char hex[25];
+        sd_id128_t rnd;
         int r;
 
         if (!c) {
@@ -302,13 +301,8 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
         c->fe = fe;
         c->fe_free = fe_free;
         c->created = now(CLOCK_REALTIME);
-        kiro_random_fill(rnd, sizeof rnd);
-        for (size_t i = 0; i < sizeof rnd; i++) {
-                hex[2 * i] = "0123456789abcdef"[rnd[i] >> 4];
-                hex[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
-        }
-        hex[2 * sizeof rnd] = 0;
-        if (asprintf(&c->id, "%s%s", id_prefix, hex) < 0) {
+        r = sd_id128_randomize(&rnd);
+        if (r < 0 || asprintf(&c->id, "%s" SD_ID128_FORMAT_STR, id_prefix, SD_ID128_FORMAT_VAL(rnd)) < 0) {
                 chat_free(c);
                 return -ENOMEM;
         }
@@ -323,9 +317,9 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
                 (void) renderer->begin(c);
         r = upstream_call_start(ctx->upstream, c->conv, &upstream_handler, c, &c->call);
         if (r < 0) {
-                ApiError e = { .kind = API_ERROR_API, .message = strdup("Cannot start the upstream request.") };
+                Failure e = { .kind = FAILURE_INTERNAL, .message = strdup("Cannot start the upstream request.") };
                 (void) renderer->fail(c, &e);
-                api_error_done(&e);
+                failure_done(&e);
                 chat_end(c);
         }
         return 0;

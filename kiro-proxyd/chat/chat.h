@@ -5,6 +5,7 @@
 
 #include "buf.h"
 #include "http/http.h"
+#include "chat/chat-failure.h"
 #include "chat/chat-models.h"
 #include "chat/chat-thinking.h"
 #include "kiro/kiro-upstream.h"
@@ -39,7 +40,7 @@ typedef struct ChatRenderer {
         /* Normal end: stream → closing events; not streamed → the whole JSON body. Final. */
         int (*finish)(Chat *c, ChatStop stop);
         /* Failure: not started → an error response; started → an error event that ends the stream. Final. */
-        int (*fail)(Chat *c, const ApiError *e);
+        int (*fail)(Chat *c, const Failure *e);
 } ChatRenderer;
 
 typedef struct ChatContext {

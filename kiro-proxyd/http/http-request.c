@@ -28,66 +28,6 @@ static const char *termination_to_string(enum MHD_RequestTerminationCode t) {
         }
 }
 
-/* ── Error bodies ─────────────────────────────────────────────────────────────────────────────────── */
-
-static const char *openai_error_type(unsigned status) {
-        switch (status) {
-        case 401:
-                return "invalid_request_error";
-        case 403:
-                return "permission_error";
-        case 429:
-                return "rate_limit_error";
-        default:
-                return status >= 500 ? "server_error" : "invalid_request_error";
-        }
-}
-
-static const char *openai_error_code(unsigned status) {
-        switch (status) {
-        case 401:
-                return "invalid_api_key";
-        case 404:
-                return "not_found";
-        case 413:
-                return "request_too_large";
-        default:
-                return NULL;
-        }
-}
-
-int http_error_render_openai(HttpRequest *r, unsigned status, const char *message, char **ret_body,
-                             size_t *ret_size, const char **ret_content_type, void *userdata) {
-        _cleanup_json_ json_object *o = NULL;
-        json_object *e;
-        const char *code = openai_error_code(status);
-        char *s;
-
-        o = json_object_new_object();
-        e = json_object_new_object();
-        if (!o || !e) {
-                json_object_put(e);
-                return -ENOMEM;
-        }
-        if (json_object_object_add(o, "error", e) < 0) {
-                json_object_put(e);
-                return -ENOMEM;
-        }
-        if (json_object_object_add(e, "message", json_object_new_string(strempty(message))) < 0 ||
-            json_object_object_add(e, "type", json_object_new_string(openai_error_type(status))) < 0 ||
-            json_object_object_add(e, "param", NULL) < 0 ||
-            json_object_object_add(e, "code", code ? json_object_new_string(code) : NULL) < 0)
-                return -ENOMEM;
-
-        s = json_to_string_dup(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!s)
-                return -ENOMEM;
-        *ret_size = strlen(s);
-        *ret_body = s;
-        *ret_content_type = "application/json";
-        return 0;
-}
-
 /* ── Requests: state helpers ──────────────────────────────────────────────────────────────────────── */
 
 static HttpRequest *request_free(HttpRequest *r) {

@@ -441,7 +441,6 @@ int http_server_new(sd_event *e, const HttpLimits *limits, HttpHandler handler, 
         s->event = sd_event_ref(e);
         s->handler = handler;
         s->userdata = userdata;
-        s->render = http_error_render_openai;
         s->limits = limits ? *limits : d;
         if (s->limits.max_connections == 0)
                 s->limits.max_connections = d.max_connections;
@@ -492,8 +491,8 @@ void http_server_set_headers_handler(HttpServer *s, HttpHandler on_headers) {
 
 void http_server_set_error_renderer(HttpServer *s, HttpErrorRenderer render, void *userdata) {
         assert(s);
-        s->render = render ?: http_error_render_openai;
-        s->render_userdata = render ? userdata : NULL;
+        s->render = render;
+        s->render_userdata = userdata;
 }
 
 size_t http_server_n_listeners(HttpServer *s) {

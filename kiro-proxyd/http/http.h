@@ -50,15 +50,12 @@ typedef int (*HttpHandler)(HttpRequest *r, void *userdata);
 
 /* Renders an error produced by the HTTP layer itself (413, 500, …) or by http_request_respond_error():
  * returns a malloc'ed body, its size and a static content type. r says which API was addressed (path)
- * so each front end can use its own error shape. */
+ * so each front end can use its own error shape. Without one (the default) errors are plain text. */
 typedef int (*HttpErrorRenderer)(HttpRequest *r, unsigned status, const char *message, char **ret_body,
                                  size_t *ret_size, const char **ret_content_type, void *userdata);
 
 typedef void (*HttpRequestCallback)(HttpRequest *r, void *userdata);
 
-/* The default renderer: OpenAI's shape {"error":{"message":…,"type":…,"code":…}}. */
-int http_error_render_openai(HttpRequest *r, unsigned status, const char *message, char **ret_body,
-                             size_t *ret_size, const char **ret_content_type, void *userdata);
 
 /* ── Server ─────────────────────────────────────────────────────────────────────────────────────── */
 

@@ -2,14 +2,13 @@
 /* Builds the Kiro conversationState from the conversation form, applying the A.4 normalisation rules. */
 #include <assert.h>
 #include <ctype.h>
-#include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <strings.h>
-#include <sys/random.h>
+#include <systemd/sd-id128.h>
 
 #include "buf.h"
+#include "hash-util.h"
 #include "kiro/kiro-request.h"
 
 #define PLACEHOLDER_EMPTY "(empty)"
@@ -54,82 +53,6 @@ static int json_append(json_object *a, json_object *v) {
         return 0;
 }
 
-static int sha256(const void *data, size_t size, uint8_t ret[static 32]) {
-        return gnutls_hash_fast(GNUTLS_DIG_SHA256, data, size, ret) < 0 ? -EIO : 0;
-}
-
-static void hex(const uint8_t *p, size_t n, char *out) {
-        static const char digits[] = "0123456789abcdef";
-
-        for (size_t i = 0; i < n; i++) {
-                out[2 * i] = digits[p[i] >> 4];
-                out[2 * i + 1] = digits[p[i] & 15];
-        }
-        out[2 * n] = 0;
-}
-
-static void uuid_format(uint8_t u[static 16], char ret[static 37]) {
-        char h[33];
-
-        u[6] = (u[6] & 0x0F) | 0x40;    /* version 4 */
-        u[8] = (u[8] & 0x3F) | 0x80;    /* RFC 4122 variant */
-        hex(u, 16, h);
-        (void) snprintf(ret, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
-}
-
-/* xoshiro256**, seeded once from getrandom(): for identifiers and jitter that need to be unique and
- * unpredictable enough, not secret. One syscall per process instead of one per request. */
-static uint64_t rng_state[4];
-static bool rng_seeded;
-
-static uint64_t rotl64(uint64_t x, int k) {
-        return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(void) {
-        if (!rng_seeded) {
-                if (getrandom(rng_state, sizeof rng_state, 0) != (ssize_t) sizeof rng_state) {
-                        struct timespec ts;
-                        (void) clock_gettime(CLOCK_REALTIME, &ts);
-                        rng_state[0] = (uint64_t) ts.tv_nsec ^ ((uint64_t) ts.tv_sec << 32);
-                        rng_state[1] = (uint64_t) getpid() * UINT64_C(0x9E3779B97F4A7C15);
-                        rng_state[2] = (uintptr_t) &ts;
-                        rng_state[3] = UINT64_C(0xD1B54A32D192ED03);
-                }
-                if ((rng_state[0] | rng_state[1] | rng_state[2] | rng_state[3]) == 0)
-                        rng_state[0] = 1;
-                rng_seeded = true;
-        }
-        uint64_t *s = rng_state;
-        uint64_t result = rotl64(s[1] * 5, 7) * 9, t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = rotl64(s[3], 45);
-        return result;
-}
-
-void kiro_random_fill(void *p, size_t n) {
-        uint8_t *d = p;
-        while (n > 0) {
-                uint64_t v = rng_next();
-                size_t k = MIN(n, sizeof v);
-                memcpy(d, &v, k);
-                d += k;
-                n -= k;
-        }
-}
-
-int kiro_uuid4(char ret[static 37]) {
-        uint8_t u[16];
-
-        kiro_random_fill(u, sizeof u);
-        uuid_format(u, ret);
-        return 0;
-}
-
 static bool is_uuid(const char *s) {
         if (strlen(s) != 36)
                 return false;
@@ -142,8 +65,19 @@ static bool is_uuid(const char *s) {
         return true;
 }
 
-int kiro_conversation_id_from_session(const char *session_id, char ret[static 37]) {
-        uint8_t d[32];
+int kiro_uuid4(char ret[static SD_ID128_UUID_STRING_MAX]) {
+        sd_id128_t id;
+        /* Version 4 and the RFC 4122 variant are set by sd_id128_randomize(). */
+        int r = sd_id128_randomize(&id);
+        if (r < 0)
+                return r;
+        (void) sd_id128_to_uuid_string(id, ret);
+        return 0;
+}
+
+int kiro_conversation_id_from_session(const char *session_id, char ret[static SD_ID128_UUID_STRING_MAX]) {
+        uint8_t d[SHA256_DIGEST_SIZE];
+        sd_id128_t id;
         int r;
 
         assert(session_id);
@@ -156,7 +90,11 @@ int kiro_conversation_id_from_session(const char *session_id, char ret[static 37
         r = sha256(session_id, strlen(session_id), d);
         if (r < 0)
                 return r;
-        uuid_format(d, ret);
+        memcpy(id.bytes, d, sizeof id.bytes);
+        /* Marked as a random (version 4) UUID: the digest is as good as random. */
+        id.bytes[6] = (id.bytes[6] & 0x0F) | 0x40;
+        id.bytes[8] = (id.bytes[8] & 0x3F) | 0x80;
+        (void) sd_id128_to_uuid_string(id, ret);
         return 0;
 }
 
@@ -164,8 +102,8 @@ int kiro_conversation_id_from_session(const char *session_id, char ret[static 37
 
 int kiro_tool_name_alias(const char *name, char **ret) {
         size_t l = strlen(name), prefix = ALIAS_PREFIX_MAX;
-        uint8_t d[32];
-        char h[65], *a;
+        uint8_t d[SHA256_DIGEST_SIZE];
+        char h[2 * SHA256_DIGEST_SIZE + 1], *a;
         int r;
 
         assert(ret);
@@ -178,7 +116,7 @@ int kiro_tool_name_alias(const char *name, char **ret) {
         r = sha256(name, l, d);
         if (r < 0)
                 return r;
-        hex(d, sizeof d, h);
+        (void) hex_encode(d, sizeof d, h);
         if (asprintf(&a, "%.*s_%.*s", (int) prefix, name, (int) ALIAS_HASH_HEX, h) < 0)
                 return -ENOMEM;
         *ret = a;
@@ -1134,7 +1072,7 @@ static int builder_run(Builder *b, const KiroRequestParams *params, KiroRequest 
         _cleanup_(json_object_putp) json_object *root = NULL;
         _cleanup_(kiro_request_freep) KiroRequest *req = NULL;
         _cleanup_free_ char *system = NULL;
-        char id[37];
+        char id[SD_ID128_UUID_STRING_MAX];
         const char *body;
         size_t body_size, max = params && params->max_payload_bytes > 0 ? params->max_payload_bytes
                                                                          : KIRO_MAX_UPSTREAM_PAYLOAD_DEFAULT;

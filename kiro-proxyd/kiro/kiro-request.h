@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <systemd/sd-id128.h>
 
 #include "macro.h"
 #include "chat/chat-conversation.h"
@@ -35,14 +36,12 @@ const char *kiro_tool_aliases_restore(const KiroToolAliases *a, const char *name
  * same long name gets the same alias in every request of a conversation. -EINVAL for short names. */
 int kiro_tool_name_alias(const char *name, char **ret);
 
-/* A fresh random (version 4) UUID in its 36-character text form. */
-int kiro_uuid4(char ret[static 37]);
-/* Fast non-cryptographic random bytes (seeded once from getrandom()): ids, jitter. */
-void kiro_random_fill(void *p, size_t n);
+/* A fresh random (version 4) UUID in its 36-character text form, from sd_id128_randomize(). */
+int kiro_uuid4(char ret[static SD_ID128_UUID_STRING_MAX]);
 
 /* The conversationId for a session id: the id itself when it is a UUID (lower-cased), else a UUID
  * derived from its SHA-256, so that one client session always maps to one valid conversationId. */
-int kiro_conversation_id_from_session(const char *session_id, char ret[static 37]);
+int kiro_conversation_id_from_session(const char *session_id, char ret[static SD_ID128_UUID_STRING_MAX]);
 
 typedef struct KiroRequestParams {
         const char *profile_arn;        /* NULL: no "profileArn" member */

@@ -6,7 +6,7 @@
 #include <systemd/sd-event.h>
 
 #include "curl-glue.h"
-#include "api/api-error.h"
+#include "chat/chat-failure.h"
 #include "chat/chat-conversation.h"
 #include "kiro/kiro-stream.h"
 #include "auth/auth-tokencache.h"
@@ -35,10 +35,10 @@ typedef struct UpstreamHandler {
         /* Stream events, in order, once content may flow (the first TEXT/THINKING/TOOL event commits the
          * call: nothing is retried after it). ERROR and END arrive here only for committed calls, or for
          * a call that completed normally without content. A negative return cancels the call. */
-        int (*on_event)(UpstreamCall *call, const KiroEvent *ev, void *userdata);
+        int (*on_event)(UpstreamCall *call, const ChatEvent *ev, void *userdata);
         /* The call failed before anything was committed, after all retries: render err. The call is
          * finished (do not cancel it). */
-        void (*on_fail)(UpstreamCall *call, const ApiError *err, void *userdata);
+        void (*on_fail)(UpstreamCall *call, const Failure *err, void *userdata);
 } UpstreamHandler;
 
 int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstream **ret);
@@ -58,5 +58,5 @@ void upstream_call_pause(UpstreamCall *call, bool pause);
 /* The tool-name aliases of the current attempt (for the renderers). */
 const KiroToolAliases *upstream_call_aliases(UpstreamCall *call);
 /* Usage so far and the context window of the model (for the renderers). */
-const KiroUsage *upstream_call_usage(UpstreamCall *call);
+const ChatUsage *upstream_call_usage(UpstreamCall *call);
 unsigned upstream_call_attempts(UpstreamCall *call);

@@ -283,6 +283,8 @@ TEST(conversation_id_from_session) {
         ASSERT_OK(kiro_conversation_id_from_session("user_abc_session", a));
         ASSERT_OK(kiro_conversation_id_from_session("user_abc_session", b));
         ASSERT_STREQ(a, b);
+        /* The first 16 bytes of SHA-256("user_abc_session") with the version-4 and variant bits. */
+        ASSERT_STREQ(a, "227ad5e2-558e-41db-b04a-d61b53c75e4e");
         ASSERT_EQ(strlen(a), 36);
         ASSERT_EQ(a[14], '4');
         ASSERT_OK(kiro_conversation_id_from_session("user_abd_session", b));
