@@ -75,7 +75,7 @@ typedef struct CurlGlueLimits {
 } CurlGlueLimits;
 
 #define CURL_GLUE_IDLE_TIMEOUT_DEFAULT (5 * USEC_PER_SEC)
-#define CURL_GLUE_MAX_CONNECTIONS_DEFAULT 64U
+#define CURL_GLUE_MAX_CONNECTIONS_DEFAULT 16U
 #define CURL_GLUE_LIMITS_DEFAULT                                       \
         (CurlGlueLimits) {                                             \
                 .http_version = CURL_GLUE_HTTP_AUTO,                   \
