@@ -480,7 +480,8 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
         } else if (streq(kind, "throttled"))
                 c->cooldown_until = n + (retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : 30 * USEC_PER_SEC);
         else if (streq(kind, "quota-exhausted"))
-                c->cooldown_until = n + (retry_after ? retry_after : 3600 * USEC_PER_SEC);
+                /* Until the reset date of the last usage limits when known (authd-usage-manager.h). */
+                c->cooldown_until = credential_quota_reset_at(cred) ?: n + (retry_after ? retry_after : 3600 * USEC_PER_SEC);
         else if (streq(kind, "suspended")) {
                 c->enabled = false;
                 (void) free_and_strdup(&c->last_error, "suspended by the upstream service");

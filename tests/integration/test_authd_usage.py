@@ -10,7 +10,7 @@ import pytest
 
 import fakeusage
 import kirocli_db
-from kirodtest import TEST_ADMIN, TEST_USER, wait_until
+from kirodtest import PROXY_USER, TEST_ADMIN, TEST_USER
 from test_authd import SEC, get_token, only, status
 
 ARN = "arn:aws:codewhisperer:eu-central-1:111122223333:profile/USAGE+X"
@@ -130,3 +130,24 @@ def test_spent_quota_cools_down_until_the_reset_and_warns_once(authd, fake_usage
         # Persisted: a restart keeps it aside.
         a.restart()
         assert only(status(kiroctl))["cooldown_until_usec"] == reset * SEC
+
+
+def test_quota_exhausted_report_cools_down_until_the_known_reset(authd, fake_usage, fake_auth, kiroctl, dbus):
+        a, lin, t = _start(authd, fake_usage, dbus, fake_auth)
+        reset = int(time.time()) + 3 * 86400
+        fake_usage.answer = fakeusage.answer(used=10, limit=1000, next_reset=reset)
+        (u,) = _usage(kiroctl)
+        assert u["spent_until_usec"] == 0 and only(status(kiroctl))["cooldown_until_usec"] == 0
+        # kiro-proxyd saw a 402: with a reset date known, the cooldown lasts until then, not an hour.
+        dbus("ReportUpstreamError", "sstt", ["u", "quota-exhausted", 0, 0], user=PROXY_USER)
+        c = only(status(kiroctl))
+        assert c["cooldown_until_usec"] == reset * SEC and c["state"] == "cooldown", c
+
+
+def test_quota_exhausted_report_without_usage_limits_keeps_the_hour(authd, fake_usage, fake_auth, kiroctl, dbus):
+        a, lin, t = _start(authd, fake_usage, dbus, fake_auth)
+        before = time.time()
+        dbus("ReportUpstreamError", "sstt", ["u", "quota-exhausted", 0, 0], user=PROXY_USER)
+        c = only(status(kiroctl))
+        assert abs(c["cooldown_until_usec"] / SEC - (before + 3600)) < 5, c
+        assert fake_usage.count() == 0          # a report never fetches by itself
