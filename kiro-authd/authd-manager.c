@@ -11,6 +11,7 @@
 
 #include "authd-import.h"
 #include "authd-manager.h"
+#include "authd-link.h"
 #include "authd-usage-manager.h"
 #include "bus-names.h"
 #include "fileio.h"
@@ -61,6 +62,7 @@ static Credential *credential_free(Credential *cred) {
                 return NULL;
         credential_fail_waiters(cred, SD_BUS_ERROR_NO_SERVER, "kiro-authd is shutting down.");
         credential_usage_free(cred);
+        credential_link_free(cred);
         if (cred->curl) {
                 curl_glue_remove(cred->manager->glue, cred->curl);
                 curl_easy_cleanup(cred->curl);
@@ -583,6 +585,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 } else {
                         log_info("Refreshed credential '%s', valid for %llus.", c->id,
                                  (unsigned long long) (res.expires_in / USEC_PER_SEC));
+                        credential_link_write_back(cred);
                         credential_answer_waiters(cred);
                 }
                 break;

@@ -57,6 +57,7 @@ struct Credential {
         size_t n_refresh_waiters;
 
         struct CredentialUsage *usage;  /* usage limits (authd-usage-manager.h), NULL until asked */
+        struct CredentialLink *link;    /* the followed source (authd-link.h), NULL when owned */
 };
 
 struct Manager {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* kiroctl: the command line client of kiro-authd. */
 #include <assert.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <sys/ioctl.h>
 
@@ -35,6 +36,7 @@ static const char *arg_input = NULL;            /* --refresh-token-file / --api-
 static const char *arg_id = NULL;
 static const char *arg_region = NULL;
 static bool arg_replace = false;
+static bool arg_link = false;
 static bool arg_legend = true;
 
 /* The exit status of a run that did not fail: 0, or KIROCTL_EXIT_NOT_USABLE from status. */
@@ -78,6 +80,8 @@ static void help(void) {
                "     --id ID            Name the credential (default: derived by kiro-authd)\n"
                "     --region REGION    Override the region of the login\n"
                "     --replace          Replace an existing credential with the same id\n"
+               "     --link             import --from-kiro-ide: follow the IDE's file (read its new logins,\n"
+               "                        write rotated tokens back) instead of taking a copy\n"
                "\n"
                "Secrets are never taken from the command line: tokens and keys are read from files or\n"
                "standard input, and passed to kiro-authd as file descriptors.\n"
@@ -108,6 +112,7 @@ enum {
         ARG_ID,
         ARG_REGION,
         ARG_REPLACE,
+        ARG_LINK,
 };
 
 static const struct option options[] = {
@@ -127,6 +132,7 @@ static const struct option options[] = {
         { "id",                 required_argument, NULL, ARG_ID                 },
         { "region",             required_argument, NULL, ARG_REGION             },
         { "replace",            no_argument,       NULL, ARG_REPLACE            },
+        { "link",               no_argument,       NULL, ARG_LINK               },
         {}
 };
 
@@ -224,6 +230,9 @@ static int parse_argv(int argc, char **argv) {
                         r = set_nonempty(&arg_region, c, optarg);
                         if (r < 0)
                                 return r;
+                        break;
+                case ARG_LINK:
+                        arg_link = true;
                         break;
                 case ARG_REPLACE:
                         arg_replace = true;
@@ -397,7 +406,8 @@ static void print_expiry(const Credential *c) {
 static int verb_import(sd_bus *bus, int argc, char **argv) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *source_path = NULL, *object_path = NULL, *registration_path = NULL, *ide_path = NULL;
-        _cleanup_close_ int fd = -EBADF, registration_fd = -EBADF;
+        _cleanup_close_ int fd = -EBADF, registration_fd = -EBADF, link_dir_fd = -EBADF;
+        _cleanup_free_ char *link_name = NULL;
         _cleanup_(credential_done) Credential c = {};
         ImportOptions o = IMPORT_OPTIONS_NULL;
         const char *format;
@@ -426,6 +436,18 @@ static int verb_import(sd_bus *bus, int argc, char **argv) {
                 r = import_kiro_ide(ide_path, &error_info, &fd, &registration_fd, &registration_path);
                 if (r < 0)
                         return r;
+                if (arg_link) {
+                        /* kiro-authd follows the file through this directory fd, never by its path. */
+                        _cleanup_free_ char *dir = NULL;
+                        const char *slash = strrchr(ide_path, '/');
+                        r = path_dirname(ide_path, &dir);
+                        if (r >= 0 && !(link_name = strdup(slash ? slash + 1 : ide_path)))
+                                r = -ENOMEM;
+                        if (r >= 0 && (link_dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+                                r = -errno;
+                        if (r < 0)
+                                return error_info_set(&error_info, ERROR_CONTEXT_KIRO_IDE, r, NULL);
+                }
                 source_path = TAKE_PTR(ide_path);
                 break;
 
@@ -452,6 +474,8 @@ static int verb_import(sd_bus *bus, int argc, char **argv) {
         o.replace = arg_replace;
         o.source_path = source_path;
         o.registration_fd = registration_fd;
+        o.link_dir_fd = link_dir_fd;
+        o.link_name = link_name;
 
         (void) free_and_strdup(&error_info.id, arg_id);
         r = bus_import(bus, format, fd, &o, &object_path, &e);
@@ -601,6 +625,8 @@ static int check_verb_options(const Verb *v) {
                         return usage_error("--region is only valid with 'import'");
                 if (arg_replace)
                         return usage_error("--replace is only valid with 'import'");
+                if (arg_link)
+                        return usage_error("--link is only valid with 'import --from-kiro-ide'");
                 return 0;
         }
 
@@ -611,6 +637,8 @@ static int check_verb_options(const Verb *v) {
                 return usage_error("--db is only valid with --from-kiro-cli");
         if (arg_file && arg_import != IMPORT_KIRO_IDE)
                 return usage_error("--file is only valid with --from-kiro-ide");
+        if (arg_link && arg_import != IMPORT_KIRO_IDE)
+                return usage_error("--link is only valid with --from-kiro-ide (kiro-cli databases cannot be linked yet)");
         return 0;
 }
 
