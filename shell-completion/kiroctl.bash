@@ -22,7 +22,7 @@ _kiroctl() {
         local verbs='status list import refresh remove enable disable usage'
         local opts='-h --help --version --json --system --user --no-pager --no-legend'
         local import_opts='--from-kiro-cli --from-kiro-ide --refresh-token-file --api-key-file --db --file
-                           --id --region --replace'
+                           --id --region --replace --link'
 
         case $prev in
         --refresh-token-file|--api-key-file|--db|--file)
