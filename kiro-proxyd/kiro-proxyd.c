@@ -14,6 +14,7 @@
 #include "http/http-access.h"
 #include "http/http-listen.h"
 #include "api/api-openai.h"
+#include "api/api-responses.h"
 #include "auth/auth-tokencache.h"
 #include "kiro/kiro-upstream.h"
 
@@ -64,6 +65,7 @@ static void proxy_done(Proxy *p) {
         p->event = sd_event_unref(p->event);
 }
 
+/* /v1/responses uses OpenAI's error shape and statuses. */
 static ApiShape shape_of_path(const char *path) {
         return startswith(strempty(path), "/v1/messages") ? API_SHAPE_ANTHROPIC : API_SHAPE_OPENAI;
 }
@@ -113,9 +115,11 @@ static int on_request(HttpRequest *r, void *userdata) {
                 return anthropic_handle_messages(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages/count_tokens") && post)
                 return anthropic_handle_count_tokens(r, &p->api);
+        if (streq(path, "/v1/responses") && post)
+                return responses_handle(&p->chat, r, &p->api);
 
         bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
-                     streq(path, "/v1/messages/count_tokens");
+                     streq(path, "/v1/messages/count_tokens") || streq(path, "/v1/responses");
         Failure e = {};
         if (known)
                 (void) failure_set(&e, FAILURE_INVALID_REQUEST, NULL, "Method %s is not allowed on %s.", method, path);
