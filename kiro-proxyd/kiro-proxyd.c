@@ -26,6 +26,7 @@ typedef struct Proxy {
         HttpServer *http;
         ApiKeys *keys;
         ChatContext chat;
+        ResponsesStore *responses;
         sd_event_source *idle_timer;
         bool activated;
         bool in_after_dispatch;
@@ -38,6 +39,8 @@ typedef struct Proxy {
         HttpLimits limits;
         ApiLimits api;
         usec_t exit_on_idle;
+        size_t responses_store_max;
+        usec_t responses_store_sec;
         /* [Kiro] */
         UpstreamConfig kiro;
         /* [Kimi] */
@@ -52,6 +55,7 @@ static bool arg_user = false;
 static void proxy_done(Proxy *p) {
         p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
         p->http = http_server_free(p->http);
+        p->responses = responses_store_free(p->responses);
         p->upstream = upstream_free(p->upstream);
         p->tokens = token_cache_free(p->tokens);
         p->bus = sd_bus_flush_close_unref(p->bus);
@@ -116,7 +120,7 @@ static int on_request(HttpRequest *r, void *userdata) {
         if (streq(path, "/v1/messages/count_tokens") && post)
                 return anthropic_handle_count_tokens(r, &p->api);
         if (streq(path, "/v1/responses") && post)
-                return responses_handle(&p->chat, r, &p->api);
+                return responses_handle(&p->chat, r, &p->api, p->responses);
 
         bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
                      streq(path, "/v1/messages/count_tokens") || streq(path, "/v1/responses");
@@ -172,6 +176,8 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
                 { "Proxy", "PingIntervalSec", config_parse_sec, &p->chat.ping_interval },
+                { "Proxy", "ResponsesStoreMax", parse_size, &p->responses_store_max },
+                { "Proxy", "ResponsesStoreSec", config_parse_sec, &p->responses_store_sec },
                 { "Kiro", "Endpoints", parse_endpoints, &p->kiro.endpoints },
                 { "Kiro", "MaxUpstreamPayloadBytes", parse_size, &p->kiro.max_payload_bytes },
                 { "Kiro", "TrimHistory", config_parse_bool, &p->kiro.trim_history },
@@ -370,7 +376,9 @@ static void on_http_idle(void *userdata) {
 
 static int run(int argc, char *argv[]) {
         _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .api = API_LIMITS_DEFAULT,
-                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
+                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT,
+                                          .responses_store_max = RESPONSES_STORE_MAX_DEFAULT,
+                                          .responses_store_sec = RESPONSES_STORE_SEC_DEFAULT };
         sigset_t ss;
         int r;
 
@@ -415,6 +423,10 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
+
+        r = responses_store_new(p.responses_store_max, p.responses_store_sec, &p.responses);
+        if (r < 0)
+                return log_oom();
 
         bump_nofile(p.limits.max_connections);
         r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);

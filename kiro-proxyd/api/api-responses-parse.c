@@ -29,6 +29,8 @@ void responses_options_done(ResponsesOptions *o) {
         free(o->instructions);
         free(o->text_format);
         free(o->tool_choice);
+        free(o->previous_response_id);
+        free(o->input_items);
         *o = (ResponsesOptions) {};
 }
 
@@ -390,10 +392,56 @@ static int parse_text_format(Conversation *c, json_object *req, ResponsesOptions
         return append_system(c, instr);
 }
 
-int responses_parse(const char *body, size_t size, const ApiLimits *l, Conversation **ret, ResponsesOptions *opts,
-                    Failure *err) {
+/* The input items of a request that continues a stored response: the stored chain, then its own input. */
+static int chain_input(ResponsesStore *store, const char *prev, json_object *input, const ApiLimits *l,
+                       json_object **ret, Failure *err) {
+        _cleanup_json_ json_object *stored = NULL, *all = NULL;
+        const char *items;
+        int r;
+
+        if (!store)
+                return failure_set(err, FAILURE_INVALID_REQUEST, "previous_response_id",
+                                   "'previous_response_id' '%s' is unknown: this kiro-proxyd keeps no responses "
+                                   "(ResponsesStoreMax=0); send the whole conversation in 'input'.", prev);
+        r = responses_store_get(store, prev, &items);
+        if (r == -ESTALE)
+                return failure_set(err, FAILURE_INVALID_REQUEST, "previous_response_id",
+                                   "'previous_response_id' '%s' has expired (ResponsesStoreSec=); send the whole "
+                                   "conversation in 'input'.", prev);
+        if (r < 0)
+                return failure_set(err, FAILURE_INVALID_REQUEST, "previous_response_id",
+                                   "'previous_response_id' '%s' is unknown: only responses created with \"store\": true "
+                                   "are kept, in memory, for a bounded time (ResponsesStoreSec=) and number "
+                                   "(ResponsesStoreMax=).", prev);
+        r = json_parse_bounded(items, strlen(items), (int) l->max_json_depth + 2, &stored, NULL);
+        if (r < 0 || !json_object_is_type(stored, json_type_array))
+                return r < 0 ? r : -EINVAL;
+        all = json_object_new_array();
+        if (!all)
+                return -ENOMEM;
+        for (size_t i = 0; i < json_object_array_length(stored); i++)
+                if (json_object_array_add(all, json_object_get(json_object_array_get_idx(stored, i))) < 0)
+                        return -ENOMEM;
+        if (json_object_is_type(input, json_type_string)) {
+                json_object *m = json_object_new_object();
+                if (!m || json_add(m, "role", json_object_new_string("user")) < 0 ||
+                    json_add(m, "content", json_object_get(input)) < 0 || json_object_array_add(all, m) < 0) {
+                        json_object_put(m);
+                        return -ENOMEM;
+                }
+        } else
+                for (size_t i = 0; i < json_object_array_length(input); i++)
+                        if (json_object_array_add(all, json_object_get(json_object_array_get_idx(input, i))) < 0)
+                                return -ENOMEM;
+        *ret = TAKE_PTR(all);
+        return 0;
+}
+
+int responses_parse(const char *body, size_t size, const ApiLimits *l, ResponsesStore *store, Conversation **ret,
+                    ResponsesOptions *opts, Failure *err) {
         _cleanup_(conversation_freep) Conversation *c = NULL;
-        _cleanup_json_ json_object *req = NULL;
+        _cleanup_json_ json_object *req = NULL, *chained = NULL;
+        const char *prev = NULL;
         _cleanup_strv_free_ char **call_ids = NULL;
         json_object *input = NULL, *v;
         const char *model, *s;
@@ -412,13 +460,9 @@ int responses_parse(const char *body, size_t size, const ApiLimits *l, Conversat
         if (r == 0 || isempty(model))
                 return failure_set(err, FAILURE_INVALID_REQUEST, "model", "'model' must be a non-empty string.");
 
-        r = api_get_string(req, "previous_response_id", "previous_response_id", &s, err);
+        r = api_get_string(req, "previous_response_id", "previous_response_id", &prev, err);
         if (r < 0)
                 return r;
-        if (r > 0)
-                return failure_set(err, FAILURE_INVALID_REQUEST, "previous_response_id",
-                                   "'previous_response_id' '%s' is unknown: kiro-proxyd keeps no responses; send the "
-                                   "whole conversation in 'input' (with \"store\": false, as Codex does).", s);
         if (json_object_object_get_ex(req, "conversation", &v) && v)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "conversation",
                                    "'conversation' is not supported: kiro-proxyd keeps no conversations; send the whole "
@@ -434,6 +478,29 @@ int responses_parse(const char *body, size_t size, const ApiLimits *l, Conversat
               (json_object_is_type(input, json_type_array) && json_object_array_length(input) > 0)))
                 return failure_set(err, FAILURE_INVALID_REQUEST, "input",
                                    "'input' must be a string or a non-empty array of input items.");
+        if (json_object_object_get_ex(req, "store", &v) && v) {
+                if (!json_object_is_type(v, json_type_boolean))
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "store", "'store' must be a boolean.");
+                opts->store = json_object_get_boolean(v);
+        }
+        if (prev) {
+                r = chain_input(store, prev, input, l, &chained, err);
+                if (r < 0)
+                        return r;
+                input = chained;
+                if (!(opts->previous_response_id = strdup(prev)))
+                        return -ENOMEM;
+        }
+        if (opts->store && store) {
+                /* What a later request's previous_response_id continues: this whole input. */
+                if (json_object_is_type(input, json_type_string))
+                        r = asprintf(&opts->input_items, "[{\"role\":\"user\",\"content\":%s}]",
+                                     json_object_to_json_string_ext(input, JSON_C_TO_STRING_PLAIN)) < 0 ? -ENOMEM : 0;
+                else
+                        r = dup_json(input, &opts->input_items);
+                if (r < 0)
+                        return r;
+        }
         if (json_object_is_type(input, json_type_array)) {
                 r = api_check_limit("input", "input items", json_object_array_length(input), l->max_messages,
                                     "MaxMessages", err);
@@ -510,11 +577,6 @@ int responses_parse(const char *body, size_t size, const ApiLimits *l, Conversat
                 if (!json_object_is_type(v, json_type_boolean))
                         return failure_set(err, FAILURE_INVALID_REQUEST, "stream", "'stream' must be a boolean.");
                 c->stream = json_object_get_boolean(v);
-        }
-        if (json_object_object_get_ex(req, "store", &v) && v) {
-                if (!json_object_is_type(v, json_type_boolean))
-                        return failure_set(err, FAILURE_INVALID_REQUEST, "store", "'store' must be a boolean.");
-                opts->store = json_object_get_boolean(v);
         }
         if (json_object_object_get_ex(req, "parallel_tool_calls", &v) && v) {
                 if (!json_object_is_type(v, json_type_boolean))

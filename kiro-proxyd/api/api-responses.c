@@ -4,13 +4,110 @@
  * object. The answer is a list of output items: reasoning, message (one output_text part) and
  * function_call, in the order the upstream produced them. */
 #include "json-util.h"
+#include "log.h"
 #include "api/api-error.h"
 #include "api/api-responses.h"
+
+/* ---- the store of responses for previous_response_id ---------------------------------------------- */
+
+typedef struct StoredResponse {
+        char *id;
+        char *items;
+        usec_t expires;         /* CLOCK_MONOTONIC */
+} StoredResponse;
+
+struct ResponsesStore {
+        StoredResponse *entries;        /* oldest first */
+        size_t n, max;
+        usec_t ttl;
+};
+
+int responses_store_new(size_t max, usec_t ttl, ResponsesStore **ret) {
+        ResponsesStore *s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        s->max = max;
+        s->ttl = ttl;
+        *ret = s;
+        return 0;
+}
+
+static void stored_done(StoredResponse *e) {
+        free(e->id);
+        free(e->items);
+}
+
+static void store_drop_front(ResponsesStore *s, size_t k) {
+        if (k == 0)
+                return;
+        for (size_t i = 0; i < k; i++)
+                stored_done(s->entries + i);
+        memmove(s->entries, s->entries + k, (s->n - k) * sizeof *s->entries);
+        s->n -= k;
+}
+
+ResponsesStore *responses_store_free(ResponsesStore *s) {
+        if (!s)
+                return NULL;
+        store_drop_front(s, s->n);
+        free(s->entries);
+        free(s);
+        return NULL;
+}
+
+size_t responses_store_count(const ResponsesStore *s) {
+        return s ? s->n : 0;
+}
+
+int responses_store_put(ResponsesStore *s, const char *id, char *items) {
+        _cleanup_free_ char *it = items;
+        usec_t t = now(CLOCK_MONOTONIC);
+        size_t k = 0;
+        if (!s || s->max == 0)
+                return 0;
+        /* Entries expire in insertion order: the expired ones are a prefix. */
+        while (k < s->n && s->entries[k].expires <= t)
+                k++;
+        if (s->n - k >= s->max)
+                k = s->n - s->max + 1;
+        store_drop_front(s, k);
+        if (!s->entries) {
+                s->entries = calloc(s->max, sizeof *s->entries);
+                if (!s->entries)
+                        return -ENOMEM;
+        }
+        char *d = strdup(id);
+        if (!d)
+                return -ENOMEM;
+        s->entries[s->n++] = (StoredResponse) { .id = d, .items = TAKE_PTR(it), .expires = s->ttl >= USEC_INFINITY - t ? USEC_INFINITY : t + s->ttl };
+        return 0;
+}
+
+int responses_store_get(ResponsesStore *s, const char *id, const char **ret_items) {
+        if (!s)
+                return -ENOENT;
+        for (size_t i = 0; i < s->n; i++) {
+                if (!streq(s->entries[i].id, id))
+                        continue;
+                if (s->entries[i].expires <= now(CLOCK_MONOTONIC)) {
+                        stored_done(s->entries + i);
+                        memmove(s->entries + i, s->entries + i + 1, (s->n - i - 1) * sizeof *s->entries);
+                        s->n--;
+                        return -ESTALE;
+                }
+                *ret_items = s->entries[i].items;
+                return 0;
+        }
+        return -ENOENT;
+}
+
+/* ---- the response ----------------------------------------------------------------------------------- */
 
 typedef enum ItemType { ITEM_NONE, ITEM_MESSAGE, ITEM_REASONING, ITEM_FUNCTION_CALL } ItemType;
 
 typedef struct ResponsesState {
         ResponsesOptions opts;
+        ResponsesStore *store;  /* NULL = keep nothing */
         uint64_t seq;           /* the next sequence_number */
         ItemType open;          /* the output item currently open */
         unsigned index;         /* its output_index */
@@ -98,8 +195,12 @@ static int put_response(Chat *c, Buf *b, const char *status, const Failure *e) {
         if (r >= 0 && done)
                 r = buf_put(b, st->output.data, st->output.size);
         if (r >= 0)
-                r = buf_putf(b, "],\"parallel_tool_calls\":%s,\"previous_response_id\":null,\"reasoning\":{\"effort\":",
+                r = buf_putf(b, "],\"parallel_tool_calls\":%s,\"previous_response_id\":",
                              st->opts.parallel_tool_calls ? "true" : "false");
+        if (r >= 0)
+                r = put_str(b, st->opts.previous_response_id);
+        if (r >= 0)
+                r = buf_puts(b, ",\"reasoning\":{\"effort\":");
         if (r >= 0)
                 r = put_str(b, st->opts.reasoning_effort);
         if (r >= 0)
@@ -398,6 +499,28 @@ static int render_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
         return close_item(c, "completed");
 }
 
+/* store: true: the input chain and this answer's output, for a later previous_response_id. */
+static void keep_response(Chat *c) {
+        ResponsesState *st = c->frontend_state;
+        _cleanup_(buf_done) Buf b = {};
+        const char *in = st->opts.input_items;
+        if (!st->store || !st->opts.store || !in)
+                return;
+        /* in is "[…]": its items, then the output's. */
+        size_t n = strlen(in);
+        int r = buf_put(&b, in, n - 1);
+        if (r >= 0 && st->output.size > 0)
+                r = buf_puts(&b, n > 2 ? "," : "");
+        if (r >= 0)
+                r = buf_put(&b, st->output.data, st->output.size);
+        if (r >= 0)
+                r = buf_puts(&b, "]");
+        if (r >= 0)
+                r = responses_store_put(st->store, c->id, buf_steal(&b));
+        if (r < 0)
+                log_warning_errno(r, "Cannot keep response %s for previous_response_id: %m", c->id);
+}
+
 static int render_finish(Chat *c, ChatStop stop) {
         const char *status = stop == CHAT_STOP_MAX_TOKENS ? "incomplete" : "completed";
         _cleanup_(buf_done) Buf b = {};
@@ -408,6 +531,8 @@ static int render_finish(Chat *c, ChatStop stop) {
                 if (r >= 0)
                         r = close_item(c, status);
                 if (r >= 0)
+                        keep_response(c);
+                if (r >= 0)
                         r = send_response_event(c, stop == CHAT_STOP_MAX_TOKENS ? "response.incomplete" : "response.completed",
                                                 status, NULL);
                 if (r < 0) {
@@ -417,6 +542,8 @@ static int render_finish(Chat *c, ChatStop stop) {
                 return http_request_stream_end(c->http);
         }
         r = close_item(c, status);
+        if (r >= 0)
+                keep_response(c);
         if (r >= 0)
                 r = put_response(c, &b, status, NULL);
         if (r < 0)
@@ -447,7 +574,7 @@ static const ChatRenderer responses_renderer = {
         .fail = render_fail,
 };
 
-int responses_handle(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits) {
+int responses_handle(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits, ResponsesStore *store) {
         _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
         ResponsesOptions opts;
@@ -455,7 +582,9 @@ int responses_handle(ChatContext *ctx, HttpRequest *http, const ApiLimits *limit
         const char *body = http_request_body(http, &size);
         int r;
 
-        r = responses_parse(body, size, limits, &conv, &opts, &err);
+        if (store && store->max == 0)
+                store = NULL;
+        r = responses_parse(body, size, limits, store, &conv, &opts, &err);
         if (r < 0)
                 responses_options_done(&opts);
         if (r == -ENOMEM)
@@ -469,5 +598,6 @@ int responses_handle(ChatContext *ctx, HttpRequest *http, const ApiLimits *limit
                 return http_request_respond_error(http, 500, "Out of memory.");
         }
         st->opts = opts;
+        st->store = store;
         return chat_start(ctx, http, conv, &opts.model, &responses_renderer, st, state_free, "resp_");
 }

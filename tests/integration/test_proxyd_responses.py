@@ -291,3 +291,46 @@ def test_http_layer_errors_use_openai_shape(proxy_stack):
         assert set(r.json()) == {"error"} and r.json()["error"]["message"]
         r = s.request("GET", PATH)
         assert r.status == 400 and set(r.json()) == {"error"}
+
+
+# ---- previous_response_id -------------------------------------------------------------------------
+
+def test_previous_response_id_continues_a_stored_response(stack):
+        stack.chat.enqueue({"tool_calls": [{"name": "get_weather", "id": "tooluse_P1", "input_json": {"city": "Rome"}}]})
+        first = stack.post(PATH, req("Weather in Rome?", tools=[WEATHER], instructions="Use tools.")).json()
+        assert first["store"] is True
+        call = [it for it in first["output"] if it["type"] == "function_call"][0]
+
+        stack.chat.enqueue({"text": "Sunny in Rome."})
+        r = stack.post(PATH, req([{"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}],
+                                 tools=[WEATHER], previous_response_id=first["id"]))
+        assert r.status == 200, r
+        b = r.json()
+        assert b["previous_response_id"] == first["id"] and text_of(b) == "Sunny in Rome."
+        sent = stack.chat.last()
+        assert history_roles(sent) == ["user", "assistant"]
+        assert "Weather in Rome?" in json.dumps(sent.history[0])
+        assert sent.tool_results()[0]["toolUseId"] == "tooluse_P1"
+
+        # A chain of three: the second response is kept too.
+        stack.chat.enqueue({"text": "You asked about Rome."})
+        r = stack.post(PATH, req("What did I ask?", previous_response_id=b["id"]))
+        assert r.status == 200 and len(stack.chat.last().history) == 4
+
+        # store: false is not kept.
+        stack.chat.enqueue({"text": "x"})
+        nb = stack.post(PATH, req("hi", store=False)).json()
+        assert_error(stack.post(PATH, req("again", previous_response_id=nb["id"])), 400, "previous_response_id")
+
+
+def test_previous_response_expires(proxy_stack):
+        s = proxy_stack(Proxy={"ResponsesStoreSec": 1, "ResponsesStoreMax": 2})
+        s.chat.enqueue({"text": "one"}, {"text": "two"}, {"text": "three"})
+        ids = [s.post(PATH, req(f"q{i}")).json()["id"] for i in range(3)]
+        # Only two are kept: the first is gone.
+        err = assert_error(s.post(PATH, req("more", previous_response_id=ids[0])), 400, "previous_response_id")
+        assert "unknown" in err["message"]
+        import time
+        time.sleep(1.2)
+        err = assert_error(s.post(PATH, req("more", previous_response_id=ids[2])), 400, "previous_response_id")
+        assert "expired" in err["message"]

@@ -152,7 +152,7 @@ static int on_request(HttpRequest *r, void *userdata) {
         if (streq(path, "/v1/messages"))
                 return anthropic_handle_messages(&T.ctx, r, &limits);
         if (streq(path, "/v1/responses"))
-                return responses_handle(&T.ctx, r, &limits);
+                return responses_handle(&T.ctx, r, &limits, NULL);
         return http_request_respond_error(r, 404, "No such route.");
 }
 

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The Responses API request parser (api/api-responses-parse.c): input items into the conversation form,
  * and every refusal a 400 naming its field. */
+#include <unistd.h>
+
 #include "json-util.h"
 #include "api/api-error.h"
 #include "api/api-responses.h"
@@ -11,7 +13,7 @@ static const ApiLimits limits = API_LIMITS_DEFAULT;
 static Conversation *parse_ok(const char *body, ResponsesOptions *opts) {
         Conversation *c = NULL;
         Failure f = {};
-        int r = responses_parse(body, strlen(body), &limits, &c, opts, &f);
+        int r = responses_parse(body, strlen(body), &limits, NULL, &c, opts, &f);
         if (r < 0)
                 ASSERT_FAIL("refused (%d): %s [%s]", r, strna(f.message), strna(f.param));
         failure_done(&f);
@@ -23,7 +25,7 @@ static void refused(const char *body, const char *param, const char *word) {
         Conversation *c = NULL;
         ResponsesOptions opts;
         Failure f = {};
-        ASSERT_TRUE(responses_parse(body, strlen(body), &limits, &c, &opts, &f) < 0);
+        ASSERT_TRUE(responses_parse(body, strlen(body), &limits, NULL, &c, &opts, &f) < 0);
         responses_options_done(&opts);
         ASSERT_NULL(c);
         ASSERT_EQ(f.kind, FAILURE_INVALID_REQUEST);
@@ -197,7 +199,7 @@ TEST(unknown_model_not_found) {
         ResponsesOptions o;
         Failure f = {};
         static const char body[] = "{\"model\":\"gpt-99\",\"input\":\"q\"}";
-        ASSERT_TRUE(responses_parse(body, sizeof body - 1, &limits, &c, &o, &f) < 0);
+        ASSERT_TRUE(responses_parse(body, sizeof body - 1, &limits, NULL, &c, &o, &f) < 0);
         responses_options_done(&o);
         ASSERT_EQ(f.kind, FAILURE_NOT_FOUND);
         ASSERT_STREQ(f.code, "model_not_found");
@@ -212,10 +214,70 @@ TEST(item_limit) {
         Failure f = {};
         static const char body[] = REQ("[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"},"
                                        "{\"role\":\"user\",\"content\":\"c\"}]", "");
-        ASSERT_TRUE(responses_parse(body, sizeof body - 1, &l, &c, &o, &f) < 0);
+        ASSERT_TRUE(responses_parse(body, sizeof body - 1, &l, NULL, &c, &o, &f) < 0);
         responses_options_done(&o);
         ASSERT_STREQ(f.param, "input");
         ASSERT_NOT_NULL(strstr(f.message, "MaxMessages"));
         failure_done(&f);
 }
 
+
+TEST(store_bounds) {
+        _cleanup_(responses_store_freep) ResponsesStore *s = NULL;
+        const char *items;
+        ASSERT_OK(responses_store_new(2, (3600 * USEC_PER_SEC), &s));
+        ASSERT_OK(responses_store_put(s, "a", strdup("[1]")));
+        ASSERT_OK(responses_store_put(s, "b", strdup("[2]")));
+        ASSERT_OK(responses_store_put(s, "c", strdup("[3]")));
+        ASSERT_EQ(responses_store_count(s), 2U);
+        ASSERT_ERROR(responses_store_get(s, "a", &items), ENOENT);     /* the oldest went first */
+        ASSERT_OK(responses_store_get(s, "c", &items));
+        ASSERT_STREQ(items, "[3]");
+        s = responses_store_free(s);
+
+        ASSERT_OK(responses_store_new(4, 1, &s));                       /* 1 µs: expired at once */
+        ASSERT_OK(responses_store_put(s, "x", strdup("[]")));
+        usleep(10);
+        ASSERT_ERROR(responses_store_get(s, "x", &items), ESTALE);
+        ASSERT_ERROR(responses_store_get(s, "x", &items), ENOENT);     /* and forgotten */
+        ASSERT_EQ(responses_store_count(s), 0U);
+}
+
+TEST(previous_response_chains_stored_items) {
+        _cleanup_(responses_store_freep) ResponsesStore *s = NULL;
+        ASSERT_OK(responses_store_new(8, (3600 * USEC_PER_SEC), &s));
+        ASSERT_OK(responses_store_put(s, "resp_1",
+                                      strdup("[{\"role\":\"user\",\"content\":\"first\"},"
+                                             "{\"type\":\"function_call\",\"call_id\":\"c9\",\"name\":\"f\",\"arguments\":\"{}\"}]")));
+        Conversation *c = NULL;
+        ResponsesOptions o;
+        Failure f = {};
+        static const char body[] = REQ("[{\"type\":\"function_call_output\",\"call_id\":\"c9\",\"output\":\"done\"}]",
+                                       ",\"previous_response_id\":\"resp_1\"");
+        ASSERT_OK(responses_parse(body, sizeof body - 1, &limits, s, &c, &o, &f));
+        ASSERT_EQ(c->n_messages, 3U);
+        ASSERT_STREQ(c->messages[0].parts[0].text, "first");
+        ASSERT_EQ(c->messages[1].parts[0].type, CONV_PART_TOOL_USE);
+        ASSERT_EQ(c->messages[2].parts[0].type, CONV_PART_TOOL_RESULT);
+        ASSERT_STREQ(o.previous_response_id, "resp_1");
+        /* store defaults to true: the whole chain is what a next request continues */
+        ASSERT_NOT_NULL(o.input_items);
+        ASSERT_NOT_NULL(strstr(o.input_items, "\"first\""));
+        ASSERT_NOT_NULL(strstr(o.input_items, "function_call_output"));
+        responses_options_done(&o);
+        conversation_free(c);
+
+        static const char body2[] = REQ("\"next\"", ",\"previous_response_id\":\"resp_404\"");
+        c = NULL;
+        ASSERT_TRUE(responses_parse(body2, sizeof body2 - 1, &limits, s, &c, &o, &f) < 0);
+        responses_options_done(&o);
+        ASSERT_STREQ(f.param, "previous_response_id");
+        ASSERT_NOT_NULL(strstr(f.message, "resp_404"));
+        failure_done(&f);
+
+        static const char body3[] = REQ("\"next\"", ",\"store\":false");
+        ASSERT_OK(responses_parse(body3, sizeof body3 - 1, &limits, s, &c, &o, &f));
+        ASSERT_NULL(o.input_items);
+        responses_options_done(&o);
+        conversation_free(c);
+}
