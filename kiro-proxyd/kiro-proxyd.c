@@ -13,9 +13,11 @@
 #include "api/api-error.h"
 #include "http/http-access.h"
 #include "http/http-listen.h"
+#include "api/api-models.h"
 #include "api/api-openai.h"
 #include "api/api-responses.h"
 #include "auth/auth-tokencache.h"
+#include "kiro/kiro-models.h"
 #include "kiro/kiro-upstream.h"
 
 typedef struct Proxy {
@@ -23,6 +25,7 @@ typedef struct Proxy {
         sd_bus *bus;
         TokenCache *tokens;
         Upstream *upstream;
+        KiroModels *models;
         HttpServer *http;
         ApiKeys *keys;
         ChatContext chat;
@@ -56,7 +59,9 @@ static void proxy_done(Proxy *p) {
         p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
         p->http = http_server_free(p->http);
         p->responses = responses_store_free(p->responses);
+        p->models = kiro_models_free(p->models);
         p->upstream = upstream_free(p->upstream);
+        models_live_clear();
         p->tokens = token_cache_free(p->tokens);
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
@@ -112,7 +117,7 @@ static int on_request(HttpRequest *r, void *userdata) {
                 return check_key(p, r);
 
         if (streq(path, "/v1/models") && get)
-                return openai_handle_models(r);
+                return api_models_handle(&p->chat, r);
         if (streq(path, "/v1/chat/completions") && post)
                 return openai_handle_chat(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages") && post)
@@ -423,6 +428,10 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
+        r = kiro_models_new(p.upstream, &p.models);
+        if (r < 0)
+                return log_oom();
+        p.chat.catalog = (ChatCatalog) { .ops = &kiro_catalog_ops, .data = p.models };
 
         r = responses_store_new(p.responses_store_max, p.responses_store_sec, &p.responses);
         if (r < 0)

@@ -6,6 +6,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "api/api-error.h"
+#include "api/api-models.h"
 #include "api/api-responses.h"
 
 /* ---- the store of responses for previous_response_id ---------------------------------------------- */
@@ -574,6 +575,10 @@ static const ChatRenderer responses_renderer = {
         .fail = render_fail,
 };
 
+static int handle_again(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits, void *store) {
+        return responses_handle(ctx, http, limits, store);
+}
+
 int responses_handle(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits, ResponsesStore *store) {
         _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
@@ -587,6 +592,9 @@ int responses_handle(ChatContext *ctx, HttpRequest *http, const ApiLimits *limit
         r = responses_parse(body, size, limits, store, &conv, &opts, &err);
         if (r < 0)
                 responses_options_done(&opts);
+        if (r < 0 && err.kind == FAILURE_NOT_FOUND && streq_ptr(err.param, "model") &&
+            api_models_retry_unknown(ctx, http, limits, handle_again, store) > 0)
+                return 0;
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)

@@ -6,6 +6,7 @@
 #include "buf.h"
 #include "http/http.h"
 #include "chat/chat-backend.h"
+#include "chat/chat-catalog.h"
 #include "chat/chat-failure.h"
 #include "chat/chat-models.h"
 #include "chat/chat-thinking.h"
@@ -47,6 +48,7 @@ typedef struct ChatRenderer {
 typedef struct ChatContext {
         ChatBackend backends[_MODEL_PROVIDER_MAX];      /* by the provider of the requested model */
         usec_t ping_interval;           /* PingIntervalSec=: Anthropic "ping" events; 0 = default, infinity = none */
+        ChatCatalog catalog;            /* the live model list (ops NULL: the built-in table only) */
 } ChatContext;
 
 struct Chat {
