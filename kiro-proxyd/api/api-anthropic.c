@@ -409,7 +409,7 @@ static int start_stream(Chat *c) {
         r = buf_putf(&b, "{\"type\":\"message_start\",\"message\":{\"id\":\"%s\",\"type\":\"message\",\"role\":\"assistant\","
                          "\"model\":", c->id);
         if (r >= 0)
-                r = buf_put_json_string(&b, c->conv->model, strlen(c->conv->model));
+                r = buf_put_json_string_utf8(&b, c->conv->model, strlen(c->conv->model));
         if (r >= 0)
                 r = buf_putf(&b, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":%llu,"
                                  "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}",
@@ -587,7 +587,7 @@ static int render_finish(Chat *c, ChatStop stop) {
                         r = buf_putf(&b, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":",
                                      chat_stop_reason_anthropic(stop));
                 if (r >= 0)
-                        r = matched ? buf_put_json_string(&b, matched, strlen(matched)) : buf_puts(&b, "null");
+                        r = matched ? buf_put_json_string_utf8(&b, matched, strlen(matched)) : buf_puts(&b, "null");
                 if (r >= 0)
                         r = buf_putf(&b, "},\"usage\":{\"input_tokens\":%llu,\"output_tokens\":%llu}}", (unsigned long long) in,
                                      (unsigned long long) out);
@@ -608,7 +608,7 @@ static int render_finish(Chat *c, ChatStop stop) {
 
         r = buf_putf(&b, "{\"id\":\"%s\",\"type\":\"message\",\"role\":\"assistant\",\"model\":", c->id);
         if (r >= 0)
-                r = buf_put_json_string(&b, c->conv->model, strlen(c->conv->model));
+                r = buf_put_json_string_utf8(&b, c->conv->model, strlen(c->conv->model));
         if (r >= 0)
                 r = buf_puts(&b, ",\"content\":[");
         bool first = true;
@@ -655,7 +655,7 @@ static int render_finish(Chat *c, ChatStop stop) {
         if (r >= 0)
                 r = buf_putf(&b, "],\"stop_reason\":\"%s\",\"stop_sequence\":", chat_stop_reason_anthropic(stop));
         if (r >= 0)
-                r = matched ? buf_put_json_string(&b, matched, strlen(matched)) : buf_puts(&b, "null");
+                r = matched ? buf_put_json_string_utf8(&b, matched, strlen(matched)) : buf_puts(&b, "null");
         if (r >= 0)
                 r = buf_putf(&b, ",\"usage\":{\"input_tokens\":%llu,\"cache_creation_input_tokens\":0,"
                                  "\"cache_read_input_tokens\":0,\"output_tokens\":%llu}}",

@@ -167,6 +167,37 @@ def test_json_nesting_depth(proxy_stack):
         served(s)
 
 
+def test_300k_tiny_messages_refused_while_healthz_answers(stack):
+        """Issue 9 item 2: a 9 MB body of 300 000 tiny messages held the loop for 15 s. Now a linear scan
+        refuses it before json-c builds a tree (it has more objects than MaxMessages= and MaxContentParts=
+        allow), and /healthz keeps answering meanwhile."""
+        body = ('{"model":"%s","messages":[%s]}' % (MODEL, ",".join(['{"role":"user","content":"a"}'] * 300000))).encode()
+        assert len(body) > 9 * 1000 * 1000
+        result = {}
+
+        def post():
+                t0 = time.monotonic()
+                result["r"] = stack.post(CHAT_PATH, body, timeout=60)
+                result["t"] = time.monotonic() - t0
+
+        th = threading.Thread(target=post)
+        th.start()
+        worst = 0.0
+        while th.is_alive():
+                t0 = time.monotonic()
+                assert stack.get("/healthz", timeout=5).status == 200
+                worst = max(worst, time.monotonic() - t0)
+        th.join()
+        r = result["r"]
+        assert r.status == 400, r
+        assert "MaxMessages=" in r.json()["error"]["message"] or "objects and arrays" in r.json()["error"]["message"], r
+        print(f"300k messages: refused in {result['t']:.3f} s; slowest /healthz meanwhile {worst * 1000:.1f} ms")
+        assert worst < 0.1, f"/healthz took {worst:.3f} s while the request was refused"
+        assert result["t"] < 10, result["t"]
+        assert stack.chat.count() == 0
+        served(stack)
+
+
 # ---- slow and idle clients ------------------------------------------------------------------------
 
 def test_client_sending_one_byte_a_second_is_dropped(proxy_stack):
