@@ -100,3 +100,23 @@ def test_client_hangs_up_while_the_catalog_is_fetched(stack):
         time.sleep(0.3)
         r = stack.get("/v1/models")
         assert r.status == 200 and any(m["id"] == "claude-nova-9" for m in r.json()["data"])
+
+
+def test_kiroctl_models_against_the_proxy(stack):
+        import subprocess
+        import kirodtest
+        stack.chat.set_models([NEW, _model("claude-opus-4.5", "Claude Opus 4.5", 200000, 64000)])
+        kiroctl = str(kirodtest.BUILD_DIR / "kiroctl" / "kiroctl")
+        out = subprocess.run([kiroctl, "models", "--json", f"--proxy=unix:{stack.unix_path}"], capture_output=True,
+                             text=True, timeout=30, env=kirodtest.base_env())
+        assert out.returncode == 0, out.stderr
+        j = json.loads(out.stdout)
+        assert j["source"] == f"unix:{stack.unix_path}"
+        models = {m["id"]: m for m in j["models"]}
+        assert set(models) == {"claude-nova-9", "claude-opus-4.5"}
+        assert models["claude-nova-9"]["context_window"] == 512000
+        assert models["claude-opus-4.5"]["aliases"] == ["claude-opus-4", "claude-opus-4.1", "claude-opus-4.5-thinking"]
+        out = subprocess.run([kiroctl, "models", f"--proxy={stack.url}"], capture_output=True, text=True, timeout=30,
+                             env=kirodtest.base_env())
+        assert out.returncode == 0, out.stderr
+        assert "claude-nova-9" in out.stdout and "512000" in out.stdout and "listed" in out.stdout
