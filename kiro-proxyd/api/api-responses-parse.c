@@ -285,6 +285,23 @@ static int parse_item(Conversation *c, ParseState *ps, json_object *item, size_t
                            tw, type);
 }
 
+static int add_function_tool(Conversation *c, json_object *t, const char *w, Failure *err) {
+        json_object *params = NULL;
+        const char *name, *desc = NULL, *type = json_string_or_null(t, "type");
+        if (!type)
+                return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.type' must be a string", w);
+        if (!streq(type, "function"))
+                return failure_set(err, FAILURE_INVALID_REQUEST, w,
+                                   "'%s': the built-in tool '%s' is not available through Kiro; only tools of type "
+                                   "'function' are supported", w, type);
+        if (json_get_string(t, "name", &name) < 0 || isempty(name))
+                return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.name' must be a non-empty string", w);
+        (void) json_get_string(t, "description", &desc);
+        if (json_get_object(t, "parameters", &params) == -EMEDIUMTYPE)
+                return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.parameters' must be an object", w);
+        return conversation_add_tool(c, name, desc, params);
+}
+
 static int parse_tools(Conversation *c, json_object *req, const ApiLimits *l, ResponsesOptions *opts, Failure *err) {
         json_object *tools, *choice;
         int r = json_get_array(req, "tools", &tools);
@@ -296,26 +313,28 @@ static int parse_tools(Conversation *c, json_object *req, const ApiLimits *l, Re
                         return r;
         }
         for (size_t i = 0; r >= 0 && i < json_object_array_length(tools); i++) {
-                json_object *t = json_object_array_get_idx(tools, i), *params = NULL;
-                const char *name, *type, *desc = NULL;
+                json_object *t = json_object_array_get_idx(tools, i), *inner;
                 char w[64];
                 snprintf(w, sizeof w, "tools[%zu]", i);
-                type = json_string_or_null(t, "type");
-                if (!type)
-                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.type' must be a string", w);
-                if (!streq(type, "function"))
-                        return failure_set(err, FAILURE_INVALID_REQUEST, w,
-                                           "'%s': the built-in tool '%s' is not available through Kiro; only tools of "
-                                           "type 'function' are supported", w, type);
-                if (json_get_string(t, "name", &name) < 0 || isempty(name))
-                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.name' must be a non-empty string", w);
-                (void) json_get_string(t, "description", &desc);
-                if (json_get_object(t, "parameters", &params) == -EMEDIUMTYPE)
-                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.parameters' must be an object", w);
-                r = conversation_add_tool(c, name, desc, params);
+                const char *type = json_string_or_null(t, "type");
+                if (streq_ptr(type, "namespace")) {
+                        /* A group of function tools (Codex sends its sub-agent tools so): offered under their
+                         * own names. */
+                        if (json_get_array(t, "tools", &inner) < 0)
+                                return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.tools' must be an array", w);
+                        for (size_t k = 0; r >= 0 && k < json_object_array_length(inner); k++) {
+                                char wk[96];
+                                snprintf(wk, sizeof wk, "%s.tools[%zu]", w, k);
+                                r = add_function_tool(c, json_object_array_get_idx(inner, k), wk, err);
+                        }
+                } else
+                        r = add_function_tool(c, t, w, err);
                 if (r < 0)
                         return r;
         }
+        r = api_check_limit("tools", "tools", c->n_tools, l->max_tools, "MaxTools", err);
+        if (r < 0)
+                return r;
 
         if (!json_object_object_get_ex(req, "tool_choice", &choice) || !choice)
                 return 0;

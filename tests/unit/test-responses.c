@@ -159,6 +159,20 @@ TEST(options) {
         conversation_free(c);
 }
 
+TEST(namespace_tools_flattened) {
+        ResponsesOptions o;
+        Conversation *c = parse_ok(REQ("\"q\"", ",\"tools\":[{\"type\":\"function\",\"name\":\"a\"},{\"type\":\"namespace\","
+                                               "\"name\":\"ns\",\"tools\":[{\"type\":\"function\",\"name\":\"b\"},"
+                                               "{\"type\":\"function\",\"name\":\"c\"}]}]"),
+                                   &o);
+        ASSERT_EQ(c->n_tools, 3U);
+        ASSERT_STREQ(c->tools[2].name, "c");
+        responses_options_done(&o);
+        conversation_free(c);
+        refused(REQ("\"q\"", ",\"tools\":[{\"type\":\"namespace\",\"tools\":[{\"type\":\"web_search\"}]}]"),
+                "tools[0].tools[0]", "web_search");
+}
+
 TEST(refusals_name_the_field) {
         refused(REQ("[{\"type\":\"item_reference\",\"id\":\"x\"}]", ""), "input[0].type", "item_reference");
         refused(REQ("[{\"type\":\"local_shell_call\"}]", ""), "input[0].type", "local_shell_call");
