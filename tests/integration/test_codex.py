@@ -2,13 +2,13 @@
 """The real Codex CLI (@openai/codex from tests/clients' lockfile, a prebuilt native binary inside the npm
 package) run non-interactively (`codex exec`) against kiro-proxyd's Responses API and the fake Kiro:
 a plain answer, and a full tool loop (a shell command the fake asks for, its output sent back, a final
-answer). Skipped when tests/clients/node_modules has no codex (run `npm ci` there, as tests/clients/run.sh
-does).
+answer). The package comes from tests/clients' committed lockfile: `npm ci` runs there first when its
+node_modules is missing or older than the lockfile (as tests/clients/run.sh does); skipped without node
+and npm.
 
 Contract: issue 13 ("Tests")."""
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,11 +19,23 @@ import kirodtest
 from proxyd_fixture import needs_proxyd, proxy_stack, stack, user_text  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
-CODEX = HERE.parent / "clients" / "node_modules" / ".bin" / "codex"
+CLIENTS = HERE.parent / "clients"
+CODEX = CLIENTS / "node_modules" / ".bin" / "codex"
 MODEL = "claude-sonnet-4.5"
 
-pytestmark = [needs_proxyd, pytest.mark.skipif(not CODEX.exists() or not shutil.which("node"),
-                                               reason=f"needs {CODEX} (npm ci in tests/clients) and node")]
+pytestmark = [needs_proxyd, pytest.mark.skipif(not shutil.which("node") or not shutil.which("npm"),
+                                               reason="needs node and npm (Debian: apt-get install nodejs npm)")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def codex_installed():
+        stamp = CLIENTS / "node_modules" / ".package-lock.json"
+        lock = CLIENTS / "package-lock.json"
+        if not CODEX.exists() or not stamp.exists() or lock.stat().st_mtime > stamp.stat().st_mtime:
+                r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=CLIENTS, capture_output=True, text=True,
+                                   timeout=600)
+                assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert CODEX.exists()
 
 
 def codex(stack, tmp_path, prompt, timeout=120):
