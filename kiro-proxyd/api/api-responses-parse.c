@@ -93,7 +93,7 @@ static int add_user_content(ConvMessage *m, json_object *content, const char *wh
         for (size_t i = 0; i < json_object_array_length(content); i++) {
                 json_object *p = json_object_array_get_idx(content, i);
                 const char *type = json_string_or_null(p, "type"), *s;
-                char pw[WHERE_MAX + 32];
+                char pw[WHERE_MAX + 64];
                 snprintf(pw, sizeof pw, "%s[%zu]", where, i);
                 if (!type)
                         return failure_set(err, FAILURE_INVALID_REQUEST, pw, "'%s.type' must be a string", pw);

@@ -245,6 +245,9 @@ static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
         f->headers = NULL;
         if (result != CURLE_OK)
                 return fetch_failed(f, "%s", curl_easy_strerror(result));
+        if (status == 401 || status == 403)
+                /* Kiro refused the token: the next try gets a fresh one. */
+                token_cache_invalidate(upstream_tokens(f->owner->upstream), f->token->credential_id);
         if (status != 200)
                 return fetch_failed(f, "HTTP %ld", status);
         r = kiro_models_parse(f->body.data ?: "", f->body.size, &doc, &f->list, &f->n, &next);
