@@ -117,6 +117,9 @@ typedef struct ResponsesState {
         char item_id[80];
         Buf item_text;          /* the open message's text or reasoning item's summary */
         Buf output;             /* the finished output items, comma-separated JSON */
+        Buf escaped;            /* while an item closes: item_text as a JSON string, escaped once for the
+                                 * four places the whole text goes (a 1 MiB answer is 5 MiB of events) */
+        bool have_escaped;
         Buf scratch;            /* reused for every delta event */
 } ResponsesState;
 
@@ -127,8 +130,16 @@ static void state_free(void *p) {
         responses_options_done(&st->opts);
         buf_done(&st->item_text);
         buf_done(&st->output);
+        buf_done(&st->escaped);
         buf_done(&st->scratch);
         free(st);
+}
+
+/* The open item's whole text as a JSON string. */
+static int put_item_text(ResponsesState *st, Buf *b) {
+        if (st->have_escaped)
+                return buf_put(b, st->escaped.data, st->escaped.size);
+        return buf_put_json_string(b, strempty(st->item_text.data), st->item_text.size);
 }
 
 static int put_str(Buf *b, const char *s) {
@@ -146,6 +157,13 @@ static int send_event(Chat *c, const char *type, const char *fields, size_t n) {
                 r = buf_put_uint(b, st->seq++);
         if (r >= 0 && n > 0)
                 r = buf_puts(b, ",");
+        if (r >= 0 && n > 4096) {
+                /* A large event (the whole answer again): written in place rather than copied once more. */
+                r = chat_stream_write(c, b->data, b->size);
+                if (r >= 0)
+                        r = chat_stream_write(c, fields, n);
+                return r < 0 ? r : chat_stream_write(c, "}\n\n", 3);
+        }
         if (r >= 0)
                 r = buf_put(b, fields, n);
         if (r >= 0)
@@ -263,7 +281,7 @@ static int put_item(Chat *c, Buf *b, const char *status) {
                 if (r >= 0 && !added) {
                         r = buf_puts(b, "{\"type\":\"output_text\",\"text\":");
                         if (r >= 0)
-                                r = buf_put_json_string(b, strempty(st->item_text.data), st->item_text.size);
+                                r = put_item_text(st, b);
                         if (r >= 0)
                                 r = buf_puts(b, ",\"annotations\":[],\"logprobs\":[]}");
                 }
@@ -273,7 +291,7 @@ static int put_item(Chat *c, Buf *b, const char *status) {
                 if (r >= 0 && !added) {
                         r = buf_puts(b, "{\"type\":\"summary_text\",\"text\":");
                         if (r >= 0)
-                                r = buf_put_json_string(b, strempty(st->item_text.data), st->item_text.size);
+                                r = put_item_text(st, b);
                         if (r >= 0)
                                 r = buf_puts(b, "}");
                 }
@@ -320,13 +338,20 @@ static int close_item(Chat *c, const char *status) {
 
         if (st->open == ITEM_NONE)
                 return 0;
+        if (st->open != ITEM_FUNCTION_CALL) {
+                st->escaped.size = 0;
+                r = buf_put_json_string(&st->escaped, strempty(st->item_text.data), st->item_text.size);
+                if (r < 0)
+                        return r;
+                st->have_escaped = true;
+        }
         if (c->conv->stream) {
                 r = put_item_ref(st, &b);
                 if (st->open == ITEM_MESSAGE) {
                         if (r >= 0)
                                 r = buf_puts(&b, ",\"content_index\":0,\"text\":");
                         if (r >= 0)
-                                r = buf_put_json_string(&b, strempty(st->item_text.data), st->item_text.size);
+                                r = put_item_text(st, &b);
                         if (r >= 0)
                                 r = buf_puts(&b, ",\"logprobs\":[]");
                         if (r >= 0)
@@ -337,7 +362,7 @@ static int close_item(Chat *c, const char *status) {
                         if (r >= 0)
                                 r = buf_puts(&b, ",\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":");
                         if (r >= 0)
-                                r = buf_put_json_string(&b, strempty(st->item_text.data), st->item_text.size);
+                                r = put_item_text(st, &b);
                         if (r >= 0)
                                 r = buf_puts(&b, ",\"annotations\":[],\"logprobs\":[]}");
                         if (r >= 0)
@@ -346,7 +371,7 @@ static int close_item(Chat *c, const char *status) {
                         if (r >= 0)
                                 r = buf_puts(&b, ",\"summary_index\":0,\"text\":");
                         if (r >= 0)
-                                r = buf_put_json_string(&b, strempty(st->item_text.data), st->item_text.size);
+                                r = put_item_text(st, &b);
                         if (r >= 0)
                                 r = send_event(c, "response.reasoning_summary_text.done", b.data, b.size);
                         b.size = 0;
@@ -355,7 +380,7 @@ static int close_item(Chat *c, const char *status) {
                         if (r >= 0)
                                 r = buf_puts(&b, ",\"summary_index\":0,\"part\":{\"type\":\"summary_text\",\"text\":");
                         if (r >= 0)
-                                r = buf_put_json_string(&b, strempty(st->item_text.data), st->item_text.size);
+                                r = put_item_text(st, &b);
                         if (r >= 0)
                                 r = buf_puts(&b, "}");
                         if (r >= 0)
@@ -381,14 +406,18 @@ static int close_item(Chat *c, const char *status) {
                         r = put_item(c, &b, status);
                 if (r >= 0)
                         r = send_event(c, "response.output_item.done", b.data, b.size);
-                if (r < 0)
+                if (r < 0) {
+                        st->have_escaped = false;
                         return r;
+                }
         }
         if (st->output.size > 0 && buf_puts(&st->output, ",") < 0)
                 return -ENOMEM;
         r = put_item(c, &st->output, status);
         st->open = ITEM_NONE;
         st->item_text.size = 0;
+        st->have_escaped = false;
+        st->escaped.size = 0;
         return r;
 }
 

@@ -334,3 +334,16 @@ def test_previous_response_expires(proxy_stack):
         time.sleep(1.2)
         err = assert_error(s.post(PATH, req("more", previous_response_id=ids[2])), 400, "previous_response_id")
         assert "expired" in err["message"]
+
+
+def test_large_stream_intact(stack):
+        from fakes.kiro_chat import large_text
+        n = 1 << 20
+        stack.chat.enqueue({"large_text_bytes": n, "text": ""})
+        s = stack.stream(PATH, req("Write a lot", stream=True), timeout=60)
+        evs = events(s)
+        want = large_text(n)
+        assert "".join(e["delta"] for e in evs if e["type"] == "response.output_text.delta") == want
+        assert [e["text"] for e in evs if e["type"] == "response.output_text.done"] == [want]
+        assert [e["part"]["text"] for e in evs if e["type"] == "response.content_part.done"] == [want]
+        assert text_of(evs[-1]["response"]) == want
