@@ -174,9 +174,10 @@ static int send_event(Chat *c, const char *type, const char *fields, size_t n) {
 static int put_usage(Chat *c, Buf *b) {
         uint64_t in, out;
         chat_usage(c, &in, &out);
-        return buf_putf(b, "{\"input_tokens\":%llu,\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":%llu,"
+        return buf_putf(b, "{\"input_tokens\":%llu,\"input_tokens_details\":{\"cached_tokens\":%llu},\"output_tokens\":%llu,"
                            "\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":%llu}",
-                        (unsigned long long) in, (unsigned long long) out, (unsigned long long) (in + out));
+                        (unsigned long long) in, (unsigned long long) chat_usage_cached(c), (unsigned long long) out,
+                        (unsigned long long) (in + out));
 }
 
 /* The response object. status: in_progress (no output, no usage yet), completed, incomplete, failed. */

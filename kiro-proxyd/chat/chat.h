@@ -83,6 +83,7 @@ struct Chat {
         const char *stop_matched;       /* the stop sequence that matched (in conv->stop) */
 
         uint64_t input_tokens, output_tokens;   /* resolved at the end */
+        uint64_t cached_tokens;                 /* of input_tokens, read from Kiro's prompt cache (when reported) */
 };
 
 /* Takes ownership of conv. On failure before the upstream starts, the chat renders the error itself. */
@@ -96,3 +97,5 @@ const char *chat_stop_reason_openai(ChatStop s);
 const char *chat_stop_reason_anthropic(ChatStop s);
 /* Usage as KIRO-PROTOCOL A.6 resolves it; valid in finish(). */
 void chat_usage(Chat *c, uint64_t *ret_input, uint64_t *ret_output);
+/* Of the input tokens, those Kiro read from its prompt cache (0 when it reports none); valid in finish(). */
+uint64_t chat_usage_cached(Chat *c);

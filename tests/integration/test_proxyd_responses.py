@@ -236,6 +236,14 @@ def test_usage_equals_chat_completions(stack, metadata):
                 assert rs["usage"]["input_tokens"] == 77
 
 
+def test_cached_tokens_reported(stack):
+        stack.chat.enqueue({"text": "x", "metadata_usage": {"uncachedInputTokens": 10, "cacheReadInputTokens": 90,
+                                                            "outputTokens": 1, "totalTokens": 101}})
+        u = stack.post(PATH, req("q")).json()["usage"]
+        assert u["input_tokens"] == 100 and u["input_tokens_details"]["cached_tokens"] == 90
+        assert u["output_tokens"] == 1 and u["total_tokens"] == 101
+
+
 # ---- text.format ----------------------------------------------------------------------------------
 
 def test_json_schema_becomes_an_instruction(stack):
