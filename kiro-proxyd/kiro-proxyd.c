@@ -36,6 +36,7 @@ typedef struct Proxy {
 
         /* [Proxy] */
         ListenConfig listen;
+        HttpAccessPolicy access;
         char *api_keys_file;
         char *tls_certificate_file;
         char *tls_key_file;
@@ -66,6 +67,7 @@ static void proxy_done(Proxy *p) {
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
         listen_config_done(&p->listen);
+        http_access_policy_done(&p->access);
         upstream_config_done(&p->kiro);
         free(p->api_keys_file);
         free(p->tls_certificate_file);
@@ -98,6 +100,10 @@ static int check_key(Proxy *p, HttpRequest *r) {
 
 static int on_headers(HttpRequest *r, void *userdata) {
         Proxy *p = userdata;
+        /* Web pages first (a browser's preflight carries no key), on every path. */
+        int k = http_access_check(&p->access, r);
+        if (k != 0)
+                return k < 0 ? k : 0;
         /* Refuse a wrong key before reading a large body; the health check needs none. */
         if (apikeys_count(p->keys) > 0 && !streq(http_request_path(r), "/healthz") && !apikeys_check(p->keys, r))
                 return check_key(p, r);
@@ -153,9 +159,11 @@ static int parse_endpoints(const char *v, void *data) {
         int r = strv_split(v, &l);
         if (r < 0)
                 return r;
-        STRV_FOREACH(u, l)
-                if (url_check_scheme(*u) < 0)
-                        return -EPERM;
+        STRV_FOREACH(u, l) {
+                r = url_check_scheme(*u);
+                if (r < 0)
+                        return r;
+        }
         strv_free(*(char ***) data);
         *(char ***) data = TAKE_PTR(l);
         return 0;
@@ -168,6 +176,8 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "AllowNonLoopback", config_parse_bool, &p->listen.allow_non_loopback },
                 { "Proxy", "SocketMode", config_parse_mode, &p->listen.socket_mode },
                 { "Proxy", "APIKeysFile", config_parse_string, &p->api_keys_file },
+                { "Proxy", "AllowedHosts", config_parse_strv, &p->access.allowed_hosts },
+                { "Proxy", "AllowedOrigins", config_parse_strv, &p->access.allowed_origins },
                 { "Proxy", "TLSCertificateFile", config_parse_string, &p->tls_certificate_file },
                 { "Proxy", "TLSKeyFile", config_parse_string, &p->tls_key_file },
                 { "Proxy", "MaxConnections", config_parse_unsigned, &p->limits.max_connections },
@@ -189,6 +199,9 @@ static int parse_config(Proxy *p) {
                 { "Kiro", "DefaultProfileArn", config_parse_string, &p->kiro.default_profile_arn },
                 { "Kiro", "MaxFrameBytes", parse_size, &p->kiro.max_frame_bytes },
                 { "Kiro", "CAFile", config_parse_string, &p->kiro.ca_file },
+                { "Kiro", "HTTPVersion", curl_glue_parse_http_version, &p->kiro.glue_limits.http_version },
+                { "Kiro", "MaxUpstreamConnections", config_parse_unsigned, &p->kiro.glue_limits.max_connections },
+                { "Kiro", "UpstreamIdleTimeoutSec", config_parse_sec, &p->kiro.glue_limits.idle_timeout_usec },
                 { "Kiro", "MaxAttempts", config_parse_unsigned, &p->kiro.max_attempts },
                 { "Kiro", "RetryBackoffSec", config_parse_sec, &p->kiro.backoff_initial },
                 { "Kimi", "APIBase", config_parse_string, &p->kimi_api_base },
@@ -198,6 +211,9 @@ static int parse_config(Proxy *p) {
         if (r < 0)
                 return log_error_errno(r, "Failed to parse configuration '%s': %m", arg_config);
         p->limits.max_body_bytes = max_body;
+        r = http_access_policy_verify(&p->access);
+        if (r < 0)
+                return r;
         if (p->kiro.max_attempts == 0)
                 p->kiro.max_attempts = 1;
         if (p->api.max_json_depth == 0 || p->api.max_json_depth > 1000)
@@ -323,6 +339,11 @@ static int parse_argv(int argc, char *argv[]) {
                         puts(PACKAGE_VERSION);
                         return 0;
                 case ARG_CONFIG:
+                        /* The default file may be missing (built-in defaults); a file named on the
+                         * command line must be there: a typo would silently run on the defaults. */
+                        if (access(optarg, F_OK) < 0)
+                                return log_error_errno(errno, "Configuration file '%s' given with --config: %m",
+                                                       optarg);
                         if (free_and_strdup(&arg_config, optarg) < 0)
                                 return log_oom();
                         break;
@@ -369,6 +390,19 @@ static void on_after_dispatch(void *userdata) {
                         break;
         }
         p->in_after_dispatch = false;
+}
+
+/* The bus is gone (dbus-daemon restarted or died): no token can be renewed, and kiro-authd's signals would
+ * no longer reach us. Reconnecting would need every match and call set up again and the token cache dropped
+ * anyway (the new bus may have another kiro-authd); a restart does that, and Restart=on-failure (or
+ * whatever runs us) starts one. So exit non-zero, at once, and say why. */
+static int on_bus_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Proxy *p = userdata;
+
+        log_error("Lost the connection to the %s bus; exiting so that the service manager restarts kiro-proxyd.",
+                  arg_user ? "session" : "system");
+        (void) sd_event_exit(p->event, -ENOTCONN);
+        return 0;
 }
 
 /* No connection for a second: drop what only helps under load, before the heap is trimmed. */
@@ -421,6 +455,11 @@ static int run(int argc, char *argv[]) {
         r = sd_bus_attach_event(p.bus, p.event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach bus: %m");
+        /* sd-bus's own exit-on-disconnect would end the loop with status 0 (no Restart=on-failure). */
+        r = sd_bus_match_signal_async(p.bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                      "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, NULL, &p);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the bus connection: %m");
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
@@ -460,6 +499,8 @@ static int run(int argc, char *argv[]) {
         (void) sd_notify(false, "READY=1\nSTATUS=Serving.");
         r = sd_event_loop(p.event);
         (void) sd_notify(false, "STOPPING=1");
+        if (r == -ENOTCONN)
+                return r;       /* logged by on_bus_disconnected() */
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
         return 0;
