@@ -160,7 +160,12 @@ int parse_sec(const char *v, uint64_t *ret_usec) {
                 e++;
         for (size_t i = 0; i < ELEMENTSOF(units); i++)
                 if (streq(e, units[i].suffix)) {
-                        *ret_usec = (uint64_t) (d * (double) units[i].usec);
+                        double usec = d * (double) units[i].usec;
+                        /* NaN, infinity, " -1" (strtod skips blanks) and values past 2^64 µs do not
+                         * convert: the cast would be undefined. */
+                        if (!(usec >= 0 && usec < 18446744073709551616.0))
+                                return -ERANGE;
+                        *ret_usec = (uint64_t) usec;
                         return 0;
                 }
         return -EINVAL;
