@@ -54,7 +54,13 @@ int json_parse_bounded(const char *buf, size_t size, int max_depth, json_object 
         o = json_tokener_parse_ex(tok, buf, (int) size);
         enum json_tokener_error jerr = json_tokener_get_error(tok);
         size_t consumed = json_tokener_get_parse_end(tok);
-        tokener_put(tok, max_depth);
+        /* json_tokener_reset() (json-c 0.16) keeps a pending high surrogate: after a document that
+         * failed right behind "\ud83d", the next document's first \u escape would become U+FFFD. Only a
+         * tokener that finished its document goes back to the cache. */
+        if (jerr == json_tokener_success)
+                tokener_put(tok, max_depth);
+        else
+                json_tokener_free(tok);
 
         if (jerr != json_tokener_success || !o) {
                 if (ret_error)

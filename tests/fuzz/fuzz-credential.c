@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Fuzzes the stored credential file parser (kiro-authd/authd-credential.c): whatever parses must write
  * back and parse again to the same record (timestamps are stored to the millisecond), and the derived
- * values (API region, machine id) stay in their forms. */
+ * values (API region, machine id) stay in their forms. An input may start with another document and a
+ * NUL byte: that one is parsed (whatever comes of it) between two parses of the main document, which
+ * must agree: a parse must not depend on what was parsed before (json-util.c reuses tokeners). */
 #include <assert.h>
 #include <string.h>
 
@@ -12,25 +14,67 @@ static void assert_streq_ptr(const char *a, const char *b) {
         assert(streq_ptr(a, b));
 }
 
-static void assert_time_kept(usec_t before, usec_t after) {
+static void assert_time_kept(usec_t before, usec_t after, bool exact) {
         if (before == USEC_INFINITY)
                 assert(after == USEC_INFINITY);
         else
-                assert(after == before - before % USEC_PER_MSEC);
+                assert(after == (exact ? before : before - before % USEC_PER_MSEC));
+}
+
+static void assert_same(const Credential *a, const Credential *b, bool exact_times) {
+        assert_streq_ptr(a->id, b->id);
+        assert(a->provider == b->provider && a->method == b->method);
+        assert_streq_ptr(a->access_token, b->access_token);
+        assert_streq_ptr(a->refresh_token, b->refresh_token);
+        assert_streq_ptr(a->client_secret, b->client_secret);
+        assert_streq_ptr(a->region, b->region);
+        assert_streq_ptr(a->profile_arn, b->profile_arn);
+        assert_streq_ptr(a->client_id, b->client_id);
+        assert_streq_ptr(a->start_url, b->start_url);
+        assert_streq_ptr(a->token_endpoint, b->token_endpoint);
+        assert_streq_ptr(a->scopes, b->scopes);
+        assert_streq_ptr(a->machine_id, b->machine_id);
+        assert_streq_ptr(a->source_format, b->source_format);
+        assert_streq_ptr(a->source_path, b->source_path);
+        assert_streq_ptr(a->last_error, b->last_error);
+        assert(a->enabled == b->enabled && a->health == b->health);
+        assert(a->consecutive_failures == b->consecutive_failures);
+        assert_time_kept(a->expires_at, b->expires_at, exact_times);
+        assert_time_kept(a->client_secret_expires_at, b->client_secret_expires_at, exact_times);
+        assert_time_kept(a->imported_at, b->imported_at, exact_times);
+        assert_time_kept(a->cooldown_until, b->cooldown_until, exact_times);
+        assert_time_kept(a->last_refresh_at, b->last_refresh_at, exact_times);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_(credential_freep) Credential *c = NULL, *again = NULL;
         _cleanup_free_ char *text = NULL;
-        const char *error = NULL;
+        const char *error = NULL, *doc = (const char *) data;
+        size_t doc_size = size;
         char region[64];
         int r;
 
         if (size > 256 * 1024)
                 return 0;
-        r = credential_from_json((const char *) data, size, &c, &error);
+        const char *nul = memchr(data, 0, size);
+        if (nul) {
+                doc = nul + 1;
+                doc_size = size - (nul - (const char *) data) - 1;
+        }
+
+        r = credential_from_json(doc, doc_size, &c, &error);
+        if (nul) {
+                _cleanup_(credential_freep) Credential *other = NULL, *second = NULL;
+                int q;
+
+                (void) credential_from_json((const char *) data, nul - (const char *) data, &other, NULL);
+                q = credential_from_json(doc, doc_size, &second, NULL);
+                assert(q == r);
+                if (r >= 0)
+                        assert_same(c, second, true);
+        }
         if (r < 0) {
-                assert(r == -EBADMSG || r == -ENOMEM || r == -E2BIG);
+                assert(r == -EBADMSG || r == -ENOMEM || r == -EFBIG);
                 assert(r != -EBADMSG || error);
                 return 0;
         }
@@ -46,29 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
         r = credential_from_json(text, strlen(text), &again, &error);
         assert(r >= 0);
-
-        assert_streq_ptr(c->id, again->id);
-        assert(c->provider == again->provider && c->method == again->method);
-        assert_streq_ptr(c->access_token, again->access_token);
-        assert_streq_ptr(c->refresh_token, again->refresh_token);
-        assert_streq_ptr(c->client_secret, again->client_secret);
-        assert_streq_ptr(c->region, again->region);
-        assert_streq_ptr(c->profile_arn, again->profile_arn);
-        assert_streq_ptr(c->client_id, again->client_id);
-        assert_streq_ptr(c->start_url, again->start_url);
-        assert_streq_ptr(c->token_endpoint, again->token_endpoint);
-        assert_streq_ptr(c->scopes, again->scopes);
-        assert_streq_ptr(c->machine_id, again->machine_id);
-        assert_streq_ptr(c->source_format, again->source_format);
-        assert_streq_ptr(c->source_path, again->source_path);
-        assert_streq_ptr(c->last_error, again->last_error);
-        assert(c->enabled == again->enabled && c->health == again->health);
-        assert(c->consecutive_failures == again->consecutive_failures);
-        assert_time_kept(c->expires_at, again->expires_at);
-        assert_time_kept(c->client_secret_expires_at, again->client_secret_expires_at);
-        assert_time_kept(c->imported_at, again->imported_at);
-        assert_time_kept(c->cooldown_until, again->cooldown_until);
-        assert_time_kept(c->last_refresh_at, again->last_refresh_at);
+        assert_same(c, again, false);
 
         if (!again->machine_id && credential_ensure_machine_id(again) >= 0)
                 assert(strlen(again->machine_id) == 64);
