@@ -115,7 +115,8 @@ int json_get_int64(json_object *o, const char *key, int64_t *ret) {
         int r = get_typed(o, key, json_type_int, &v);
         if (r == -EMEDIUMTYPE && get_typed(o, key, json_type_double, &v) >= 0) {
                 double d = json_object_get_double(v);
-                if (d != (double) (int64_t) d)
+                /* Range first: casting NaN, infinity or anything beyond ±2^63 is undefined. */
+                if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || d != (double) (int64_t) d)
                         return -EMEDIUMTYPE;
                 *ret = (int64_t) d;
                 return 0;
