@@ -290,7 +290,10 @@ void kiro_usage_resolve(const KiroUsage *u, uint64_t context_window, uint64_t in
                 if (u->has_tokens)
                         *ret_input_tokens = u->input_tokens + u->cache_read_input_tokens + u->cache_write_input_tokens;
                 else if (u->has_context_usage && context_window > 0 && u->context_usage_percent > 0)
-                        *ret_input_tokens = (uint64_t) (u->context_usage_percent * (double) context_window / 100.0 + 0.5);
+                        /* At most the whole window: the percentage is upstream's number, and 1e300 % would
+                         * not convert to an integer. */
+                        *ret_input_tokens = (uint64_t) (MIN(u->context_usage_percent, 100.0) *
+                                                        (double) context_window / 100.0 + 0.5);
                 else
                         *ret_input_tokens = input_estimate;
         }

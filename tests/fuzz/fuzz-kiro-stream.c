@@ -23,6 +23,7 @@ typedef struct State {
 
 static int on_event(const KiroEvent *ev, void *userdata) {
         State *st = userdata;
+        uint64_t in, out;
 
         assert(!st->ended);
         assert(ev->type >= 0 && ev->type < _KIRO_EVENT_TYPE_MAX);
@@ -48,7 +49,8 @@ static int on_event(const KiroEvent *ev, void *userdata) {
                 break;
         case KIRO_EVENT_USAGE:
                 assert(ev->usage);
-                assert(ev->usage->context_usage_percent >= 0 && ev->usage->context_usage_percent <= 100);
+                /* As the renderers count tokens, with a 200k context window. */
+                kiro_usage_resolve(ev->usage, 200000, 1000, &in, &out);
                 break;
         case KIRO_EVENT_ERROR:
                 assert(ev->error && ev->error->message);
@@ -56,6 +58,9 @@ static int on_event(const KiroEvent *ev, void *userdata) {
                 break;
         case KIRO_EVENT_END:
                 assert(ev->usage);
+                kiro_usage_resolve(ev->usage, 200000, 1000, &in, &out);
+                if (ev->usage->has_context_usage && !ev->usage->has_tokens && ev->usage->context_usage_percent > 0)
+                        assert(in <= 200000);
                 assert(kiro_stop_reason_to_string(ev->stop_reason));
                 st->ended = true;
                 break;
