@@ -63,12 +63,11 @@ int buf_putf(Buf *b, const char *fmt, ...) {
 }
 
 /* Bytes that need an escape in a JSON string: control characters, '"' and '\\'. */
-int buf_put_json_string(Buf *b, const char *s, size_t size) {
+static int put_json_escaped(Buf *b, const char *s, size_t size) {
         static const char hex[] = "0123456789abcdef";
         const unsigned char *p = (const unsigned char *) s;
-        int r;
+        int r = 0;
 
-        r = buf_put(b, "\"", 1);
         size_t start = 0, i = 0;
         while (r >= 0) {
                 i += json_plain_span(p + i, size - i);
@@ -95,6 +94,64 @@ int buf_put_json_string(Buf *b, const char *s, size_t size) {
         }
         if (r >= 0)
                 r = buf_put(b, s + start, size - start);
+        return r;
+}
+
+int buf_put_json_string(Buf *b, const char *s, size_t size) {
+        int r = buf_put(b, "\"", 1);
+        if (r >= 0)
+                r = put_json_escaped(b, s, size);
+        if (r >= 0)
+                r = buf_put(b, "\"", 1);
+        return r;
+}
+
+size_t utf8_valid_span(const char *s, size_t size) {
+        const unsigned char *p = (const unsigned char *) s;
+        size_t i = 0;
+
+        while (i < size) {
+                unsigned char c = p[i];
+                size_t n;
+                uint32_t cp, min;
+                if (c < 0x80) {
+                        i++;
+                        continue;
+                }
+                if ((c & 0xE0) == 0xC0)
+                        n = 2, cp = c & 0x1F, min = 0x80;
+                else if ((c & 0xF0) == 0xE0)
+                        n = 3, cp = c & 0x0F, min = 0x800;
+                else if ((c & 0xF8) == 0xF0)
+                        n = 4, cp = c & 0x07, min = 0x10000;
+                else
+                        break;
+                if (n > size - i)
+                        break;
+                size_t k;
+                for (k = 1; k < n && (p[i + k] & 0xC0) == 0x80; k++)
+                        cp = (cp << 6) | (p[i + k] & 0x3F);
+                /* Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8. */
+                if (k < n || cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+                        break;
+                i += n;
+        }
+        return i;
+}
+
+int buf_put_json_string_utf8(Buf *b, const char *s, size_t size) {
+        int r = buf_put(b, "\"", 1);
+        size_t i = 0;
+
+        while (r >= 0 && i < size) {
+                size_t n = utf8_valid_span(s + i, size - i);
+                r = put_json_escaped(b, s + i, n);
+                i += n;
+                if (r >= 0 && i < size) {
+                        r = buf_puts(b, "\\ufffd");
+                        i++;
+                }
+        }
         if (r >= 0)
                 r = buf_put(b, "\"", 1);
         return r;

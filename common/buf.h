@@ -19,6 +19,11 @@ int buf_put_uint(Buf *b, uint64_t v);
 int buf_putf(Buf *b, const char *fmt, ...) _printf_(2, 3);
 /* Appends s as a JSON string literal (with quotes). */
 int buf_put_json_string(Buf *b, const char *s, size_t size);
+/* The same for text that may not be UTF-8 (a client's bytes echoed into a message): each byte that does
+ * not start a valid UTF-8 sequence becomes U+FFFD, so the result is always valid JSON. */
+int buf_put_json_string_utf8(Buf *b, const char *s, size_t size);
+/* The length of the longest prefix of s that is valid UTF-8 (no overlongs, surrogates, > U+10FFFF). */
+size_t utf8_valid_span(const char *s, size_t size);
 /* Appends s, preceded by sep when the buffer is not empty. */
 int buf_join(Buf *b, const char *sep, const char *s);
 /* Hands out the contents (an empty string when nothing was written) and resets b. NULL on OOM. */

@@ -10,9 +10,12 @@
 #include "json-util.h"
 #include "log.h"
 #include "api/api-anthropic.h"
+#include "api/api-error.h"
 #include "http/http-access.h"
 #include "http/http-listen.h"
 #include "api/api-openai.h"
+#include "auth/auth-tokencache.h"
+#include "kiro/kiro-upstream.h"
 
 typedef struct Proxy {
         sd_event *event;
@@ -24,15 +27,16 @@ typedef struct Proxy {
         ChatContext chat;
         sd_event_source *idle_timer;
         bool activated;
-        bool in_post;
+        bool in_after_dispatch;
 
         /* [Proxy] */
         ListenConfig listen;
+        HttpAccessPolicy access;
         char *api_keys_file;
         char *tls_certificate_file;
         char *tls_key_file;
         HttpLimits limits;
-        unsigned max_json_depth;
+        ApiLimits api;
         usec_t exit_on_idle;
         /* [Kiro] */
         UpstreamConfig kiro;
@@ -53,6 +57,7 @@ static void proxy_done(Proxy *p) {
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
         listen_config_done(&p->listen);
+        http_access_policy_done(&p->access);
         upstream_config_done(&p->kiro);
         free(p->api_keys_file);
         free(p->tls_certificate_file);
@@ -61,38 +66,33 @@ static void proxy_done(Proxy *p) {
         p->event = sd_event_unref(p->event);
 }
 
-static bool path_is_anthropic(const char *path) {
-        return startswith(path, "/v1/messages") != NULL;
+static ApiShape shape_of_path(const char *path) {
+        return startswith(strempty(path), "/v1/messages") ? API_SHAPE_ANTHROPIC : API_SHAPE_OPENAI;
 }
 
+/* Errors the HTTP layer raises itself (413, 500, …), in the shape of the API addressed. */
 static int render_error(HttpRequest *r, unsigned status, const char *message, char **ret_body, size_t *ret_size,
                         const char **ret_content_type, void *userdata) {
-        ApiErrorKind kind = status == 400   ? API_ERROR_INVALID_REQUEST
-                            : status == 401 ? API_ERROR_AUTHENTICATION
-                            : status == 403 ? API_ERROR_PERMISSION
-                            : status == 404 ? API_ERROR_NOT_FOUND
-                            : status == 413 ? API_ERROR_TOO_LARGE
-                            : status == 429 ? API_ERROR_RATE_LIMIT
-                            : status == 503 ? API_ERROR_UNAVAILABLE
-                            : status == 504 ? API_ERROR_TIMEOUT
-                                            : API_ERROR_API;
-        ApiError e = { .kind = kind, .message = (char *) message };
-        bool anthropic = path_is_anthropic(http_request_path(r) ?: "");
-        int ret = anthropic ? anthropic_render_error(&e, ret_body, ret_size) : openai_render_error(&e, ret_body, ret_size);
+        Failure f = { .kind = api_error_kind_from_status(status), .message = (char *) message };
         *ret_content_type = "application/json";
-        return ret;
+        return api_error_render(shape_of_path(http_request_path(r)), &f, ret_body, ret_size);
 }
 
 static int check_key(Proxy *p, HttpRequest *r) {
         if (apikeys_count(p->keys) == 0 || apikeys_check(p->keys, r))
                 return 0;
-        ApiError e = { .kind = API_ERROR_AUTHENTICATION,
-                       .message = (char *) "Missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'." };
-        return frontend_respond_error(r, &e, path_is_anthropic(http_request_path(r)));
+        Failure e = { .kind = FAILURE_AUTHENTICATION,
+                      .message = (char *) "Missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.",
+                      .code = (char *) "invalid_api_key" };
+        return api_error_respond(r, shape_of_path(http_request_path(r)), &e);
 }
 
 static int on_headers(HttpRequest *r, void *userdata) {
         Proxy *p = userdata;
+        /* Web pages first (a browser's preflight carries no key), on every path. */
+        int k = http_access_check(&p->access, r);
+        if (k != 0)
+                return k < 0 ? k : 0;
         /* Refuse a wrong key before reading a large body; the health check needs none. */
         if (apikeys_count(p->keys) > 0 && !streq(http_request_path(r), "/healthz") && !apikeys_check(p->keys, r))
                 return check_key(p, r);
@@ -114,21 +114,21 @@ static int on_request(HttpRequest *r, void *userdata) {
         if (streq(path, "/v1/models") && get)
                 return openai_handle_models(r);
         if (streq(path, "/v1/chat/completions") && post)
-                return openai_handle_chat(&p->chat, r, (int) p->max_json_depth);
+                return openai_handle_chat(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages") && post)
-                return anthropic_handle_messages(&p->chat, r, (int) p->max_json_depth);
+                return anthropic_handle_messages(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages/count_tokens") && post)
-                return anthropic_handle_count_tokens(r, (int) p->max_json_depth);
+                return anthropic_handle_count_tokens(r, &p->api);
 
         bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
                      streq(path, "/v1/messages/count_tokens");
-        ApiError e = {};
+        Failure e = {};
         if (known)
-                (void) api_error_set(&e, API_ERROR_INVALID_REQUEST, NULL, "Method %s is not allowed on %s.", method, path);
+                (void) failure_set(&e, FAILURE_INVALID_REQUEST, NULL, "Method %s is not allowed on %s.", method, path);
         else
-                (void) api_error_set(&e, API_ERROR_NOT_FOUND, NULL, "Unknown route %s %s.", method, path);
-        int ret = frontend_respond_error(r, &e, path_is_anthropic(path));
-        api_error_done(&e);
+                (void) failure_set(&e, FAILURE_NOT_FOUND, NULL, "Unknown route %s %s.", method, path);
+        int ret = api_error_respond(r, shape_of_path(path), &e);
+        failure_done(&e);
         return ret;
 }
 
@@ -161,13 +161,18 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "AllowNonLoopback", config_parse_bool, &p->listen.allow_non_loopback },
                 { "Proxy", "SocketMode", config_parse_mode, &p->listen.socket_mode },
                 { "Proxy", "APIKeysFile", config_parse_string, &p->api_keys_file },
+                { "Proxy", "AllowedHosts", config_parse_strv, &p->access.allowed_hosts },
+                { "Proxy", "AllowedOrigins", config_parse_strv, &p->access.allowed_origins },
                 { "Proxy", "TLSCertificateFile", config_parse_string, &p->tls_certificate_file },
                 { "Proxy", "TLSKeyFile", config_parse_string, &p->tls_key_file },
                 { "Proxy", "MaxConnections", config_parse_unsigned, &p->limits.max_connections },
                 { "Proxy", "MaxBodyBytes", config_parse_uint64, &max_body },
                 { "Proxy", "IdleTimeoutSec", config_parse_sec, &p->limits.idle_timeout_usec },
                 { "Proxy", "RequestTimeoutSec", config_parse_sec, &p->limits.request_timeout_usec },
-                { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->max_json_depth },
+                { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->api.max_json_depth },
+                { "Proxy", "MaxMessages", parse_size, &p->api.max_messages },
+                { "Proxy", "MaxContentParts", parse_size, &p->api.max_content_parts },
+                { "Proxy", "MaxTools", parse_size, &p->api.max_tools },
                 { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
                 { "Proxy", "PingIntervalSec", config_parse_sec, &p->chat.ping_interval },
@@ -186,10 +191,19 @@ static int parse_config(Proxy *p) {
         if (r < 0)
                 return log_error_errno(r, "Failed to parse configuration '%s': %m", arg_config);
         p->limits.max_body_bytes = max_body;
+        r = http_access_policy_verify(&p->access);
+        if (r < 0)
+                return r;
         if (p->kiro.max_attempts == 0)
                 p->kiro.max_attempts = 1;
-        if (p->max_json_depth == 0 || p->max_json_depth > 1000)
-                p->max_json_depth = 64;
+        if (p->api.max_json_depth == 0 || p->api.max_json_depth > 1000)
+                p->api.max_json_depth = API_MAX_JSON_DEPTH_DEFAULT;
+        if (p->api.max_messages == 0)
+                p->api.max_messages = API_MAX_MESSAGES_DEFAULT;
+        if (p->api.max_content_parts == 0)
+                p->api.max_content_parts = API_MAX_CONTENT_PARTS_DEFAULT;
+        if (p->api.max_tools == 0)
+                p->api.max_tools = API_MAX_TOOLS_DEFAULT;
         /* Command-line --listen replaces the configured ones. */
         if (arg_listen) {
                 strv_free(p->listen.listen);
@@ -338,19 +352,32 @@ static int parse_argv(int argc, char *argv[]) {
 /* The end of every HTTP or upstream dispatch: what one side just made pending for the other (a transfer
  * to start, a resumed connection to answer) runs now instead of in loop iterations of its own, each of
  * which would cost an epoll_wait(). Bounded, so that the loop still gets to the other sources. */
-static void on_post(void *userdata) {
+static void on_after_dispatch(void *userdata) {
         Proxy *p = userdata;
 
-        if (p->in_post)
+        if (p->in_after_dispatch)
                 return;
-        p->in_post = true;
+        p->in_after_dispatch = true;
         for (unsigned i = 0; i < 4; i++) {
                 bool a = curl_glue_flush(upstream_glue(p->upstream));
                 bool b = http_server_flush(p->http);
                 if (!a && !b)
                         break;
         }
-        p->in_post = false;
+        p->in_after_dispatch = false;
+}
+
+/* The bus is gone (dbus-daemon restarted or died): no token can be renewed, and kiro-authd's signals would
+ * no longer reach us. Reconnecting would need every match and call set up again and the token cache dropped
+ * anyway (the new bus may have another kiro-authd); a restart does that, and Restart=on-failure (or
+ * whatever runs us) starts one. So exit non-zero, at once, and say why. */
+static int on_bus_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Proxy *p = userdata;
+
+        log_error("Lost the connection to the %s bus; exiting so that the service manager restarts kiro-proxyd.",
+                  arg_user ? "session" : "system");
+        (void) sd_event_exit(p->event, -ENOTCONN);
+        return 0;
 }
 
 /* No connection for a second: drop what only helps under load, before the heap is trimmed. */
@@ -362,7 +389,7 @@ static void on_http_idle(void *userdata) {
 }
 
 static int run(int argc, char *argv[]) {
-        _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .max_json_depth = 64,
+        _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .api = API_LIMITS_DEFAULT,
                                           .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
         sigset_t ss;
         int r;
@@ -401,13 +428,18 @@ static int run(int argc, char *argv[]) {
         r = sd_bus_attach_event(p.bus, p.event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach bus: %m");
+        /* sd-bus's own exit-on-disconnect would end the loop with status 0 (no Restart=on-failure). */
+        r = sd_bus_match_signal_async(p.bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                      "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, NULL, &p);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the bus connection: %m");
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
         r = upstream_new(p.event, p.tokens, &p.kiro, &p.upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
-        p.chat.upstream = p.upstream;
+        p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
 
         bump_nofile(p.limits.max_connections);
         r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);
@@ -415,9 +447,9 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to set up the HTTP server: %m");
         http_server_set_headers_handler(p.http, on_headers);
         http_server_set_error_renderer(p.http, render_error, &p);
-        http_server_set_post(p.http, on_post, &p);
+        http_server_set_post(p.http, on_after_dispatch, &p);
         http_server_set_idle_handler(p.http, on_http_idle, &p);
-        curl_glue_set_post(upstream_glue(p.upstream), on_post, &p);
+        curl_glue_set_post(upstream_glue(p.upstream), on_after_dispatch, &p);
         r = setup_listeners(&p);
         if (r < 0)
                 return r;
@@ -432,6 +464,8 @@ static int run(int argc, char *argv[]) {
         (void) sd_notify(false, "READY=1\nSTATUS=Serving.");
         r = sd_event_loop(p.event);
         (void) sd_notify(false, "STOPPING=1");
+        if (r == -ENOTCONN)
+                return r;       /* logged by on_bus_disconnected() */
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
         return 0;

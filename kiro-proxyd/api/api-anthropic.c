@@ -2,17 +2,18 @@
 /* The Anthropic Messages front end: request parsing, the event sequence Anthropic streams, one JSON body. */
 #include <gnutls/crypto.h>
 
+#include "hash-util.h"
 #include "json-util.h"
 #include "api/api-anthropic.h"
-#include "api/api-openai.h"
+#include "api/api-error.h"
 
-/* A stream with no output for this long gets a "ping" event, so clients and proxies keep it open
+/* A started stream with no output for this long gets a "ping" event, so clients and proxies keep it open
  * (PingIntervalSec= changes it). */
 #define PING_INTERVAL_USEC (15 * USEC_PER_SEC)
 
 /* ---- request ---------------------------------------------------------------------------------------- */
 
-static int block_text(json_object *blocks, const char *where, char **ret, ApiError *err) {
+static int block_text(json_object *blocks, const char *where, char **ret, Failure *err) {
         /* tool_result content: a string or text blocks (images inside results are not supported). */
         if (!blocks || json_object_is_type(blocks, json_type_null)) {
                 *ret = strdup("");
@@ -23,7 +24,7 @@ static int block_text(json_object *blocks, const char *where, char **ret, ApiErr
                 return *ret ? 0 : -ENOMEM;
         }
         if (!json_object_is_type(blocks, json_type_array))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s: must be a string or an array of blocks",
+                return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s: must be a string or an array of blocks",
                                      where);
         Buf b = {};
         for (size_t i = 0; i < json_object_array_length(blocks); i++) {
@@ -31,7 +32,7 @@ static int block_text(json_object *blocks, const char *where, char **ret, ApiErr
                 const char *type = json_string_or_null(blk, "type"), *t;
                 if (!type || !streq(type, "text") || json_get_string(blk, "text", &t) < 0) {
                         buf_done(&b);
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                              "%s.%zu: only text blocks are supported here", where, i);
                 }
                 if ((b.size > 0 && buf_puts(&b, "\n") < 0) || buf_put(&b, t, strlen(t)) < 0) {
@@ -43,36 +44,36 @@ static int block_text(json_object *blocks, const char *where, char **ret, ApiErr
         return *ret ? 0 : -ENOMEM;
 }
 
-static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const char *where, ApiError *err) {
+static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const char *where, Failure *err) {
         const char *type = json_string_or_null(blk, "type"), *s, *s2;
         json_object *o;
         int r;
 
         if (!type)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.type: Field required", where);
+                return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.type: Field required", where);
         if (streq(type, "text")) {
                 if (json_get_string(blk, "text", &s) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.text: must be a string", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.text: must be a string", where);
                 return conv_message_add_text(m, s);
         }
         if (streq(type, "image")) {
                 if (json_get_object(blk, "source", &o) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.source: Field required", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.source: Field required", where);
                 const char *st = json_string_or_null(o, "type");
                 if (streq_ptr(st, "base64") && json_get_string(o, "media_type", &s) >= 0 &&
                     json_get_string(o, "data", &s2) >= 0)
                         return conv_message_add_image(m, s, s2);
                 if (streq_ptr(st, "url") && json_get_string(o, "url", &s) >= 0)
                         return conv_message_add_image(m, NULL, s); /* the builder refuses URLs clearly */
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                      "%s.source: needs type 'base64' with 'media_type' and 'data'", where);
         }
         if (streq(type, "tool_use")) {
                 if (!assistant)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s: tool_use blocks belong to assistant turns",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s: tool_use blocks belong to assistant turns",
                                              where);
                 if (json_get_string(blk, "id", &s) < 0 || json_get_string(blk, "name", &s2) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s: needs string 'id' and 'name'", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s: needs string 'id' and 'name'", where);
                 const char *input = "{}";
                 if (json_object_object_get_ex(blk, "input", &o) && o)
                         input = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -83,10 +84,10 @@ static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const c
                 bool is_error = false;
                 char cw[160];
                 if (assistant)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s: tool_result blocks belong to user turns",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s: tool_result blocks belong to user turns",
                                              where);
                 if (json_get_string(blk, "tool_use_id", &s) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.tool_use_id: Field required", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.tool_use_id: Field required", where);
                 snprintf(cw, sizeof cw, "%s.content", where);
                 json_object_object_get_ex(blk, "content", &o);
                 r = block_text(o, cw, &text, err);
@@ -97,15 +98,15 @@ static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const c
         }
         if (streq(type, "thinking")) {
                 if (json_get_string(blk, "thinking", &s) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.thinking: must be a string", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.thinking: must be a string", where);
                 return conv_message_add_thinking(m, s, json_string_or_null(blk, "signature"));
         }
         if (streq(type, "redacted_thinking"))
                 return 0; /* opaque to us and to Kiro: dropped */
-        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.type: '%s' blocks are not supported", where, type);
+        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.type: '%s' blocks are not supported", where, type);
 }
 
-static int parse_system(Conversation *c, json_object *sys, ApiError *err) {
+static int parse_system(Conversation *c, json_object *sys, Failure *err) {
         if (!sys || json_object_is_type(sys, json_type_null))
                 return 0;
         _cleanup_free_ char *text = NULL;
@@ -117,23 +118,28 @@ static int parse_system(Conversation *c, json_object *sys, ApiError *err) {
         return 0;
 }
 
-static int parse_tools(Conversation *c, json_object *req, ApiError *err) {
+static int parse_tools(Conversation *c, json_object *req, const ApiLimits *l, Failure *err) {
         json_object *tools, *choice;
         int r = json_get_array(req, "tools", &tools);
         if (r == -EMEDIUMTYPE)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "tools", "tools: must be an array");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "tools", "tools: must be an array");
+        if (r >= 0) {
+                r = api_check_limit("tools", "tools", json_object_array_length(tools), l->max_tools, "MaxTools", err);
+                if (r < 0)
+                        return r;
+        }
         for (size_t i = 0; r >= 0 && i < json_object_array_length(tools); i++) {
                 json_object *t = json_object_array_get_idx(tools, i), *schema = NULL;
                 const char *name, *type = json_string_or_null(t, "type");
                 char w[48];
                 snprintf(w, sizeof w, "tools.%zu", i);
                 if (type && !streq(type, "custom"))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, w,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, w,
                                              "%s.type: server tool '%s' is not supported by Kiro", w, type);
                 if (json_get_string(t, "name", &name) < 0 || isempty(name))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, w, "%s.name: Field required", w);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "%s.name: Field required", w);
                 if (json_get_object(t, "input_schema", &schema) == -EMEDIUMTYPE)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, w, "%s.input_schema: must be an object", w);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "%s.input_schema: must be an object", w);
                 r = conversation_add_tool(c, name, json_string_or_null(t, "description"), schema);
                 if (r < 0)
                         return r;
@@ -153,41 +159,45 @@ static int parse_tools(Conversation *c, json_object *req, ApiError *err) {
                 if (!c->tool_choice_name)
                         return -ENOMEM;
         } else
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "tool_choice",
+                return failure_set(err, FAILURE_INVALID_REQUEST, "tool_choice",
                                      "tool_choice: type must be 'auto', 'any', 'none' or 'tool' with a name");
         return 0;
 }
 
-int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool count_only, Conversation **ret,
-                             ModelInfo *ret_model, ApiError *err) {
+int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *l, bool count_only,
+                             Conversation **ret, ModelInfo *ret_model, Failure *err) {
         _cleanup_(conversation_freep) Conversation *c = NULL;
         _cleanup_json_ json_object *req = NULL;
         json_object *messages, *v, *o;
-        const char *perr = NULL, *model;
+        const char *model;
         bool thinking_alias = false;
         ModelInfo info;
-        int64_t n;
+        uint64_t n;
         int r;
 
-        r = json_parse_bounded(body, size, max_depth, &req, &perr);
+        r = api_parse_body(body, size, l, &req, err);
         if (r < 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, NULL, "The request body is not valid JSON: %s", perr);
-        if (!json_object_is_type(req, json_type_object))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, NULL, "The request body must be a JSON object");
-        if (json_get_string(req, "model", &model) < 0 || isempty(model))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "model", "model: Field required");
+                return r;
+        r = api_get_string(req, "model", "model", &model, err);
+        if (r < 0)
+                return r;
+        if (r == 0 || isempty(model))
+                return failure_set(err, FAILURE_INVALID_REQUEST, "model", "model: Field required");
         r = json_get_array(req, "messages", &messages);
         if (r < 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "messages", "messages: Field required (an array)");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "messages", "messages: Field required (an array)");
         if (json_object_array_length(messages) == 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "messages", "messages: at least one message is required");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "messages", "messages: at least one message is required");
+        r = api_check_limit("messages", "messages", json_object_array_length(messages), l->max_messages, "MaxMessages", err);
+        if (r < 0)
+                return r;
         r = models_resolve(model, &info, &thinking_alias);
         if (r == -ENOENT)
-                return api_error_set(err, API_ERROR_NOT_FOUND, "model", "model: %s", model);
+                return failure_set(err, FAILURE_NOT_FOUND, "model", "model: %s", model);
         if (r < 0)
                 return r;
         if (info.provider != MODEL_PROVIDER_KIRO)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "model",
+                return failure_set(err, FAILURE_INVALID_REQUEST, "model",
                                      "model: Kimi models need a Kimi login, which this kiro-proxyd does not support yet");
 
         r = conversation_new(&c);
@@ -198,12 +208,11 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
         if (!c->model || !c->model_id)
                 return -ENOMEM;
 
-        if (json_get_int64(req, "max_tokens", &n) >= 0) {
-                if (n < 1)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "max_tokens", "max_tokens: must be at least 1");
-                c->max_tokens = (uint64_t) n;
-        } else if (!count_only)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "max_tokens", "max_tokens: Field required (an integer)");
+        r = api_get_integer(req, "max_tokens", "max_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
+        if (r < 0)
+                return r;
+        if (r == 0 && !count_only)
+                return failure_set(err, FAILURE_INVALID_REQUEST, "max_tokens", "max_tokens: Field required (an integer)");
 
         json_object_object_get_ex(req, "system", &v);
         r = parse_system(c, v, err);
@@ -217,16 +226,16 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                 ConvMessage *m;
                 snprintf(where, sizeof where, "messages.%zu", i);
                 if (json_get_string(msg, "role", &role) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.role: Field required", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.role: Field required", where);
                 bool assistant = streq(role, "assistant");
                 if (!assistant && !streq(role, "user"))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                              "%s.role: must be 'user' or 'assistant'", where);
                 r = conversation_add_message(c, assistant ? CONV_ROLE_ASSISTANT : CONV_ROLE_USER, &m);
                 if (r < 0)
                         return r;
                 if (!json_object_object_get_ex(msg, "content", &content) || !content)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "%s.content: Field required", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.content: Field required", where);
                 if (json_object_is_type(content, json_type_string)) {
                         r = conv_message_add_text(m, json_object_get_string(content));
                         if (r < 0)
@@ -234,7 +243,7 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                         continue;
                 }
                 if (!json_object_is_type(content, json_type_array))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                              "%s.content: must be a string or an array of blocks", where);
                 for (size_t j = 0; j < json_object_array_length(content); j++) {
                         char bw[96];
@@ -244,28 +253,35 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                                 return r;
                 }
         }
-        r = parse_tools(c, req, err);
+        r = api_check_content_parts(c, l, err);
+        if (r < 0)
+                return r;
+        r = parse_tools(c, req, l, err);
         if (r < 0)
                 return r;
 
         if (json_object_object_get_ex(req, "stream", &v) && v) {
                 if (!json_object_is_type(v, json_type_boolean))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "stream", "stream: must be a boolean");
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "stream", "stream: must be a boolean");
                 c->stream = json_object_get_boolean(v);
         }
         if (json_get_array(req, "stop_sequences", &v) >= 0)
                 for (size_t i = 0; i < json_object_array_length(v); i++) {
                         json_object *s = json_object_array_get_idx(v, i);
                         if (!json_object_is_type(s, json_type_string))
-                                return api_error_set(err, API_ERROR_INVALID_REQUEST, "stop_sequences",
+                                return failure_set(err, FAILURE_INVALID_REQUEST, "stop_sequences",
                                                      "stop_sequences: must be an array of strings");
                         if (!isempty(json_object_get_string(s)) && strv_extend(&c->stop, json_object_get_string(s)) < 0)
                                 return -ENOMEM;
                 }
-        if (json_get_double(req, "temperature", &c->temperature) >= 0)
-                c->has_temperature = true;
-        if (json_get_double(req, "top_p", &c->top_p) >= 0)
-                c->has_top_p = true;
+        r = api_get_number(req, "temperature", "temperature", &c->temperature, err);
+        if (r < 0)
+                return r;
+        c->has_temperature = r > 0;
+        r = api_get_number(req, "top_p", "top_p", &c->top_p, err);
+        if (r < 0)
+                return r;
+        c->has_top_p = r > 0;
         if (json_get_object(req, "metadata", &o) >= 0) {
                 const char *uid = json_string_or_null(o, "user_id");
                 if (!isempty(uid)) {
@@ -283,16 +299,19 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
         if (json_get_object(req, "thinking", &o) >= 0) {
                 const char *type = json_string_or_null(o, "type");
                 if (streq_ptr(type, "enabled")) {
-                        if (json_get_int64(o, "budget_tokens", &n) < 0 || n < 1)
-                                return api_error_set(err, API_ERROR_INVALID_REQUEST, "thinking",
+                        r = api_get_integer(o, "budget_tokens", "thinking.budget_tokens", 1, API_MAX_TOKENS_MAX, &n, err);
+                        if (r < 0)
+                                return r;
+                        if (r == 0)
+                                return failure_set(err, FAILURE_INVALID_REQUEST, "thinking",
                                                      "thinking.budget_tokens: Field required (a positive integer)");
                         c->thinking = true;
-                        c->thinking_budget = (uint32_t) MIN(n, (int64_t) UINT32_MAX);
+                        c->thinking_budget = (uint32_t) n;
                 } else if (streq_ptr(type, "adaptive")) {
                         c->thinking = true;
                         c->thinking_budget = CONV_THINKING_BUDGET_DEFAULT;
                 } else if (!streq_ptr(type, "disabled"))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "thinking",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "thinking",
                                              "thinking.type: must be 'enabled', 'adaptive' or 'disabled'");
         }
         if (thinking_alias && !c->thinking) {
@@ -351,14 +370,10 @@ static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
          * interval after it was armed, and if something was written since, it is re-armed for an interval
          * after that instead. */
         (void) sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &n);
-        if (st->chat->started && st->last_output > 0 && n < st->last_output + st->ping_interval) {
+        if (st->last_output > 0 && n < st->last_output + st->ping_interval) {
                 (void) sd_event_source_set_time(s, st->last_output + st->ping_interval);
                 return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         }
-        /* A long wait before the first token: start the stream now, so that the client sees
-         * message_start and pings instead of silence; a later failure then arrives as an error event. */
-        if (!st->chat->started && start_stream(st->chat) < 0)
-                return 0;
         if (buf_puts(&b, "{\"type\": \"ping\"}") >= 0)
                 (void) send_event(st->chat, "ping", &b);
         buf_done(&b);
@@ -374,7 +389,7 @@ static void touch_ping(AnthropicState *st) {
 
 static int start_stream(Chat *c) {
         static const char *const headers[] = { "Cache-Control: no-cache", "X-Accel-Buffering: no", NULL };
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r;
 
@@ -389,7 +404,7 @@ static int start_stream(Chat *c) {
         r = buf_putf(&b, "{\"type\":\"message_start\",\"message\":{\"id\":\"%s\",\"type\":\"message\",\"role\":\"assistant\","
                          "\"model\":", c->id);
         if (r >= 0)
-                r = buf_put_json_string(&b, c->conv->model, strlen(c->conv->model));
+                r = buf_put_json_string_utf8(&b, c->conv->model, strlen(c->conv->model));
         if (r >= 0)
                 r = buf_putf(&b, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":%llu,"
                                  "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}",
@@ -410,19 +425,20 @@ static int start_stream(Chat *c) {
 
 /* A synthetic signature for prompt-tag thinking (Kiro gives none): opaque, stable for the same text. */
 static int make_signature(Chat *c, char **ret) {
-        uint8_t digest[32];
-        if (gnutls_hash_fast(GNUTLS_DIG_SHA256, c->reasoning.data ?: "", c->reasoning.size, digest) < 0)
-                return -EIO;
+        uint8_t digest[SHA256_DIGEST_SIZE];
+        int r = sha256(c->reasoning.data ?: "", c->reasoning.size, digest);
+        if (r < 0)
+                return r;
         gnutls_datum_t in = { .data = digest, .size = sizeof digest }, out = {};
         if (gnutls_base64_encode2(&in, &out) < 0)
                 return -ENOMEM;
-        int r = asprintf(ret, "kirod.%.*s", (int) out.size, (const char *) out.data) < 0 ? -ENOMEM : 0;
+        r = asprintf(ret, "kirod.%.*s", (int) out.size, (const char *) out.data) < 0 ? -ENOMEM : 0;
         gnutls_free(out.data);
         return r;
 }
 
 static int close_block(Chat *c) {
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r = 0;
         if (st->open == BLOCK_NONE)
@@ -457,7 +473,7 @@ static int close_block(Chat *c) {
 }
 
 static int open_block(Chat *c, BlockType type, ChatToolCall *t) {
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r = start_stream(c);
         if (r < 0)
@@ -494,7 +510,7 @@ static int open_block(Chat *c, BlockType type, ChatToolCall *t) {
 /* A content_block_delta event: the per-token path of a stream, so without printf and without an
  * allocation per event. */
 static int send_delta(Chat *c, const char *delta_type, const char *key, const char *s, size_t n) {
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         Buf *b = &st->scratch;
         int r;
 
@@ -511,32 +527,32 @@ static int send_delta(Chat *c, const char *delta_type, const char *key, const ch
         return r < 0 ? r : chat_stream_write(c, b->data, b->size);
 }
 
-static int r_text(Chat *c, const char *s, size_t n) {
+static int render_text(Chat *c, const char *s, size_t n) {
         if (!c->conv->stream)
                 return 0;
         int r = open_block(c, BLOCK_TEXT, NULL);
         return r < 0 ? r : send_delta(c, "text_delta", "text", s, n);
 }
 
-static int r_thinking(Chat *c, const char *s, size_t n) {
+static int render_thinking(Chat *c, const char *s, size_t n) {
         if (!c->conv->stream)
                 return 0;
         int r = open_block(c, BLOCK_THINKING, NULL);
         return r < 0 ? r : send_delta(c, "thinking_delta", "thinking", s, n);
 }
 
-static int r_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
         return c->conv->stream ? open_block(c, BLOCK_TOOL, t) : 0;
 }
 
-static int r_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
+static int render_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
         if (!c->conv->stream)
                 return 0;
         int r = start_stream(c);
         return r < 0 ? r : send_delta(c, "input_json_delta", "partial_json", s, n);
 }
 
-static int r_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
         return c->conv->stream ? close_block(c) : 0;
 }
 
@@ -549,8 +565,8 @@ static int put_tool_input(Buf *b, ChatToolCall *t) {
         return buf_put(b, t->args.data, t->args.size);
 }
 
-static int r_finish(Chat *c, ChatStop stop) {
-        AnthropicState *st = c->fe;
+static int render_finish(Chat *c, ChatStop stop) {
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         const char *matched = stop == CHAT_STOP_STOP_SEQUENCE ? c->stop_matched : NULL;
         uint64_t in, out;
@@ -566,7 +582,7 @@ static int r_finish(Chat *c, ChatStop stop) {
                         r = buf_putf(&b, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":",
                                      chat_stop_reason_anthropic(stop));
                 if (r >= 0)
-                        r = matched ? buf_put_json_string(&b, matched, strlen(matched)) : buf_puts(&b, "null");
+                        r = matched ? buf_put_json_string_utf8(&b, matched, strlen(matched)) : buf_puts(&b, "null");
                 if (r >= 0)
                         r = buf_putf(&b, "},\"usage\":{\"input_tokens\":%llu,\"output_tokens\":%llu}}", (unsigned long long) in,
                                      (unsigned long long) out);
@@ -587,7 +603,7 @@ static int r_finish(Chat *c, ChatStop stop) {
 
         r = buf_putf(&b, "{\"id\":\"%s\",\"type\":\"message\",\"role\":\"assistant\",\"model\":", c->id);
         if (r >= 0)
-                r = buf_put_json_string(&b, c->conv->model, strlen(c->conv->model));
+                r = buf_put_json_string_utf8(&b, c->conv->model, strlen(c->conv->model));
         if (r >= 0)
                 r = buf_puts(&b, ",\"content\":[");
         bool first = true;
@@ -634,7 +650,7 @@ static int r_finish(Chat *c, ChatStop stop) {
         if (r >= 0)
                 r = buf_putf(&b, "],\"stop_reason\":\"%s\",\"stop_sequence\":", chat_stop_reason_anthropic(stop));
         if (r >= 0)
-                r = matched ? buf_put_json_string(&b, matched, strlen(matched)) : buf_puts(&b, "null");
+                r = matched ? buf_put_json_string_utf8(&b, matched, strlen(matched)) : buf_puts(&b, "null");
         if (r >= 0)
                 r = buf_putf(&b, ",\"usage\":{\"input_tokens\":%llu,\"cache_creation_input_tokens\":0,"
                                  "\"cache_read_input_tokens\":0,\"output_tokens\":%llu}}",
@@ -644,33 +660,16 @@ static int r_finish(Chat *c, ChatStop stop) {
         return http_request_respond(c->http, 200, "application/json", b.data, b.size, NULL);
 }
 
-int anthropic_render_error(const ApiError *e, char **ret_body, size_t *ret_size) {
-        Buf b = {};
-        const char *m = e->message ?: "Unknown error.";
-        int r = buf_putf(&b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", api_error_anthropic_type(e->kind));
-        if (r >= 0)
-                r = buf_put_json_string(&b, m, strlen(m));
-        if (r >= 0)
-                r = buf_puts(&b, "}}");
-        if (r < 0) {
-                buf_done(&b);
-                return r;
-        }
-        *ret_body = b.data;
-        *ret_size = b.size;
-        return 0;
-}
-
-static int r_fail(Chat *c, const ApiError *e) {
-        AnthropicState *st = c->fe;
+static int render_fail(Chat *c, const Failure *e) {
+        AnthropicState *st = c->frontend_state;
         if (!c->started)
-                return frontend_respond_error(c->http, e, true);
+                return api_error_respond(c->http, API_SHAPE_ANTHROPIC, e);
         /* Mid-stream: an error event, then the stream ends; no message_stop (it was not a normal end). */
         st->ping = sd_event_source_disable_unref(st->ping);
         _cleanup_free_ char *body = NULL;
         size_t size;
         Buf b = {};
-        int r = anthropic_render_error(e, &body, &size);
+        int r = api_error_render(API_SHAPE_ANTHROPIC, e, &body, &size);
         if (r >= 0)
                 r = buf_put(&b, body, size);
         if (r >= 0)
@@ -681,41 +680,40 @@ static int r_fail(Chat *c, const ApiError *e) {
         return http_request_stream_end(c->http);
 }
 
-static int r_begin(Chat *c) {
-        AnthropicState *st = c->fe;
-        sd_event *e = NULL;
+/* No ping before the answer commits: the stream (and its HTTP 200) starts with the first content, so that
+ * a failure before it (a 429 after the retries, an overloaded model) reaches the client as that HTTP
+ * status, which SDKs retry, rather than as an error event under a 200. The wait before the first token
+ * is bounded by FirstTokenTimeoutSec= per attempt. Pings keep a started stream alive during silences. */
+static int render_begin(Chat *c) {
+        AnthropicState *st = c->frontend_state;
         st->chat = c;
-        if (!c->conv->stream || st->ping_interval == USEC_INFINITY || sd_event_default(&e) < 0)
-                return 0;
-        int r = sd_event_add_time_relative(e, &st->ping, CLOCK_MONOTONIC, st->ping_interval, 0, on_ping, st);
-        sd_event_unref(e);
-        return r;
+        return 0;
 }
 
 static const ChatRenderer anthropic_renderer = {
-        .begin = r_begin,
-        .text = r_text,
-        .thinking = r_thinking,
-        .tool_start = r_tool_start,
-        .tool_args = r_tool_args,
-        .tool_end = r_tool_end,
-        .finish = r_finish,
-        .fail = r_fail,
+        .begin = render_begin,
+        .text = render_text,
+        .thinking = render_thinking,
+        .tool_start = render_tool_start,
+        .tool_args = render_tool_args,
+        .tool_end = render_tool_end,
+        .finish = render_finish,
+        .fail = render_fail,
 };
 
-int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth) {
-        _cleanup_(api_error_done) ApiError err = {};
+int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits) {
+        _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
         ModelInfo info;
         size_t size;
         const char *body = http_request_body(http, &size);
         int r;
 
-        r = anthropic_parse_messages(body, size, max_depth, false, &conv, &info, &err);
+        r = anthropic_parse_messages(body, size, limits, false, &conv, &info, &err);
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
-                return frontend_respond_error(http, &err, true);
+                return api_error_respond(http, API_SHAPE_ANTHROPIC, &err);
         AnthropicState *st = calloc(1, sizeof *st);
         if (!st) {
                 conversation_free(conv);
@@ -726,19 +724,19 @@ int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth
         return r;
 }
 
-int anthropic_handle_count_tokens(HttpRequest *http, int max_depth) {
-        _cleanup_(api_error_done) ApiError err = {};
+int anthropic_handle_count_tokens(HttpRequest *http, const ApiLimits *limits) {
+        _cleanup_(failure_done) Failure err = {};
         _cleanup_(conversation_freep) Conversation *conv = NULL;
         size_t size;
         const char *body = http_request_body(http, &size);
         char out[64];
         int r;
 
-        r = anthropic_parse_messages(body, size, max_depth, true, &conv, NULL, &err);
+        r = anthropic_parse_messages(body, size, limits, true, &conv, NULL, &err);
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
-                return frontend_respond_error(http, &err, true);
+                return api_error_respond(http, API_SHAPE_ANTHROPIC, &err);
         int n = snprintf(out, sizeof out, "{\"input_tokens\":%llu}",
                          (unsigned long long) conversation_estimate_input_tokens(conv));
         return http_request_respond(http, 200, "application/json", out, (size_t) n, NULL);

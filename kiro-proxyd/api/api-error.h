@@ -1,39 +1,28 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* An API error in neutral form; each front end renders it in its own JSON shape. */
+/* Every client-facing error shape and the status <-> kind map, in one place: a Failure (chat/) in, the
+ * API's JSON body and HTTP status out. Front ends and kiro-proxyd.c render errors only through this. */
 #pragma once
 
-#include "macro.h"
-#include "time-util.h"
+#include "chat/chat-failure.h"
+#include "http/http.h"
 
-typedef enum ApiErrorKind {
-        API_ERROR_INVALID_REQUEST,      /* 400 */
-        API_ERROR_AUTHENTICATION,       /* 401 */
-        API_ERROR_PERMISSION,           /* 403 */
-        API_ERROR_NOT_FOUND,            /* 404 */
-        API_ERROR_TOO_LARGE,            /* 413 */
-        API_ERROR_RATE_LIMIT,           /* 429 */
-        API_ERROR_API,                  /* 500 */
-        API_ERROR_BAD_GATEWAY,          /* 502: upstream answered nonsense or broke off */
-        API_ERROR_UNAVAILABLE,          /* 503: no usable credential, kiro-authd away */
-        API_ERROR_TIMEOUT,              /* 504 */
-        API_ERROR_OVERLOADED,           /* 529 (Anthropic) / 503 (OpenAI): upstream capacity */
-        _API_ERROR_KIND_MAX,
-        _API_ERROR_KIND_INVALID = -EINVAL,
-} ApiErrorKind;
+/* The client APIs, by the error shape they expect. The Responses API uses OpenAI's shape. */
+typedef enum ApiShape {
+        API_SHAPE_OPENAI,       /* {"error":{"message","type","param","code"}} */
+        API_SHAPE_ANTHROPIC,    /* {"type":"error","error":{"type","message"}} */
+        _API_SHAPE_MAX,
+        _API_SHAPE_INVALID = -EINVAL,
+} ApiShape;
 
-typedef struct ApiError {
-        ApiErrorKind kind;
-        char *message;          /* secret-free, for the client */
-        char *param;            /* the offending field, OpenAI "param" (may be NULL) */
-        char *code;             /* OpenAI "code" (may be NULL) */
-        usec_t retry_after;     /* 0 = none */
-} ApiError;
+/* The HTTP status for a failure of this kind in this API (Anthropic has 529 for "overloaded"). */
+unsigned api_error_status(ApiShape shape, FailureKind kind);
+/* The kind of a bare status (errors the HTTP layer raises itself). */
+FailureKind api_error_kind_from_status(unsigned status);
+/* OpenAI "type" / Anthropic "error.type". */
+const char *api_error_type(ApiShape shape, FailureKind kind);
 
-void api_error_done(ApiError *e);
-/* Sets e (freeing what it held) with a formatted message. Returns -EINVAL for convenience. */
-int api_error_set(ApiError *e, ApiErrorKind kind, const char *param, const char *fmt, ...) _printf_(4, 5);
-
-unsigned api_error_status(ApiErrorKind kind, bool anthropic);
-/* OpenAI "type" and Anthropic "error.type" strings. */
-const char *api_error_openai_type(ApiErrorKind kind);
-const char *api_error_anthropic_type(ApiErrorKind kind);
+/* The JSON error body; the message is made valid UTF-8 (invalid bytes become U+FFFD), so a client's own
+ * bytes echoed into it cannot break the JSON. */
+int api_error_render(ApiShape shape, const Failure *f, char **ret_body, size_t *ret_size);
+/* Responds with f in the API's shape, its status, and Retry-After when f has one. Final. */
+int api_error_respond(HttpRequest *http, ApiShape shape, const Failure *f);

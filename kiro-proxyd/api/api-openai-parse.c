@@ -5,8 +5,9 @@
 #include "json-util.h"
 #include "chat/chat-models.h"
 #include "api/api-openai.h"
+#include "api/api-request.h"
 
-static int text_of_content(json_object *content, const char *where, char **ret, ApiError *err) {
+static int text_of_content(json_object *content, const char *where, char **ret, Failure *err) {
         /* A string, or an array of {type:"text", text} parts (other part types are not text). */
         if (!content || json_object_is_type(content, json_type_null)) {
                 *ret = strdup("");
@@ -17,7 +18,7 @@ static int text_of_content(json_object *content, const char *where, char **ret, 
                 return *ret ? 0 : -ENOMEM;
         }
         if (!json_object_is_type(content, json_type_array))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "'%s' must be a string or an array of text parts",
+                return failure_set(err, FAILURE_INVALID_REQUEST, where, "'%s' must be a string or an array of text parts",
                                      where);
         /* Joined in one pass (strcat() per part was quadratic in the number of parts: a body of many
          * tiny parts could hold the loop for minutes). */
@@ -26,7 +27,7 @@ static int text_of_content(json_object *content, const char *where, char **ret, 
                 const char *t;
                 if (json_get_string(json_object_array_get_idx(content, i), "text", &t) < 0) {
                         buf_done(&b);
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                              "'%s[%zu]' must be a text part with a string 'text'", where, i);
                 }
                 if ((i > 0 && buf_puts(&b, "\n") < 0) || buf_puts(&b, t) < 0) {
@@ -38,12 +39,12 @@ static int text_of_content(json_object *content, const char *where, char **ret, 
         return *ret ? 0 : -ENOMEM;
 }
 
-static int parse_user_content(ConvMessage *m, json_object *content, const char *where, ApiError *err) {
+static int parse_user_content(ConvMessage *m, json_object *content, const char *where, Failure *err) {
         int r;
         if (!content || json_object_is_type(content, json_type_null) || json_object_is_type(content, json_type_string))
                 return conv_message_add_text(m, content ? strempty(json_object_get_string(content)) : "");
         if (!json_object_is_type(content, json_type_array))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "'%s' must be a string or an array of parts",
+                return failure_set(err, FAILURE_INVALID_REQUEST, where, "'%s' must be a string or an array of parts",
                                      where);
         size_t n = json_object_array_length(content);
         for (size_t i = 0; i < n; i++) {
@@ -52,10 +53,10 @@ static int parse_user_content(ConvMessage *m, json_object *content, const char *
                 char pw[128];
                 snprintf(pw, sizeof pw, "%s[%zu]", where, i);
                 if (json_get_string(p, "type", &type) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, pw, "'%s.type' must be a string", pw);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, pw, "'%s.type' must be a string", pw);
                 if (streq(type, "text")) {
                         if (json_get_string(p, "text", &s) < 0)
-                                return api_error_set(err, API_ERROR_INVALID_REQUEST, pw, "'%s.text' must be a string", pw);
+                                return failure_set(err, FAILURE_INVALID_REQUEST, pw, "'%s.text' must be a string", pw);
                         r = conv_message_add_text(m, s);
                 } else if (streq(type, "image_url")) {
                         if (json_get_object(p, "image_url", &iu) >= 0)
@@ -63,20 +64,20 @@ static int parse_user_content(ConvMessage *m, json_object *content, const char *
                         else
                                 s = json_string_or_null(p, "image_url");
                         if (!s)
-                                return api_error_set(err, API_ERROR_INVALID_REQUEST, pw, "'%s.image_url.url' must be a string",
+                                return failure_set(err, FAILURE_INVALID_REQUEST, pw, "'%s.image_url.url' must be a string",
                                                      pw);
                         if (strncasecmp(s, "http://", 7) == 0 || strncasecmp(s, "https://", 8) == 0) {
                                 /* Refused here, where the client's message index is known (the Kiro request
                                  * builder counts without the leading system messages). */
                                 char uw[160];
                                 snprintf(uw, sizeof uw, "%s.image_url.url", pw);
-                                return api_error_set(err, API_ERROR_INVALID_REQUEST, uw,
+                                return failure_set(err, FAILURE_INVALID_REQUEST, uw,
                                                      "'%s': image URLs are not supported; send the image inline as "
                                                      "a base64 data: URL", uw);
                         }
                         r = conv_message_add_image(m, NULL, s);
                 } else
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, pw,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, pw,
                                              "'%s.type' '%s' is not supported (text and image_url are)", pw, type);
                 if (r < 0)
                         return r;
@@ -84,7 +85,7 @@ static int parse_user_content(ConvMessage *m, json_object *content, const char *
         return 0;
 }
 
-static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in_system_prefix, ApiError *err) {
+static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in_system_prefix, Failure *err) {
         char where[64], cw[96];
         const char *role;
         json_object *content = NULL;
@@ -94,9 +95,9 @@ static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in
         snprintf(where, sizeof where, "messages[%zu]", idx);
         snprintf(cw, sizeof cw, "%s.content", where);
         if (!json_object_is_type(msg, json_type_object))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "'%s' must be an object", where);
+                return failure_set(err, FAILURE_INVALID_REQUEST, where, "'%s' must be an object", where);
         if (json_get_string(msg, "role", &role) < 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "'%s.role' must be a string", where);
+                return failure_set(err, FAILURE_INVALID_REQUEST, where, "'%s.role' must be a string", where);
         (void) json_object_object_get_ex(msg, "content", &content);
 
         if (streq(role, "system") || streq(role, "developer")) {
@@ -127,7 +128,7 @@ static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in
                 const char *id;
                 _cleanup_free_ char *text = NULL;
                 if (json_get_string(msg, "tool_call_id", &id) < 0 && json_get_string(msg, "name", &id) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where,
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                              "'%s.tool_call_id' must be a string", where);
                 r = text_of_content(content, cw, &text, err);
                 if (r < 0)
@@ -158,7 +159,7 @@ static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in
                 }
                 r = json_get_array(msg, "tool_calls", &calls);
                 if (r == -EMEDIUMTYPE)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, where, "'%s.tool_calls' must be an array", where);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, where, "'%s.tool_calls' must be an array", where);
                 for (size_t i = 0; r >= 0 && i < json_object_array_length(calls); i++) {
                         json_object *tc = json_object_array_get_idx(calls, i), *fn;
                         const char *id, *name, *args = NULL;
@@ -166,10 +167,10 @@ static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in
                         snprintf(tw, sizeof tw, "%s.tool_calls[%zu]", where, i);
                         if (json_get_string(tc, "id", &id) < 0 || json_get_object(tc, "function", &fn) < 0 ||
                             json_get_string(fn, "name", &name) < 0)
-                                return api_error_set(err, API_ERROR_INVALID_REQUEST, tw,
+                                return failure_set(err, FAILURE_INVALID_REQUEST, tw,
                                                      "'%s' needs a string 'id' and 'function.name'", tw);
                         if (json_get_string(fn, "arguments", &args) == -EMEDIUMTYPE)
-                                return api_error_set(err, API_ERROR_INVALID_REQUEST, tw,
+                                return failure_set(err, FAILURE_INVALID_REQUEST, tw,
                                                      "'%s.function.arguments' must be a JSON string", tw);
                         r = conv_message_add_tool_use(m, id, name, args);
                         if (r < 0)
@@ -183,24 +184,29 @@ static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in
         return r < 0 ? r : parse_user_content(m, content, cw, err);
 }
 
-static int parse_tools(Conversation *c, json_object *req, ApiError *err) {
+static int parse_tools(Conversation *c, json_object *req, const ApiLimits *l, Failure *err) {
         json_object *tools, *choice;
         int r = json_get_array(req, "tools", &tools);
         if (r == -EMEDIUMTYPE)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "tools", "'tools' must be an array");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "tools", "'tools' must be an array");
+        if (r >= 0) {
+                r = api_check_limit("tools", "tools", json_object_array_length(tools), l->max_tools, "MaxTools", err);
+                if (r < 0)
+                        return r;
+        }
         for (size_t i = 0; r >= 0 && i < json_object_array_length(tools); i++) {
                 json_object *t = json_object_array_get_idx(tools, i), *fn, *params = NULL;
                 const char *name, *type, *desc = NULL;
                 char w[64];
                 snprintf(w, sizeof w, "tools[%zu]", i);
                 if (json_get_string(t, "type", &type) >= 0 && !streq(type, "function"))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, w, "'%s.type' must be 'function'", w);
+                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.type' must be 'function'", w);
                 if (json_get_object(t, "function", &fn) < 0 || json_get_string(fn, "name", &name) < 0 || isempty(name))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, w, "'%s.function.name' must be a non-empty string",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.function.name' must be a non-empty string",
                                              w);
                 (void) json_get_string(fn, "description", &desc);
                 if (json_get_object(fn, "parameters", &params) == -EMEDIUMTYPE)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, w, "'%s.function.parameters' must be an object",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.function.parameters' must be an object",
                                              w);
                 r = conversation_add_tool(c, name, desc, params);
                 if (r < 0)
@@ -218,45 +224,50 @@ static int parse_tools(Conversation *c, json_object *req, ApiError *err) {
                 else if (streq(s, "required"))
                         c->tool_choice = CONV_TOOL_CHOICE_ANY;
                 else
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "tool_choice",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "tool_choice",
                                              "'tool_choice' must be 'auto', 'none', 'required' or a function");
                 return 0;
         }
         json_object *fn;
         const char *name;
         if (json_get_object(choice, "function", &fn) < 0 || json_get_string(fn, "name", &name) < 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "tool_choice",
+                return failure_set(err, FAILURE_INVALID_REQUEST, "tool_choice",
                                      "'tool_choice.function.name' must be a string");
         c->tool_choice = CONV_TOOL_CHOICE_TOOL;
         c->tool_choice_name = strdup(name);
         return c->tool_choice_name ? 0 : -ENOMEM;
 }
 
-int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation **ret, OpenAIOptions *opts,
-                      ApiError *err) {
+int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Conversation **ret, OpenAIOptions *opts,
+                      Failure *err) {
         _cleanup_(conversation_freep) Conversation *c = NULL;
         _cleanup_json_ json_object *req = NULL;
         json_object *messages, *v;
-        const char *perr = NULL, *model, *s;
+        const char *model, *s;
         bool thinking_alias = false;
+        uint64_t n;
         ModelInfo info;
         int r;
 
         *opts = (OpenAIOptions) {};
-        r = json_parse_bounded(body, size, max_depth, &req, &perr);
+        r = api_parse_body(body, size, l, &req, err);
         if (r < 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, NULL, "The request body is not valid JSON: %s.", perr);
-        if (!json_object_is_type(req, json_type_object))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, NULL, "The request body must be a JSON object.");
-        if (json_get_string(req, "model", &model) < 0 || isempty(model))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "model", "'model' must be a non-empty string.");
+                return r;
+        r = api_get_string(req, "model", "model", &model, err);
+        if (r < 0)
+                return r;
+        if (r == 0 || isempty(model))
+                return failure_set(err, FAILURE_INVALID_REQUEST, "model", "'model' must be a non-empty string.");
         r = json_get_array(req, "messages", &messages);
         if (r < 0 || json_object_array_length(messages) == 0)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "messages", "'messages' must be a non-empty array.");
+                return failure_set(err, FAILURE_INVALID_REQUEST, "messages", "'messages' must be a non-empty array.");
+        r = api_check_limit("messages", "messages", json_object_array_length(messages), l->max_messages, "MaxMessages", err);
+        if (r < 0)
+                return r;
 
         r = models_resolve(model, &info, &thinking_alias);
         if (r == -ENOENT) {
-                api_error_set(err, API_ERROR_NOT_FOUND, "model",
+                failure_set(err, FAILURE_NOT_FOUND, "model",
                               "The model '%s' does not exist; GET /v1/models lists the available ones.", model);
                 free(err->code);
                 err->code = strdup("model_not_found");
@@ -273,7 +284,7 @@ int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation
         if (!c->model || !c->model_id)
                 return -ENOMEM;
         if (info.provider != MODEL_PROVIDER_KIRO)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "model",
+                return failure_set(err, FAILURE_INVALID_REQUEST, "model",
                                      "Kimi models need a Kimi login, which this kiro-proxyd does not support yet.");
         opts->model = info;
 
@@ -283,33 +294,39 @@ int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation
                 if (r < 0)
                         return r;
         }
-        r = parse_tools(c, req, err);
+        r = api_check_content_parts(c, l, err);
+        if (r < 0)
+                return r;
+        r = parse_tools(c, req, l, err);
         if (r < 0)
                 return r;
 
         if (json_object_object_get_ex(req, "stream", &v) && v) {
                 if (!json_object_is_type(v, json_type_boolean))
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "stream", "'stream' must be a boolean.");
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "stream", "'stream' must be a boolean.");
                 c->stream = json_object_get_boolean(v);
         }
         json_object *so;
         if (json_get_object(req, "stream_options", &so) >= 0)
                 (void) json_get_bool(so, "include_usage", &opts->include_usage);
-        int64_t n;
-        if (json_get_int64(req, "n", &n) >= 0 && n != 1)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "n", "Only 'n': 1 is supported.");
-        if (json_get_int64(req, "max_completion_tokens", &n) >= 0 || json_get_int64(req, "max_tokens", &n) >= 0) {
-                if (n <= 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "max_tokens", "'max_tokens' must be positive.");
-                c->max_tokens = (uint64_t) n;
-        } else if (json_object_object_get_ex(req, "max_tokens", &v) && v && !json_object_is_type(v, json_type_int))
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "max_tokens", "'max_tokens' must be an integer.");
-        if (json_get_double(req, "temperature", &c->temperature) >= 0)
-                c->has_temperature = true;
-        else if (json_object_object_get_ex(req, "temperature", &v) && v)
-                return api_error_set(err, API_ERROR_INVALID_REQUEST, "temperature", "'temperature' must be a number.");
-        if (json_get_double(req, "top_p", &c->top_p) >= 0)
-                c->has_top_p = true;
+        r = api_get_integer(req, "n", "n", 0, API_MAX_TOKENS_MAX, &n, err);
+        if (r < 0)
+                return r;
+        if (r > 0 && n != 1)
+                return failure_set(err, FAILURE_INVALID_REQUEST, "n", "Only 'n': 1 is supported.");
+        r = api_get_integer(req, "max_completion_tokens", "max_completion_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
+        if (r == 0)
+                r = api_get_integer(req, "max_tokens", "max_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
+        if (r < 0)
+                return r;
+        r = api_get_number(req, "temperature", "temperature", &c->temperature, err);
+        if (r < 0)
+                return r;
+        c->has_temperature = r > 0;
+        r = api_get_number(req, "top_p", "top_p", &c->top_p, err);
+        if (r < 0)
+                return r;
+        c->has_top_p = r > 0;
         if (json_object_object_get_ex(req, "stop", &v) && v) {
                 if (json_object_is_type(v, json_type_string))
                         r = strv_extend(&c->stop, json_object_get_string(v));
@@ -318,13 +335,13 @@ int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation
                         for (size_t i = 0; r >= 0 && i < json_object_array_length(v); i++) {
                                 const char *ss = json_object_get_string(json_object_array_get_idx(v, i));
                                 if (!json_object_is_type(json_object_array_get_idx(v, i), json_type_string))
-                                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "stop",
+                                        return failure_set(err, FAILURE_INVALID_REQUEST, "stop",
                                                              "'stop' must be a string or an array of strings.");
                                 if (!isempty(ss))
                                         r = strv_extend(&c->stop, ss);
                         }
                 } else
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "stop",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "stop",
                                              "'stop' must be a string or an array of strings.");
                 if (r < 0)
                         return r;
@@ -333,7 +350,7 @@ int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation
         if (r >= 0) {
                 uint32_t budget;
                 if (conv_thinking_budget_from_effort(s, &budget) < 0)
-                        return api_error_set(err, API_ERROR_INVALID_REQUEST, "reasoning_effort",
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "reasoning_effort",
                                              "'reasoning_effort' must be 'low', 'medium' or 'high'.");
                 c->thinking = true;
                 c->thinking_budget = budget;

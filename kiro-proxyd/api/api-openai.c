@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The OpenAI chat completions front end: routes, response rendering (SSE chunks or one JSON body). */
 #include "chat/chat.h"
+#include "api/api-error.h"
 #include "api/api-openai.h"
 
 typedef struct OpenAIState {
@@ -22,14 +23,14 @@ static void state_free(void *p) {
 static int sse_chunk_begin(Chat *c, Buf *b) {
         return buf_putf(b, "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%llu,\"model\":", c->id,
                         (unsigned long long) (c->created / USEC_PER_SEC)) < 0 ||
-                               buf_put_json_string(b, c->conv->model, strlen(c->conv->model)) < 0
+                               buf_put_json_string_utf8(b, c->conv->model, strlen(c->conv->model)) < 0
                        ? -ENOMEM
                        : 0;
 }
 
 static int start_stream(Chat *c) {
         static const char *const headers[] = { "Cache-Control: no-cache", "X-Accel-Buffering: no", NULL };
-        OpenAIState *st = c->fe;
+        OpenAIState *st = c->frontend_state;
         int r;
 
         if (!c->started) {
@@ -52,7 +53,7 @@ static int start_stream(Chat *c) {
 /* One chunk whose delta is {"<key>": "<text>"}: the per-token path of a stream, so without printf and
  * without an allocation per chunk. */
 static int send_delta(Chat *c, const char *key, const char *s, size_t n) {
-        OpenAIState *st = c->fe;
+        OpenAIState *st = c->frontend_state;
         Buf *b = &st->scratch;
         int r = start_stream(c);
         if (r < 0)
@@ -73,11 +74,11 @@ static int send_delta(Chat *c, const char *key, const char *s, size_t n) {
         return r < 0 ? r : chat_stream_write(c, b->data, b->size);
 }
 
-static int r_text(Chat *c, const char *s, size_t n) {
+static int render_text(Chat *c, const char *s, size_t n) {
         return c->conv->stream ? send_delta(c, "content", s, n) : 0;
 }
 
-static int r_thinking(Chat *c, const char *s, size_t n) {
+static int render_thinking(Chat *c, const char *s, size_t n) {
         return c->conv->stream ? send_delta(c, "reasoning_content", s, n) : 0;
 }
 
@@ -111,15 +112,15 @@ static int tool_delta(Chat *c, unsigned index, ChatToolCall *t, bool first, cons
         return r < 0 ? r : chat_stream_write(c, b.data, b.size);
 }
 
-static int r_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
         return c->conv->stream ? tool_delta(c, index, t, true, NULL, 0) : 0;
 }
 
-static int r_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
+static int render_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
         return c->conv->stream ? tool_delta(c, index, t, false, s, n) : 0;
 }
 
-static int r_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
         return 0;
 }
 
@@ -130,8 +131,8 @@ static int put_usage(Chat *c, Buf *b) {
                         (unsigned long long) in, (unsigned long long) out, (unsigned long long) (in + out));
 }
 
-static int r_finish(Chat *c, ChatStop stop) {
-        OpenAIState *st = c->fe;
+static int render_finish(Chat *c, ChatStop stop) {
+        OpenAIState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r;
 
@@ -166,7 +167,7 @@ static int r_finish(Chat *c, ChatStop stop) {
         r = buf_putf(&b, "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%llu,\"model\":", c->id,
                      (unsigned long long) (c->created / USEC_PER_SEC));
         if (r >= 0)
-                r = buf_put_json_string(&b, c->conv->model, strlen(c->conv->model));
+                r = buf_put_json_string_utf8(&b, c->conv->model, strlen(c->conv->model));
         if (r >= 0)
                 r = buf_putf(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
         if (r >= 0)
@@ -210,53 +211,14 @@ static int r_finish(Chat *c, ChatStop stop) {
         return http_request_respond(c->http, 200, "application/json", b.data, b.size, NULL);
 }
 
-int openai_render_error(const ApiError *e, char **ret_body, size_t *ret_size) {
-        _cleanup_(buf_done) Buf b = {};
-        const char *m = e->message ?: "Unknown error.";
-        int r = buf_puts(&b, "{\"error\":{\"message\":");
-        if (r >= 0)
-                r = buf_put_json_string(&b, m, strlen(m));
-        if (r >= 0)
-                r = buf_putf(&b, ",\"type\":\"%s\",\"param\":", api_error_openai_type(e->kind));
-        if (r >= 0)
-                r = e->param ? buf_put_json_string(&b, e->param, strlen(e->param)) : buf_puts(&b, "null");
-        if (r >= 0)
-                r = buf_puts(&b, ",\"code\":");
-        if (r >= 0)
-                r = e->code ? buf_put_json_string(&b, e->code, strlen(e->code)) : buf_puts(&b, "null");
-        if (r >= 0)
-                r = buf_puts(&b, "}}");
-        if (r < 0)
-                return r;
-        *ret_size = b.size;
-        *ret_body = TAKE_PTR(b.data);
-        return 0;
-}
-
-int frontend_respond_error(HttpRequest *http, const ApiError *e, bool anthropic) {
-        _cleanup_free_ char *body = NULL;
-        size_t size = 0;
-        char retry[64];
-        const char *headers[2] = {};
-        int r = anthropic ? anthropic_render_error(e, &body, &size) : openai_render_error(e, &body, &size);
-        if (r < 0)
-                return http_request_respond_error(http, 500, "Out of memory.");
-        if (e->retry_after > 0) {
-                snprintf(retry, sizeof retry, "Retry-After: %llu",
-                         (unsigned long long) ((e->retry_after + USEC_PER_SEC - 1) / USEC_PER_SEC));
-                headers[0] = retry;
-        }
-        return http_request_respond(http, api_error_status(e->kind, anthropic), "application/json", body, size, headers);
-}
-
-static int r_fail(Chat *c, const ApiError *e) {
+static int render_fail(Chat *c, const Failure *e) {
         if (!c->started)
-                return frontend_respond_error(c->http, e, false);
+                return api_error_respond(c->http, API_SHAPE_OPENAI, e);
         /* Mid-stream: an error event, then the stream ends without [DONE] and without a finish_reason. */
         _cleanup_free_ char *body = NULL;
         size_t size;
         _cleanup_(buf_done) Buf b = {};
-        int r = openai_render_error(e, &body, &size);
+        int r = api_error_render(API_SHAPE_OPENAI, e, &body, &size);
         if (r >= 0)
                 r = buf_puts(&b, "data: ");
         if (r >= 0)
@@ -271,28 +233,28 @@ static int r_fail(Chat *c, const ApiError *e) {
 }
 
 static const ChatRenderer openai_renderer = {
-        .text = r_text,
-        .thinking = r_thinking,
-        .tool_start = r_tool_start,
-        .tool_args = r_tool_args,
-        .tool_end = r_tool_end,
-        .finish = r_finish,
-        .fail = r_fail,
+        .text = render_text,
+        .thinking = render_thinking,
+        .tool_start = render_tool_start,
+        .tool_args = render_tool_args,
+        .tool_end = render_tool_end,
+        .finish = render_finish,
+        .fail = render_fail,
 };
 
-int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
-        _cleanup_(api_error_done) ApiError err = {};
+int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits) {
+        _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
         OpenAIOptions opts;
         size_t size;
         const char *body = http_request_body(http, &size);
         int r;
 
-        r = openai_parse_chat(body, size, max_depth, &conv, &opts, &err);
+        r = openai_parse_chat(body, size, limits, &conv, &opts, &err);
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
-                return frontend_respond_error(http, &err, false);
+                return api_error_respond(http, API_SHAPE_OPENAI, &err);
         OpenAIState *st = calloc(1, sizeof *st);
         if (!st) {
                 conversation_free(conv);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* One chat request: upstream events through the thinking splitter and stop sequences into a renderer. */
+#include <assert.h>
 #include <stdarg.h>
-#include <sys/random.h>
+#include <systemd/sd-id128.h>
 
 #include "json-util.h"
 #include "log.h"
@@ -29,10 +30,11 @@ const char *chat_stop_reason_anthropic(ChatStop s) {
 static void chat_free(Chat *c) {
         if (!c)
                 return;
-        upstream_call_cancel(c->call);
+        if (c->call && c->backend->ops->call_cancel)
+                c->backend->ops->call_cancel(c->call);
         conversation_free(c->conv);
-        if (c->fe_free)
-                c->fe_free(c->fe);
+        if (c->frontend_state_free)
+                c->frontend_state_free(c->frontend_state);
         free(c->id);
         buf_done(&c->text);
         buf_done(&c->reasoning);
@@ -44,6 +46,9 @@ static void chat_free(Chat *c) {
                 buf_done(&c->tools[i].args);
         }
         free(c->tools);
+        /* The chat's reference to the request: dropping it without a final call makes the HTTP layer drop
+         * the connection, and no callback of the request can reach this chat afterwards. */
+        http_request_unref(c->http);
         free(c);
 }
 
@@ -55,23 +60,27 @@ static void chat_end(Chat *c) {
 
 static void on_http_abort(HttpRequest *r, void *userdata) {
         Chat *c = userdata;
-        /* The client is gone: stop the upstream call, free everything; r is freed by the server. */
-        c->http = NULL;
+        /* The client is gone: stop the upstream call and free everything (r stays valid for our reference,
+         * which chat_free() drops). */
         chat_free(c);
+}
+
+static void call_pause(Chat *c, bool pause) {
+        if (c->call && c->backend->ops->call_pause)
+                c->backend->ops->call_pause(c->call, pause);
 }
 
 static void on_http_drain(HttpRequest *r, void *userdata) {
         Chat *c = userdata;
-        if (c->call)
-                upstream_call_pause(c->call, false);
+        call_pause(c, false);
 }
 
 int chat_stream_write(Chat *c, const char *data, size_t size) {
         int r = http_request_stream_write(c->http, data, size);
         if (r < 0)
                 return r;
-        if (c->call && http_request_stream_pending(c->http) > CHAT_PENDING_HIGH)
-                upstream_call_pause(c->call, true);
+        if (http_request_stream_pending(c->http) > CHAT_PENDING_HIGH)
+                call_pause(c, true);
         return 0;
 }
 
@@ -141,7 +150,7 @@ static int on_split(bool thinking, const char *text, size_t size, void *userdata
         return c->renderer->thinking(c, text, size);
 }
 
-static ChatToolCall *tool_at(Chat *c, unsigned index, const KiroEvent *ev) {
+static ChatToolCall *tool_at(Chat *c, unsigned index, const ChatEvent *ev) {
         if (index < c->n_tools)
                 return c->tools + index;
         if (index != c->n_tools)
@@ -155,57 +164,57 @@ static ChatToolCall *tool_at(Chat *c, unsigned index, const KiroEvent *ev) {
         return t;
 }
 
-static void resolve_usage(Chat *c, const KiroUsage *u) {
-        KiroUsage empty = {};
+static void resolve_usage(Chat *c, const ChatUsage *u) {
+        ChatUsage empty = {};
         if (!u)
                 u = &empty;
         /* Exact numbers when Kiro reports them; otherwise our estimator, the one count_tokens uses, so that
          * the two agree (contextUsagePercentage is too coarse to be worth the disagreement). */
         if (u->has_tokens)
-                kiro_usage_resolve(u, c->model.context_window, c->input_estimate, &c->input_tokens, &c->output_tokens);
+                chat_usage_resolve(u, c->model.context_window, c->input_estimate, &c->input_tokens, &c->output_tokens);
         else {
                 c->input_tokens = c->input_estimate;
                 c->output_tokens = token_counter_get(&c->output_counter);
         }
 }
 
-static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
+static int on_event(ChatCall *call, const ChatEvent *ev, void *userdata) {
         Chat *c = userdata;
         ChatToolCall *t;
         int r = 0;
 
-        if (c->stopped && ev->type != KIRO_EVENT_END && ev->type != KIRO_EVENT_ERROR)
+        if (c->stopped && ev->type != CHAT_EVENT_END && ev->type != CHAT_EVENT_ERROR)
                 return 0;
         switch (ev->type) {
-        case KIRO_EVENT_TEXT:
+        case CHAT_EVENT_TEXT:
                 r = thinking_splitter_feed(&c->splitter, ev->text, ev->size);
                 if (r >= 0 && c->stopped) {
                         /* A stop sequence matched: the answer is complete, upstream is not needed. */
                         c->call = NULL;
-                        resolve_usage(c, upstream_call_usage(call));
+                        resolve_usage(c, c->backend->ops->call_usage ? c->backend->ops->call_usage(call) : NULL);
                         r = c->renderer->finish(c, CHAT_STOP_STOP_SEQUENCE);
                         chat_end(c);
                         return -ECANCELED;
                 }
                 break;
-        case KIRO_EVENT_THINKING:
+        case CHAT_EVENT_THINKING:
                 token_counter_add(&c->output_counter, ev->text, ev->size);
                 r = buf_put(&c->reasoning, ev->text, ev->size);
                 if (r >= 0)
                         r = c->renderer->thinking(c, ev->text, ev->size);
                 break;
-        case KIRO_EVENT_THINKING_SIGNATURE:
+        case CHAT_EVENT_THINKING_SIGNATURE:
                 r = buf_put(&c->signature, ev->text, ev->size);
                 if (r >= 0 && c->renderer->signature)
                         r = c->renderer->signature(c, ev->text, ev->size);
                 break;
-        case KIRO_EVENT_TOOL_START:
+        case CHAT_EVENT_TOOL_START:
                 t = tool_at(c, ev->tool_index, ev);
                 if (!t)
                         return -ENOMEM;
                 r = c->renderer->tool_start(c, t, ev->tool_index);
                 break;
-        case KIRO_EVENT_TOOL_ARGS:
+        case CHAT_EVENT_TOOL_ARGS:
                 t = tool_at(c, ev->tool_index, ev);
                 if (!t)
                         return -ENOMEM;
@@ -214,26 +223,26 @@ static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
                 if (r >= 0)
                         r = c->renderer->tool_args(c, t, ev->tool_index, ev->text, ev->size);
                 break;
-        case KIRO_EVENT_TOOL_END:
+        case CHAT_EVENT_TOOL_END:
                 t = tool_at(c, ev->tool_index, ev);
                 if (!t)
                         return -ENOMEM;
                 r = c->renderer->tool_end(c, t, ev->tool_index);
                 break;
-        case KIRO_EVENT_ERROR: {
+        case CHAT_EVENT_ERROR: {
                 /* After content: the stream ends with an explicit error, never a made-up normal stop. */
-                ApiError e = { .kind = ev->error && ev->error->kind == KIRO_ERROR_TRUNCATED ? API_ERROR_BAD_GATEWAY
-                                                                                             : API_ERROR_API };
+                Failure e = { .kind = ev->error && ev->error->kind == CHAT_ERROR_TRUNCATED ? FAILURE_BAD_GATEWAY
+                                                                                             : FAILURE_INTERNAL };
                 if (asprintf(&e.message, "The upstream stream failed after the answer began: %s",
                              ev->error ? strna(ev->error->message) : "unknown error") < 0)
                         e.message = NULL;
                 c->call = NULL; /* the upstream layer frees the call after END */
                 (void) c->renderer->fail(c, &e);
-                api_error_done(&e);
+                failure_done(&e);
                 chat_end(c);
                 return -ECANCELED;
         }
-        case KIRO_EVENT_END: {
+        case CHAT_EVENT_END: {
                 c->call = NULL; /* freed by the upstream layer when we return */
                 r = thinking_splitter_finish(&c->splitter);
                 if (r >= 0 && c->held.size > 0 && !c->stopped) {
@@ -242,8 +251,8 @@ static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
                         r = emit_text(c, c->held.data, n);
                 }
                 resolve_usage(c, ev->usage);
-                ChatStop stop = ev->stop_reason == KIRO_STOP_TOOL_USE || c->n_tools > 0 ? CHAT_STOP_TOOL_USE
-                                : ev->stop_reason == KIRO_STOP_MAX_TOKENS || ev->stop_reason == KIRO_STOP_CONTEXT_WINDOW_EXCEEDED
+                ChatStop stop = ev->stop_reason == CHAT_STOP_REASON_TOOL_USE || c->n_tools > 0 ? CHAT_STOP_TOOL_USE
+                                : ev->stop_reason == CHAT_STOP_REASON_MAX_TOKENS || ev->stop_reason == CHAT_STOP_REASON_CONTEXT_WINDOW_EXCEEDED
                                         ? CHAT_STOP_MAX_TOKENS
                                         : CHAT_STOP_END_TURN;
                 if (r >= 0)
@@ -267,45 +276,42 @@ static int on_event(UpstreamCall *call, const KiroEvent *ev, void *userdata) {
         return 0;
 }
 
-static void on_fail(UpstreamCall *call, const ApiError *err, void *userdata) {
+static void on_fail(ChatCall *call, const Failure *err, void *userdata) {
         Chat *c = userdata;
         c->call = NULL;
         (void) c->renderer->fail(c, err);
         chat_end(c);
 }
 
-static const UpstreamHandler upstream_handler = {
+static const ChatCallHandler call_handler = {
         .on_event = on_event,
         .on_fail = on_fail,
 };
 
 int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const ModelInfo *model,
-               const ChatRenderer *renderer, void *fe, void (*fe_free)(void *fe), const char *id_prefix) {
+               const ChatRenderer *renderer, void *frontend_state, void (*frontend_state_free)(void *state),
+               const char *id_prefix) {
         Chat *c = calloc(1, sizeof *c);
-        uint8_t rnd[12];
-        char hex[25];
+        sd_id128_t rnd;
         int r;
 
         if (!c) {
                 conversation_free(conv);
-                if (fe_free)
-                        fe_free(fe);
+                if (frontend_state_free)
+                        frontend_state_free(frontend_state);
                 return -ENOMEM;
         }
-        c->http = http;
+        c->http = http_request_ref(http);
         c->conv = conv;
         c->model = *model;
         c->renderer = renderer;
-        c->fe = fe;
-        c->fe_free = fe_free;
+        c->frontend_state = frontend_state;
+        c->frontend_state_free = frontend_state_free;
+        assert(model->provider >= 0 && model->provider < _MODEL_PROVIDER_MAX);
+        c->backend = &ctx->backends[model->provider];
         c->created = now(CLOCK_REALTIME);
-        kiro_random_fill(rnd, sizeof rnd);
-        for (size_t i = 0; i < sizeof rnd; i++) {
-                hex[2 * i] = "0123456789abcdef"[rnd[i] >> 4];
-                hex[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
-        }
-        hex[2 * sizeof rnd] = 0;
-        if (asprintf(&c->id, "%s%s", id_prefix, hex) < 0) {
+        r = sd_id128_randomize(&rnd);
+        if (r < 0 || asprintf(&c->id, "%s" SD_ID128_FORMAT_STR, id_prefix, SD_ID128_FORMAT_VAL(rnd)) < 0) {
                 chat_free(c);
                 return -ENOMEM;
         }
@@ -318,11 +324,20 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
         http_request_set_drain_handler(http, on_http_drain, c);
         if (renderer->begin)
                 (void) renderer->begin(c);
-        r = upstream_call_start(ctx->upstream, c->conv, &upstream_handler, c, &c->call);
+        if (!c->backend->ops) {
+                Failure f = {};
+                (void) failure_set(&f, FAILURE_INVALID_REQUEST, "model", "No back end serves the model '%s' (provider %s).",
+                                   strna(conv->model), model_provider_to_string(model->provider));
+                (void) renderer->fail(c, &f);
+                failure_done(&f);
+                chat_end(c);
+                return 0;
+        }
+        r = c->backend->ops->call_start(c->backend->data, c->conv, &call_handler, c, &c->call);
         if (r < 0) {
-                ApiError e = { .kind = API_ERROR_API, .message = strdup("Cannot start the upstream request.") };
+                Failure e = { .kind = FAILURE_INTERNAL, .message = strdup("Cannot start the upstream request.") };
                 (void) renderer->fail(c, &e);
-                api_error_done(&e);
+                failure_done(&e);
                 chat_end(c);
         }
         return 0;

@@ -117,8 +117,10 @@ struct HttpRequest {
         bool suspended;
         bool client_gone;       /* make MHD drop the connection at the next chance */
         bool too_large;
-        bool detached;          /* the connection is gone, the app still owns r */
-        bool aborting;          /* inside the abort handler */
+        bool detached;          /* the connection is gone, the app still holds r */
+
+        unsigned n_ref;         /* the server's (while attached) and the app's */
+        bool server_ref;        /* one of them is the server's: dropped when MHD completes the request */
 
         char *out;
         size_t out_start, out_end, out_alloc;
@@ -128,6 +130,7 @@ struct HttpRequest {
         HttpRequestCallback on_drain;
         void *drain_userdata;
         void *userdata;
+        char **response_headers;        /* http_request_add_response_header() */
 };
 
 /* http-server.c */

@@ -50,7 +50,7 @@ typedef struct ListenConfig {
 } ListenConfig;
 
 #define LISTEN_DEFAULT "127.0.0.1:8399"
-#define LISTEN_SOCKET_MODE_DEFAULT ((mode_t) 0666)
+#define LISTEN_SOCKET_MODE_DEFAULT ((mode_t) 0660)
 
 const char *listen_kind_to_string(ListenKind k) _pure_;
 

@@ -4,8 +4,10 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <sys/socket.h>
 
 #include "json-util.h"
+#include "escape.h"
 #include "log.h"
 #include "http/http-internal.h"
 
@@ -28,66 +30,6 @@ static const char *termination_to_string(enum MHD_RequestTerminationCode t) {
         }
 }
 
-/* ── Error bodies ─────────────────────────────────────────────────────────────────────────────────── */
-
-static const char *openai_error_type(unsigned status) {
-        switch (status) {
-        case 401:
-                return "invalid_request_error";
-        case 403:
-                return "permission_error";
-        case 429:
-                return "rate_limit_error";
-        default:
-                return status >= 500 ? "server_error" : "invalid_request_error";
-        }
-}
-
-static const char *openai_error_code(unsigned status) {
-        switch (status) {
-        case 401:
-                return "invalid_api_key";
-        case 404:
-                return "not_found";
-        case 413:
-                return "request_too_large";
-        default:
-                return NULL;
-        }
-}
-
-int http_error_render_openai(HttpRequest *r, unsigned status, const char *message, char **ret_body,
-                             size_t *ret_size, const char **ret_content_type, void *userdata) {
-        _cleanup_json_ json_object *o = NULL;
-        json_object *e;
-        const char *code = openai_error_code(status);
-        char *s;
-
-        o = json_object_new_object();
-        e = json_object_new_object();
-        if (!o || !e) {
-                json_object_put(e);
-                return -ENOMEM;
-        }
-        if (json_object_object_add(o, "error", e) < 0) {
-                json_object_put(e);
-                return -ENOMEM;
-        }
-        if (json_object_object_add(e, "message", json_object_new_string(strempty(message))) < 0 ||
-            json_object_object_add(e, "type", json_object_new_string(openai_error_type(status))) < 0 ||
-            json_object_object_add(e, "param", NULL) < 0 ||
-            json_object_object_add(e, "code", code ? json_object_new_string(code) : NULL) < 0)
-                return -ENOMEM;
-
-        s = json_to_string_dup(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!s)
-                return -ENOMEM;
-        *ret_size = strlen(s);
-        *ret_body = s;
-        *ret_content_type = "application/json";
-        return 0;
-}
-
 /* ── Requests: state helpers ──────────────────────────────────────────────────────────────────────── */
 
 static HttpRequest *request_free(HttpRequest *r) {
@@ -98,6 +40,7 @@ static HttpRequest *request_free(HttpRequest *r) {
         free(r->path);
         free(r->body);
         free(r->out);
+        strv_free(r->response_headers);
         free(r);
         return NULL;
 }
@@ -194,6 +137,8 @@ static int response_add_headers(struct MHD_Response *resp, const char *content_t
 static int response_queue(HttpRequest *r, unsigned status, struct MHD_Response *resp, const char *content_type,
                           const char *const *extra_headers) {
         int k = response_add_headers(resp, content_type, extra_headers);
+        if (k >= 0)
+                k = response_add_headers(resp, NULL, (const char *const *) r->response_headers);
         if (k >= 0 && MHD_queue_response(r->connection, status, resp) != MHD_YES)
                 k = -EIO;
         MHD_destroy_response(resp);
@@ -273,6 +218,8 @@ static int request_new(HttpListener *l, struct MHD_Connection *c, const char *me
                 return -ENOMEM;
         }
         r->body_alloc = 1;
+        r->n_ref = 1;
+        r->server_ref = true;
         r->server = s;
         r->listener = l;
         r->connection = c;
@@ -310,7 +257,7 @@ static enum MHD_Result request_reject_too_large(HttpRequest *r) {
 
         (void) snprintf(msg, sizeof(msg), "Request body too large: the limit is %" PRIu64 " bytes.",
                         r->listener->server->limits.max_body_bytes);
-        log_debug("Refusing %s %s: body larger than %" PRIu64 " bytes.", r->method, r->path,
+        log_debug("Refusing %s '%s': body larger than %" PRIu64 " bytes.", LOG_ESC(r->method), LOG_ESC(r->path),
                   r->listener->server->limits.max_body_bytes);
         return request_queue_error(r, 413, msg) < 0 ? MHD_NO : MHD_YES;
 }
@@ -332,7 +279,7 @@ static enum MHD_Result request_headers_in(HttpRequest *r) {
                 if (r->state == REQUEST_DONE)
                         return r->responded ? MHD_YES : MHD_NO;
                 if (k < 0) {
-                        log_debug_errno(k, "Headers handler for %s %s failed: %m", r->method, r->path);
+                        log_debug_errno(k, "Headers handler for %s '%s' failed: %m", LOG_ESC(r->method), LOG_ESC(r->path));
                         return request_queue_error(r, 500, "Internal server error.") < 0 ? MHD_NO : MHD_YES;
                 }
         }
@@ -390,7 +337,7 @@ static enum MHD_Result request_complete(HttpRequest *r) {
                 return r->responded ? MHD_YES : MHD_NO;
         case REQUEST_OWNED:
                 /* Resumed without a response: should not happen, park it again rather than spin. */
-                log_debug("HTTP request %s %s resumed without a response, parking it again.", r->method, r->path);
+                log_debug("HTTP request %s '%s' resumed without a response, parking it again.", LOG_ESC(r->method), LOG_ESC(r->path));
                 request_suspend(r);
                 return MHD_YES;
         case REQUEST_RECEIVING:
@@ -414,14 +361,20 @@ static enum MHD_Result request_complete(HttpRequest *r) {
 
         if (r->responded || r->state == REQUEST_DONE) {
                 if (k < 0)
-                        log_debug_errno(k, "Handler for %s %s failed after responding: %m", r->method, r->path);
+                        log_debug_errno(k, "Handler for %s '%s' failed after responding: %m", LOG_ESC(r->method), LOG_ESC(r->path));
                 return r->responded ? MHD_YES : MHD_NO;
         }
         if (k < 0) {
-                log_debug_errno(k, "Handler for %s %s failed: %m", r->method, r->path);
+                log_debug_errno(k, "Handler for %s '%s' failed: %m", LOG_ESC(r->method), LOG_ESC(r->path));
                 if (request_queue_error(r, 500, "Internal server error.") < 0)
                         return MHD_NO;
                 return MHD_YES;
+        }
+
+        if (r->n_ref == 1) {
+                /* The handler neither answered nor took a reference: nobody can answer any more. */
+                log_debug("Handler for %s '%s' neither responded nor kept the request.", LOG_ESC(r->method), LOG_ESC(r->path));
+                return request_queue_error(r, 500, "Internal server error.") < 0 ? MHD_NO : MHD_YES;
         }
 
         /* Deferred response: park the connection until the app responds. */
@@ -474,22 +427,21 @@ void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum
                 return;
 
         request_unlink(r);
+        r->server_ref = false;
 
-        if (r->state != REQUEST_OWNED) {
-                request_free(r);
-                return;
+        if (r->state == REQUEST_OWNED) {
+                /* The app holds r and has made no final call: tell it, then r is detached (final calls fail
+                 * with -ECONNRESET) and lives on until the app drops its reference. */
+                log_debug("HTTP request %s '%s' ended before the response was complete (%s).", LOG_ESC(r->method), LOG_ESC(r->path),
+                          termination_to_string(toe));
+                r->detached = true;
+                if (r->on_abort) {
+                        HttpRequestCallback cb = r->on_abort;
+                        r->on_abort = NULL;
+                        cb(r, r->abort_userdata);
+                }
         }
-
-        log_debug("HTTP request %s %s ended before the response was complete (%s).", r->method, r->path,
-                  termination_to_string(toe));
-        if (r->on_abort) {
-                r->aborting = true;
-                r->on_abort(r, r->abort_userdata);
-                request_free(r);
-                return;
-        }
-        /* No abort handler: the app may still hold r. Keep it until its final call. */
-        r->detached = true;
+        http_request_unref(r);
 }
 
 static ssize_t on_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -582,14 +534,6 @@ void http_request_set_drain_handler(HttpRequest *r, HttpRequestCallback on_drain
         r->drain_userdata = userdata;
 }
 
-/* The app's final call on a request whose client is gone: it was kept only for this. */
-static int request_finish_detached(HttpRequest *r) {
-        if (r->aborting)
-                return -ECONNRESET;     /* called from the abort handler: r is freed after it */
-        request_free(r);
-        return -ECONNRESET;
-}
-
 static bool request_may_respond(HttpRequest *r) {
         /* The app owns r, or the headers handler is looking at it. */
         return !r->responded &&
@@ -603,8 +547,8 @@ int http_request_respond(HttpRequest *r, unsigned status, const char *content_ty
         assert(r);
         assert(body || size == 0);
 
-        if (r->detached || r->aborting)
-                return request_finish_detached(r);
+        if (r->detached)
+                return -ECONNRESET;
         if (!request_may_respond(r))
                 return -EBUSY;
 
@@ -613,7 +557,7 @@ int http_request_respond(HttpRequest *r, unsigned status, const char *content_ty
                 return 0;
 
         /* A final call must finish the request whatever happens. */
-        log_debug_errno(k, "Failed to queue response for %s %s: %m", r->method, r->path);
+        log_debug_errno(k, "Failed to queue response for %s '%s': %m", LOG_ESC(r->method), LOG_ESC(r->path));
         if (request_queue_error(r, 500, "Internal server error.") < 0)
                 request_fail_hard(r);
         return k;
@@ -624,8 +568,8 @@ int http_request_respond_error(HttpRequest *r, unsigned status, const char *mess
 
         assert(r);
 
-        if (r->detached || r->aborting)
-                return request_finish_detached(r);
+        if (r->detached)
+                return -ECONNRESET;
         if (!request_may_respond(r))
                 return -EBUSY;
 
@@ -642,7 +586,7 @@ int http_request_stream_begin(HttpRequest *r, unsigned status, const char *conte
 
         assert(r);
 
-        if (r->detached || r->aborting)
+        if (r->detached)
                 return -ECONNRESET;
         if (r->state != REQUEST_OWNED || r->responded)
                 return -EBUSY;
@@ -667,7 +611,7 @@ int http_request_stream_write(HttpRequest *r, const void *data, size_t size) {
         assert(r);
         assert(data || size == 0);
 
-        if (r->detached || r->aborting || r->client_gone)
+        if (r->detached || r->client_gone)
                 return -ECONNRESET;
         if (!r->streaming || r->state != REQUEST_OWNED)
                 return -EBUSY;
@@ -704,8 +648,8 @@ int http_request_stream_write(HttpRequest *r, const void *data, size_t size) {
 int http_request_stream_end(HttpRequest *r) {
         assert(r);
 
-        if (r->detached || r->aborting)
-                return request_finish_detached(r);
+        if (r->detached)
+                return -ECONNRESET;
         if (!r->streaming || r->state != REQUEST_OWNED)
                 return -EBUSY;
 
@@ -718,8 +662,8 @@ int http_request_stream_end(HttpRequest *r) {
 int http_request_stream_abort(HttpRequest *r) {
         assert(r);
 
-        if (r->detached || r->aborting)
-                return request_finish_detached(r);
+        if (r->detached)
+                return -ECONNRESET;
         if (r->state != REQUEST_OWNED)
                 return -EBUSY;
 
@@ -733,3 +677,59 @@ size_t http_request_stream_pending(HttpRequest *r) {
         return r->out_end - r->out_start;
 }
 
+
+/* ── Requests: references ─────────────────────────────────────────────────────────────────────────── */
+
+HttpRequest *http_request_ref(HttpRequest *r) {
+        assert(r);
+        assert(r->n_ref > 0);
+        r->n_ref++;
+        return r;
+}
+
+/* The app let go of r: no callback may reach it any more, and a request it never answered must not wait
+ * for an answer that cannot come. */
+static void request_released(HttpRequest *r) {
+        r->on_abort = r->on_drain = NULL;
+        r->abort_userdata = r->drain_userdata = r->userdata = NULL;
+        if (r->state != REQUEST_OWNED || r->in_callback)
+                return;
+        log_debug("HTTP request %s '%s' released without a final response, dropping the connection.",
+                  LOG_ESC(r->method), LOG_ESC(r->path));
+        request_fail_hard(r);
+}
+
+HttpRequest *http_request_unref(HttpRequest *r) {
+        if (!r)
+                return NULL;
+        assert(r->n_ref > 0);
+        if (--r->n_ref == 0)
+                request_free(r);
+        else if (r->n_ref == 1 && r->server_ref)
+                request_released(r);
+        return NULL;
+}
+
+/* ── Requests: about the connection, and headers for every response ───────────────────────────────── */
+
+bool http_request_is_unix(HttpRequest *r) {
+        const union MHD_ConnectionInfo *ci;
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+
+        assert(r);
+        if (!r->connection)
+                return false;
+        ci = MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci || getsockname(ci->connect_fd, (struct sockaddr *) &sa, &len) < 0)
+                return false;
+        return sa.ss_family == AF_UNIX;
+}
+
+int http_request_add_response_header(HttpRequest *r, const char *line) {
+        assert(r);
+        assert(line);
+        if (strpbrk(line, "\r\n") || !strchr(line, ':'))
+                return -EINVAL;
+        return strv_extend(&r->response_headers, line);
+}

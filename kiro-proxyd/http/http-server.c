@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include "escape.h"
 #include "log.h"
 #include "http/http-internal.h"
 #include "http/http-listen.h"
@@ -63,7 +64,7 @@ static int on_hangup(sd_event_source *source, int fd, uint32_t revents, void *us
         conn->peer_gone = true;
         if (!r)
                 return 0;
-        log_debug("HTTP client of %s %s went away while the response was pending.", r->method, r->path);
+        log_debug("HTTP client of %s '%s' went away while the response was pending.", LOG_ESC(r->method), LOG_ESC(r->path));
         r->client_gone = true;
         request_resume(r);
         server_post(conn->listener->server);
@@ -229,7 +230,7 @@ void listener_kick(HttpListener *l) {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
-        char buf[512];
+        char buf[512], esc[1024];
         size_t l;
 
         /* MHD's messages are about connections, not secrets, but keep them at debug: a client can make
@@ -240,7 +241,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
         l = strlen(buf);
         while (l > 0 && buf[l - 1] == '\n')
                 buf[--l] = 0;
-        log_debug("libmicrohttpd: %s", buf);
+        log_debug("libmicrohttpd: %s", escape_for_log(buf, esc, sizeof esc));
 }
 #pragma GCC diagnostic pop
 
@@ -441,7 +442,6 @@ int http_server_new(sd_event *e, const HttpLimits *limits, HttpHandler handler, 
         s->event = sd_event_ref(e);
         s->handler = handler;
         s->userdata = userdata;
-        s->render = http_error_render_openai;
         s->limits = limits ? *limits : d;
         if (s->limits.max_connections == 0)
                 s->limits.max_connections = d.max_connections;
@@ -492,8 +492,8 @@ void http_server_set_headers_handler(HttpServer *s, HttpHandler on_headers) {
 
 void http_server_set_error_renderer(HttpServer *s, HttpErrorRenderer render, void *userdata) {
         assert(s);
-        s->render = render ?: http_error_render_openai;
-        s->render_userdata = render ? userdata : NULL;
+        s->render = render;
+        s->render_userdata = userdata;
 }
 
 size_t http_server_n_listeners(HttpServer *s) {

@@ -26,7 +26,11 @@ typedef struct HttpLimits {
 } HttpLimits;
 
 #define HTTP_MAX_CONNECTIONS_DEFAULT 1024U
-#define HTTP_MAX_BODY_BYTES_DEFAULT ((uint64_t) 32 * 1024 * 1024)
+/* Kiro takes about 600 kB (MaxUpstreamPayloadBytes=); images travel base64 in both bodies, so a client body
+ * much larger than that can only be served by TrimHistory=. 8 MiB is ~14 times the upstream limit: room for
+ * a long client-side history to trim, or for MaxUpstreamPayloadBytes= raised to the 2 MB some sources
+ * report, while keeping what one request costs to parse bounded. */
+#define HTTP_MAX_BODY_BYTES_DEFAULT ((uint64_t) 8 * 1024 * 1024)
 #define HTTP_IDLE_TIMEOUT_USEC_DEFAULT ((uint64_t) 120 * USEC_PER_SEC)
 #define HTTP_REQUEST_TIMEOUT_USEC_DEFAULT ((uint64_t) 120 * USEC_PER_SEC)
 #define HTTP_MAX_HEADER_BYTES_DEFAULT ((size_t) 32 * 1024)
@@ -50,15 +54,12 @@ typedef int (*HttpHandler)(HttpRequest *r, void *userdata);
 
 /* Renders an error produced by the HTTP layer itself (413, 500, …) or by http_request_respond_error():
  * returns a malloc'ed body, its size and a static content type. r says which API was addressed (path)
- * so each front end can use its own error shape. */
+ * so each front end can use its own error shape. Without one (the default) errors are plain text. */
 typedef int (*HttpErrorRenderer)(HttpRequest *r, unsigned status, const char *message, char **ret_body,
                                  size_t *ret_size, const char **ret_content_type, void *userdata);
 
 typedef void (*HttpRequestCallback)(HttpRequest *r, void *userdata);
 
-/* The default renderer: OpenAI's shape {"error":{"message":…,"type":…,"code":…}}. */
-int http_error_render_openai(HttpRequest *r, unsigned status, const char *message, char **ret_body,
-                             size_t *ret_size, const char **ret_content_type, void *userdata);
 
 /* ── Server ─────────────────────────────────────────────────────────────────────────────────────── */
 
@@ -72,7 +73,7 @@ HttpServer *http_server_free(HttpServer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
 
 /* Optional: called when the headers are in, before the body is read (same userdata as the handler),
- * e.g. to answer 401 before accepting a 32 MiB body. r is only lent for the call: it may look at the
+ * e.g. to answer 401 before accepting an 8 MiB body. r is only lent for the call: it may look at the
  * headers and respond (then the body is discarded and the handler is not called), nothing else. A
  * negative return without a response sends 500. */
 void http_server_set_headers_handler(HttpServer *s, HttpHandler on_headers);
@@ -108,18 +109,32 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(HttpTLS *, http_tls_free);
 
 /* ── Requests ───────────────────────────────────────────────────────────────────────────────────────
  *
- * Lifetime. A request is created by the server and handed to the handler; from then on the app owns it
- * until it makes exactly one final call: http_request_respond(), http_request_respond_error(),
- * http_request_stream_end() or http_request_stream_abort(). After a final call returns (whatever it
- * returns) r must not be touched again; the server frees it when the response is out.
+ * Lifetime: reference counted, one owner per reference. The server holds a reference while the
+ * connection serves the request. The handler is lent r for the call; to answer later (a parked request
+ * or a stream), the app takes its own reference with http_request_ref() and drops it with
+ * http_request_unref() when done, normally right after its final call. Exactly one final call answers a
+ * request: http_request_respond(), http_request_respond_error(), http_request_stream_end() or
+ * http_request_stream_abort().
  *
- * If the client goes away first (disconnect, idle timeout, server shutdown) while the app owns r:
- *   - with an abort handler set, the handler is called once, r is freed right after it returns, and the
- *     app must not use r again (no final call either);
- *   - without one, r is detached: it stays valid, stream writes fail with -ECONNRESET, and the app's
- *     final call (which then returns -ECONNRESET) frees it.
- * So nothing dangles either way. While parked, a client disconnect is noticed at once (the socket is
- * watched for hang-up), not only at the next write. */
+ *   - The client goes away first (disconnect, idle timeout, server shutdown) while the app holds r without
+ *     a final call: the abort handler (if any) runs once and r becomes detached: it stays valid while the
+ *     app holds it, final calls and stream writes return -ECONNRESET, headers read as NULL.
+ *   - The app drops its last reference without a final call: the server drops the connection (a stream
+ *     ends truncated, a parked request gets no answer), and no callback (abort, drain) is made after that
+ *     point. So a component that lets go of a request can never be called back into, and a request
+ *     nobody answers never hangs.
+ *   - A handler that returns without responding and without taking a reference gets a 500 sent for it.
+ *
+ * Re-entrancy: the handler, the headers handler and the abort and drain callbacks run from inside the
+ * server's dispatch (MHD_run()). Inside them the app may make final calls, write, ref and unref (also
+ * the last reference: the server keeps its own until the callback returns). Responses and resumed
+ * connections are picked up by the next MHD_run() of that listener, which runs from a defer source or, in
+ * the same loop iteration, from http_server_flush() (see http_server_set_post()). Final calls never call
+ * back into the app. */
+
+HttpRequest *http_request_ref(HttpRequest *r);
+HttpRequest *http_request_unref(HttpRequest *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(HttpRequest *, http_request_unref);
 
 const char *http_request_method(HttpRequest *r);
 /* The decoded path without the query string. */
@@ -135,7 +150,8 @@ HttpServer *http_request_server(HttpRequest *r);
 void http_request_set_userdata(HttpRequest *r, void *userdata);
 void *http_request_get_userdata(HttpRequest *r);
 
-/* The client went away while the app owned r (see Lifetime). Replaces an earlier handler. */
+/* The client went away while the app held r without a final call (see Lifetime). Replaces an earlier
+ * handler. Called at most once; r stays valid for the app's own reference. */
 void http_request_set_abort_handler(HttpRequest *r, HttpRequestCallback on_abort, void *userdata);
 /* A streamed response's queue has been emptied into the connection: for resuming a paused upstream.
  * Called from inside the server; it may call http_request_stream_write/end/abort on r. */
@@ -161,3 +177,8 @@ int http_request_stream_end(HttpRequest *r);
 int http_request_stream_abort(HttpRequest *r);
 /* Bytes queued but not yet handed to the connection: for back pressure. */
 size_t http_request_stream_pending(HttpRequest *r);
+
+/* Whether r came in on a unix socket listener (no browser can connect there). */
+bool http_request_is_unix(HttpRequest *r);
+/* A "Name: value" line (no CR/LF) added to whatever response r gets, errors included (for CORS). */
+int http_request_add_response_header(HttpRequest *r, const char *line);

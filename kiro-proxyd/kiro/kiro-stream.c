@@ -18,70 +18,6 @@
 
 /* ---- error classification ------------------------------------------------------------------------- */
 
-static const char *const error_kind_table[_KIRO_ERROR_KIND_MAX] = {
-        [KIRO_ERROR_UNKNOWN]                 = "unknown",
-        [KIRO_ERROR_VALIDATION]              = "validation",
-        [KIRO_ERROR_INPUT_TOO_LONG]          = "input-too-long",
-        [KIRO_ERROR_CONTENT_LENGTH_EXCEEDED] = "content-length-exceeded",
-        [KIRO_ERROR_THROTTLED]               = "throttled",
-        [KIRO_ERROR_QUOTA]                   = "quota-exhausted",
-        [KIRO_ERROR_UNAUTHORIZED]            = "unauthorized",
-        [KIRO_ERROR_ACCESS_DENIED]           = "access-denied",
-        [KIRO_ERROR_SUSPENDED]               = "suspended",
-        [KIRO_ERROR_OVERLOADED]              = "overloaded",
-        [KIRO_ERROR_SERVER]                  = "server-error",
-        [KIRO_ERROR_PROTOCOL]                = "protocol",
-        [KIRO_ERROR_TRUNCATED]               = "truncated",
-};
-
-const char *kiro_error_kind_to_string(KiroErrorKind k) {
-        if (k < 0 || k >= _KIRO_ERROR_KIND_MAX)
-                return NULL;
-        return error_kind_table[k];
-}
-
-static const char *const stop_reason_table[_KIRO_STOP_REASON_MAX] = {
-        [KIRO_STOP_END_TURN]                = "end_turn",
-        [KIRO_STOP_TOOL_USE]                = "tool_use",
-        [KIRO_STOP_MAX_TOKENS]              = "max_tokens",
-        [KIRO_STOP_CONTEXT_WINDOW_EXCEEDED] = "model_context_window_exceeded",
-        [KIRO_STOP_ERROR]                   = "error",
-};
-
-const char *kiro_stop_reason_to_string(KiroStopReason s) {
-        if (s < 0 || s >= _KIRO_STOP_REASON_MAX)
-                return NULL;
-        return stop_reason_table[s];
-}
-
-static const char *const event_type_table[_KIRO_EVENT_TYPE_MAX] = {
-        [KIRO_EVENT_TEXT]               = "text",
-        [KIRO_EVENT_THINKING]           = "thinking",
-        [KIRO_EVENT_THINKING_SIGNATURE] = "thinking-signature",
-        [KIRO_EVENT_THINKING_REDACTED]  = "thinking-redacted",
-        [KIRO_EVENT_TOOL_START]         = "tool-start",
-        [KIRO_EVENT_TOOL_ARGS]          = "tool-args",
-        [KIRO_EVENT_TOOL_END]           = "tool-end",
-        [KIRO_EVENT_USAGE]              = "usage",
-        [KIRO_EVENT_ERROR]              = "error",
-        [KIRO_EVENT_END]                = "end",
-};
-
-const char *kiro_event_type_to_string(KiroEventType t) {
-        if (t < 0 || t >= _KIRO_EVENT_TYPE_MAX)
-                return NULL;
-        return event_type_table[t];
-}
-
-void kiro_error_done(KiroError *e) {
-        if (!e)
-                return;
-        free(e->type);
-        free(e->reason);
-        free(e->message);
-        *e = (KiroError) {};
-}
-
 /* "com.amazon.aws.codewhisperer#ValidationException:http://…" → "ValidationException" */
 static char *error_type_normalize(const char *type) {
         const char *h;
@@ -103,21 +39,21 @@ static bool contains(const char *haystack, const char *needle) {
         return haystack && strcasestr(haystack, needle);
 }
 
-KiroErrorKind kiro_error_classify(const char *type, const char *reason, const char *message, int http_status) {
+ChatErrorKind kiro_error_classify(const char *type, const char *reason, const char *message, int http_status) {
         static const struct {
                 const char *reason;
-                KiroErrorKind kind;
+                ChatErrorKind kind;
         } reasons[] = {
-                { "CONTENT_LENGTH_EXCEEDS_THRESHOLD", KIRO_ERROR_INPUT_TOO_LONG },
-                { "MONTHLY_REQUEST_COUNT",            KIRO_ERROR_QUOTA },
-                { "DAILY_REQUEST_COUNT",              KIRO_ERROR_QUOTA },
-                { "OVERAGE_REQUEST_LIMIT_EXCEEDED",   KIRO_ERROR_QUOTA },
-                { "CONVERSATION_LIMIT_EXCEEDED",      KIRO_ERROR_QUOTA },
-                { "INSUFFICIENT_MODEL_CAPACITY",      KIRO_ERROR_OVERLOADED },
-                { "MODEL_TEMPORARILY_UNAVAILABLE",    KIRO_ERROR_OVERLOADED },
-                { "TEMPORARILY_SUSPENDED",            KIRO_ERROR_SUSPENDED },
-                { "SUSPENDED",                        KIRO_ERROR_SUSPENDED },
-                { "USER_REQUEST_RATE_EXCEEDED",       KIRO_ERROR_THROTTLED },
+                { "CONTENT_LENGTH_EXCEEDS_THRESHOLD", CHAT_ERROR_INPUT_TOO_LONG },
+                { "MONTHLY_REQUEST_COUNT",            CHAT_ERROR_QUOTA },
+                { "DAILY_REQUEST_COUNT",              CHAT_ERROR_QUOTA },
+                { "OVERAGE_REQUEST_LIMIT_EXCEEDED",   CHAT_ERROR_QUOTA },
+                { "CONVERSATION_LIMIT_EXCEEDED",      CHAT_ERROR_QUOTA },
+                { "INSUFFICIENT_MODEL_CAPACITY",      CHAT_ERROR_OVERLOADED },
+                { "MODEL_TEMPORARILY_UNAVAILABLE",    CHAT_ERROR_OVERLOADED },
+                { "TEMPORARILY_SUSPENDED",            CHAT_ERROR_SUSPENDED },
+                { "SUSPENDED",                        CHAT_ERROR_SUSPENDED },
+                { "USER_REQUEST_RATE_EXCEEDED",       CHAT_ERROR_THROTTLED },
         };
         _cleanup_free_ char *t = error_type_normalize(type);
 
@@ -127,56 +63,59 @@ KiroErrorKind kiro_error_classify(const char *type, const char *reason, const ch
                                 return reasons[i].kind;
 
         if (type_is(t, "ContentLengthExceededException"))
-                return KIRO_ERROR_CONTENT_LENGTH_EXCEEDED;
+                return CHAT_ERROR_CONTENT_LENGTH_EXCEEDED;
 
-        if (contains(message, "Input is too long"))
-                return KIRO_ERROR_INPUT_TOO_LONG;
-        if (contains(message, "reached the limit"))
-                return KIRO_ERROR_QUOTA;
-        if (contains(message, "unexpectedly high load"))
-                return KIRO_ERROR_OVERLOADED;
-        if (contains(message, "bearer token") && contains(message, "invalid"))
-                return KIRO_ERROR_UNAUTHORIZED;
-        if (contains(message, "suspended"))
-                return KIRO_ERROR_SUSPENDED;
+        /* Message text only for the markers B §6 documents as coming without a reason or type of their own,
+         * and only with the status they come with (0: inside a 200 stream, where there is no status).
+         * Never for suspension: that comes as reason (TEMPORARILY_)SUSPENDED, and a message that merely
+         * contains the word (a validation error quoting the prompt, say) must not take a credential out of
+         * service until an admin acts. */
+        if ((http_status == 0 || http_status == 400 || http_status == 413 || http_status == 429) && contains(message, "Input is too long"))
+                return CHAT_ERROR_INPUT_TOO_LONG;
+        if (http_status == 0 && contains(message, "reached the limit"))
+                return CHAT_ERROR_QUOTA;
+        if ((http_status == 0 || http_status >= 500) && contains(message, "unexpectedly high load"))
+                return CHAT_ERROR_OVERLOADED;
+        if ((http_status == 0 || http_status == 403) && contains(message, "bearer token") && contains(message, "invalid"))
+                return CHAT_ERROR_UNAUTHORIZED;
 
         if (type_is(t, "ValidationException"))
-                return KIRO_ERROR_VALIDATION;
+                return CHAT_ERROR_VALIDATION;
         if (type_is(t, "ThrottlingException"))
-                return KIRO_ERROR_THROTTLED;
+                return CHAT_ERROR_THROTTLED;
         if (type_is(t, "ServiceQuotaExceededException"))
-                return KIRO_ERROR_QUOTA;
+                return CHAT_ERROR_QUOTA;
         if (type_is(t, "AccessDeniedException"))
-                return KIRO_ERROR_ACCESS_DENIED;
+                return CHAT_ERROR_ACCESS_DENIED;
         if (type_is(t, "UnauthorizedException") || type_is(t, "ExpiredTokenException") ||
             type_is(t, "InvalidTokenException"))
-                return KIRO_ERROR_UNAUTHORIZED;
+                return CHAT_ERROR_UNAUTHORIZED;
         if (type_is(t, "ServiceUnavailableException"))
-                return KIRO_ERROR_OVERLOADED;
+                return CHAT_ERROR_OVERLOADED;
         if (type_is(t, "InternalServerException") || type_is(t, "InternalServerError") ||
             type_is(t, "InternalFailure"))
-                return KIRO_ERROR_SERVER;
+                return CHAT_ERROR_SERVER;
 
         switch (http_status) {
         case 400:
-                return KIRO_ERROR_VALIDATION;
+                return CHAT_ERROR_VALIDATION;
         case 401:
-                return KIRO_ERROR_UNAUTHORIZED;
+                return CHAT_ERROR_UNAUTHORIZED;
         case 402:
-                return KIRO_ERROR_QUOTA;
+                return CHAT_ERROR_QUOTA;
         case 403:
-                return KIRO_ERROR_ACCESS_DENIED;
+                return CHAT_ERROR_ACCESS_DENIED;
         case 413:
-                return KIRO_ERROR_INPUT_TOO_LONG;
+                return CHAT_ERROR_INPUT_TOO_LONG;
         case 429:
-                return KIRO_ERROR_THROTTLED;
+                return CHAT_ERROR_THROTTLED;
         case 503:
         case 529:
-                return KIRO_ERROR_OVERLOADED;
+                return CHAT_ERROR_OVERLOADED;
         }
         if (http_status >= 500 && http_status < 600)
-                return KIRO_ERROR_SERVER;
-        return KIRO_ERROR_UNKNOWN;
+                return CHAT_ERROR_SERVER;
+        return CHAT_ERROR_UNKNOWN;
 }
 
 /* Copies at most max bytes of text for an error message: valid UTF-8 is kept, control characters and
@@ -223,9 +162,9 @@ static const char *json_string_either(json_object *o, const char *a, const char 
         return json_string_or_null(o, a) ?: json_string_or_null(o, b);
 }
 
-int kiro_error_parse(const void *body, size_t size, const char *type_hint, int http_status, KiroError *ret) {
+int kiro_error_parse(const void *body, size_t size, const char *type_hint, int http_status, ChatError *ret) {
         _cleanup_(json_object_putp) json_object *j = NULL;
-        _cleanup_(kiro_error_done) KiroError e = {};
+        _cleanup_(chat_error_done) ChatError e = {};
         const char *type = NULL, *reason = NULL, *message = NULL;
 
         assert(body || size == 0);
@@ -278,27 +217,8 @@ int kiro_error_parse(const void *body, size_t size, const char *type_hint, int h
         e.kind = kiro_error_classify(e.type, e.reason, e.message, http_status);
 
         *ret = e;
-        e = (KiroError) {};
+        e = (ChatError) {};
         return 0;
-}
-
-void kiro_usage_resolve(const KiroUsage *u, uint64_t context_window, uint64_t input_estimate,
-                        uint64_t *ret_input_tokens, uint64_t *ret_output_tokens) {
-        assert(u);
-
-        if (ret_input_tokens) {
-                if (u->has_tokens)
-                        *ret_input_tokens = u->input_tokens + u->cache_read_input_tokens + u->cache_write_input_tokens;
-                else if (u->has_context_usage && context_window > 0 && u->context_usage_percent > 0)
-                        /* At most the whole window: the percentage is upstream's number, and 1e300 % would
-                         * not convert to an integer. */
-                        *ret_input_tokens = (uint64_t) (MIN(u->context_usage_percent, 100.0) *
-                                                        (double) context_window / 100.0 + 0.5);
-                else
-                        *ret_input_tokens = input_estimate;
-        }
-        if (ret_output_tokens)
-                *ret_output_tokens = u->has_tokens ? u->output_tokens : u->output_tokens_estimate;
 }
 
 /* ---- the stream ----------------------------------------------------------------------------------- */
@@ -319,11 +239,11 @@ struct KiroStream {
         ToolCall *tools;
         size_t n_tools;
 
-        KiroUsage usage;
+        ChatUsage usage;
         TokenCounter output;
         uint64_t n_content_events;
 
-        KiroError error;
+        ChatError error;
         bool has_error;                 /* an upstream error was reported (ERROR emitted) */
         bool content_length_exceeded;
         bool max_tokens;                /* metadataEvent said MAX_TOKENS */
@@ -375,7 +295,7 @@ KiroStream *kiro_stream_free(KiroStream *s) {
                 free(s->tools[i].name);
         }
         free(s->tools);
-        kiro_error_done(&s->error);
+        chat_error_done(&s->error);
         free(s->json_buf);
         free(s->protocol_message);
         free(s->text_buf);
@@ -388,12 +308,12 @@ bool kiro_stream_truncated(const KiroStream *s) {
         return s->truncated;
 }
 
-const KiroUsage *kiro_stream_usage(const KiroStream *s) {
+const ChatUsage *kiro_stream_usage(const KiroStream *s) {
         assert(s);
         return &s->usage;
 }
 
-const KiroError *kiro_stream_error(const KiroStream *s) {
+const ChatError *kiro_stream_error(const KiroStream *s) {
         assert(s);
         return s->has_error ? &s->error : NULL;
 }
@@ -403,13 +323,13 @@ uint64_t kiro_stream_n_content_events(const KiroStream *s) {
         return s->n_content_events;
 }
 
-static int emit(KiroStream *s, KiroEvent *ev) {
+static int emit(KiroStream *s, ChatEvent *ev) {
         int r;
 
         if (s->failure < 0)
                 return s->failure;
         s->usage.output_tokens_estimate = token_counter_get(&s->output);
-        if (ev->type == KIRO_EVENT_USAGE || ev->type == KIRO_EVENT_END)
+        if (ev->type == CHAT_EVENT_USAGE || ev->type == CHAT_EVENT_END)
                 ev->usage = &s->usage;
         r = s->handler(ev, s->userdata);
         if (r < 0)
@@ -419,7 +339,7 @@ static int emit(KiroStream *s, KiroEvent *ev) {
 
 /* Content: counted for the output estimate, and it re-opens the stream (closing events must come
  * after the last content). */
-static int emit_content(KiroStream *s, KiroEvent *ev) {
+static int emit_content(KiroStream *s, ChatEvent *ev) {
         if (ev->text)
                 token_counter_add(&s->output, ev->text, ev->size);
         s->saw_closing = false;
@@ -439,28 +359,28 @@ static int protocol_fail(KiroStream *s, const char *fmt, ...) {
         return -EBADMSG;
 }
 
-static int emit_error(KiroStream *s, KiroErrorKind kind, const char *message) {
-        KiroError e = { .kind = kind, .message = (char *) message };
-        return emit(s, &(KiroEvent) { .type = KIRO_EVENT_ERROR, .error = &e, .text = message,
+static int emit_error(KiroStream *s, ChatErrorKind kind, const char *message) {
+        ChatError e = { .kind = kind, .message = (char *) message };
+        return emit(s, &(ChatEvent) { .type = CHAT_EVENT_ERROR, .error = &e, .text = message,
                                       .size = strlen(message) });
 }
 
-static int emit_end(KiroStream *s, KiroStopReason stop) {
+static int emit_end(KiroStream *s, ChatStopReason stop) {
         s->ended = true;
-        return emit(s, &(KiroEvent) { .type = KIRO_EVENT_END, .stop_reason = stop, .truncated = s->truncated });
+        return emit(s, &(ChatEvent) { .type = CHAT_EVENT_END, .stop_reason = stop, .truncated = s->truncated });
 }
 
-static int report_upstream_error(KiroStream *s, KiroError *e) {
-        if (e->kind == KIRO_ERROR_CONTENT_LENGTH_EXCEEDED) {
+static int report_upstream_error(KiroStream *s, ChatError *e) {
+        if (e->kind == CHAT_ERROR_CONTENT_LENGTH_EXCEEDED) {
                 /* The output reached its limit: a normal end with max_tokens. */
                 s->content_length_exceeded = true;
-                kiro_error_done(e);
+                chat_error_done(e);
                 return 0;
         }
         s->error = *e;
-        *e = (KiroError) {};
+        *e = (ChatError) {};
         s->has_error = true;
-        return emit(s, &(KiroEvent) { .type = KIRO_EVENT_ERROR, .error = &s->error, .text = s->error.message,
+        return emit(s, &(ChatEvent) { .type = CHAT_EVENT_ERROR, .error = &s->error, .text = s->error.message,
                                       .size = strlen(s->error.message) });
 }
 
@@ -471,8 +391,8 @@ static ToolCall *tool_find(KiroStream *s, const char *id) {
         return NULL;
 }
 
-static int tool_event(KiroStream *s, KiroEventType type, const ToolCall *t, const char *text, size_t size) {
-        KiroEvent ev = {
+static int tool_event(KiroStream *s, ChatEventType type, const ToolCall *t, const char *text, size_t size) {
+        ChatEvent ev = {
                 .type = type,
                 .tool_id = t->id,
                 .tool_name = t->name,
@@ -518,7 +438,7 @@ static int on_tool_use(KiroStream *s, json_object *j) {
                 s->tools = n;
                 n[s->n_tools] = (ToolCall) { .id = TAKE_PTR(i), .name = TAKE_PTR(nm), .index = (unsigned) s->n_tools };
                 t = n + s->n_tools++;
-                r = tool_event(s, KIRO_EVENT_TOOL_START, t, NULL, 0);
+                r = tool_event(s, CHAT_EVENT_TOOL_START, t, NULL, 0);
                 if (r < 0)
                         return r;
         }
@@ -526,7 +446,7 @@ static int on_tool_use(KiroStream *s, json_object *j) {
 
         if (input && json_object_is_type(input, json_type_string)) {
                 if (json_object_get_string_len(input) > 0) {
-                        r = tool_event(s, KIRO_EVENT_TOOL_ARGS, s->tools + idx, json_object_get_string(input),
+                        r = tool_event(s, CHAT_EVENT_TOOL_ARGS, s->tools + idx, json_object_get_string(input),
                                        json_object_get_string_len(input));
                         if (r < 0)
                                 return r;
@@ -538,14 +458,14 @@ static int on_tool_use(KiroStream *s, json_object *j) {
                                                                   JSON_C_TO_STRING_NOSLASHESCAPE, &l);
                 if (!a)
                         return -ENOMEM;
-                r = tool_event(s, KIRO_EVENT_TOOL_ARGS, s->tools + idx, a, l);
+                r = tool_event(s, CHAT_EVENT_TOOL_ARGS, s->tools + idx, a, l);
                 if (r < 0)
                         return r;
         }
 
         if (stop) {
                 s->tools[idx].stopped = true;
-                r = tool_event(s, KIRO_EVENT_TOOL_END, s->tools + idx, NULL, 0);
+                r = tool_event(s, CHAT_EVENT_TOOL_END, s->tools + idx, NULL, 0);
                 if (r < 0)
                         return r;
         }
@@ -561,14 +481,14 @@ static int on_context_usage(KiroStream *s, double percent) {
         s->usage.has_context_usage = true;
         s->usage.context_usage_percent = percent;
         s->saw_closing = true;
-        return emit(s, &(KiroEvent) { .type = KIRO_EVENT_USAGE });
+        return emit(s, &(ChatEvent) { .type = CHAT_EVENT_USAGE });
 }
 
 static int on_metering(KiroStream *s, double credits) {
         s->usage.has_credits = true;
         s->usage.credits += credits;
         s->saw_closing = true;
-        return emit(s, &(KiroEvent) { .type = KIRO_EVENT_USAGE });
+        return emit(s, &(ChatEvent) { .type = CHAT_EVENT_USAGE });
 }
 
 static int on_event(KiroStream *s, const char *type, json_object *j) {
@@ -580,7 +500,7 @@ static int on_event(KiroStream *s, const char *type, json_object *j) {
         if (streq(type, "assistantResponseEvent")) {
                 if (json_object_object_get_ex(j, "content", &o) && json_object_is_type(o, json_type_string) &&
                     json_object_get_string_len(o) > 0)
-                        return emit_content(s, &(KiroEvent) { .type = KIRO_EVENT_TEXT,
+                        return emit_content(s, &(ChatEvent) { .type = CHAT_EVENT_TEXT,
                                                               .text = json_object_get_string(o),
                                                               .size = json_object_get_string_len(o) });
                 return 0;
@@ -589,16 +509,16 @@ static int on_event(KiroStream *s, const char *type, json_object *j) {
         if (streq(type, "reasoningContentEvent")) {
                 static const struct {
                         const char *key;
-                        KiroEventType type;
+                        ChatEventType type;
                 } fields[] = {
-                        { "text",            KIRO_EVENT_THINKING },
-                        { "signature",       KIRO_EVENT_THINKING_SIGNATURE },
-                        { "redactedContent", KIRO_EVENT_THINKING_REDACTED },
+                        { "text",            CHAT_EVENT_THINKING },
+                        { "signature",       CHAT_EVENT_THINKING_SIGNATURE },
+                        { "redactedContent", CHAT_EVENT_THINKING_REDACTED },
                 };
                 for (size_t i = 0; i < ELEMENTSOF(fields); i++)
                         if (json_object_object_get_ex(j, fields[i].key, &o) &&
                             json_object_is_type(o, json_type_string) && json_object_get_string_len(o) > 0) {
-                                r = emit_content(s, &(KiroEvent) { .type = fields[i].type,
+                                r = emit_content(s, &(ChatEvent) { .type = fields[i].type,
                                                                    .text = json_object_get_string(o),
                                                                    .size = json_object_get_string_len(o) });
                                 if (r < 0)
@@ -623,7 +543,7 @@ static int on_event(KiroStream *s, const char *type, json_object *j) {
                 if (t && strcasecmp(t, "MAX_TOKENS") == 0)
                         s->max_tokens = true;
                 s->saw_closing = true;
-                return emit(s, &(KiroEvent) { .type = KIRO_EVENT_USAGE });
+                return emit(s, &(ChatEvent) { .type = CHAT_EVENT_USAGE });
         }
 
         if (streq(type, "contextUsageEvent"))
@@ -676,7 +596,7 @@ static int text_event_fast(KiroStream *s, const EventStreamFrame *f) {
         }
         memcpy(s->text_buf, p, n);
         s->text_buf[n] = 0;
-        int r = emit_content(s, &(KiroEvent) { .type = KIRO_EVENT_TEXT, .text = s->text_buf, .size = n });
+        int r = emit_content(s, &(ChatEvent) { .type = CHAT_EVENT_TEXT, .text = s->text_buf, .size = n });
         return r < 0 ? r : 1;
 }
 
@@ -748,7 +668,7 @@ static int number_event_fast(KiroStream *s, const EventStreamFrame *f) {
 static int on_frame(const EventStreamFrame *f, void *userdata) {
         KiroStream *s = userdata;
         _cleanup_(json_object_putp) json_object *j = NULL;
-        _cleanup_(kiro_error_done) KiroError e = {};
+        _cleanup_(chat_error_done) ChatError e = {};
         const char *mt = f->message_type ?: "event", *why = NULL;
         int r;
 
@@ -798,9 +718,9 @@ static int stream_broken(KiroStream *s, int error, const char *message) {
         int r;
 
         s->truncated = true;
-        r = emit_error(s, error == -EPIPE ? KIRO_ERROR_TRUNCATED : KIRO_ERROR_PROTOCOL, message);
+        r = emit_error(s, error == -EPIPE ? CHAT_ERROR_TRUNCATED : CHAT_ERROR_PROTOCOL, message);
         if (r >= 0)
-                r = emit_end(s, KIRO_STOP_ERROR);
+                r = emit_end(s, CHAT_STOP_REASON_ERROR);
         if (s->failure >= 0)
                 s->failure = error;
         return r < 0 ? r : error;
@@ -851,7 +771,7 @@ int kiro_stream_feed(KiroStream *s, const void *data, size_t size) {
 }
 
 int kiro_stream_finish(KiroStream *s) {
-        KiroStopReason stop;
+        ChatStopReason stop;
         int r;
 
         assert(s);
@@ -862,13 +782,13 @@ int kiro_stream_finish(KiroStream *s) {
                 return -ESTALE;
 
         if (s->json_body) {
-                _cleanup_(kiro_error_done) KiroError e = {};
+                _cleanup_(chat_error_done) ChatError e = {};
 
                 r = kiro_error_parse(s->json_buf, s->json_size, NULL, 0, &e);
                 if (r < 0)
                         return r;
-                if (e.kind == KIRO_ERROR_UNKNOWN)
-                        e.kind = KIRO_ERROR_PROTOCOL;
+                if (e.kind == CHAT_ERROR_UNKNOWN)
+                        e.kind = CHAT_ERROR_PROTOCOL;
                 r = report_upstream_error(s, &e);
                 if (r < 0)
                         return r;
@@ -885,21 +805,21 @@ int kiro_stream_finish(KiroStream *s) {
         for (size_t i = 0; i < s->n_tools; i++)
                 if (!s->tools[i].stopped) {
                         s->tools[i].stopped = true;
-                        r = tool_event(s, KIRO_EVENT_TOOL_END, s->tools + i, NULL, 0);
+                        r = tool_event(s, CHAT_EVENT_TOOL_END, s->tools + i, NULL, 0);
                         if (r < 0)
                                 return r;
                 }
 
         if (s->has_error)
-                stop = KIRO_STOP_ERROR;
+                stop = CHAT_STOP_REASON_ERROR;
         else if (s->content_length_exceeded || s->max_tokens)
-                stop = KIRO_STOP_MAX_TOKENS;
+                stop = CHAT_STOP_REASON_MAX_TOKENS;
         else if (s->n_tools > 0)
-                stop = KIRO_STOP_TOOL_USE;
+                stop = CHAT_STOP_REASON_TOOL_USE;
         else if (s->usage.has_context_usage && s->usage.context_usage_percent >= 100.0)
-                stop = KIRO_STOP_CONTEXT_WINDOW_EXCEEDED;
+                stop = CHAT_STOP_REASON_CONTEXT_WINDOW_EXCEEDED;
         else
-                stop = KIRO_STOP_END_TURN;
+                stop = CHAT_STOP_REASON_END_TURN;
         r = emit_end(s, stop);
         return r < 0 ? r : 0;
 }

@@ -2,7 +2,7 @@
 /* The Kiro back end: generateAssistantResponse over libcurl multi, retries before the first content byte. */
 #include <assert.h>
 #include <strings.h>
-#include <sys/random.h>
+#include <systemd/sd-id128.h>
 
 #include "bus-names.h"
 #include "log.h"
@@ -28,16 +28,17 @@ struct Upstream {
         size_t n_easy_pool;
 };
 
-typedef enum FailureKind {
-        FAILURE_KIRO,           /* classified Kiro error */
-        FAILURE_TRANSPORT,      /* connection, TLS, reset */
-        FAILURE_TIMEOUT,        /* no first token in time */
-} FailureKind;
+/* How an attempt failed. */
+typedef enum AttemptFailure {
+        ATTEMPT_KIRO,           /* classified Kiro error */
+        ATTEMPT_TRANSPORT,      /* connection, TLS, reset */
+        ATTEMPT_TIMEOUT,        /* no first token in time */
+} AttemptFailure;
 
 struct UpstreamCall {
         Upstream *upstream;
         const Conversation *conv;
-        UpstreamHandler handler;
+        ChatCallHandler handler;
         void *userdata;
 
         TokenRequest *token_request;
@@ -67,10 +68,10 @@ struct UpstreamCall {
         bool in_curl;           /* inside a curl callback: removing the handle must wait */
         bool cancelled;
         bool have_error;        /* an ERROR event before commit, kept for the retry decision */
-        KiroError error;
+        ChatError error;
         bool ended;             /* END seen before commit (an empty answer) */
-        KiroEvent end_event;
-        KiroUsage end_usage;
+        ChatEvent end_event;
+        ChatUsage end_usage;
 };
 
 void upstream_config_init(UpstreamConfig *c) {
@@ -173,7 +174,7 @@ static void call_reset_attempt(UpstreamCall *call) {
         call->error_type = (free(call->error_type), NULL);
         call->status = 0;
         call->retry_after = 0;
-        kiro_error_done(&call->error);
+        chat_error_done(&call->error);
         call->have_error = false;
         call->ended = false;
 }
@@ -194,11 +195,7 @@ void upstream_call_cancel(UpstreamCall *call) {
         call_free(call);
 }
 
-const KiroToolAliases *upstream_call_aliases(UpstreamCall *call) {
-        return call->request ? &call->request->tool_aliases : NULL;
-}
-
-const KiroUsage *upstream_call_usage(UpstreamCall *call) {
+const ChatUsage *upstream_call_usage(UpstreamCall *call) {
         return call->stream ? kiro_stream_usage(call->stream) : NULL;
 }
 
@@ -214,18 +211,18 @@ void upstream_call_pause(UpstreamCall *call, bool pause) {
                 (void) curl_glue_pause(call->upstream->glue, call->curl, false);
 }
 
-static void call_fail(UpstreamCall *call, ApiErrorKind kind, usec_t retry_after, const char *fmt, ...) _printf_(4, 5);
-static void call_fail(UpstreamCall *call, ApiErrorKind kind, usec_t retry_after, const char *fmt, ...) {
-        ApiError err = { .kind = kind, .retry_after = retry_after };
+static void call_fail(UpstreamCall *call, FailureKind kind, usec_t retry_after, const char *fmt, ...) _printf_(4, 5);
+static void call_fail(UpstreamCall *call, FailureKind kind, usec_t retry_after, const char *fmt, ...) {
+        Failure err = { .kind = kind, .retry_after = retry_after };
         va_list ap;
         va_start(ap, fmt);
         if (vasprintf(&err.message, fmt, ap) < 0)
                 err.message = NULL;
         va_end(ap);
         /* The handler must not cancel the call: it is freed right after. */
-        call->handler.on_fail(call, &err, call->userdata);
+        call->handler.on_fail((ChatCall *) call, &err, call->userdata);
         call_free(call);
-        api_error_done(&err);
+        failure_done(&err);
 }
 
 static int attempt_begin(UpstreamCall *call);
@@ -237,10 +234,11 @@ static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* v scaled by a random factor in [0.75, 1.25]. */
 static uint64_t jitter(uint64_t v) {
-        uint64_t rnd = 0;
-        kiro_random_fill(&rnd, sizeof rnd);
-        return v * 3 / 4 + (v ? rnd % (v / 2 + 1) : 0);
+        sd_id128_t rnd = SD_ID128_NULL;
+        (void) sd_id128_randomize(&rnd);
+        return v * 3 / 4 + (v ? rnd.qwords[0] % (v / 2 + 1) : 0);
 }
 
 /* Schedules the next attempt after delay (0: on the next loop iteration, never recursively). */
@@ -250,7 +248,7 @@ static void call_retry(UpstreamCall *call, usec_t delay) {
         int r = sd_event_add_time_relative(call->upstream->event, &call->timer, CLOCK_MONOTONIC, delay, USEC_PER_MSEC,
                                            on_retry_timer, call);
         if (r < 0)
-                call_fail(call, API_ERROR_API, 0, "Cannot schedule a retry: %s.", strerror(-r));
+                call_fail(call, FAILURE_INTERNAL, 0, "Cannot schedule a retry: %s.", strerror(-r));
 }
 
 static usec_t backoff(UpstreamCall *call) {
@@ -267,7 +265,7 @@ static void report(UpstreamCall *call, const char *kind, usec_t retry_after) {
 }
 
 /* The retry decision of KIRO-PROTOCOL A.10, before anything reached the client. */
-static void call_decide(UpstreamCall *call, FailureKind fk, KiroErrorKind kind, const char *message) {
+static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kind, const char *message) {
         UpstreamConfig *cfg = call->upstream->config;
         bool more = call->attempt < cfg->max_attempts;
         size_t n_endpoints = MAX(strv_length(cfg->endpoints), (size_t) 1);
@@ -275,62 +273,62 @@ static void call_decide(UpstreamCall *call, FailureKind fk, KiroErrorKind kind, 
         _cleanup_free_ char *msg = strdup(strna(message));
 
         log_debug("Upstream attempt %u failed: %s (%s).", call->attempt,
-                  fk == FAILURE_TIMEOUT ? "first-token timeout" : fk == FAILURE_TRANSPORT ? "transport" : kiro_error_kind_to_string(kind),
+                  fk == ATTEMPT_TIMEOUT ? "first-token timeout" : fk == ATTEMPT_TRANSPORT ? "transport" : chat_error_kind_to_string(kind),
                   strna(msg));
 
-        if (fk == FAILURE_TIMEOUT) {
+        if (fk == ATTEMPT_TIMEOUT) {
                 if (more)
                         return call_retry(call, 0);
-                return call_fail(call, API_ERROR_TIMEOUT, 0, "Kiro sent no answer within %llus (%u attempts).",
+                return call_fail(call, FAILURE_TIMEOUT, 0, "Kiro sent no answer within %llus (%u attempts).",
                                  (unsigned long long) (cfg->first_token_timeout / USEC_PER_SEC), call->attempt);
         }
-        if (fk == FAILURE_TRANSPORT)
-                kind = KIRO_ERROR_SERVER;
+        if (fk == ATTEMPT_TRANSPORT)
+                kind = CHAT_ERROR_SERVER;
 
         switch (kind) {
-        case KIRO_ERROR_UNAUTHORIZED:
+        case CHAT_ERROR_UNAUTHORIZED:
                 report(call, "unauthorized", 0);
                 if (more && !call->unauthorized_retried) {
                         call->unauthorized_retried = true;
                         return call_retry(call, 0);
                 }
-                return call_fail(call, API_ERROR_UNAVAILABLE, 0,
+                return call_fail(call, FAILURE_UNAVAILABLE, 0,
                                  "Kiro refused the access token even after a refresh (%s); see 'kiroctl status'.", strna(msg));
-        case KIRO_ERROR_QUOTA:
+        case CHAT_ERROR_QUOTA:
                 report(call, "quota-exhausted", ra);
                 if (more)
                         return call_retry(call, 0);
-                return call_fail(call, API_ERROR_RATE_LIMIT, ra, "The Kiro quota is exhausted: %s", strna(msg));
-        case KIRO_ERROR_SUSPENDED:
+                return call_fail(call, FAILURE_RATE_LIMIT, ra, "The Kiro quota is exhausted: %s", strna(msg));
+        case CHAT_ERROR_SUSPENDED:
                 report(call, "suspended", 0);
                 if (more)
                         return call_retry(call, 0);
-                return call_fail(call, API_ERROR_PERMISSION, 0, "The Kiro account is suspended: %s", strna(msg));
-        case KIRO_ERROR_THROTTLED:
+                return call_fail(call, FAILURE_PERMISSION, 0, "The Kiro account is suspended: %s", strna(msg));
+        case CHAT_ERROR_THROTTLED:
                 report(call, "throttled", ra);
                 if (more)
                         return call_retry(call, MAX(backoff(call), MIN(ra, cfg->backoff_max)));
-                return call_fail(call, API_ERROR_RATE_LIMIT, ra ?: USEC_PER_SEC, "Kiro is rate limiting: %s", strna(msg));
-        case KIRO_ERROR_OVERLOADED:
+                return call_fail(call, FAILURE_RATE_LIMIT, ra ?: USEC_PER_SEC, "Kiro is rate limiting: %s", strna(msg));
+        case CHAT_ERROR_OVERLOADED:
                 if (more)
                         return call_retry(call, backoff(call));
-                return call_fail(call, API_ERROR_OVERLOADED, ra, "The model is overloaded: %s", strna(msg));
-        case KIRO_ERROR_VALIDATION:
-                return call_fail(call, API_ERROR_INVALID_REQUEST, 0, "Kiro rejected the request: %s", strna(msg));
-        case KIRO_ERROR_INPUT_TOO_LONG:
-                return call_fail(call, API_ERROR_INVALID_REQUEST, 0,
+                return call_fail(call, FAILURE_OVERLOADED, ra, "The model is overloaded: %s", strna(msg));
+        case CHAT_ERROR_VALIDATION:
+                return call_fail(call, FAILURE_INVALID_REQUEST, 0, "Kiro rejected the request: %s", strna(msg));
+        case CHAT_ERROR_INPUT_TOO_LONG:
+                return call_fail(call, FAILURE_INVALID_REQUEST, 0,
                                  "The conversation is too long for the model's context: %s", strna(msg));
-        case KIRO_ERROR_ACCESS_DENIED:
-                return call_fail(call, API_ERROR_PERMISSION, 0, "Kiro denied access: %s", strna(msg));
+        case CHAT_ERROR_ACCESS_DENIED:
+                return call_fail(call, FAILURE_PERMISSION, 0, "Kiro denied access: %s", strna(msg));
         default:
                 /* Server errors, broken or truncated streams, transport failures: next endpoint, and back off
                  * once every endpoint was tried. */
-                if (kind == KIRO_ERROR_SERVER && fk == FAILURE_KIRO)
+                if (kind == CHAT_ERROR_SERVER && fk == ATTEMPT_KIRO)
                         report(call, "server-error", 0);
                 call->endpoint++;
                 if (more)
                         return call_retry(call, call->endpoint % n_endpoints == 0 ? backoff(call) : 0);
-                return call_fail(call, API_ERROR_BAD_GATEWAY, 0, "Kiro failed after %u attempts: %s", call->attempt,
+                return call_fail(call, FAILURE_BAD_GATEWAY, 0, "Kiro failed after %u attempts: %s", call->attempt,
                                  strna(msg));
         }
 }
@@ -338,45 +336,45 @@ static void call_decide(UpstreamCall *call, FailureKind fk, KiroErrorKind kind, 
 static int on_first_token_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         UpstreamCall *call = userdata;
         call->timer = sd_event_source_disable_unref(call->timer);
-        call_decide(call, FAILURE_TIMEOUT, KIRO_ERROR_UNKNOWN, "first-token timeout");
+        call_decide(call, ATTEMPT_TIMEOUT, CHAT_ERROR_UNKNOWN, "first-token timeout");
         return 0;
 }
 
-static bool event_is_content(KiroEventType t) {
-        return t == KIRO_EVENT_TEXT || t == KIRO_EVENT_THINKING || t == KIRO_EVENT_THINKING_SIGNATURE ||
-               t == KIRO_EVENT_THINKING_REDACTED || t == KIRO_EVENT_TOOL_START || t == KIRO_EVENT_TOOL_ARGS ||
-               t == KIRO_EVENT_TOOL_END;
+static bool event_is_content(ChatEventType t) {
+        return t == CHAT_EVENT_TEXT || t == CHAT_EVENT_THINKING || t == CHAT_EVENT_THINKING_SIGNATURE ||
+               t == CHAT_EVENT_THINKING_REDACTED || t == CHAT_EVENT_TOOL_START || t == CHAT_EVENT_TOOL_ARGS ||
+               t == CHAT_EVENT_TOOL_END;
 }
 
-static int on_kiro_event(const KiroEvent *ev, void *userdata) {
+static int on_kiro_event(const ChatEvent *ev, void *userdata) {
         UpstreamCall *call = userdata;
 
         if (call->cancelled)
                 return -ECANCELED;
         if (!call->committed) {
-                if (ev->type == KIRO_EVENT_ERROR) {
+                if (ev->type == CHAT_EVENT_ERROR) {
                         /* Keep it: whether it is retried is decided when the transfer ends. */
-                        kiro_error_done(&call->error);
+                        chat_error_done(&call->error);
                         call->error.kind = ev->error->kind;
                         call->error.message = strdup(strna(ev->error->message));
                         call->have_error = true;
                         return 0;
                 }
-                if (ev->type == KIRO_EVENT_END) {
+                if (ev->type == CHAT_EVENT_END) {
                         call->ended = true;
                         call->end_event = *ev;
-                        call->end_usage = ev->usage ? *ev->usage : (KiroUsage) {};
+                        call->end_usage = ev->usage ? *ev->usage : (ChatUsage) {};
                         call->end_event.usage = &call->end_usage;
                         return 0;
                 }
-                if (ev->type == KIRO_EVENT_USAGE)
+                if (ev->type == CHAT_EVENT_USAGE)
                         return 0;
                 if (!event_is_content(ev->type))
                         return 0;
                 call->committed = true;
                 call->timer = sd_event_source_disable_unref(call->timer);
         }
-        int r = call->handler.on_event(call, ev, call->userdata);
+        int r = call->handler.on_event((ChatCall *) call, ev, call->userdata);
         if (r < 0)
                 call->cancelled = true; /* the handler is done with this call: no more callbacks */
         return r;
@@ -466,32 +464,32 @@ static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
                 }
                 if (call->have_error) {
                         _cleanup_free_ char *m = strdup(strna(call->error.message));
-                        return call_decide(call, FAILURE_KIRO, call->error.kind, m);
+                        return call_decide(call, ATTEMPT_KIRO, call->error.kind, m);
                 }
                 if (result != CURLE_OK)
-                        return call_decide(call, FAILURE_TRANSPORT, KIRO_ERROR_SERVER, curl_easy_strerror(result));
+                        return call_decide(call, ATTEMPT_TRANSPORT, CHAT_ERROR_SERVER, curl_easy_strerror(result));
                 if (r >= 0 && call->ended) {
                         /* A complete answer without content: pass END on. */
                         call->committed = true;
-                        KiroEvent end = call->end_event;
-                        (void) call->handler.on_event(call, &end, call->userdata);
+                        ChatEvent end = call->end_event;
+                        (void) call->handler.on_event((ChatCall *) call, &end, call->userdata);
                         call_free(call);
                         return;
                 }
-                return call_decide(call, FAILURE_KIRO, KIRO_ERROR_TRUNCATED, "the stream ended without an answer");
+                return call_decide(call, ATTEMPT_KIRO, CHAT_ERROR_TRUNCATED, "the stream ended without an answer");
         }
 
         if (result != CURLE_OK && call->status == 0)
-                return call_decide(call, FAILURE_TRANSPORT, KIRO_ERROR_SERVER, curl_easy_strerror(result));
+                return call_decide(call, ATTEMPT_TRANSPORT, CHAT_ERROR_SERVER, curl_easy_strerror(result));
 
-        KiroError e = {};
+        ChatError e = {};
         (void) kiro_error_parse(call->error_body, call->error_size, call->error_type, (int) call->status, &e);
         _cleanup_free_ char *m = NULL;
         if (asprintf(&m, "HTTP %ld%s%s", call->status, e.message ? ": " : "", strempty(e.message)) < 0)
                 m = NULL;
-        KiroErrorKind kind = e.kind;
-        kiro_error_done(&e);
-        call_decide(call, FAILURE_KIRO, kind, m);
+        ChatErrorKind kind = e.kind;
+        chat_error_done(&e);
+        call_decide(call, ATTEMPT_KIRO, kind, m);
 }
 
 /* Sets the attempt's request headers from (name, value) pairs ("Name: value" each). */
@@ -520,7 +518,7 @@ static int start_transfer(UpstreamCall *call) {
         UpstreamConfig *cfg = u->config;
         _cleanup_free_ char *base = NULL, *url = NULL, *ua = NULL, *xua = NULL, *auth = NULL;
         _cleanup_free_ char *err = NULL;
-        char uuid[37], attempt[48];
+        char uuid[SD_ID128_UUID_STRING_MAX], attempt[48];
         int r;
 
         KiroRequestParams params = {
@@ -530,11 +528,11 @@ static int start_transfer(UpstreamCall *call) {
         };
         r = kiro_request_build(call->conv, &params, &call->request, &err);
         if (r == -EMSGSIZE) {
-                call_fail(call, API_ERROR_TOO_LARGE, 0, "%s", strna(err));
+                call_fail(call, FAILURE_TOO_LARGE, 0, "%s", strna(err));
                 return 0;
         }
         if (r < 0) {
-                call_fail(call, r == -ENOMEM ? API_ERROR_API : API_ERROR_INVALID_REQUEST, 0, "%s",
+                call_fail(call, r == -ENOMEM ? FAILURE_INTERNAL : FAILURE_INVALID_REQUEST, 0, "%s",
                           err ?: "Cannot build the upstream request.");
                 return 0;
         }
@@ -547,7 +545,7 @@ static int start_transfer(UpstreamCall *call) {
 
         size_t n = strv_length(cfg->endpoints);
         if (n == 0) {
-                call_fail(call, API_ERROR_API, 0, "No upstream endpoint is configured (Endpoints=).");
+                call_fail(call, FAILURE_INTERNAL, 0, "No upstream endpoint is configured (Endpoints=).");
                 return 0;
         }
         r = url_expand_region(cfg->endpoints[call->endpoint % n], call->token->region ?: "us-east-1", &base);
@@ -558,7 +556,9 @@ static int start_transfer(UpstreamCall *call) {
             asprintf(&xua, "%s KiroIDE-%s-%s", KIRO_SDK_XUA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
             asprintf(&auth, "Bearer %s", call->token->access_token) < 0)
                 return -ENOMEM;
-        (void) kiro_uuid4(uuid);
+        r = kiro_uuid4(uuid);
+        if (r < 0)
+                return r;
         snprintf(attempt, sizeof attempt, "attempt=%u; max=%u", call->attempt, cfg->max_attempts);
 
         const char *headers[CALL_HEADERS_MAX][2] = {
@@ -626,18 +626,18 @@ static void on_token(Token *t, const sd_bus_error *error, void *userdata) {
         if (!t) {
                 if (sd_bus_error_has_names(error, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER,
                                            SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED))
-                        return call_fail(call, API_ERROR_UNAVAILABLE, 0,
+                        return call_fail(call, FAILURE_UNAVAILABLE, 0,
                                          "kiro-authd is not running, so no Kiro token is available.");
                 if (sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED))
-                        return call_fail(call, API_ERROR_UNAVAILABLE, 0,
+                        return call_fail(call, FAILURE_UNAVAILABLE, 0,
                                          "kiro-authd refused to hand out a token to this proxy (check ProxyUser=).");
-                return call_fail(call, API_ERROR_UNAVAILABLE, 0, "No usable Kiro credential: %s",
+                return call_fail(call, FAILURE_UNAVAILABLE, 0, "No usable Kiro credential: %s",
                                  strna(error ? error->message : NULL));
         }
         call->token = token_ref(t);
         r = start_transfer(call);
         if (r < 0)
-                call_fail(call, API_ERROR_API, 0, "Cannot start the upstream request: %s.", strerror(-r));
+                call_fail(call, FAILURE_INTERNAL, 0, "Cannot start the upstream request: %s.", strerror(-r));
 }
 
 static int attempt_begin(UpstreamCall *call) {
@@ -647,7 +647,7 @@ static int attempt_begin(UpstreamCall *call) {
         call->attempt++;
         r = token_cache_get(call->upstream->tokens, "kiro", NULL, on_token, call, &t, &call->token_request);
         if (r < 0) {
-                call_fail(call, API_ERROR_API, 0, "Cannot ask kiro-authd for a token: %s.", strerror(-r));
+                call_fail(call, FAILURE_INTERNAL, 0, "Cannot ask kiro-authd for a token: %s.", strerror(-r));
                 return r;
         }
         if (r > 0)
@@ -655,7 +655,7 @@ static int attempt_begin(UpstreamCall *call) {
         return 0;
 }
 
-int upstream_call_start(Upstream *u, const Conversation *conv, const UpstreamHandler *h, void *userdata,
+int upstream_call_start(Upstream *u, const Conversation *conv, const ChatCallHandler *h, void *userdata,
                         UpstreamCall **ret) {
         UpstreamCall *call = calloc(1, sizeof *call);
         if (!call)
@@ -669,3 +669,28 @@ int upstream_call_start(Upstream *u, const Conversation *conv, const UpstreamHan
         (void) attempt_begin(call);
         return 0;
 }
+
+static int backend_call_start(void *backend, const Conversation *conv, const ChatCallHandler *h, void *userdata,
+                              ChatCall **ret_call) {
+        return upstream_call_start(backend, conv, h, userdata, (UpstreamCall **) ret_call);
+}
+
+static void backend_call_cancel(ChatCall *call) {
+        upstream_call_cancel((UpstreamCall *) call);
+}
+
+static void backend_call_pause(ChatCall *call, bool pause) {
+        upstream_call_pause((UpstreamCall *) call, pause);
+}
+
+static const ChatUsage *backend_call_usage(ChatCall *call) {
+        return call ? upstream_call_usage((UpstreamCall *) call) : NULL;
+}
+
+const ChatBackendOps kiro_backend_ops = {
+        .name = "kiro",
+        .call_start = backend_call_start,
+        .call_cancel = backend_call_cancel,
+        .call_pause = backend_call_pause,
+        .call_usage = backend_call_usage,
+};

@@ -21,7 +21,7 @@ static void assert_time_kept(usec_t before, usec_t after, bool exact) {
                 assert(after == (exact ? before : before - before % USEC_PER_MSEC));
 }
 
-static void assert_same(const Credential *a, const Credential *b, bool exact_times) {
+static void assert_same(const CredentialRecord *a, const CredentialRecord *b, bool exact_times) {
         assert_streq_ptr(a->id, b->id);
         assert(a->provider == b->provider && a->method == b->method);
         assert_streq_ptr(a->access_token, b->access_token);
@@ -47,7 +47,7 @@ static void assert_same(const Credential *a, const Credential *b, bool exact_tim
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-        _cleanup_(credential_freep) Credential *c = NULL, *again = NULL;
+        _cleanup_(credential_record_freep) CredentialRecord *c = NULL, *again = NULL;
         _cleanup_free_ char *text = NULL;
         const char *error = NULL, *doc = (const char *) data;
         size_t doc_size = size;
@@ -62,13 +62,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 doc_size = size - (nul - (const char *) data) - 1;
         }
 
-        r = credential_from_json(doc, doc_size, &c, &error);
+        r = credential_record_from_json(doc, doc_size, &c, &error);
         if (nul) {
-                _cleanup_(credential_freep) Credential *other = NULL, *second = NULL;
+                _cleanup_(credential_record_freep) CredentialRecord *other = NULL, *second = NULL;
                 int q;
 
-                (void) credential_from_json((const char *) data, nul - (const char *) data, &other, NULL);
-                q = credential_from_json(doc, doc_size, &second, NULL);
+                (void) credential_record_from_json((const char *) data, nul - (const char *) data, &other, NULL);
+                q = credential_record_from_json(doc, doc_size, &second, NULL);
                 assert(q == r);
                 if (r >= 0)
                         assert_same(c, second, true);
@@ -82,17 +82,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         assert(provider_to_string(c->provider) && auth_method_to_string(c->method));
         assert(c->access_token || c->refresh_token);
 
-        const char *reg = credential_api_region(c, region, sizeof region);
+        const char *reg = credential_record_api_region(c, region, sizeof region);
         assert(reg && reg[0]);
 
-        r = credential_to_json(c, &text);
+        r = credential_record_to_json(c, &text);
         if (r < 0)
                 return 0;
-        r = credential_from_json(text, strlen(text), &again, &error);
+        r = credential_record_from_json(text, strlen(text), &again, &error);
         assert(r >= 0);
         assert_same(c, again, false);
 
-        if (!again->machine_id && credential_ensure_machine_id(again) >= 0)
+        if (!again->machine_id && credential_record_ensure_machine_id(again) >= 0)
                 assert(strlen(again->machine_id) == 64);
         return 0;
 }

@@ -30,22 +30,22 @@ static int on_split(bool thinking, const char *text, size_t size, void *userdata
         return 0;
 }
 
-static int on_event(const KiroEvent *ev, void *userdata) {
+static int on_event(const ChatEvent *ev, void *userdata) {
         State *st = userdata;
 
         assert(!st->ended);
         switch (ev->type) {
-        case KIRO_EVENT_TEXT:
+        case CHAT_EVENT_TEXT:
                 assert(ev->text && ev->size > 0);
                 return thinking_splitter_feed(&st->splitter, ev->text, ev->size);
-        case KIRO_EVENT_TOOL_START:
-        case KIRO_EVENT_TOOL_END:
+        case CHAT_EVENT_TOOL_START:
+        case CHAT_EVENT_TOOL_END:
                 assert(ev->tool_id && ev->tool_name);
                 break;
-        case KIRO_EVENT_ERROR:
+        case CHAT_EVENT_ERROR:
                 assert(ev->error && ev->error->message);
                 break;
-        case KIRO_EVENT_END:
+        case CHAT_EVENT_END:
                 assert(ev->usage);
                 st->ended = true;
                 break;

@@ -9,10 +9,15 @@
 #include "authd-import.h"
 #include "fuzz.h"
 
-static void check(int r, Credential *c, const char *message) {
+static void check(int r, CredentialRecord *c, const char *message) {
+        if (r > 0) {
+                /* A verdict on the source: an ImportError, always explained. */
+                assert(r < _IMPORT_E_MAX && message);
+                assert(!c);
+                return;
+        }
         if (r < 0) {
-                assert(r == -EBADMSG || r == -ENODATA || r == -EFBIG || r == -EKEYREJECTED || r == -ENOMEM);
-                assert(r == -ENOMEM || message);
+                /* A system error (-ENOMEM), never a verdict on the source. */
                 assert(!c);
                 return;
         }
@@ -41,27 +46,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
 
         {
-                _cleanup_(credential_freep) Credential *c = NULL;
+                _cleanup_(credential_record_freep) CredentialRecord *c = NULL;
                 _cleanup_free_ char *message = NULL;
                 int r = import_kiro_ide_json(text, token_size, reg, reg_size, &c, &message);
                 check(r, c, message);
-                if (r >= 0)
+                if (r == 0)
                         assert(streq(c->source_format, "kiro-ide-json"));
         }
         {
-                _cleanup_(credential_freep) Credential *c = NULL;
+                _cleanup_(credential_record_freep) CredentialRecord *c = NULL;
                 _cleanup_free_ char *message = NULL;
                 int r = import_refresh_token(text, size, &c, &message);
                 check(r, c, message);
-                if (r >= 0)
+                if (r == 0)
                         assert(c->refresh_token[0] && !strpbrk(c->refresh_token, " \t\r\n"));
         }
         {
-                _cleanup_(credential_freep) Credential *c = NULL;
+                _cleanup_(credential_record_freep) CredentialRecord *c = NULL;
                 _cleanup_free_ char *message = NULL;
                 int r = import_api_key(text, size, &c, &message);
                 check(r, c, message);
-                if (r >= 0)
+                if (r == 0)
                         assert(startswith(c->access_token, "ksk_") && c->expires_at == USEC_INFINITY);
         }
         return 0;

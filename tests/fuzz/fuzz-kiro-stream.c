@@ -21,47 +21,47 @@ typedef struct State {
         unsigned n_tools_open;
 } State;
 
-static int on_event(const KiroEvent *ev, void *userdata) {
+static int on_event(const ChatEvent *ev, void *userdata) {
         State *st = userdata;
         uint64_t in, out;
 
         assert(!st->ended);
-        assert(ev->type >= 0 && ev->type < _KIRO_EVENT_TYPE_MAX);
+        assert(ev->type >= 0 && ev->type < _CHAT_EVENT_TYPE_MAX);
         switch (ev->type) {
-        case KIRO_EVENT_TEXT:
-        case KIRO_EVENT_THINKING:
-        case KIRO_EVENT_THINKING_SIGNATURE:
-        case KIRO_EVENT_THINKING_REDACTED:
+        case CHAT_EVENT_TEXT:
+        case CHAT_EVENT_THINKING:
+        case CHAT_EVENT_THINKING_SIGNATURE:
+        case CHAT_EVENT_THINKING_REDACTED:
                 assert(ev->text && ev->size > 0 && ev->text[ev->size] == 0);
                 break;
-        case KIRO_EVENT_TOOL_START:
+        case CHAT_EVENT_TOOL_START:
                 assert(ev->tool_id && ev->tool_name);
                 st->n_tools_open++;
                 break;
-        case KIRO_EVENT_TOOL_ARGS:
+        case CHAT_EVENT_TOOL_ARGS:
                 assert(ev->tool_id && ev->tool_name && ev->text);
                 assert(st->n_tools_open > 0);
                 break;
-        case KIRO_EVENT_TOOL_END:
+        case CHAT_EVENT_TOOL_END:
                 assert(ev->tool_id && ev->tool_name);
                 assert(st->n_tools_open > 0);
                 st->n_tools_open--;
                 break;
-        case KIRO_EVENT_USAGE:
+        case CHAT_EVENT_USAGE:
                 assert(ev->usage);
                 /* As the renderers count tokens, with a 200k context window. */
-                kiro_usage_resolve(ev->usage, 200000, 1000, &in, &out);
+                chat_usage_resolve(ev->usage, 200000, 1000, &in, &out);
                 break;
-        case KIRO_EVENT_ERROR:
+        case CHAT_EVENT_ERROR:
                 assert(ev->error && ev->error->message);
-                assert(kiro_error_kind_to_string(ev->error->kind));
+                assert(chat_error_kind_to_string(ev->error->kind));
                 break;
-        case KIRO_EVENT_END:
+        case CHAT_EVENT_END:
                 assert(ev->usage);
-                kiro_usage_resolve(ev->usage, 200000, 1000, &in, &out);
+                chat_usage_resolve(ev->usage, 200000, 1000, &in, &out);
                 if (ev->usage->has_context_usage && !ev->usage->has_tokens && ev->usage->context_usage_percent > 0)
                         assert(in <= 200000);
-                assert(kiro_stop_reason_to_string(ev->stop_reason));
+                assert(chat_stop_reason_to_string(ev->stop_reason));
                 st->ended = true;
                 break;
         default:
@@ -120,7 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_free_ char *text = NULL;
         _cleanup_free_ uint8_t *stream = NULL;
         _cleanup_(kiro_stream_freep) KiroStream *s = NULL;
-        KiroError e = {};
+        ChatError e = {};
         State st = {};
         size_t chunk, stream_size = 0;
         int r;
@@ -132,9 +132,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* As an HTTP error body: a status from the first byte (0 = inside a 200 stream). */
         if (kiro_error_parse(data + 1, size - 1, NULL, data[0] < 0x80 ? 0 : 300 + data[0], &e) >= 0) {
                 assert(e.message);
-                assert(kiro_error_kind_to_string(e.kind));
+                assert(chat_error_kind_to_string(e.kind));
         }
-        kiro_error_done(&e);
+        chat_error_done(&e);
 
         text = strndup((const char *) data + 1, size - 1);
         if (!text)

@@ -4,7 +4,7 @@
  * estimate, and the Kiro request builder (kiro-proxyd/kiro/kiro-request.c). The first input byte:
  * bits 0-1 choose the parser (OpenAI, Anthropic, Anthropic count_tokens), bit 2 TrimHistory=, bits 3-4
  * the payload limit (default, 4 KiB, 64 KiB, 1 MiB), bit 5 a profile ARN; the rest is the body. A parse
- * failure names an error kind and message; a built request is one JSON object within the limit. */
+ * failure names a failure kind and a message; a built request is one JSON object within the limit. */
 #include <assert.h>
 #include <string.h>
 
@@ -19,7 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_(conversation_freep) Conversation *conv = NULL;
         _cleanup_(kiro_request_freep) KiroRequest *req = NULL;
         _cleanup_free_ char *error = NULL;
-        ApiError err = {};
+        const ApiLimits api_limits = API_LIMITS_DEFAULT;
+        Failure err = {};
         OpenAIOptions opts = {};
         ModelInfo model = {};
         const char *body;
@@ -32,19 +33,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size--;
 
         if (api == 0)
-                r = openai_parse_chat(body, size, 32, &conv, &opts, &err);
+                r = openai_parse_chat(body, size, &api_limits, &conv, &opts, &err);
         else
-                r = anthropic_parse_messages(body, size, 32, api == 2, &conv, api == 1 ? &model : NULL, &err);
+                r = anthropic_parse_messages(body, size, &api_limits, api == 2, &conv, api == 1 ? &model : NULL, &err);
         if (r < 0) {
                 assert(!conv);
                 if (r != -ENOMEM) {
                         assert(err.message);
-                        assert(api_error_status(err.kind, api != 0) >= 400);
+                        assert(err.kind >= 0 && err.kind < _FAILURE_KIND_MAX);
                 }
-                api_error_done(&err);
+                failure_done(&err);
                 return 0;
         }
-        api_error_done(&err);
+        failure_done(&err);
         assert(conv && conv->model && conv->model_id);
         (void) conversation_estimate_input_tokens(conv);
         if (api == 2)

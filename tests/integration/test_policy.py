@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""The system-bus policy dbus/org.kirod.Auth1.conf, checked member by member and user by user.
+"""The generated system-bus policy org.kirod.Auth1.conf, checked member by member and user by user.
 
 A stand-in owner (dbusmini.py `own`, running as kiro-auth) answers every call it receives with
 "reached:<interface>.<member>", so each call either reaches it (the policy allowed the message) or

@@ -11,11 +11,11 @@
 typedef struct Log {
         char *lines[512];
         size_t n;
-        KiroUsage usage;        /* copy from the last USAGE/END */
+        ChatUsage usage;        /* copy from the last USAGE/END */
         int fail_at;            /* return -ECANCELED at this event (1-based) */
 } Log;
 
-static int log_event(const KiroEvent *ev, void *userdata) {
+static int log_event(const ChatEvent *ev, void *userdata) {
         Log *l = userdata;
         char *line = NULL;
 
@@ -24,33 +24,33 @@ static int log_event(const KiroEvent *ev, void *userdata) {
         if (ev->text)
                 ASSERT_EQ(strlen(ev->text), ev->size);
         switch (ev->type) {
-        case KIRO_EVENT_TEXT:
-        case KIRO_EVENT_THINKING:
-        case KIRO_EVENT_THINKING_SIGNATURE:
-        case KIRO_EVENT_THINKING_REDACTED:
-                ASSERT_TRUE(asprintf(&line, "%s:%s", kiro_event_type_to_string(ev->type), ev->text) > 0);
+        case CHAT_EVENT_TEXT:
+        case CHAT_EVENT_THINKING:
+        case CHAT_EVENT_THINKING_SIGNATURE:
+        case CHAT_EVENT_THINKING_REDACTED:
+                ASSERT_TRUE(asprintf(&line, "%s:%s", chat_event_type_to_string(ev->type), ev->text) > 0);
                 break;
-        case KIRO_EVENT_TOOL_START:
-        case KIRO_EVENT_TOOL_END:
-                ASSERT_TRUE(asprintf(&line, "%s:%u:%s:%s", kiro_event_type_to_string(ev->type), ev->tool_index,
+        case CHAT_EVENT_TOOL_START:
+        case CHAT_EVENT_TOOL_END:
+                ASSERT_TRUE(asprintf(&line, "%s:%u:%s:%s", chat_event_type_to_string(ev->type), ev->tool_index,
                                      ev->tool_id, ev->tool_name) > 0);
                 break;
-        case KIRO_EVENT_TOOL_ARGS:
+        case CHAT_EVENT_TOOL_ARGS:
                 ASSERT_TRUE(asprintf(&line, "tool-args:%u:%s", ev->tool_index, ev->text) > 0);
                 break;
-        case KIRO_EVENT_USAGE:
+        case CHAT_EVENT_USAGE:
                 l->usage = *ev->usage;
                 line = strdup("usage");
                 break;
-        case KIRO_EVENT_ERROR:
+        case CHAT_EVENT_ERROR:
                 ASSERT_NOT_NULL(ev->error);
                 ASSERT_STREQ(ev->error->message, ev->text);
-                ASSERT_TRUE(asprintf(&line, "error:%s:%s", kiro_error_kind_to_string(ev->error->kind),
+                ASSERT_TRUE(asprintf(&line, "error:%s:%s", chat_error_kind_to_string(ev->error->kind),
                                      ev->error->message) > 0);
                 break;
-        case KIRO_EVENT_END:
+        case CHAT_EVENT_END:
                 l->usage = *ev->usage;
-                ASSERT_TRUE(asprintf(&line, "end:%s%s", kiro_stop_reason_to_string(ev->stop_reason),
+                ASSERT_TRUE(asprintf(&line, "end:%s%s", chat_stop_reason_to_string(ev->stop_reason),
                                      ev->truncated ? ":truncated" : "") > 0);
                 break;
         default:
@@ -257,17 +257,24 @@ TEST(tool_input_object_and_odd_frames) {
 
 TEST(tool_alias_restored) {
         _cleanup_free_ uint8_t *data = NULL;
-        KiroToolAlias entries[] = { { .alias = "short_12345678", .name = "a_very_long_original_name" } };
-        KiroToolAliases aliases = { .entries = entries, .n = 1 };
+        _cleanup_free_ char *payload = NULL;
+        static const char longname[] = "a_very_long_original_name_that_is_well_over_the_sixty_four_byte_limit_of_kiro";
+        _cleanup_(kiro_tool_aliases_done) KiroToolAliases aliases = {};
+        const char *alias;
         Body b = {};
         Log l = {};
 
-        ev(&b, "toolUseEvent", "{\"input\":\"{}\",\"name\":\"short_12345678\",\"stop\":true,\"toolUseId\":\"t1\"}");
+        ASSERT_OK(kiro_tool_aliases_get(&aliases, longname, &alias));
+        ASSERT_EQ(strlen(alias), 64);
+        ASSERT_TRUE(asprintf(&payload, "{\"input\":\"{}\",\"name\":\"%s\",\"stop\":true,\"toolUseId\":\"t1\"}", alias) > 0);
+        ev(&b, "toolUseEvent", payload);
         closing(&b);
         data = b.data;
         ASSERT_OK(run(&b, 0, &aliases, &l));
-        EXPECT(&l, "tool-start:0:t1:a_very_long_original_name", "tool-args:0:{}",
-               "tool-end:0:t1:a_very_long_original_name", "usage", "usage", "end:tool_use");
+        EXPECT(&l, "tool-start:0:t1:a_very_long_original_name_that_is_well_over_the_sixty_four_byte_limit_of_kiro",
+               "tool-args:0:{}",
+               "tool-end:0:t1:a_very_long_original_name_that_is_well_over_the_sixty_four_byte_limit_of_kiro",
+               "usage", "usage", "end:tool_use");
         log_done(&l);
 }
 
@@ -328,24 +335,35 @@ TEST(metadata_token_usage) {
         ASSERT_EQ(l.usage.output_tokens, 34);
         ASSERT_EQ(l.usage.total_tokens, 1334);
         ASSERT_EQ(l.usage.cache_read_input_tokens, 100);
-        kiro_usage_resolve(&l.usage, 200000, 5, &in, &out);
+        chat_usage_resolve(&l.usage, 200000, 5, &in, &out);
         ASSERT_EQ(in, 1300);
         ASSERT_EQ(out, 34);
         log_done(&l);
 }
 
 TEST(usage_resolve_order) {
-        KiroUsage u = { .has_context_usage = true, .context_usage_percent = 12.5, .output_tokens_estimate = 7 };
+        ChatUsage u = { .has_context_usage = true, .context_usage_percent = 12.5, .output_tokens_estimate = 7 };
         uint64_t in, out;
 
-        kiro_usage_resolve(&u, 200000, 999, &in, &out);
+        chat_usage_resolve(&u, 200000, 999, &in, &out);
         ASSERT_EQ(in, 25000);
         ASSERT_EQ(out, 7);
-        kiro_usage_resolve(&u, 0, 999, &in, NULL);
+        chat_usage_resolve(&u, 0, 999, &in, NULL);
         ASSERT_EQ(in, 999);
         u.has_context_usage = false;
-        kiro_usage_resolve(&u, 200000, 999, &in, NULL);
+        chat_usage_resolve(&u, 200000, 999, &in, NULL);
         ASSERT_EQ(in, 999);
+        /* Percentages that are none (from a broken or hostile upstream) fall back to the estimate. */
+        static const double bad[] = { __builtin_nan(""), __builtin_inf(), 1e300, 100.5, -3 };
+        u.has_context_usage = true;
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                u.context_usage_percent = bad[i];
+                chat_usage_resolve(&u, 200000, 999, &in, NULL);
+                ASSERT_EQ(in, 999);
+        }
+        u.context_usage_percent = 100;
+        chat_usage_resolve(&u, 200000, 999, &in, NULL);
+        ASSERT_EQ(in, 200000);
 }
 
 TEST(context_window_exceeded) {
@@ -604,83 +622,124 @@ TEST(finish_twice) {
         log_done(&l);
 }
 
+/* Issue 9 item 11: the word "suspended" in a message must not take a credential out of service; only the
+ * reason (TEMPORARILY_)SUSPENDED does. */
+TEST(classify_suspended_only_by_reason) {
+        _cleanup_(chat_error_done) ChatError e = {};
+        static const char quoted[] = "{\"message\":\"Improperly formed request: my account was suspended\","
+                                     "\"reason\":null}";
+        static const char real[] = "{\"message\":\"Your account is temporarily unavailable.\","
+                                   "\"reason\":\"TEMPORARILY_SUSPENDED\"}";
+
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Your account has been suspended", 403), CHAT_ERROR_ACCESS_DENIED);
+        ASSERT_EQ(kiro_error_classify("AccessDeniedException", NULL, "suspended", 403), CHAT_ERROR_ACCESS_DENIED);
+        ASSERT_EQ(kiro_error_classify("ValidationException", NULL, "text mentions suspended", 400), CHAT_ERROR_VALIDATION);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "suspended", 0), CHAT_ERROR_UNKNOWN);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "suspended", 500), CHAT_ERROR_SERVER);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "suspended", 429), CHAT_ERROR_THROTTLED);
+        ASSERT_EQ(kiro_error_classify("AccessDeniedException", "TEMPORARILY_SUSPENDED", "x", 403), CHAT_ERROR_SUSPENDED);
+        ASSERT_EQ(kiro_error_classify(NULL, "suspended", NULL, 403), CHAT_ERROR_SUSPENDED);
+
+        ASSERT_OK(kiro_error_parse(quoted, sizeof quoted - 1, "ValidationException", 400, &e));
+        ASSERT_EQ(e.kind, CHAT_ERROR_VALIDATION);
+        chat_error_done(&e);
+        ASSERT_OK(kiro_error_parse(quoted, sizeof quoted - 1, NULL, 403, &e));
+        ASSERT_EQ(e.kind, CHAT_ERROR_ACCESS_DENIED);
+        chat_error_done(&e);
+        ASSERT_OK(kiro_error_parse(real, sizeof real - 1, "AccessDeniedException", 403, &e));
+        ASSERT_EQ(e.kind, CHAT_ERROR_SUSPENDED);
+        ASSERT_STREQ(e.reason, "TEMPORARILY_SUSPENDED");
+}
+
+/* Message markers count only with the status B §6 documents them with. */
+TEST(classify_message_markers_need_their_status) {
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "The bearer token included in the request is invalid", 500),
+                  CHAT_ERROR_SERVER);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "The bearer token included in the request is invalid", 0),
+                  CHAT_ERROR_UNAUTHORIZED);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Input is too long.", 503), CHAT_ERROR_OVERLOADED);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Encountered unexpectedly high load", 500), CHAT_ERROR_OVERLOADED);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Encountered unexpectedly high load", 400), CHAT_ERROR_VALIDATION);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "You have reached the limit.", 403), CHAT_ERROR_ACCESS_DENIED);
+}
+
 TEST(classify_table) {
         ASSERT_EQ(kiro_error_classify(NULL, NULL, "The bearer token included in the request is invalid", 403),
-                  KIRO_ERROR_UNAUTHORIZED);
-        ASSERT_EQ(kiro_error_classify(NULL, NULL, "forbidden", 403), KIRO_ERROR_ACCESS_DENIED);
-        ASSERT_EQ(kiro_error_classify(NULL, "SUSPENDED", "x", 403), KIRO_ERROR_SUSPENDED);
+                  CHAT_ERROR_UNAUTHORIZED);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "forbidden", 403), CHAT_ERROR_ACCESS_DENIED);
+        ASSERT_EQ(kiro_error_classify(NULL, "SUSPENDED", "x", 403), CHAT_ERROR_SUSPENDED);
         ASSERT_EQ(kiro_error_classify(NULL, "MONTHLY_REQUEST_COUNT", "You have reached the limit.", 402),
-                  KIRO_ERROR_QUOTA);
-        ASSERT_EQ(kiro_error_classify(NULL, NULL, "You have reached the limit.", 0), KIRO_ERROR_QUOTA);
+                  CHAT_ERROR_QUOTA);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "You have reached the limit.", 0), CHAT_ERROR_QUOTA);
         ASSERT_EQ(kiro_error_classify("ThrottlingException", "INSUFFICIENT_MODEL_CAPACITY", "x", 429),
-                  KIRO_ERROR_OVERLOADED);
-        ASSERT_EQ(kiro_error_classify("ThrottlingException", "DAILY_REQUEST_COUNT", "x", 429), KIRO_ERROR_QUOTA);
-        ASSERT_EQ(kiro_error_classify("ThrottlingException", NULL, "slow down", 429), KIRO_ERROR_THROTTLED);
-        ASSERT_EQ(kiro_error_classify(NULL, "USER_REQUEST_RATE_EXCEEDED", NULL, 0), KIRO_ERROR_THROTTLED);
-        ASSERT_EQ(kiro_error_classify("ValidationException", NULL, "Input is too long.", 400), KIRO_ERROR_INPUT_TOO_LONG);
-        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Input is too long.", 429), KIRO_ERROR_INPUT_TOO_LONG);
-        ASSERT_EQ(kiro_error_classify("ValidationException", "INVALID_MODEL_ID", "bad model", 400), KIRO_ERROR_VALIDATION);
-        ASSERT_EQ(kiro_error_classify("ServiceUnavailableException", NULL, NULL, 503), KIRO_ERROR_OVERLOADED);
-        ASSERT_EQ(kiro_error_classify(NULL, "MODEL_TEMPORARILY_UNAVAILABLE", NULL, 500), KIRO_ERROR_OVERLOADED);
+                  CHAT_ERROR_OVERLOADED);
+        ASSERT_EQ(kiro_error_classify("ThrottlingException", "DAILY_REQUEST_COUNT", "x", 429), CHAT_ERROR_QUOTA);
+        ASSERT_EQ(kiro_error_classify("ThrottlingException", NULL, "slow down", 429), CHAT_ERROR_THROTTLED);
+        ASSERT_EQ(kiro_error_classify(NULL, "USER_REQUEST_RATE_EXCEEDED", NULL, 0), CHAT_ERROR_THROTTLED);
+        ASSERT_EQ(kiro_error_classify("ValidationException", NULL, "Input is too long.", 400), CHAT_ERROR_INPUT_TOO_LONG);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Input is too long.", 429), CHAT_ERROR_INPUT_TOO_LONG);
+        ASSERT_EQ(kiro_error_classify("ValidationException", "INVALID_MODEL_ID", "bad model", 400), CHAT_ERROR_VALIDATION);
+        ASSERT_EQ(kiro_error_classify("ServiceUnavailableException", NULL, NULL, 503), CHAT_ERROR_OVERLOADED);
+        ASSERT_EQ(kiro_error_classify(NULL, "MODEL_TEMPORARILY_UNAVAILABLE", NULL, 500), CHAT_ERROR_OVERLOADED);
         ASSERT_EQ(kiro_error_classify("ContentLengthExceededException", NULL, NULL, 0),
-                  KIRO_ERROR_CONTENT_LENGTH_EXCEEDED);
-        ASSERT_EQ(kiro_error_classify("x#ValidationException:http://internal", NULL, NULL, 0), KIRO_ERROR_VALIDATION);
-        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 502), KIRO_ERROR_SERVER);
-        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 401), KIRO_ERROR_UNAUTHORIZED);
-        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 400), KIRO_ERROR_VALIDATION);
-        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 0), KIRO_ERROR_UNKNOWN);
-        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 418), KIRO_ERROR_UNKNOWN);
+                  CHAT_ERROR_CONTENT_LENGTH_EXCEEDED);
+        ASSERT_EQ(kiro_error_classify("x#ValidationException:http://internal", NULL, NULL, 0), CHAT_ERROR_VALIDATION);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 502), CHAT_ERROR_SERVER);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 401), CHAT_ERROR_UNAUTHORIZED);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 400), CHAT_ERROR_VALIDATION);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 0), CHAT_ERROR_UNKNOWN);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, NULL, 418), CHAT_ERROR_UNKNOWN);
 }
 
 TEST(error_parse_bodies) {
-        KiroError e = {};
+        ChatError e = {};
         static const char nested[] = "{\"error\":{\"message\":\"You have reached the limit.\","
                                      "\"reason\":\"MONTHLY_REQUEST_COUNT\"}}";
         static const char ugly[] = "  bad\x01\xff\xc3\xa9 text \n";
 
         ASSERT_OK(kiro_error_parse(nested, sizeof nested - 1, NULL, 402, &e));
-        ASSERT_EQ(e.kind, KIRO_ERROR_QUOTA);
+        ASSERT_EQ(e.kind, CHAT_ERROR_QUOTA);
         ASSERT_STREQ(e.reason, "MONTHLY_REQUEST_COUNT");
         ASSERT_STREQ(e.message, "You have reached the limit.");
         ASSERT_NULL(e.type);
-        kiro_error_done(&e);
+        chat_error_done(&e);
 
         {
                 static const char j[] = "{\"Message\":\"m\",\"__type\":\"a.b#AccessDeniedException\"}";
                 ASSERT_OK(kiro_error_parse(j, sizeof j - 1, NULL, 403, &e));
         }
-        ASSERT_EQ(e.kind, KIRO_ERROR_ACCESS_DENIED);
+        ASSERT_EQ(e.kind, CHAT_ERROR_ACCESS_DENIED);
         ASSERT_STREQ(e.type, "AccessDeniedException");
         ASSERT_STREQ(e.message, "m");
-        kiro_error_done(&e);
+        chat_error_done(&e);
 
         /* the header hint wins over the body's __type */
         {
                 static const char j[] = "{\"__type\":\"ValidationException\"}";
                 ASSERT_OK(kiro_error_parse(j, sizeof j - 1, "ThrottlingException", 0, &e));
         }
-        ASSERT_EQ(e.kind, KIRO_ERROR_THROTTLED);
+        ASSERT_EQ(e.kind, CHAT_ERROR_THROTTLED);
         ASSERT_STREQ(e.message, "ThrottlingException");
-        kiro_error_done(&e);
+        chat_error_done(&e);
 
         /* plain text is sanitised: control characters, invalid UTF-8 */
         ASSERT_OK(kiro_error_parse(ugly, sizeof ugly - 1, NULL, 500, &e));
         ASSERT_STREQ(e.message, "bad ?\xc3\xa9 text");
-        ASSERT_EQ(e.kind, KIRO_ERROR_SERVER);
-        kiro_error_done(&e);
+        ASSERT_EQ(e.kind, CHAT_ERROR_SERVER);
+        chat_error_done(&e);
 
         ASSERT_OK(kiro_error_parse("", 0, NULL, 429, &e));
         ASSERT_STREQ(e.message, "HTTP status 429");
-        ASSERT_EQ(e.kind, KIRO_ERROR_THROTTLED);
-        kiro_error_done(&e);
+        ASSERT_EQ(e.kind, CHAT_ERROR_THROTTLED);
+        chat_error_done(&e);
 }
 
 TEST(names) {
-        ASSERT_STREQ(kiro_error_kind_to_string(KIRO_ERROR_QUOTA), "quota-exhausted");
-        ASSERT_NULL(kiro_error_kind_to_string(_KIRO_ERROR_KIND_MAX));
-        ASSERT_STREQ(kiro_stop_reason_to_string(KIRO_STOP_TOOL_USE), "tool_use");
-        ASSERT_STREQ(kiro_event_type_to_string(KIRO_EVENT_TOOL_ARGS), "tool-args");
-        ASSERT_NULL(kiro_event_type_to_string(-1));
+        ASSERT_STREQ(chat_error_kind_to_string(CHAT_ERROR_QUOTA), "quota-exhausted");
+        ASSERT_NULL(chat_error_kind_to_string(_CHAT_ERROR_KIND_MAX));
+        ASSERT_STREQ(chat_stop_reason_to_string(CHAT_STOP_REASON_TOOL_USE), "tool_use");
+        ASSERT_STREQ(chat_event_type_to_string(CHAT_EVENT_TOOL_ARGS), "tool-args");
+        ASSERT_NULL(chat_event_type_to_string(-1));
 }
 
 static size_t plain_span_reference(const unsigned char *p, size_t n) {
@@ -725,7 +784,7 @@ static void body_done(Body *b) {
 }
 
 /* Runs a stream of one text event and the given closing events; returns the usage it reported. */
-static KiroUsage usage_of(const char *metering_json, const char *context_json) {
+static ChatUsage usage_of(const char *metering_json, const char *context_json) {
         _cleanup_(body_done) Body b = {};
         Log l = {};
 
@@ -748,7 +807,7 @@ TEST(closing_events_fast_and_slow_forms) {
                 { "2.5E-1", 0.25 }, { "0.0421", 0.0421 }, { "12345678901234567890", 12345678901234567890.0 },
         };
         static const char *const bad_numbers[] = { "01", "1.", ".5", "+1", "1e", "--1", "0x10", "1 ", " 1", "NaN" };
-        KiroUsage u;
+        ChatUsage u;
 
         for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
                 char fast_m[128], fast_c[128], slow_m[128], slow_c[128];
@@ -774,7 +833,7 @@ TEST(closing_events_fast_and_slow_forms) {
          * form must give the same: the fast path takes only strict JSON numbers. */
         for (size_t i = 0; i < ELEMENTSOF(bad_numbers); i++) {
                 int r[2];
-                KiroUsage got[2];
+                ChatUsage got[2];
                 for (int slow = 0; slow < 2; slow++) {
                         _cleanup_(body_done) Body b = {};
                         Log l = {};

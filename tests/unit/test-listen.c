@@ -234,7 +234,7 @@ TEST(open_unix) {
         close(fd);
         ASSERT_OK(listen_spec_open(&s, LISTEN_SOCKET_MODE_DEFAULT, &fd));
         ASSERT_OK(lstat(s.path, &st));
-        ASSERT_EQ(st.st_mode & 07777, 0666);
+        ASSERT_EQ(st.st_mode & 07777, 0660);
         close(fd);
         listen_spec_done(&s);
 
@@ -256,7 +256,10 @@ TEST(open_unix) {
 }
 
 TEST(open_config) {
-        char dir[256], unix_spec[512];
+        char dir[256], unix_spec[512], path[512];
+        struct stat st;
+        mode_t old_umask;
+        int r;
         ListenConfig c = { .socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
         ListenFd *l = NULL;
         size_t n = 0;
@@ -269,7 +272,10 @@ TEST(open_config) {
         unsetenv("LISTEN_PID");
         ASSERT_OK(config_parse_listen("127.0.0.1:0", &c.listen));
         ASSERT_OK(config_parse_listen(unix_spec, &c.listen));
-        ASSERT_OK(listen_fds_open(&c, &l, &n));
+        old_umask = umask(0);
+        r = listen_fds_open(&c, &l, &n);
+        (void) umask(old_umask);
+        ASSERT_OK(r);
         ASSERT_EQ(n, 2);
         ASSERT_EQ(l[0].kind, LISTEN_TCP);
         ASSERT_FALSE(l[0].activated);
@@ -278,6 +284,13 @@ TEST(open_config) {
         ASSERT_EQ(l[1].kind, LISTEN_UNIX);
         ASSERT_STREQ(l[1].description, unix_spec);
         l = listen_fds_free(l, n);
+
+        /* The socket file gets the default mode whatever the umask: owner and group only, as
+         * kiro-proxyd-unix.socket's SocketMode=0660; never connectable by every local user. */
+        snprintf(path, sizeof(path), "%s/http.sock", dir);
+        ASSERT_OK(lstat(path, &st));
+        ASSERT_TRUE(S_ISSOCK(st.st_mode));
+        ASSERT_EQ(st.st_mode & 07777, 0660);
 
         /* Non-loopback: refused unless allowed; nothing is left open. */
         ASSERT_OK(config_parse_listen("0.0.0.0:0", &c.listen));
