@@ -165,6 +165,7 @@ size_t http_unescape(void *cls, struct MHD_Connection *c, char *s);
 /* http-request.c */
 void request_resume(HttpRequest *r);
 void request_suspend(HttpRequest *r);
+int request_refuse_half_closed(HttpRequest *r);
 enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                const char *version, const char *upload_data, size_t *upload_data_size,
                                void **con_cls);

@@ -412,6 +412,34 @@ static int request_append_body(HttpRequest *r, const char *data, size_t size) {
         return 0;
 }
 
+#define HALF_CLOSE_MESSAGE "Bad request: the client closed its sending side before the response (half-close)."
+
+/* The app holds r, parked without an answer, and the client shut down its sending side (or went away
+ * altogether: the two look alike). The app is told as for a disconnect (abort handler, r detached) and
+ * the client gets a 400, which reaches it if it only half-closed. */
+int request_refuse_half_closed(HttpRequest *r) {
+        HttpRequestCallback cb = r->on_abort;
+        int k;
+
+        assert(r->state == REQUEST_OWNED && !r->responded);
+
+        r->close = true;
+        k = request_queue_error(r, 400, HALF_CLOSE_MESSAGE);
+        if (k < 0)
+                return k;
+        log_debug("HTTP client of %s %s closed its sending side while the response was pending.", r->method,
+                  r->path);
+        r->detached = true;
+        r->on_abort = NULL;
+        if (cb) {
+                /* The server's reference keeps r alive through the callback. */
+                http_request_ref(r);
+                cb(r, r->abort_userdata);
+                http_request_unref(r);
+        }
+        return 0;
+}
+
 /* The client shut down its sending side after the request: we cannot tell that from a client that went
  * away altogether (the hang-up watch treats both alike), so rather than start work whose answer would
  * be thrown away, it gets a 400 (which reaches a client that only half-closed). */
@@ -453,8 +481,7 @@ static enum MHD_Result request_complete(HttpRequest *r) {
         if (client_half_closed(r)) {
                 log_debug("Refusing %s %s: the client closed its sending side.", r->method, r->path);
                 r->close = true;
-                return request_queue_error(r, 400, "Bad request: the client closed its sending side "
-                                           "before the response (half-close).") < 0 ? MHD_NO : MHD_YES;
+                return request_queue_error(r, 400, HALF_CLOSE_MESSAGE) < 0 ? MHD_NO : MHD_YES;
         }
         if (!r->body) {
                 log_oom();

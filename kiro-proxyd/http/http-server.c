@@ -144,6 +144,10 @@ static int on_hangup(sd_event_source *source, int fd, uint32_t revents, void *us
         conn->peer_gone = true;
         if (!r)
                 return 0;
+        if (r->state == REQUEST_OWNED && !r->responded && request_refuse_half_closed(r) >= 0) {
+                server_post(conn->listener->server);
+                return 0;
+        }
         log_debug("HTTP client of %s %s went away while the response was pending.", r->method, r->path);
         r->client_gone = true;
         request_resume(r);

@@ -50,10 +50,10 @@ def shape_of(path):
 
 # ---- raw HTTP -----------------------------------------------------------------------------------------
 
-def read_response(sock, deadline):
-        """One response from sock: (status, headers dict, body bytes), or None on EOF before a status
-        line. Handles Content-Length, chunked and close-delimited bodies."""
-        buf = b""
+def read_response(sock, deadline, buf=b""):
+        """One response from sock, after the bytes already read (buf): ((status, headers dict, body bytes)
+        or None on EOF before a status line, the bytes read past it). Handles Content-Length, chunked and
+        close-delimited bodies."""
 
         def more():
                 nonlocal buf
@@ -104,7 +104,7 @@ def read_response(sock, deadline):
         return (status, headers, buf), b""
 
 
-def exchange(port, data, n_responses=1, timeout=15, half_close=False):
+def exchange(port, data, n_responses=1, timeout=15, half_close=False, strict=True):
         """Sends data on a new connection and reads up to n_responses responses. Returns (responses,
         closed): closed says whether the server closed the connection afterwards (within 1 s)."""
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -112,18 +112,21 @@ def exchange(port, data, n_responses=1, timeout=15, half_close=False):
         out = []
         closed = False
         try:
-                s.sendall(data)
+                try:
+                        s.sendall(data)
+                except (BrokenPipeError, ConnectionResetError):
+                        pass    # answered (413) and closed before the whole body was sent: read the answer
                 if half_close:
                         s.shutdown(socket.SHUT_WR)
                 pending = b""
                 for _ in range(n_responses):
-                        if pending:
-                                raise AssertionError("unexpected bytes after a response")
-                        r, pending = read_response(s, deadline)
+                        r, pending = read_response(s, deadline, pending)
                         if r is None:
                                 closed = True
                                 break
                         out.append(r)
+                if pending and strict:
+                        raise AssertionError(f"unexpected bytes after the responses: {pending[:100]!r}")
                 if not closed:
                         s.settimeout(1)
                         try:
@@ -416,8 +419,10 @@ def build_cases():
                           statuses=[400, 505]))
         cases.append(Case("HTTP/2 preface on HTTP/1", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "*", plain=True,
                           statuses=[400, 505]))
+        # Noticed before the answer is ready: 400; an answer already complete (the fake is quick) is sent.
+        # Never silence. (test-http.c checks both orders deterministically.)
         cases.append(Case("half-close after a full POST", http_request("POST", CHAT_PATH, body), 400,
-                          half_close=True, closes=True))
+                          half_close=True, closes=True, statuses=[200]))
         pipelined = (http_request("GET", "/healthz").replace(b"Connection: close\r\n", b"") +
                      http_request("POST", CHAT_PATH, b"{").replace(b"Connection: close\r\n", b"") +
                      http_request("GET", "/nope"))
@@ -529,7 +534,11 @@ def check_error_body(case, status, headers, body):
 
 def run_case(port, case):
         try:
-                responses, closed = exchange(port, case.data, case.n_responses, case.timeout, case.half_close)
+                # libmicrohttpd 0.9.75 sends its own 400/413 for a Content-Length it cannot parse with the
+                # header block twice (the second one then counts as body): its plain answers are only
+                # checked for the status and the close.
+                responses, closed = exchange(port, case.data, case.n_responses, case.timeout, case.half_close,
+                                             strict=not case.plain)
         except (OSError, AssertionError) as e:
                 return f"exchange failed: {e!r}"
         want = case.statuses if case.n_responses > 1 else None

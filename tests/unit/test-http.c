@@ -1517,6 +1517,7 @@ typedef struct RawCase {
         unsigned status;
         const char *expect;     /* in the response */
         bool handled;           /* the handler ran */
+        unsigned half_close_after_ms;   /* instead: the whole request, then the half-close this much later */
 } RawCase;
 
 /* Sends c->request (the last byte and the FIN in one segment when half-closing), reads until EOF (5 s at
@@ -1529,7 +1530,11 @@ static void child_raw(int out, const void *arg) {
         bool eof = false;
         int fd = raw_connect(false);
 
-        if (c->half_close) {
+        if (c->half_close_after_ms > 0) {
+                write_all(fd, c->request, size);
+                usleep(c->half_close_after_ms * 1000);
+                (void) shutdown(fd, SHUT_WR);
+        } else if (c->half_close) {
                 write_all(fd, c->request, size - 1);
                 usleep(50 * 1000);
                 if (send(fd, c->request + size - 1, 1, MSG_MORE | MSG_NOSIGNAL) != 1)
@@ -1607,6 +1612,9 @@ TEST(framing_rfc9112) {
                 { "half-close after a full POST",
                   "POST /park HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
                   0, true, 400, "half-close" },
+                { "half-close while the request is parked",
+                  "POST /park HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+                  0, false, 400, "half-close", true, 300 },
                 /* What must still work. */
                 { "HTTP/1.0 without Host", "GET /hello HTTP/1.0\r\n\r\n", 0, false, 200, "hello world", true },
                 { "chunked (any case)",
@@ -1644,6 +1652,11 @@ TEST(framing_rfc9112) {
                 if (rc->status == 400 && rc->size == 0)
                         ASSERT_NOT_NULL(strcasestr(resp, "\r\nConnection: close\r\n"));
                 ASSERT_EQ(T.n_handled - handled, rc->handled ? 1U : 0U);
+                if (rc->half_close_after_ms > 0) {
+                        /* The app was told, as for a disconnect (its handler let go of r). */
+                        ASSERT_EQ(T.n_aborted, 1U);
+                        ASSERT_NULL(T.parked);
+                }
                 client_free(c);
                 RUN_UNTIL(http_server_n_requests(T.server) == 0, 5);
         }
