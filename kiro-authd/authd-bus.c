@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The org.kirod.Auth1 bus API: Manager and Credential objects, caller checks, LogControl1. */
-#include <grp.h>
-#include <pwd.h>
+#include <assert.h>
 #include <sys/stat.h>
 
+#include "authd-bus.h"
 #include "authd-import.h"
-#include "authd-manager.h"
 #include "bus-names.h"
 #include "log.h"
 
@@ -15,95 +14,293 @@ typedef enum Access {
         ACCESS_ROOT,
 } Access;
 
-/* The caller's effective UID as the bus reports it. Only credentials the bus vouches for count: anything
- * sd-bus had to read from /proc ("augmented") is racy and refused. dbus-daemon's UnixUserID is the
- * SO_PEERCRED uid of the connection, i.e. the effective uid at connect time. */
-/* Asking dbus-daemon for a sender's credentials is a synchronous round trip, so the answer is kept per
- * unique name. That is safe because the bus never reuses a unique name, and a connection's uid cannot
- * change. The cache is small and overwritten round-robin; an evicted sender is simply asked again. */
-#define SENDER_CACHE_SIZE 64
-static struct {
+/* Who is calling: the UID and the groups of the sender's connection, as the bus reports them
+ * (GetConnectionCredentials: UnixUserID is the SO_PEERCRED uid, UnixGroupIDs the SO_PEERGROUPS list, both
+ * taken when the caller connected). Nothing is read from /proc and no NSS lookup is made: the bus answers
+ * asynchronously, and the first call of a new sender is parked until it does, then dispatched again. The
+ * answer is cached per unique name, which the bus never reuses. docs/ARCHITECTURE.md explains the choice. */
+typedef struct BusCaller {
         char *sender;
         uid_t uid;
-} sender_cache[SENDER_CACHE_SIZE];
-static size_t sender_cache_next;
+        gid_t *gids;
+        size_t n_gids;
+} BusCaller;
 
-static int sender_uid(sd_bus_message *msg, uid_t *ret) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        const char *sender = sd_bus_message_get_sender(msg);
-        uint64_t augmented;
-        uid_t uid;
+typedef struct BusCallerQuery {
+        Manager *manager;
+        char *sender;
+        sd_bus_slot *slot;
+        sd_bus_message **parked;
+        size_t n_parked;
+} BusCallerQuery;
+
+#define BUS_CALLER_CACHE_SIZE 64
+
+struct BusState {
+        BusCaller callers[BUS_CALLER_CACHE_SIZE];       /* overwritten round-robin */
+        size_t callers_next;
+        BusCallerQuery **queries;                       /* one GetConnectionCredentials per sender */
+        size_t n_queries;
+};
+
+static void bus_caller_done(BusCaller *c) {
+        free(c->sender);
+        free(c->gids);
+        *c = (BusCaller) {};
+}
+
+static BusCallerQuery *bus_caller_query_free(BusCallerQuery *q) {
+        if (!q)
+                return NULL;
+        sd_bus_slot_unref(q->slot);
+        for (size_t i = 0; i < q->n_parked; i++)
+                sd_bus_message_unref(q->parked[i]);
+        free(q->parked);
+        free(q->sender);
+        free(q);
+        return NULL;
+}
+
+static void bus_state_free(Manager *m) {
+        BusState *b = m->bus_state;
+        if (!b)
+                return;
+        for (size_t i = 0; i < BUS_CALLER_CACHE_SIZE; i++)
+                bus_caller_done(b->callers + i);
+        for (size_t i = 0; i < b->n_queries; i++)
+                bus_caller_query_free(b->queries[i]);
+        free(b->queries);
+        m->bus_state = (free(b), NULL);
+}
+
+static const BusCaller *bus_caller_find(Manager *m, const char *sender) {
+        for (size_t i = 0; sender && i < BUS_CALLER_CACHE_SIZE; i++)
+                if (streq_ptr(m->bus_state->callers[i].sender, sender))
+                        return m->bus_state->callers + i;
+        return NULL;
+}
+
+/* Parses a GetConnectionCredentials reply. Groups are optional in the spec: without them the caller
+ * counts as a member of no group. */
+static int bus_caller_parse(sd_bus_message *reply, BusCaller *ret) {
+        _cleanup_free_ gid_t *gids = NULL;
+        size_t n_gids = 0;
+        bool have_uid = false;
+        uint32_t uid = 0;
         int r;
 
-        for (size_t i = 0; sender && i < SENDER_CACHE_SIZE; i++)
-                if (streq_ptr(sender_cache[i].sender, sender)) {
-                        *ret = sender_cache[i].uid;
-                        return 0;
-                }
-
-        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID, &creds);
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
         if (r < 0)
                 return r;
-        augmented = sd_bus_creds_get_augmented_mask(creds);
-        if ((augmented & SD_BUS_CREDS_EUID) || sd_bus_creds_get_euid(creds, &uid) < 0) {
-                if ((augmented & SD_BUS_CREDS_UID) || sd_bus_creds_get_uid(creds, &uid) < 0)
-                        return -EPERM;
+        for (;;) {
+                const char *key;
+
+                r = sd_bus_message_enter_container(reply, 'e', "sv");
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                r = sd_bus_message_read(reply, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "UnixUserID")) {
+                        r = sd_bus_message_read(reply, "v", "u", &uid);
+                        have_uid = r >= 0;
+                } else if (streq(key, "UnixGroupIDs")) {
+                        const void *a;
+                        size_t size;
+                        r = sd_bus_message_enter_container(reply, 'v', "au");
+                        if (r >= 0)
+                                r = sd_bus_message_read_array(reply, 'u', &a, &size);
+                        if (r >= 0) {
+                                free(gids);
+                                n_gids = size / sizeof(uint32_t);
+                                gids = n_gids > 0 ? malloc(n_gids * sizeof(gid_t)) : NULL;
+                                if (n_gids > 0 && !gids)
+                                        return -ENOMEM;
+                                for (size_t i = 0; i < n_gids; i++)
+                                        gids[i] = ((const uint32_t *) a)[i];
+                                r = sd_bus_message_exit_container(reply);
+                        }
+                } else
+                        r = sd_bus_message_skip(reply, "v");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return r;
         }
-        if (sender && sender[0] == ':') {
-                free(sender_cache[sender_cache_next].sender);
-                sender_cache[sender_cache_next].sender = strdup(sender);
-                sender_cache[sender_cache_next].uid = uid;
-                sender_cache_next = (sender_cache_next + 1) % SENDER_CACHE_SIZE;
-        }
-        *ret = uid;
+        if (!have_uid)
+                return -EPERM;
+        *ret = (BusCaller) { .uid = uid, .gids = TAKE_PTR(gids), .n_gids = n_gids };
         return 0;
 }
 
-void bus_sender_cache_clear(void) {
-        for (size_t i = 0; i < SENDER_CACHE_SIZE; i++)
-                sender_cache[i].sender = (free(sender_cache[i].sender), NULL);
+static int bus_caller_store(Manager *m, const char *sender, BusCaller *c) {
+        BusState *b = m->bus_state;
+        BusCaller *slot = b->callers + b->callers_next;
+        char *s = strdup(sender);
+        if (!s) {
+                bus_caller_done(c);
+                return -ENOMEM;
+        }
+        bus_caller_done(slot);
+        *slot = *c;
+        slot->sender = s;
+        *c = (BusCaller) {};
+        b->callers_next = (b->callers_next + 1) % BUS_CALLER_CACHE_SIZE;
+        return 0;
 }
 
-static bool uid_in_group(uid_t uid, gid_t gid) {
-        struct passwd *pw = getpwuid(uid);
-        gid_t groups[256];
-        int n = ELEMENTSOF(groups);
+static void bus_caller_query_remove(Manager *m, BusCallerQuery *q) {
+        BusState *b = m->bus_state;
+        for (size_t i = 0; i < b->n_queries; i++)
+                if (b->queries[i] == q) {
+                        b->queries[i] = b->queries[--b->n_queries];
+                        break;
+                }
+        bus_caller_query_free(q);
+}
 
-        if (!pw || gid == GID_INVALID)
+static int on_caller_credentials(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        BusCallerQuery *q = userdata;
+        Manager *m = q->manager;
+        BusCaller c = {};
+        int r;
+
+        if (sd_bus_message_is_method_error(reply, NULL))
+                r = -sd_bus_error_get_errno(sd_bus_message_get_error(reply)) ?: -EPERM;
+        else
+                r = bus_caller_parse(reply, &c);
+        if (r >= 0)
+                r = bus_caller_store(m, q->sender, &c);
+        for (size_t i = 0; i < q->n_parked; i++) {
+                sd_bus_message *msg = q->parked[i];
+                if (r >= 0) {
+                        /* Dispatched again from the start; this time the caller is known. */
+                        (void) sd_bus_message_rewind(msg, true);
+                        if (sd_bus_enqueue_for_read(m->bus, msg) >= 0)
+                                continue;
+                }
+                (void) sd_bus_reply_method_errorf(msg, SD_BUS_ERROR_ACCESS_DENIED, "Cannot determine the caller's user.");
+        }
+        bus_caller_query_remove(m, q);
+        return 0;
+}
+
+/* Asks the bus for the sender's credentials and parks msg until they arrive. One query per sender. */
+static int bus_caller_query(Manager *m, sd_bus_message *msg, const char *sender) {
+        BusState *b = m->bus_state;
+        BusCallerQuery *q = NULL;
+        int r;
+
+        for (size_t i = 0; i < b->n_queries; i++)
+                if (streq(b->queries[i]->sender, sender))
+                        q = b->queries[i];
+        if (!q) {
+                BusCallerQuery **l = realloc(b->queries, sizeof(BusCallerQuery *) * (b->n_queries + 1));
+                if (!l)
+                        return -ENOMEM;
+                b->queries = l;
+                q = calloc(1, sizeof *q);
+                if (!q)
+                        return -ENOMEM;
+                q->manager = m;
+                q->sender = strdup(sender);
+                if (!q->sender) {
+                        bus_caller_query_free(q);
+                        return -ENOMEM;
+                }
+                r = sd_bus_call_method_async(m->bus, &q->slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                             "org.freedesktop.DBus", "GetConnectionCredentials",
+                                             on_caller_credentials, q, "s", sender);
+                if (r < 0) {
+                        bus_caller_query_free(q);
+                        return r;
+                }
+                b->queries[b->n_queries++] = q;
+        }
+        sd_bus_message **p = realloc(q->parked, sizeof(sd_bus_message *) * (q->n_parked + 1));
+        if (!p)
+                return -ENOMEM;
+        q->parked = p;
+        q->parked[q->n_parked++] = sd_bus_message_ref(msg);
+        return 0;
+}
+
+static bool caller_in_group(const BusCaller *c, gid_t gid) {
+        if (gid == GID_INVALID)
                 return false;
-        if (pw->pw_gid == gid)
-                return true;
-        if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
-                return false;
-        for (int i = 0; i < n; i++)
-                if (groups[i] == gid)
+        for (size_t i = 0; i < c->n_gids; i++)
+                if (c->gids[i] == gid)
                         return true;
         return false;
 }
 
+/* 0: allowed; 1: parked until the bus says who the caller is (the handler returns 1, the call is
+ * dispatched again later); negative: refused, with error set. */
 static int check_access(Manager *m, sd_bus_message *msg, Access a, sd_bus_error *error) {
-        uid_t uid;
-        int r = sender_uid(msg, &uid);
-        if (r < 0)
-                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Cannot determine the caller's user.");
-        if (uid == 0 || (m->user_mode && uid == getuid()))
+        const char *sender = sd_bus_message_get_sender(msg);
+        const BusCaller *c;
+        int r;
+
+        assert(m);
+        assert(msg);
+
+        c = bus_caller_find(m, sender);
+        if (!c) {
+                if (!sender || sender[0] != ':')
+                        return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Cannot determine the caller's user.");
+                r = bus_caller_query(m, msg, sender);
+                if (r < 0)
+                        return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Cannot determine the caller's user.");
+                return 1;
+        }
+        if (c->uid == 0 || (m->user_mode && c->uid == getuid()))
                 return 0;
         switch (a) {
         case ACCESS_TOKEN:
-                if (m->proxy_uid != UID_INVALID && uid == m->proxy_uid)
+                if (m->proxy_uid != UID_INVALID && c->uid == m->proxy_uid)
                         return 0;
                 return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
                                          "Access denied: tokens are only for root and the proxy user '%s'.",
-                                         strna(m->proxy_user));
+                                         strna(m->config.proxy_user));
         case ACCESS_ADMIN:
-                if (uid_in_group(uid, m->admin_gid))
+                if (caller_in_group(c, m->admin_gid))
                         return 0;
                 return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                         "Access denied: changing credentials needs root or membership in group '%s'.",
-                                         strna(m->admin_group));
+                                         "Access denied: changing credentials needs root or membership in group '%s' "
+                                         "(the caller's process must have it: log in again after being added).",
+                                         strna(m->config.admin_group));
         default:
                 return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Access denied: root only.");
         }
+}
+
+/* For a property setter, which cannot be parked: the caller's UID with a synchronous query to the bus
+ * (no NSS involved). Root only. */
+static int check_root_sync(Manager *m, sd_bus_message *msg, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *sender = msg ? sd_bus_message_get_sender(msg) : NULL;
+        const BusCaller *c = bus_caller_find(m, sender);
+        BusCaller q = {};
+        int r;
+
+        if (!c) {
+                if (!sender || sender[0] != ':')
+                        return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Cannot determine the caller's user.");
+                r = sd_bus_call_method(m->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                       "GetConnectionCredentials", NULL, &reply, "s", sender);
+                if (r >= 0)
+                        r = bus_caller_parse(reply, &q);
+                if (r < 0)
+                        return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Cannot determine the caller's user.");
+                c = &q;
+        }
+        r = c->uid == 0 ? 0 : sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Access denied: root only.");
+        if (c == &q)
+                bus_caller_done(&q);
+        return r;
 }
 
 static int check_flags(uint64_t flags, sd_bus_error *error) {
@@ -122,7 +319,7 @@ static int read_flags(sd_bus_message *msg, sd_bus_error *error) {
         return check_flags(flags, error);
 }
 
-static Cred *cred_from_path(Manager *m, const char *path) {
+static Credential *credential_from_path(Manager *m, const char *path) {
         _cleanup_free_ char *id = NULL;
         if (kirod_credential_id_from_path(path, &id) < 0)
                 return NULL;
@@ -131,9 +328,9 @@ static Cred *cred_from_path(Manager *m, const char *path) {
 
 /* ---- Manager ---------------------------------------------------------------------------------------- */
 
-int bus_reply_token(Cred *cred, sd_bus_message *call) {
+static int bus_reply_token(Credential *cred, sd_bus_message *call) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        Credential *c = cred->c;
+        CredentialRecord *c = cred->record;
         char region[64];
         int r;
 
@@ -151,7 +348,8 @@ int bus_reply_token(Cred *cred, sd_bus_message *call) {
         r = sd_bus_message_open_container(reply, 'a', "{sv}");
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(reply, "{sv}", "region", "s", credential_api_region(c, region, sizeof region));
+        r = sd_bus_message_append(reply, "{sv}", "region", "s",
+                                  credential_record_api_region(c, region, sizeof region));
         if (r >= 0 && c->profile_arn)
                 r = sd_bus_message_append(reply, "{sv}", "profile_arn", "s", c->profile_arn);
         if (r >= 0)
@@ -179,11 +377,11 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
         Manager *m = userdata;
         const char *provider_s, *id;
         uint64_t flags;
-        Cred *cred;
+        Credential *cred;
         int r;
 
         r = check_access(m, msg, ACCESS_TOKEN, error);
-        if (r < 0)
+        if (r != 0)
                 return r;
         r = sd_bus_message_read(msg, "sst", &provider_s, &id, &flags);
         if (r < 0)
@@ -199,14 +397,14 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
                 cred = manager_find(m, id);
                 if (!cred)
                         return sd_bus_error_setf(error, KIROD_ERROR_NO_SUCH_CREDENTIAL, "No credential '%s'.", id);
-                if (cred->c->provider != p)
+                if (cred->record->provider != p)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "Credential '%s' belongs to provider '%s'.", id,
-                                                 provider_to_string(cred->c->provider));
-                if (!cred->c->enabled)
+                                                 provider_to_string(cred->record->provider));
+                if (!cred->record->enabled)
                         return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_DISABLED,
                                                  "Credential '%s' is disabled; enable it with 'kiroctl enable %s'.", id, id);
-                if (cred->c->health == HEALTH_NEEDS_LOGIN)
+                if (cred->record->health == HEALTH_NEEDS_LOGIN)
                         return sd_bus_error_setf(error, KIROD_ERROR_NEEDS_LOGIN,
                                                  "Credential '%s' needs a new login; see 'kiroctl status %s'.", id, id);
         } else {
@@ -216,16 +414,16 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
         }
 
         /* Rotated tokens that are not on disk yet are not handed out: try to write them first. */
-        if (cred->save_pending && cred_save(cred) < 0)
+        if (cred->save_pending && credential_save(cred) < 0)
                 return sd_bus_error_setf(error, KIROD_ERROR_STORAGE_FAILED,
                                          "Credential '%s' was refreshed but cannot be stored; check the state directory.",
-                                         cred->c->id);
+                                         cred->record->id);
 
         usec_t n = now(CLOCK_REALTIME);
-        if (cred_token_usable(cred, n)) {
+        if (credential_token_usable(cred, n)) {
                 /* Still valid: answer now, and refresh in the background when inside the margin. */
-                if (cred->c->expires_at != USEC_INFINITY && cred->c->expires_at < n + m->refresh_margin)
-                        (void) cred_start_refresh(cred, false);
+                if (cred->record->expires_at != USEC_INFINITY && cred->record->expires_at < n + m->config.refresh_margin)
+                        (void) credential_start_refresh(cred, false);
                 r = bus_reply_token(cred, msg);
                 return r < 0 ? r : 1;
         }
@@ -234,15 +432,15 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
         if (!cred->refreshing && !cred->queued && cred->retry_at > n)
                 return sd_bus_error_setf(error, KIROD_ERROR_REFRESH_FAILED,
                                          "The access token of '%s' expired and refreshing failed (%s); retrying in %llus.",
-                                         cred->c->id, strna(cred->c->last_error),
+                                         cred->record->id, strna(cred->record->last_error),
                                          (unsigned long long) ((cred->retry_at - n) / USEC_PER_SEC));
-        r = cred_start_refresh(cred, false);
+        r = credential_start_refresh(cred, false);
         if (r < 0 && r != -ENOKEY)
                 return sd_bus_error_setf(error, KIROD_ERROR_REFRESH_FAILED, "Cannot refresh credential '%s'.",
-                                         cred->c->id);
-        if (cred->c->health == HEALTH_NEEDS_LOGIN)
+                                         cred->record->id);
+        if (cred->record->health == HEALTH_NEEDS_LOGIN)
                 return sd_bus_error_setf(error, KIROD_ERROR_NEEDS_LOGIN, "Credential '%s' needs a new login.",
-                                         cred->c->id);
+                                         cred->record->id);
         r = park(&cred->token_waiters, &cred->n_token_waiters, msg);
         return r < 0 ? r : 1;
 }
@@ -251,11 +449,11 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
         Manager *m = userdata;
         const char *id, *kind;
         uint64_t retry_after, flags;
-        Cred *cred;
+        Credential *cred;
         int r;
 
         r = check_access(m, msg, ACCESS_TOKEN, error);
-        if (r < 0)
+        if (r != 0)
                 return r;
         r = sd_bus_message_read(msg, "sstt", &id, &kind, &retry_after, &flags);
         if (r < 0)
@@ -268,13 +466,13 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
                 return sd_bus_error_setf(error, KIROD_ERROR_NO_SUCH_CREDENTIAL, "No credential '%s'.", id);
 
         usec_t n = now(CLOCK_REALTIME);
-        Credential *c = cred->c;
+        CredentialRecord *c = cred->record;
         if (streq(kind, "unauthorized")) {
                 /* 403 with a bad token: one forced refresh, shared by everyone who saw it. */
                 if (c->method != AUTH_METHOD_API_KEY && c->last_refresh_at + UNAUTHORIZED_REFRESH_GRACE_USEC < n) {
                         /* Callers that ask for a token now wait for the new one. */
                         cred->token_rejected = true;
-                        (void) cred_start_refresh(cred, true);
+                        (void) credential_start_refresh(cred, true);
                 }
         } else if (streq(kind, "throttled"))
                 c->cooldown_until = n + (retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : 30 * USEC_PER_SEC);
@@ -290,9 +488,9 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown upstream error kind '%s'.", kind);
 
         if (!streq(kind, "unauthorized")) {
-                (void) cred_save(cred);
-                cred_schedule(cred);
-                cred_emit_changed(cred);
+                (void) credential_save(cred);
+                credential_schedule(cred);
+                credential_emit_changed(cred);
         }
         return sd_bus_reply_method_return(msg, NULL);
 }
@@ -356,11 +554,11 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         const char *format_s, *id = NULL, *region = NULL, *source_path = NULL;
         int fd, registration_fd = -EBADF, replace = false;
         _cleanup_free_ char *message = NULL;
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         int r;
 
         r = check_access(m, msg, ACCESS_ADMIN, error);
-        if (r < 0)
+        if (r != 0)
                 return r;
         r = sd_bus_message_read(msg, "sh", &format_s, &fd);
         if (r < 0)
@@ -395,7 +593,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 
         if (isempty(id))
                 id = import_format_default_id(f);
-        Cred *existing = manager_find(m, id);
+        Credential *existing = manager_find(m, id);
         if (existing && !replace)
                 return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_EXISTS,
                                          "Credential '%s' exists already; pass --replace to update it or --id to add another.",
@@ -412,50 +610,25 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, name, "Cannot import %s: %s.", format_s, strna(message));
         }
         if (region && free_and_strdup(&c->region, region) < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return -ENOMEM;
         }
         c->imported_at = now(CLOCK_REALTIME);
         if (source_path && free_and_strdup(&c->source_path, source_path) < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return -ENOMEM;
         }
 
-        Cred *cred;
+        Credential *cred;
         if (existing) {
-                /* Replace the login material on the copy first, write it, then swap it in. */
-                _cleanup_(credential_freep) Credential *old = existing->c;
-                Credential *copy = NULL;
-                _cleanup_free_ char *text = NULL;
-                const char *perr;
-
-                r = credential_to_json(old, &text);
-                if (r >= 0)
-                        r = credential_from_json(text, strlen(text), &copy, &perr);
-                if (text)
-                        explicit_bzero(text, strlen(text));
-                if (r < 0) {
-                        existing->c = TAKE_PTR(old);
-                        credential_free(c);
-                        return r;
-                }
-                credential_take_login(copy, c);
-                credential_free(c);
-                r = store_save(&m->store, copy);
-                if (r < 0) {
-                        existing->c = TAKE_PTR(old);
-                        credential_free(copy);
+                r = manager_replace_login(m, existing, TAKE_PTR(c));
+                if (r < 0)
                         return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
-                }
-                existing->c = copy;
-                existing->retry_at = 0;
                 cred = existing;
-                cred_schedule(cred);
-                cred_emit_changed(cred);
         } else {
                 c->id = strdup(id);
                 if (!c->id) {
-                        credential_free(c);
+                        credential_record_free(c);
                         return -ENOMEM;
                 }
                 r = manager_add(m, c, &cred);
@@ -463,8 +636,8 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                         return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
         }
         log_event(LOG_INFO, KIROD_MESSAGE_CREDENTIAL_IMPORTED, "%s credential '%s' (%s, %s) from %s.",
-                  existing ? "Replaced" : "Imported", cred->c->id, auth_method_to_string(cred->c->method),
-                  strna(cred->c->region), format_s);
+                  existing ? "Replaced" : "Imported", cred->record->id, auth_method_to_string(cred->record->method),
+                  strna(cred->record->region), format_s);
         return sd_bus_reply_method_return(msg, "o", cred->object_path);
 }
 
@@ -480,8 +653,8 @@ static int method_list_credentials(sd_bus_message *msg, void *userdata, sd_bus_e
         if (r < 0)
                 return r;
         r = sd_bus_message_open_container(reply, 'a', "o");
-        for (size_t i = 0; r >= 0 && i < m->n_creds; i++)
-                r = sd_bus_message_append(reply, "o", m->creds[i]->object_path);
+        for (size_t i = 0; r >= 0 && i < m->n_credentials; i++)
+                r = sd_bus_message_append(reply, "o", m->credentials[i]->object_path);
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         if (r < 0)
@@ -497,13 +670,13 @@ static int property_get_version(sd_bus *bus, const char *path, const char *inter
 static int property_get_policy(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        return sd_bus_message_append(reply, "s", selection_policy_to_string(m->policy));
+        return sd_bus_message_append(reply, "s", selection_policy_to_string(m->config.policy));
 }
 
 static int property_get_count(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        return sd_bus_message_append(reply, "u", (uint32_t) m->n_creds);
+        return sd_bus_message_append(reply, "u", (uint32_t) m->n_credentials);
 }
 
 static const sd_bus_vtable manager_vtable[] = {
@@ -531,48 +704,48 @@ static const sd_bus_vtable manager_vtable[] = {
 /* ---- Credential objects ----------------------------------------------------------------------------- */
 
 static int method_refresh(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         int r;
 
         r = check_access(cred->manager, msg, ACCESS_ADMIN, error);
-        if (r < 0)
+        if (r != 0)
                 return r;
         r = read_flags(msg, error);
         if (r < 0)
                 return r;
-        if (cred->c->method == AUTH_METHOD_API_KEY)
+        if (cred->record->method == AUTH_METHOD_API_KEY)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_NOT_SUPPORTED,
                                          "Credential '%s' is an API key: it does not expire and has nothing to refresh.",
-                                         cred->c->id);
-        if (!cred->c->enabled)
+                                         cred->record->id);
+        if (!cred->record->enabled)
                 return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_DISABLED,
-                                         "Credential '%s' is disabled; enable it first.", cred->c->id);
+                                         "Credential '%s' is disabled; enable it first.", cred->record->id);
         /* An operator asking for a refresh gets one, even after a permanent failure: the server may agree now. */
-        if (cred->c->health == HEALTH_NEEDS_LOGIN && !cred->refreshing)
-                cred->c->health = HEALTH_OK;
+        if (cred->record->health == HEALTH_NEEDS_LOGIN && !cred->refreshing)
+                cred->record->health = HEALTH_OK;
         cred->retry_at = 0;
-        r = cred_start_refresh(cred, true);
-        if (r < 0 && cred->c->health == HEALTH_NEEDS_LOGIN)
+        r = credential_start_refresh(cred, true);
+        if (r < 0 && cred->record->health == HEALTH_NEEDS_LOGIN)
                 return sd_bus_error_setf(error, KIROD_ERROR_NEEDS_LOGIN, "Credential '%s' needs a new login.",
-                                         cred->c->id);
+                                         cred->record->id);
         if (r < 0)
-                return sd_bus_error_set_errnof(error, r, "Cannot refresh credential '%s': %m", cred->c->id);
+                return sd_bus_error_set_errnof(error, r, "Cannot refresh credential '%s': %m", cred->record->id);
         r = park(&cred->refresh_waiters, &cred->n_refresh_waiters, msg);
         return r < 0 ? r : 1;
 }
 
 static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         Manager *m = cred->manager;
         int r;
 
         r = check_access(m, msg, ACCESS_ADMIN, error);
-        if (r < 0)
+        if (r != 0)
                 return r;
         r = read_flags(msg, error);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *id = strdup(cred->c->id);
+        _cleanup_free_ char *id = strdup(cred->record->id);
         if (!id)
                 return -ENOMEM;
         r = manager_remove(m, cred);
@@ -583,12 +756,12 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 }
 
 static int method_set_enabled(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         uint64_t flags;
         int enabled, r;
 
         r = check_access(cred->manager, msg, ACCESS_ADMIN, error);
-        if (r < 0)
+        if (r != 0)
                 return r;
         r = sd_bus_message_read(msg, "bt", &enabled, &flags);
         if (r < 0)
@@ -596,60 +769,66 @@ static int method_set_enabled(sd_bus_message *msg, void *userdata, sd_bus_error 
         r = check_flags(flags, error);
         if (r < 0)
                 return r;
-        if (cred->c->enabled != !!enabled) {
-                bool old = cred->c->enabled;
-                cred->c->enabled = enabled;
+        if (cred->record->enabled != !!enabled) {
+                bool old = cred->record->enabled;
+                cred->record->enabled = enabled;
                 if (enabled)
-                        cred->c->cooldown_until = 0;
-                r = cred_save(cred);
+                        cred->record->cooldown_until = 0;
+                r = credential_save(cred);
                 if (r < 0) {
-                        cred->c->enabled = old;
-                        return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", cred->c->id);
+                        cred->record->enabled = old;
+                        return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", cred->record->id);
                 }
-                cred_schedule(cred);
-                cred_emit_changed(cred);
+                credential_schedule(cred);
+                credential_emit_changed(cred);
         }
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-#define CRED_STRING_PROPERTY(name, expr)                                                                 \
-        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,              \
-                                       const char *property, sd_bus_message *reply, void *userdata,       \
-                                       sd_bus_error *error) {                                             \
-                Cred *cred = userdata;                                                                    \
-                return sd_bus_message_append(reply, "s", strempty(expr));                                 \
+#define CREDENTIAL_STRING_PROPERTY(name, expr)                                                              \
+        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,                \
+                                       const char *property, sd_bus_message *reply, void *userdata,         \
+                                       sd_bus_error *error) {                                               \
+                Credential *cred = userdata;                                                                \
+                return sd_bus_message_append(reply, "s", strempty(expr));                                   \
         }
-#define CRED_TIME_PROPERTY(name, expr)                                                                   \
-        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,              \
-                                       const char *property, sd_bus_message *reply, void *userdata,       \
-                                       sd_bus_error *error) {                                             \
-                Cred *cred = userdata;                                                                    \
-                return sd_bus_message_append(reply, "t", (uint64_t) (expr));                              \
+#define CREDENTIAL_TIME_PROPERTY(name, expr)                                                                \
+        static int property_get_##name(sd_bus *bus, const char *path, const char *interface,                \
+                                       const char *property, sd_bus_message *reply, void *userdata,         \
+                                       sd_bus_error *error) {                                               \
+                Credential *cred = userdata;                                                                \
+                return sd_bus_message_append(reply, "t", (uint64_t) (expr));                                \
         }
 
-CRED_STRING_PROPERTY(id, cred->c->id)
-CRED_STRING_PROPERTY(provider, provider_to_string(cred->c->provider))
-CRED_STRING_PROPERTY(auth_method, auth_method_to_string(cred->c->method))
-CRED_STRING_PROPERTY(source, cred->c->source_path ?: cred->c->source_format)
-CRED_STRING_PROPERTY(state, credential_state_to_string(cred_state(cred)))
-CRED_STRING_PROPERTY(last_error, cred->c->last_error)
-CRED_STRING_PROPERTY(region, cred->c->region)
-CRED_STRING_PROPERTY(profile_arn, cred->c->profile_arn)
-CRED_TIME_PROPERTY(expires_at, cred->c->expires_at)
-CRED_TIME_PROPERTY(last_refresh_at, cred->c->last_refresh_at)
-CRED_TIME_PROPERTY(next_refresh_at, cred->next_refresh_at)
-CRED_TIME_PROPERTY(cooldown_until, cred->c->cooldown_until)
+CREDENTIAL_STRING_PROPERTY(id, cred->record->id)
+CREDENTIAL_STRING_PROPERTY(provider, provider_to_string(cred->record->provider))
+CREDENTIAL_STRING_PROPERTY(auth_method, auth_method_to_string(cred->record->method))
+CREDENTIAL_STRING_PROPERTY(source, cred->record->source_path ?: cred->record->source_format)
+CREDENTIAL_STRING_PROPERTY(state, credential_state_to_string(credential_state(cred)))
+CREDENTIAL_STRING_PROPERTY(last_error, cred->record->last_error)
+CREDENTIAL_STRING_PROPERTY(region, cred->record->region)
+CREDENTIAL_STRING_PROPERTY(profile_arn, cred->record->profile_arn)
+CREDENTIAL_TIME_PROPERTY(expires_at, cred->record->expires_at)
+CREDENTIAL_TIME_PROPERTY(last_refresh_at, cred->record->last_refresh_at)
+CREDENTIAL_TIME_PROPERTY(next_refresh_at, cred->next_refresh_at)
+CREDENTIAL_TIME_PROPERTY(cooldown_until, cred->record->cooldown_until)
 
 static int property_get_enabled(sd_bus *bus, const char *path, const char *interface, const char *property,
                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
-        return sd_bus_message_append(reply, "b", cred->c->enabled);
+        Credential *cred = userdata;
+        return sd_bus_message_append(reply, "b", cred->record->enabled);
+}
+
+static int property_get_unsaved(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Credential *cred = userdata;
+        return sd_bus_message_append(reply, "b", cred->save_pending);
 }
 
 static int property_get_failures(sd_bus *bus, const char *path, const char *interface, const char *property,
                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Cred *cred = userdata;
-        return sd_bus_message_append(reply, "u", (uint32_t) cred->c->consecutive_failures);
+        Credential *cred = userdata;
+        return sd_bus_message_append(reply, "u", (uint32_t) cred->record->consecutive_failures);
 }
 
 #define EC SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
@@ -669,6 +848,7 @@ static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_PROPERTY("CooldownUntil", "t", property_get_cooldown_until, 0, EC),
         SD_BUS_PROPERTY("Region", "s", property_get_region, 0, EC),
         SD_BUS_PROPERTY("ProfileArn", "s", property_get_profile_arn, 0, EC),
+        SD_BUS_PROPERTY("Unsaved", "b", property_get_unsaved, 0, EC),
         SD_BUS_METHOD_WITH_ARGS("Refresh", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_refresh,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Remove", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_remove,
@@ -681,7 +861,7 @@ static const sd_bus_vtable credential_vtable[] = {
 
 static int credential_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                            sd_bus_error *error) {
-        Cred *cred = cred_from_path(userdata, path);
+        Credential *cred = credential_from_path(userdata, path);
         if (!cred)
                 return 0;
         *found = cred;
@@ -691,11 +871,11 @@ static int credential_find(sd_bus *bus, const char *path, const char *interface,
 static int credential_enumerate(sd_bus *bus, const char *path, void *userdata, char ***nodes,
                                 sd_bus_error *error) {
         Manager *m = userdata;
-        char **l = calloc(m->n_creds + 1, sizeof(char *));
+        char **l = calloc(m->n_credentials + 1, sizeof(char *));
         if (!l)
                 return -ENOMEM;
-        for (size_t i = 0; i < m->n_creds; i++) {
-                l[i] = strdup(m->creds[i]->object_path);
+        for (size_t i = 0; i < m->n_credentials; i++) {
+                l[i] = strdup(m->credentials[i]->object_path);
                 if (!l[i]) {
                         strv_free(l);
                         return -ENOMEM;
@@ -705,7 +885,7 @@ static int credential_enumerate(sd_bus *bus, const char *path, void *userdata, c
         return 1;
 }
 
-void bus_cred_added(Cred *cred) {
+static void bus_credential_added(Credential *cred) {
         Manager *m = cred->manager;
         if (!m->bus)
                 return;
@@ -714,7 +894,14 @@ void bus_cred_added(Cred *cred) {
                                               "CredentialCount", NULL);
 }
 
-void bus_cred_removed(Cred *cred) {
+static void bus_credential_changed(Credential *cred) {
+        Manager *m = cred->manager;
+        if (!m->bus)
+                return;
+        (void) sd_bus_emit_properties_changed_strv(m->bus, cred->object_path, KIROD_CREDENTIAL_INTERFACE, NULL);
+}
+
+static void bus_credential_removed(Credential *cred) {
         Manager *m = cred->manager;
         if (!m->bus)
                 return;
@@ -733,7 +920,7 @@ static int property_get_log_level(sd_bus *bus, const char *path, const char *int
 static int property_set_log_level(sd_bus *bus, const char *path, const char *interface, const char *property,
                                   sd_bus_message *value, void *userdata, sd_bus_error *error) {
         const char *s;
-        int r = check_access(userdata, sd_bus_get_current_message(bus), ACCESS_ROOT, error);
+        int r = check_root_sync(userdata, sd_bus_get_current_message(bus), error);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(value, "s", &s);
@@ -773,8 +960,25 @@ static const sd_bus_vtable log_control_vtable[] = {
         SD_BUS_VTABLE_END
 };
 
+static const ManagerHooks bus_hooks = {
+        .credential_added = bus_credential_added,
+        .credential_removed = bus_credential_removed,
+        .credential_changed = bus_credential_changed,
+        .reply_token = bus_reply_token,
+        .done = bus_state_free,
+};
+
 int bus_register(Manager *m) {
         int r;
+
+        assert(m);
+        assert(m->bus);
+        assert(!m->bus_state);
+
+        m->bus_state = calloc(1, sizeof(BusState));
+        if (!m->bus_state)
+                return log_oom();
+        m->hooks = &bus_hooks;
 
         r = sd_bus_add_object_vtable(m->bus, NULL, KIROD_MANAGER_PATH, KIROD_MANAGER_INTERFACE, manager_vtable, m);
         if (r < 0)

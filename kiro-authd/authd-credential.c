@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The credential record: what is stored per credential, its JSON form and its enums. */
+#include <assert.h>
 #include <sys/random.h>
 
 #include "authd-credential.h"
@@ -61,8 +62,8 @@ Health health_from_string(const char *s) {
         return lookup(health_table, _HEALTH_MAX, s);
 }
 
-Credential *credential_new(void) {
-        Credential *c = calloc(1, sizeof *c);
+CredentialRecord *credential_record_new(void) {
+        CredentialRecord *c = calloc(1, sizeof *c);
         if (!c)
                 return NULL;
         c->provider = PROVIDER_KIRO;
@@ -72,7 +73,7 @@ Credential *credential_new(void) {
         return c;
 }
 
-Credential *credential_free(Credential *c) {
+CredentialRecord *credential_record_free(CredentialRecord *c) {
         if (!c)
                 return NULL;
         free(c->id);
@@ -110,7 +111,11 @@ bool credential_id_is_valid(const char *id) {
         return true;
 }
 
-const char *credential_api_region(const Credential *c, char *buf, size_t n) {
+const char *credential_record_api_region(const CredentialRecord *c, char *buf, size_t n) {
+        assert(c);
+        assert(buf);
+        assert(n > 0);
+
         /* arn:aws:codewhisperer:<region>:<account>:profile/<id> */
         const char *p = c->profile_arn;
         for (int i = 0; p && i < 3; i++) {
@@ -130,7 +135,9 @@ const char *credential_api_region(const Credential *c, char *buf, size_t n) {
         return buf;
 }
 
-int credential_ensure_machine_id(Credential *c) {
+int credential_record_ensure_machine_id(CredentialRecord *c) {
+        assert(c);
+
         uint8_t rnd[32];
         char hex[65];
 
@@ -152,7 +159,7 @@ typedef struct Field {
         size_t offset;
 } Field;
 
-#define FIELD(k, t, m) { k, t, offsetof(Credential, m) }
+#define FIELD(k, t, m) { k, t, offsetof(CredentialRecord, m) }
 static const Field fields[] = {
         FIELD("access_token", F_SECRET, access_token),
         FIELD("refresh_token", F_SECRET, refresh_token),
@@ -192,8 +199,11 @@ static int set_time(json_object *o, const char *key, usec_t t) {
         return json_set_string(o, key, t == USEC_INFINITY ? "never" : format_rfc3339(buf, sizeof buf, t));
 }
 
-int credential_from_json(const char *text, size_t size, Credential **ret, const char **ret_error) {
-        _cleanup_(credential_freep) Credential *c = NULL;
+int credential_record_from_json(const char *text, size_t size, CredentialRecord **ret, const char **ret_error) {
+        assert(text || size == 0);
+        assert(ret);
+
+        _cleanup_(credential_record_freep) CredentialRecord *c = NULL;
         json_object *doc = NULL, *o;
         const char *s;
         int r;
@@ -205,7 +215,7 @@ int credential_from_json(const char *text, size_t size, Credential **ret, const 
                 return -EBADMSG;                \
         } while (0)
 
-        c = credential_new();
+        c = credential_record_new();
         if (!c)
                 return -ENOMEM;
         r = json_parse_bounded(text, size, 16, &doc, ret_error);
@@ -269,7 +279,11 @@ int credential_from_json(const char *text, size_t size, Credential **ret, const 
         return 0;
 }
 
-int credential_to_json(Credential *c, char **ret) {
+int credential_record_to_json(CredentialRecord *c, char **ret) {
+        assert(c);
+        assert(c->id);
+        assert(ret);
+
         json_object *doc, *o;
         int r;
 
@@ -338,7 +352,10 @@ int credential_to_json(Credential *c, char **ret) {
         return 0;
 }
 
-int credential_take_login(Credential *dst, Credential *src) {
+int credential_record_take_login(CredentialRecord *dst, CredentialRecord *src) {
+        assert(dst);
+        assert(src);
+
         dst->provider = src->provider;
         dst->method = src->method;
         for (size_t i = 0; i < ELEMENTSOF(fields); i++) {

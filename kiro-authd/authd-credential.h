@@ -52,7 +52,7 @@ const char *health_to_string(Health h);
 Health health_from_string(const char *s);
 const char *credential_state_to_string(CredentialState s);
 
-typedef struct Credential {
+typedef struct CredentialRecord {
         char *id;
         Provider provider;
         AuthMethod method;
@@ -85,26 +85,26 @@ typedef struct Credential {
 
         /* The document as last read or written, so unknown fields survive a rewrite. */
         json_object *doc;
-} Credential;
+} CredentialRecord;
 
-Credential *credential_new(void);
-Credential *credential_free(Credential *c);
-DEFINE_TRIVIAL_CLEANUP_FUNC(Credential *, credential_free);
+CredentialRecord *credential_record_new(void);
+CredentialRecord *credential_record_free(CredentialRecord *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(CredentialRecord *, credential_record_free);
 
 /* Parses a stored credential file. ret_error gets a static description on -EBADMSG. */
-int credential_from_json(const char *text, size_t size, Credential **ret, const char **ret_error);
+int credential_record_from_json(const char *text, size_t size, CredentialRecord **ret, const char **ret_error);
 /* Serializes for storage (pretty, keeps unknown fields of c->doc). The result holds secrets. */
-int credential_to_json(Credential *c, char **ret);
+int credential_record_to_json(CredentialRecord *c, char **ret);
 
 /* Checks an id: 1..64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool credential_id_is_valid(const char *id);
 
 /* The API region: the region of the profile ARN (4th ':' field), else "us-east-1". */
-const char *credential_api_region(const Credential *c, char *buf, size_t n);
+const char *credential_record_api_region(const CredentialRecord *c, char *buf, size_t n);
 
 /* Generates a fresh 64-hex machine id into c->machine_id when missing. */
-int credential_ensure_machine_id(Credential *c);
+int credential_record_ensure_machine_id(CredentialRecord *c);
 
 /* Copies the login material (tokens, expiry, client registration, profile, method) of src into dst,
  * keeping dst's identity, machine id and unknown fields. Used by import --replace. */
-int credential_take_login(Credential *dst, Credential *src);
+int credential_record_take_login(CredentialRecord *dst, CredentialRecord *src);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Parsing of import sources into a Credential (KIRO-PROTOCOL.md B §1). */
+/* Parsing of import sources into a CredentialRecord (KIRO-PROTOCOL.md B §1). */
 #include <assert.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -135,18 +135,18 @@ static int take_scopes(json_object *o, const char *key, char **dst) {
 /* The token fields both login files carry, under the kiro-cli (snake_case) and the IDE (camelCase) name. */
 typedef enum TokenNames { NAMES_SNAKE, NAMES_CAMEL } TokenNames;
 
-static int take_token_fields(json_object *tok, TokenNames names, const char *where, Credential *c,
+static int take_token_fields(json_object *tok, TokenNames names, const char *where, CredentialRecord *c,
                              char **ret_message) {
         static const struct {
                 const char *name[2];
                 bool required;
                 size_t offset;
         } strings[] = {
-                { { "access_token", "accessToken" }, false, offsetof(Credential, access_token) },
-                { { "refresh_token", "refreshToken" }, true, offsetof(Credential, refresh_token) },
-                { { "region", "region" }, false, offsetof(Credential, region) },
-                { { "start_url", "startUrl" }, false, offsetof(Credential, start_url) },
-                { { "profile_arn", "profileArn" }, false, offsetof(Credential, profile_arn) },
+                { { "access_token", "accessToken" }, false, offsetof(CredentialRecord, access_token) },
+                { { "refresh_token", "refreshToken" }, true, offsetof(CredentialRecord, refresh_token) },
+                { { "region", "region" }, false, offsetof(CredentialRecord, region) },
+                { { "start_url", "startUrl" }, false, offsetof(CredentialRecord, start_url) },
+                { { "profile_arn", "profileArn" }, false, offsetof(CredentialRecord, profile_arn) },
         };
         int r;
 
@@ -200,7 +200,7 @@ static void json_erase_put(json_object *o) {
 DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(json_object *, json_erase_put);
 #define _cleanup_json_secret_ _cleanup_(json_erase_putp)
 
-static int check_registration_expiry(Credential *c, char **ret_message) {
+static int check_registration_expiry(CredentialRecord *c, char **ret_message) {
         if (c->client_secret_expires_at != 0 && c->client_secret_expires_at < now(CLOCK_REALTIME)) {
                 char buf[RFC3339_MAX];
                 return fail(ret_message, EKEYREJECTED,
@@ -249,8 +249,8 @@ static int sqlite_get_value(sqlite3 *db, const char *table, const char *key, cha
         return 1;
 }
 
-int import_kiro_cli_sqlite(const void *data, size_t size, Credential **ret, char **ret_message) {
-        _cleanup_(credential_freep) Credential *c = NULL;
+int import_kiro_cli_sqlite(const void *data, size_t size, CredentialRecord **ret, char **ret_message) {
+        _cleanup_(credential_record_freep) CredentialRecord *c = NULL;
         sqlite3 *db = NULL;
         unsigned char *image = NULL;
         int r;
@@ -346,7 +346,7 @@ int import_kiro_cli_sqlite(const void *data, size_t size, Credential **ret, char
         if (r < 0)
                 return r;
 
-        c = credential_new();
+        c = credential_record_new();
         if (!c)
                 return -ENOMEM;
         c->method = kiro_cli_keys[k].method;
@@ -396,8 +396,8 @@ int import_kiro_cli_sqlite(const void *data, size_t size, Credential **ret, char
 }
 
 int import_kiro_ide_json(const char *token, size_t token_size, const char *registration, size_t registration_size,
-                         Credential **ret, char **ret_message) {
-        _cleanup_(credential_freep) Credential *c = NULL;
+                         CredentialRecord **ret, char **ret_message) {
+        _cleanup_(credential_record_freep) CredentialRecord *c = NULL;
         _cleanup_json_secret_ json_object *tok = NULL;
         const char *where = "the Kiro IDE token file";
         const char *method, *provider = NULL;
@@ -409,7 +409,7 @@ int import_kiro_ide_json(const char *token, size_t token_size, const char *regis
         if (r < 0)
                 return r;
 
-        c = credential_new();
+        c = credential_record_new();
         if (!c)
                 return -ENOMEM;
         if (json_get_string(tok, "authMethod", &method) == -EMEDIUMTYPE ||
@@ -486,8 +486,8 @@ static int take_bare_secret(const char *data, size_t size, const char *what, cha
         return 0;
 }
 
-int import_refresh_token(const char *data, size_t size, Credential **ret, char **ret_message) {
-        _cleanup_(credential_freep) Credential *c = credential_new();
+int import_refresh_token(const char *data, size_t size, CredentialRecord **ret, char **ret_message) {
+        _cleanup_(credential_record_freep) CredentialRecord *c = credential_record_new();
         if (!c)
                 return -ENOMEM;
         int r = take_bare_secret(data, size, "refresh token", &c->refresh_token, ret_message);
@@ -500,8 +500,8 @@ int import_refresh_token(const char *data, size_t size, Credential **ret, char *
         return 0;
 }
 
-int import_api_key(const char *data, size_t size, Credential **ret, char **ret_message) {
-        _cleanup_(credential_freep) Credential *c = credential_new();
+int import_api_key(const char *data, size_t size, CredentialRecord **ret, char **ret_message) {
+        _cleanup_(credential_record_freep) CredentialRecord *c = credential_record_new();
         if (!c)
                 return -ENOMEM;
         int r = take_bare_secret(data, size, "API key", &c->access_token, ret_message);
@@ -517,7 +517,7 @@ int import_api_key(const char *data, size_t size, Credential **ret, char **ret_m
         return 0;
 }
 
-int import_from_fds(ImportFormat f, int fd, int registration_fd, Credential **ret, char **ret_message) {
+int import_from_fds(ImportFormat f, int fd, int registration_fd, CredentialRecord **ret, char **ret_message) {
         static const size_t caps[_IMPORT_FORMAT_MAX] = {
                 [IMPORT_KIRO_CLI_SQLITE] = IMPORT_SQLITE_MAX,
                 [IMPORT_KIRO_IDE_JSON] = IMPORT_JSON_MAX,

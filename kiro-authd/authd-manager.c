@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The manager: the credentials in memory, their refresh timers, single-flight refreshes and selection. */
+#include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -11,28 +12,11 @@
 #include "authd-import.h"
 #include "authd-manager.h"
 #include "bus-names.h"
-#include "conf.h"
 #include "fileio.h"
 #include "log.h"
 
 #define REFRESH_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define REFRESH_RESPONSE_MAX (1024 * 1024)
-
-static const char *const policy_table[_SELECTION_POLICY_MAX] = {
-        [SELECTION_STICKY] = "sticky",
-        [SELECTION_ROUND_ROBIN] = "round-robin",
-};
-
-const char *selection_policy_to_string(SelectionPolicy p) {
-        return p >= 0 && p < _SELECTION_POLICY_MAX ? policy_table[p] : NULL;
-}
-
-SelectionPolicy selection_policy_from_string(const char *s) {
-        for (int i = 0; i < _SELECTION_POLICY_MAX; i++)
-                if (streq_ptr(s, policy_table[i]))
-                        return i;
-        return _SELECTION_POLICY_INVALID;
-}
 
 static uint64_t random_u64(void) {
         uint64_t v = 0;
@@ -41,6 +25,9 @@ static uint64_t random_u64(void) {
 }
 
 int manager_new(sd_event *e, Manager **ret) {
+        assert(e);
+        assert(ret);
+
         _cleanup_(manager_freep) Manager *m = calloc(1, sizeof *m);
         int r;
 
@@ -48,21 +35,11 @@ int manager_new(sd_event *e, Manager **ret) {
                 return -ENOMEM;
         m->event = sd_event_ref(e);
         m->store.dir_fd = -EBADF;
-        m->refresh_margin = 600 * USEC_PER_SEC;
-        m->refresh_jitter = 30 * USEC_PER_SEC;
-        m->retry_initial = 30 * USEC_PER_SEC;
-        m->retry_max = 900 * USEC_PER_SEC;
-        m->policy = SELECTION_STICKY;
-        m->max_parallel_refresh = 8;
-        m->usage_refresh = 3600 * USEC_PER_SEC;
         m->proxy_uid = UID_INVALID;
         m->admin_gid = GID_INVALID;
-        if (!(m->admin_group = strdup(KIROD_ADMIN_GROUP)) || !(m->proxy_user = strdup(KIROD_PROXY_USER)) ||
-            !(m->kiro_auth_url = strdup("https://prod.{region}.auth.desktop.kiro.dev")) ||
-            !(m->oidc_url = strdup("https://oidc.{region}.amazonaws.com")) ||
-            !(m->kimi_auth_url = strdup("https://auth.kimi.com")) ||
-            !(m->usage_url = strdup("https://q.{region}.amazonaws.com")))
-                return -ENOMEM;
+        r = authd_config_init(&m->config);
+        if (r < 0)
+                return r;
         r = curl_glue_new(e, &m->glue);
         if (r < 0)
                 return r;
@@ -70,12 +47,15 @@ int manager_new(sd_event *e, Manager **ret) {
         return 0;
 }
 
-static void cred_fail_waiters(Cred *cred, const char *name, const char *message);
+static void credential_fail_waiters(Credential *cred, const char *name, const char *message);
+static void credential_answer_waiters(Credential *cred);
+static void manager_kick_queue(Manager *m);
+static void credential_refresh_finished(Credential *cred);
 
-static Cred *cred_free(Cred *cred) {
+static Credential *credential_free(Credential *cred) {
         if (!cred)
                 return NULL;
-        cred_fail_waiters(cred, SD_BUS_ERROR_NO_SERVER, "kiro-authd is shutting down.");
+        credential_fail_waiters(cred, SD_BUS_ERROR_NO_SERVER, "kiro-authd is shutting down.");
         if (cred->curl) {
                 curl_glue_remove(cred->manager->glue, cred->curl);
                 curl_easy_cleanup(cred->curl);
@@ -87,7 +67,7 @@ static Cred *cred_free(Cred *cred) {
         free(cred->token_waiters);
         free(cred->refresh_waiters);
         free(cred->object_path);
-        credential_free(cred->c);
+        credential_record_free(cred->record);
         free(cred);
         return NULL;
 }
@@ -95,102 +75,55 @@ static Cred *cred_free(Cred *cred) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-        for (size_t i = 0; i < m->n_creds; i++)
-                cred_free(m->creds[i]);
-        free(m->creds);
+        for (size_t i = 0; i < m->n_credentials; i++)
+                credential_free(m->credentials[i]);
+        free(m->credentials);
         free(m->sticky_id);
         store_close(&m->store);
         curl_glue_free(m->glue);
+        if (m->hooks && m->hooks->done)
+                m->hooks->done(m);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         free(m->state_dir);
-        free(m->admin_group);
-        free(m->proxy_user);
-        free(m->kiro_auth_url);
-        free(m->oidc_url);
-        free(m->kimi_auth_url);
-        free(m->usage_url);
-        free(m->ca_file);
-        bus_sender_cache_clear();
+        authd_config_done(&m->config);
         free(m);
         return NULL;
 }
 
-static int parse_policy(const char *v, void *data) {
-        SelectionPolicy p = selection_policy_from_string(v);
-        if (p < 0)
-                return p;
-        *(SelectionPolicy *) data = p;
-        return 0;
-}
-
-static int parse_url_template(const char *v, void *data) {
-        int r = url_check_scheme(v);
-        if (r < 0)
-                return r;
-        return free_and_strdup(data, v);
-}
-
-int manager_parse_config(Manager *m, const char *path) {
-        const ConfigItem table[] = {
-                { "Auth", "RefreshMarginSec", config_parse_sec, &m->refresh_margin },
-                { "Auth", "RefreshJitterSec", config_parse_sec, &m->refresh_jitter },
-                { "Auth", "RetryInitialSec", config_parse_sec, &m->retry_initial },
-                { "Auth", "RetryMaxSec", config_parse_sec, &m->retry_max },
-                { "Auth", "SelectionPolicy", parse_policy, &m->policy },
-                { "Auth", "AdminGroup", config_parse_string, &m->admin_group },
-                { "Auth", "ProxyUser", config_parse_string, &m->proxy_user },
-                { "Auth", "MaxParallelRefresh", config_parse_unsigned, &m->max_parallel_refresh },
-                { "Auth", "UsageRefreshSec", config_parse_sec, &m->usage_refresh },
-                { "Endpoints", "KiroAuthURL", parse_url_template, &m->kiro_auth_url },
-                { "Endpoints", "OIDCURL", parse_url_template, &m->oidc_url },
-                { "Endpoints", "KimiAuthURL", parse_url_template, &m->kimi_auth_url },
-                { "Endpoints", "UsageURL", parse_url_template, &m->usage_url },
-                { "Endpoints", "CAFile", config_parse_string, &m->ca_file },
-                {}
-        };
-        int r = config_parse_files(path, table, config_warn_log, m);
-        if (r < 0)
-                return log_error_errno(r, "Failed to parse configuration '%s': %m", path);
-        if (m->max_parallel_refresh == 0)
-                m->max_parallel_refresh = 1;
-        if (m->refresh_jitter == USEC_INFINITY)
-                m->refresh_jitter = 0;
-        if (m->retry_initial == 0 || m->retry_initial == USEC_INFINITY)
-                m->retry_initial = USEC_PER_SEC;
-        if (m->retry_max < m->retry_initial)
-                m->retry_max = m->retry_initial;
-        return 0;
-}
-
 int manager_resolve_users(Manager *m) {
+        assert(m);
+
         if (m->user_mode) {
                 /* Per-user instance: the user itself is both the proxy and the admin. */
                 m->proxy_uid = getuid();
                 return 0;
         }
-        struct passwd *pw = m->proxy_user ? getpwnam(m->proxy_user) : NULL;
+        struct passwd *pw = m->config.proxy_user ? getpwnam(m->config.proxy_user) : NULL;
         if (pw)
                 m->proxy_uid = pw->pw_uid;
         else
-                log_warning("Proxy user '%s' does not exist; only root may call GetToken.", strna(m->proxy_user));
-        struct group *gr = m->admin_group ? getgrnam(m->admin_group) : NULL;
+                log_warning("Proxy user '%s' does not exist; only root may call GetToken.", strna(m->config.proxy_user));
+        struct group *gr = m->config.admin_group ? getgrnam(m->config.admin_group) : NULL;
         if (gr)
                 m->admin_gid = gr->gr_gid;
         else
-                log_notice("Admin group '%s' does not exist; only root may change credentials.", strna(m->admin_group));
+                log_notice("Admin group '%s' does not exist; only root may change credentials.", strna(m->config.admin_group));
         return 0;
 }
 
-Cred *manager_find(Manager *m, const char *id) {
-        for (size_t i = 0; i < m->n_creds; i++)
-                if (streq(m->creds[i]->c->id, id))
-                        return m->creds[i];
+Credential *manager_find(Manager *m, const char *id) {
+        assert(m);
+        assert(id);
+
+        for (size_t i = 0; i < m->n_credentials; i++)
+                if (streq(m->credentials[i]->record->id, id))
+                        return m->credentials[i];
         return NULL;
 }
 
-static int cred_new(Manager *m, Credential *c, Cred **ret) {
-        Cred *cred = calloc(1, sizeof *cred);
+static int credential_new(Manager *m, CredentialRecord *c, Credential **ret) {
+        Credential *cred = calloc(1, sizeof *cred);
         if (!cred)
                 return -ENOMEM;
         cred->manager = m;
@@ -199,43 +132,43 @@ static int cred_new(Manager *m, Credential *c, Cred **ret) {
                 free(cred);
                 return r;
         }
-        cred->c = c;
+        cred->record = c;
         *ret = cred;
         return 0;
 }
 
-static int insert_sorted(Manager *m, Cred *cred) {
-        Cred **n = realloc(m->creds, sizeof(Cred *) * (m->n_creds + 1));
+static int insert_sorted(Manager *m, Credential *cred) {
+        Credential **n = realloc(m->credentials, sizeof(Credential *) * (m->n_credentials + 1));
         if (!n)
                 return -ENOMEM;
-        m->creds = n;
+        m->credentials = n;
         size_t i = 0;
-        while (i < m->n_creds && strcmp(m->creds[i]->c->id, cred->c->id) < 0)
+        while (i < m->n_credentials && strcmp(m->credentials[i]->record->id, cred->record->id) < 0)
                 i++;
-        memmove(m->creds + i + 1, m->creds + i, sizeof(Cred *) * (m->n_creds - i));
-        m->creds[i] = cred;
-        m->n_creds++;
+        memmove(m->credentials + i + 1, m->credentials + i, sizeof(Credential *) * (m->n_credentials - i));
+        m->credentials[i] = cred;
+        m->n_credentials++;
         return 0;
 }
 
-static int on_loaded(Credential *c, void *userdata) {
+static int on_loaded(CredentialRecord *c, void *userdata) {
         Manager *m = userdata;
-        Cred *cred;
+        Credential *cred;
         int r;
 
         if (manager_find(m, c->id)) {
                 log_warning("Duplicate credential id '%s', ignoring the second file.", c->id);
-                credential_free(c);
+                credential_record_free(c);
                 return 0;
         }
-        r = cred_new(m, c, &cred);
+        r = credential_new(m, c, &cred);
         if (r < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return r;
         }
         r = insert_sorted(m, cred);
         if (r < 0) {
-                cred_free(cred);
+                credential_free(cred);
                 return r;
         }
         return 0;
@@ -247,87 +180,169 @@ static void on_bad_file(const char *file, int error, const char *reason, void *u
 }
 
 int manager_load(Manager *m) {
+        assert(m);
+        assert(m->state_dir);
+
         int r = store_open(m->state_dir, &m->store);
         if (r < 0)
                 return log_error_errno(r, "Failed to open state directory '%s': %m", m->state_dir);
         r = store_load_all(&m->store, on_loaded, on_bad_file, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to load credentials: %m");
-        for (size_t i = 0; i < m->n_creds; i++) {
-                Cred *cred = m->creds[i];
-                if (!cred->c->machine_id && credential_ensure_machine_id(cred->c) >= 0)
-                        (void) cred_save(cred);
-                cred_schedule(cred);
+        for (size_t i = 0; i < m->n_credentials; i++) {
+                Credential *cred = m->credentials[i];
+                if (!cred->record->machine_id && credential_record_ensure_machine_id(cred->record) >= 0)
+                        (void) credential_save(cred);
+                credential_schedule(cred);
         }
-        log_info("Loaded %zu credential(s) from '%s'.", m->n_creds, m->store.path);
+        log_info("Loaded %zu credential(s) from '%s'.", m->n_credentials, m->store.path);
         return 0;
 }
 
-int manager_add(Manager *m, Credential *c, Cred **ret) {
-        Cred *cred;
+int manager_add(Manager *m, CredentialRecord *c, Credential **ret) {
+        assert(m);
+        assert(c);
+        assert(c->id);
+
+        Credential *cred;
         int r;
 
-        r = credential_ensure_machine_id(c);
+        r = credential_record_ensure_machine_id(c);
         if (r < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return r;
         }
         r = store_save(&m->store, c);
         if (r < 0) {
-                credential_free(c);
+                credential_record_free(c);
                 return r;
         }
-        r = cred_new(m, c, &cred);
+        r = credential_new(m, c, &cred);
         if (r < 0) {
                 (void) store_remove(&m->store, c->id);
-                credential_free(c);
+                credential_record_free(c);
                 return r;
         }
         r = insert_sorted(m, cred);
         if (r < 0) {
                 (void) store_remove(&m->store, c->id);
-                cred_free(cred);
+                credential_free(cred);
                 return r;
         }
-        bus_cred_added(cred);
-        cred_schedule(cred);
+        if (m->hooks && m->hooks->credential_added)
+                m->hooks->credential_added(cred);
+        credential_schedule(cred);
         if (ret)
                 *ret = cred;
         return 0;
 }
 
-int manager_remove(Manager *m, Cred *cred) {
-        int r = store_remove(&m->store, cred->c->id);
+int manager_remove(Manager *m, Credential *cred) {
+        assert(m);
+        assert(cred);
+        assert(cred->manager == m);
+
+        int r = store_remove(&m->store, cred->record->id);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < m->n_creds; i++)
-                if (m->creds[i] == cred) {
-                        memmove(m->creds + i, m->creds + i + 1, sizeof(Cred *) * (m->n_creds - i - 1));
-                        m->n_creds--;
+        for (size_t i = 0; i < m->n_credentials; i++)
+                if (m->credentials[i] == cred) {
+                        memmove(m->credentials + i, m->credentials + i + 1,
+                                sizeof(Credential *) * (m->n_credentials - i - 1));
+                        m->n_credentials--;
                         break;
                 }
         if (cred->refreshing)
                 m->n_refreshing--;
-        bus_cred_removed(cred);
-        cred_fail_waiters(cred, KIROD_ERROR_NO_SUCH_CREDENTIAL, "The credential was removed.");
-        cred_free(cred);
+        if (m->hooks && m->hooks->credential_removed)
+                m->hooks->credential_removed(cred);
+        credential_fail_waiters(cred, KIROD_ERROR_NO_SUCH_CREDENTIAL, "The credential was removed.");
+        credential_free(cred);
+        /* Its refresh slot (MaxParallelRefresh=) is free now: the next queued refresh may start. */
+        manager_kick_queue(m);
         return 0;
 }
 
-CredentialState cred_state(Cred *cred) {
-        if (!cred->c->enabled)
+/* Stops the refresh in flight, if any, without applying its answer. */
+static void credential_cancel_refresh(Credential *cred) {
+        if (!cred->refreshing)
+                return;
+        if (cred->curl)
+                curl_glue_remove(cred->manager->glue, cred->curl);
+        credential_refresh_finished(cred);
+        log_debug("Cancelled the refresh in flight of credential '%s'.", cred->record->id);
+}
+
+int manager_replace_login(Manager *m, Credential *cred, CredentialRecord *login) {
+        assert(m);
+        assert(cred);
+        assert(login);
+        assert(cred->manager == m);
+
+        _cleanup_(credential_record_freep) CredentialRecord *copy = NULL;
+        _cleanup_free_ char *text = NULL;
+        const char *perr;
+        int r;
+
+        /* Replace the login material on a copy first and write it: nothing changes unless it is stored. */
+        r = credential_record_to_json(cred->record, &text);
+        if (r >= 0)
+                r = credential_record_from_json(text, strlen(text), &copy, &perr);
+        if (text)
+                explicit_bzero(text, strlen(text));
+        if (r < 0) {
+                credential_record_free(login);
+                return r;
+        }
+        credential_record_take_login(copy, login);
+        credential_record_free(login);
+        r = store_save(&m->store, copy);
+        if (r < 0)
+                return r;
+
+        /* The old login's refresh must not land on the new one: on success it would write the old lineage's
+         * tokens over the new ones, on invalid_grant it would mark the fresh login needs-login. */
+        credential_cancel_refresh(cred);
+        credential_record_free(cred->record);
+        cred->record = TAKE_PTR(copy);
+        cred->retry_at = 0;
+        cred->save_pending = false;     /* the old lineage's unsaved tokens are moot now */
+        cred->token_rejected = false;
+        cred->queued = false;
+        credential_schedule(cred);
+
+        /* Callers parked on the old refresh are served by the new login: at once when its token is
+         * usable, else by a refresh of the new login. */
+        if (cred->n_token_waiters > 0 || cred->n_refresh_waiters > 0) {
+                if (credential_token_usable(cred, now(CLOCK_REALTIME)))
+                        credential_answer_waiters(cred);
+                else if (credential_start_refresh(cred, true) < 0)
+                        credential_fail_waiters(cred, KIROD_ERROR_REFRESH_FAILED,
+                                          "The credential was replaced and its new login cannot be refreshed.");
+        }
+        credential_emit_changed(cred);
+        manager_kick_queue(m);
+        return 0;
+}
+
+CredentialState credential_state(Credential *cred) {
+        assert(cred);
+
+        if (!cred->record->enabled)
                 return CREDENTIAL_DISABLED;
-        if (cred->c->health == HEALTH_NEEDS_LOGIN)
+        if (cred->record->health == HEALTH_NEEDS_LOGIN)
                 return CREDENTIAL_NEEDS_LOGIN;
         if (cred->refreshing)
                 return CREDENTIAL_REFRESHING;
-        if (cred->c->cooldown_until > now(CLOCK_REALTIME))
+        if (cred->record->cooldown_until > now(CLOCK_REALTIME))
                 return CREDENTIAL_COOLDOWN;
         return CREDENTIAL_ACTIVE;
 }
 
-bool cred_token_usable(Cred *cred, usec_t n) {
-        Credential *c = cred->c;
+bool credential_token_usable(Credential *cred, usec_t n) {
+        assert(cred);
+
+        CredentialRecord *c = cred->record;
         if (!c->access_token || cred->token_rejected || cred->save_pending)
                 return false;
         if (c->expires_at == USEC_INFINITY)
@@ -335,48 +350,60 @@ bool cred_token_usable(Cred *cred, usec_t n) {
         return c->expires_at > n + TOKEN_MIN_VALIDITY_USEC;
 }
 
-int cred_save(Cred *cred) {
-        int r = store_save(&cred->manager->store, cred->c);
+int credential_save(Credential *cred) {
+        assert(cred);
+
+        int r = store_save(&cred->manager->store, cred->record);
         if (r < 0)
-                return log_error_errno(r, "Failed to write credential '%s': %m", cred->c->id);
-        cred->save_pending = false;
+                return log_error_errno(r, "Failed to write credential '%s': %m", cred->record->id);
+        if (cred->save_pending) {
+                cred->save_pending = false;
+                if (streq_ptr(cred->record->last_error, "cannot write the credential file"))
+                        cred->record->last_error = (free(cred->record->last_error), NULL);
+                log_notice("Credential '%s': the rotated refresh token is stored now.", cred->record->id);
+                /* Unsaved and LastError changed, whichever path wrote it (timer, GetToken, Refresh). */
+                credential_emit_changed(cred);
+        }
         return 0;
 }
 
-void cred_emit_changed(Cred *cred) {
-        if (!cred->manager->bus)
-                return;
-        (void) sd_bus_emit_properties_changed_strv(cred->manager->bus, cred->object_path,
-                                                   KIROD_CREDENTIAL_INTERFACE, NULL);
+void credential_emit_changed(Credential *cred) {
+        assert(cred);
+
+        Manager *m = cred->manager;
+        if (m->hooks && m->hooks->credential_changed)
+                m->hooks->credential_changed(cred);
 }
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         cred->next_refresh_at = 0;
         if (cred->save_pending) {
                 /* The last refresh could not be written: write it now rather than refresh again. */
                 cred->retry_at = 0;
-                if (cred_save(cred) < 0)
-                        cred->retry_at = now(CLOCK_REALTIME) + cred->manager->retry_initial;
-                cred_schedule(cred);
-                cred_emit_changed(cred);
+                if (credential_save(cred) < 0)
+                        cred->retry_at = now(CLOCK_REALTIME) + cred->manager->config.retry_initial;
+                credential_schedule(cred);
+                credential_emit_changed(cred);
                 return 0;
         }
-        (void) cred_start_refresh(cred, true);
+        (void) credential_start_refresh(cred, true);
         return 0;
 }
 
-static bool cred_refreshable(Cred *cred) {
-        Credential *c = cred->c;
+static bool credential_refreshable(Credential *cred) {
+        CredentialRecord *c = cred->record;
         return c->enabled && c->health == HEALTH_OK && c->refresh_token && c->method != AUTH_METHOD_API_KEY;
 }
 
-void cred_schedule(Cred *cred) {
+void credential_schedule(Credential *cred) {
+        assert(cred);
+
         Manager *m = cred->manager;
         usec_t when;
         int r;
 
-        if (cred->refreshing || !cred_refreshable(cred)) {
+        if (cred->refreshing || !credential_refreshable(cred)) {
                 cred->next_refresh_at = 0;
                 if (cred->timer)
                         (void) sd_event_source_set_enabled(cred->timer, SD_EVENT_OFF);
@@ -384,11 +411,11 @@ void cred_schedule(Cred *cred) {
         }
         if (cred->retry_at)
                 when = cred->retry_at;
-        else if (cred->c->expires_at == 0 || !cred->c->access_token)
+        else if (cred->record->expires_at == 0 || !cred->record->access_token)
                 when = now(CLOCK_REALTIME);
         else {
-                usec_t lead = m->refresh_margin + (m->refresh_jitter ? random_u64() % (m->refresh_jitter + 1) : 0);
-                when = cred->c->expires_at > lead ? cred->c->expires_at - lead : 0;
+                usec_t lead = m->config.refresh_margin + (m->config.refresh_jitter ? random_u64() % (m->config.refresh_jitter + 1) : 0);
+                when = cred->record->expires_at > lead ? cred->record->expires_at - lead : 0;
         }
         if (when == 0)
                 when = 1;
@@ -406,10 +433,10 @@ void cred_schedule(Cred *cred) {
                         (void) sd_event_source_set_description(cred->timer, "refresh-timer");
         }
         if (r < 0)
-                log_error_errno(r, "Failed to arm refresh timer for '%s': %m", cred->c->id);
+                log_error_errno(r, "Failed to arm refresh timer for '%s': %m", cred->record->id);
 }
 
-static void cred_fail_waiters(Cred *cred, const char *name, const char *message) {
+static void credential_fail_waiters(Credential *cred, const char *name, const char *message) {
         for (size_t i = 0; i < cred->n_token_waiters; i++) {
                 (void) sd_bus_reply_method_errorf(cred->token_waiters[i], name, "%s", message);
                 sd_bus_message_unref(cred->token_waiters[i]);
@@ -422,15 +449,15 @@ static void cred_fail_waiters(Cred *cred, const char *name, const char *message)
         cred->n_refresh_waiters = 0;
 }
 
-static void cred_answer_waiters(Cred *cred) {
+static void credential_answer_waiters(Credential *cred) {
         usec_t n = now(CLOCK_REALTIME);
         for (size_t i = 0; i < cred->n_token_waiters; i++) {
-                if (cred_token_usable(cred, n))
-                        (void) bus_reply_token(cred, cred->token_waiters[i]);
+                if (credential_token_usable(cred, n) && cred->manager->hooks && cred->manager->hooks->reply_token)
+                        (void) cred->manager->hooks->reply_token(cred, cred->token_waiters[i]);
                 else
                         (void) sd_bus_reply_method_errorf(cred->token_waiters[i], KIROD_ERROR_REFRESH_FAILED,
-                                                          "Refreshing credential '%s' failed: %s", cred->c->id,
-                                                          strna(cred->c->last_error));
+                                                          "Refreshing credential '%s' failed: %s", cred->record->id,
+                                                          strna(cred->record->last_error));
                 sd_bus_message_unref(cred->token_waiters[i]);
         }
         cred->n_token_waiters = 0;
@@ -442,14 +469,14 @@ static void cred_answer_waiters(Cred *cred) {
 }
 
 static void manager_kick_queue(Manager *m) {
-        for (size_t i = 0; i < m->n_creds && m->n_refreshing < m->max_parallel_refresh; i++)
-                if (m->creds[i]->queued) {
-                        m->creds[i]->queued = false;
-                        (void) cred_start_refresh(m->creds[i], true);
+        for (size_t i = 0; i < m->n_credentials && m->n_refreshing < m->config.max_parallel_refresh; i++)
+                if (m->credentials[i]->queued) {
+                        m->credentials[i]->queued = false;
+                        (void) credential_start_refresh(m->credentials[i], true);
                 }
 }
 
-static void cred_refresh_finished(Cred *cred) {
+static void credential_refresh_finished(Credential *cred) {
         Manager *m = cred->manager;
         cred->refreshing = false;
         m->n_refreshing--;
@@ -464,8 +491,8 @@ static void cred_refresh_finished(Cred *cred) {
         cred->response_size = 0;
 }
 
-static void cred_mark_needs_login(Cred *cred, const char *error) {
-        Credential *c = cred->c;
+static void credential_mark_needs_login(Credential *cred, const char *error) {
+        CredentialRecord *c = cred->record;
         static const char *const fix[_AUTH_METHOD_MAX] = {
                 [AUTH_METHOD_SOCIAL] = "log in again (kiro-cli login or the Kiro IDE), then 'kiroctl import --replace --id",
                 [AUTH_METHOD_BUILDER_ID] = "run 'kiro-cli login', then 'kiroctl import --from-kiro-cli --replace --id",
@@ -479,19 +506,20 @@ static void cred_mark_needs_login(Cred *cred, const char *error) {
         c->health = HEALTH_NEEDS_LOGIN;
         (void) free_and_strdup(&c->last_error, error);
         cred->retry_at = 0;
-        (void) cred_save(cred);
+        (void) credential_save(cred);
         snprintf(hint, sizeof hint, "%s %s'", fix[c->method], c->id);
         log_event(LOG_WARNING, KIROD_MESSAGE_NEEDS_LOGIN,
                   "Credential '%s' needs a new login (%s): %s.", c->id, strna(error), hint);
 }
 
 static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
-        Cred *cred = userdata;
-        Credential *c = cred->c;
+        Credential *cred = userdata;
+        CredentialRecord *c = cred->record;
         Manager *m = cred->manager;
         RefreshResult res = {};
         RefreshOutcome o;
         long status = 0;
+        int r;
 
         if (result == CURLE_OK)
                 (void) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
@@ -502,7 +530,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                                            strlen(curl_easy_strerror(result)), &res);
         else
                 o = refresh_parse_response(c->method, status, cred->response, cred->response_size, &res);
-        cred_refresh_finished(cred);
+        credential_refresh_finished(cred);
 
         usec_t n = now(CLOCK_REALTIME);
         switch (o) {
@@ -525,54 +553,62 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 c->health = HEALTH_OK;
                 c->last_error = (free(c->last_error), NULL);
                 cred->retry_at = 0;
-                if (cred_save(cred) < 0) {
+                r = credential_save(cred);
+                if (r < 0) {
                         /* Keep the new tokens in memory and try to write them again soon; hand out nothing
-                         * the disk does not have. */
+                         * the disk does not have. The server has already replaced the stored refresh token,
+                         * so until the write succeeds this login exists only in this process: say so. */
                         cred->save_pending = true;
                         (void) free_and_strdup(&c->last_error, "cannot write the credential file");
-                        cred->retry_at = n + m->retry_initial;
-                        cred_fail_waiters(cred, KIROD_ERROR_STORAGE_FAILED,
+                        cred->retry_at = n + m->config.retry_initial;
+                        log_event(LOG_WARNING, KIROD_MESSAGE_CREDENTIAL_UNSAVED,
+                                  "Credential '%s' was refreshed, but its rotated refresh token could not be "
+                                  "written to '%s' (%s): the login exists only in memory until the write "
+                                  "succeeds (retried every %llus and at stop). Make the state directory "
+                                  "writable.", c->id, m->store.path, strerror(-r),
+                                  (unsigned long long) (m->config.retry_initial / USEC_PER_SEC));
+                        credential_fail_waiters(cred, KIROD_ERROR_STORAGE_FAILED,
                                           "The credential was refreshed but could not be stored.");
                 } else {
                         log_info("Refreshed credential '%s', valid for %llus.", c->id,
                                  (unsigned long long) (res.expires_in / USEC_PER_SEC));
-                        cred_answer_waiters(cred);
+                        credential_answer_waiters(cred);
                 }
                 break;
 
         case REFRESH_PERMANENT:
                 c->consecutive_failures++;
-                cred_mark_needs_login(cred, res.error);
-                cred_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
+                credential_mark_needs_login(cred, res.error);
+                credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
                 break;
 
         case REFRESH_TRANSIENT: {
                 c->consecutive_failures++;
                 (void) free_and_strdup(&c->last_error, res.error);
                 /* Exponential backoff with ±20 % jitter, capped. */
-                usec_t backoff = m->retry_initial;
-                for (unsigned i = 1; i < c->consecutive_failures && backoff < m->retry_max; i++)
+                usec_t backoff = m->config.retry_initial;
+                for (unsigned i = 1; i < c->consecutive_failures && backoff < m->config.retry_max; i++)
                         backoff *= 2;
-                backoff = MIN(backoff, m->retry_max);
+                backoff = MIN(backoff, m->config.retry_max);
                 backoff = backoff * 8 / 10 + (backoff ? random_u64() % (backoff * 4 / 10 + 1) : 0);
                 cred->retry_at = n + backoff;
-                (void) cred_save(cred);
+                (void) credential_save(cred);
                 log_event(LOG_WARNING, KIROD_MESSAGE_REFRESH_FAILED,
                           "Refreshing credential '%s' failed (%s), attempt %u; retrying in %llus.", c->id,
                           strna(res.error), c->consecutive_failures, (unsigned long long) (backoff / USEC_PER_SEC));
                 /* Waiters still get the current token while it is valid. */
-                cred_answer_waiters(cred);
+                credential_answer_waiters(cred);
                 break;
         }
         }
         refresh_result_done(&res);
-        cred_schedule(cred);
-        cred_emit_changed(cred);
+        credential_schedule(cred);
+        credential_emit_changed(cred);
         manager_kick_queue(m);
 }
 
 static size_t on_refresh_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
-        Cred *cred = userdata;
+        Credential *cred = userdata;
         size_t n = size * nmemb;
         if (cred->response_size + n > REFRESH_RESPONSE_MAX) {
                 cred->response_size += n;
@@ -602,9 +638,11 @@ static int append_header(struct curl_slist **l, const char *name, const char *v)
         return 0;
 }
 
-int cred_start_refresh(Cred *cred, bool force) {
+int credential_start_refresh(Credential *cred, bool force) {
+        assert(cred);
+
         Manager *m = cred->manager;
-        Credential *c = cred->c;
+        CredentialRecord *c = cred->record;
         _cleanup_free_ char *message = NULL;
         char uuid[37];
         sd_id128_t id;
@@ -614,19 +652,19 @@ int cred_start_refresh(Cred *cred, bool force) {
                 return 0; /* single flight: the running refresh serves everyone */
         if (!force && cred->retry_at > now(CLOCK_REALTIME))
                 return 0;
-        if (m->n_refreshing >= m->max_parallel_refresh) {
+        if (m->n_refreshing >= m->config.max_parallel_refresh) {
                 cred->queued = true;
                 return 0;
         }
         if (c->method == AUTH_METHOD_API_KEY)
                 return -EOPNOTSUPP;
 
-        r = refresh_build_request(c, m->kiro_auth_url, m->oidc_url, &cred->request, &message);
+        r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, &cred->request, &message);
         if (r == -ENOKEY) {
-                cred_mark_needs_login(cred, "the credential has no refresh token or client registration");
-                cred_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
-                cred_schedule(cred);
-                cred_emit_changed(cred);
+                credential_mark_needs_login(cred, "the credential has no refresh token or client registration");
+                credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
+                credential_schedule(cred);
+                credential_emit_changed(cred);
                 return r;
         }
         if (r < 0) {
@@ -648,7 +686,7 @@ int cred_start_refresh(Cred *cred, bool force) {
             append_header(&cred->headers, "Expect", "") < 0)
                 r = -ENOMEM;
         if (r >= 0)
-                r = curl_glue_setup_easy(cred->curl, cred->request.url, m->ca_file, REFRESH_TIMEOUT_USEC);
+                r = curl_glue_setup_easy(cred->curl, cred->request.url, m->config.ca_file, REFRESH_TIMEOUT_USEC);
         if (r >= 0 &&
             (curl_easy_setopt(cred->curl, CURLOPT_POSTFIELDS, cred->request.body) != CURLE_OK ||
              curl_easy_setopt(cred->curl, CURLOPT_POSTFIELDSIZE, (long) cred->request.body_size) != CURLE_OK ||
@@ -673,42 +711,45 @@ int cred_start_refresh(Cred *cred, bool force) {
         if (cred->timer)
                 (void) sd_event_source_set_enabled(cred->timer, SD_EVENT_OFF);
         log_debug("Refreshing credential '%s' at '%s'.", c->id, cred->request.url);
-        cred_emit_changed(cred);
+        credential_emit_changed(cred);
         return 1;
 }
 
-static bool cred_usable_for(Cred *cred, Provider p, usec_t n) {
-        Credential *c = cred->c;
+static bool credential_usable_for(Credential *cred, Provider p, usec_t n) {
+        CredentialRecord *c = cred->record;
         return c->provider == p && c->enabled && c->health == HEALTH_OK && c->cooldown_until <= n;
 }
 
-Cred *manager_select(Manager *m, Provider p, sd_bus_error *error) {
+Credential *manager_select(Manager *m, Provider p, sd_bus_error *error) {
+        assert(m);
+        assert(p >= 0 && p < _PROVIDER_MAX);
+
         usec_t n = now(CLOCK_REALTIME);
         size_t total = 0, needs_login = 0, disabled = 0, cooling = 0;
 
-        if (m->policy == SELECTION_STICKY && m->sticky_id) {
-                Cred *cred = manager_find(m, m->sticky_id);
-                if (cred && cred_usable_for(cred, p, n))
+        if (m->config.policy == SELECTION_STICKY && m->sticky_id) {
+                Credential *cred = manager_find(m, m->sticky_id);
+                if (cred && credential_usable_for(cred, p, n))
                         return cred;
         }
-        for (size_t k = 0; k < m->n_creds; k++) {
-                size_t i = m->policy == SELECTION_ROUND_ROBIN ? (m->rr_next + k) % m->n_creds : k;
-                Cred *cred = m->creds[i];
-                if (cred->c->provider != p)
+        for (size_t k = 0; k < m->n_credentials; k++) {
+                size_t i = m->config.policy == SELECTION_ROUND_ROBIN ? (m->rr_next + k) % m->n_credentials : k;
+                Credential *cred = m->credentials[i];
+                if (cred->record->provider != p)
                         continue;
                 total++;
-                if (!cred->c->enabled)
+                if (!cred->record->enabled)
                         disabled++;
-                else if (cred->c->health != HEALTH_OK)
+                else if (cred->record->health != HEALTH_OK)
                         needs_login++;
-                else if (cred->c->cooldown_until > n)
+                else if (cred->record->cooldown_until > n)
                         cooling++;
-                if (!cred_usable_for(cred, p, n))
+                if (!credential_usable_for(cred, p, n))
                         continue;
-                if (m->policy == SELECTION_ROUND_ROBIN)
-                        m->rr_next = (i + 1) % m->n_creds;
+                if (m->config.policy == SELECTION_ROUND_ROBIN)
+                        m->rr_next = (i + 1) % m->n_credentials;
                 else
-                        (void) free_and_strdup(&m->sticky_id, cred->c->id);
+                        (void) free_and_strdup(&m->sticky_id, cred->record->id);
                 return cred;
         }
         if (total == 0)
@@ -726,6 +767,8 @@ Cred *manager_select(Manager *m, Provider p, sd_bus_error *error) {
 /* systemd credentials (LoadCredential=) imported once at start-up; an existing credential of the same id
  * is kept, because its refresh token may have rotated since. */
 int manager_import_system_credentials(Manager *m) {
+        assert(m);
+
         static const struct {
                 const char *name;
                 ImportFormat format;
@@ -740,7 +783,7 @@ int manager_import_system_credentials(Manager *m) {
         for (size_t i = 0; i < ELEMENTSOF(table); i++) {
                 _cleanup_free_ char *path = NULL, *message = NULL;
                 _cleanup_close_ int fd = -EBADF;
-                Credential *c = NULL;
+                CredentialRecord *c = NULL;
                 int r;
 
                 if (manager_find(m, table[i].id))
@@ -770,4 +813,35 @@ int manager_import_system_credentials(Manager *m) {
                                   "Imported credential '%s' from systemd credential '%s'.", table[i].id, table[i].name);
         }
         return 0;
+}
+
+int manager_flush_unsaved(Manager *m) {
+        assert(m);
+
+        int ret = 0;
+
+        for (size_t i = 0; i < m->n_credentials; i++) {
+                Credential *cred = m->credentials[i];
+                int r;
+
+                if (!cred->save_pending)
+                        continue;
+                r = store_save(&m->store, cred->record);
+                if (r >= 0) {
+                        cred->save_pending = false;
+                        log_notice("Credential '%s': the rotated refresh token was stored at stop.", cred->record->id);
+                        continue;
+                }
+                /* The server has already rotated the refresh token: the one on disk is spent, and the new one
+                 * dies with this process. Nothing can bring it back but a new login. */
+                log_event(LOG_ERR, KIROD_MESSAGE_CREDENTIAL_LOST,
+                          "Credential '%s' is LOST: its rotated refresh token could not be written to '%s' (%s) "
+                          "and kiro-authd is stopping; the stored file holds a refresh token the server has "
+                          "already replaced. Log in again and import the new login with "
+                          "'kiroctl import --replace --id %s'.",
+                          cred->record->id, m->store.path, strerror(-r), cred->record->id);
+                if (ret == 0)
+                        ret = r;
+        }
+        return ret;
 }

@@ -7,27 +7,34 @@
 #include <systemd/sd-event.h>
 #include <sys/types.h>
 
+#include "authd-config.h"
 #include "authd-credential.h"
 #include "authd-refresh.h"
 #include "authd-store.h"
 #include "curl-glue.h"
 
-typedef enum SelectionPolicy {
-        SELECTION_STICKY,
-        SELECTION_ROUND_ROBIN,
-        _SELECTION_POLICY_MAX,
-        _SELECTION_POLICY_INVALID = -EINVAL,
-} SelectionPolicy;
-
-const char *selection_policy_to_string(SelectionPolicy p);
-SelectionPolicy selection_policy_from_string(const char *s);
-
 typedef struct Manager Manager;
+typedef struct Credential Credential;
+
+/* What the bus side (authd-bus.c) hears from the manager. The manager calls these and never the bus code
+ * by name, so the bus depends on the manager and not the other way round. Set by bus_register(). */
+typedef struct ManagerHooks {
+        void (*credential_added)(Credential *cred);
+        void (*credential_removed)(Credential *cred);
+        void (*credential_changed)(Credential *cred);
+        /* Answers a parked GetToken call with the credential's token. */
+        int (*reply_token)(Credential *cred, sd_bus_message *call);
+        /* Frees the bus side's state (Manager.bus_state). */
+        void (*done)(Manager *m);
+} ManagerHooks;
+
+/* The bus side's own state (authd-bus.c): which callers it knows. */
+typedef struct BusState BusState;
 
 /* A credential at run time: the stored record plus timer, in-flight refresh and waiting callers. */
-typedef struct Cred {
+struct Credential {
         Manager *manager;
-        Credential *c;
+        CredentialRecord *record;
         char *object_path;
 
         sd_event_source *timer;
@@ -48,16 +55,18 @@ typedef struct Cred {
         size_t n_token_waiters;
         sd_bus_message **refresh_waiters; /* Refresh() calls parked on this refresh */
         size_t n_refresh_waiters;
-} Cred;
+};
 
 struct Manager {
         sd_event *event;
         sd_bus *bus;
+        const ManagerHooks *hooks;      /* NULL until bus_register() */
+        BusState *bus_state;
         CurlGlue *glue;
         Store store;
 
-        Cred **creds;                   /* sorted by id */
-        size_t n_creds;
+        Credential **credentials;       /* sorted by id */
+        size_t n_credentials;
         char *sticky_id;
         size_t rr_next;
         unsigned n_refreshing;
@@ -65,26 +74,15 @@ struct Manager {
         bool user_mode;
         char *state_dir;
 
-        /* [Auth] */
-        usec_t refresh_margin;
-        usec_t refresh_jitter;
-        usec_t retry_initial;
-        usec_t retry_max;
-        SelectionPolicy policy;
-        char *admin_group;
-        char *proxy_user;
-        unsigned max_parallel_refresh;
-        usec_t usage_refresh;
-        /* [Endpoints] */
-        char *kiro_auth_url;
-        char *oidc_url;
-        char *kimi_auth_url;
-        char *usage_url;
-        char *ca_file;
+        AuthdConfig config;
 
         uid_t proxy_uid;                /* UID_INVALID when the user does not exist */
         gid_t admin_gid;
 };
+
+/* MESSAGE_IDs of kiro-authd's storage events (the others are in common/log.h). */
+#define KIROD_MESSAGE_CREDENTIAL_UNSAVED   "b3e1c7a9d2f04e6b8a5c1d9e7f3b2a64"
+#define KIROD_MESSAGE_CREDENTIAL_LOST      "e6a2d8f4c1b94a7e9d3f5b2c8a6e1d07"
 
 #define UID_INVALID ((uid_t) -1)
 #define GID_INVALID ((gid_t) -1)
@@ -97,30 +95,28 @@ int manager_new(sd_event *e, Manager **ret);
 Manager *manager_free(Manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
-int manager_parse_config(Manager *m, const char *path);
 int manager_resolve_users(Manager *m);
 int manager_load(Manager *m);
 int manager_import_system_credentials(Manager *m);
 
-Cred *manager_find(Manager *m, const char *id);
+Credential *manager_find(Manager *m, const char *id);
 /* Adds an imported credential (takes ownership), saving it first. */
-int manager_add(Manager *m, Credential *c, Cred **ret);
-int manager_remove(Manager *m, Cred *cred);
+int manager_add(Manager *m, CredentialRecord *c, Credential **ret);
+int manager_remove(Manager *m, Credential *cred);
+/* Replaces the login material of cred with that of login (takes ownership), keeping its identity, and
+ * stores it. A refresh of the old login in flight is cancelled: its answer never reaches the new login. */
+int manager_replace_login(Manager *m, Credential *cred, CredentialRecord *login);
+/* At stop: writes the rotated tokens that could not be stored yet. A credential still unwritable is
+ * logged as lost (KIROD_MESSAGE_CREDENTIAL_LOST); returns the first error. */
+int manager_flush_unsaved(Manager *m);
 
-CredentialState cred_state(Cred *cred);
-void cred_schedule(Cred *cred);
+CredentialState credential_state(Credential *cred);
+void credential_schedule(Credential *cred);
 /* Starts a refresh unless one runs (single flight). force: even while backing off. */
-int cred_start_refresh(Cred *cred, bool force);
-int cred_save(Cred *cred);
-void cred_emit_changed(Cred *cred);
-bool cred_token_usable(Cred *cred, usec_t n);
+int credential_start_refresh(Credential *cred, bool force);
+int credential_save(Credential *cred);
+void credential_emit_changed(Credential *cred);
+bool credential_token_usable(Credential *cred, usec_t n);
 
 /* Chooses a credential for GetToken by policy; NULL and an error describing why when none is usable. */
-Cred *manager_select(Manager *m, Provider p, sd_bus_error *error);
-
-/* Parks/answers GetToken calls (defined in authd-bus.c). */
-int bus_reply_token(Cred *cred, sd_bus_message *call);
-int bus_register(Manager *m);
-void bus_sender_cache_clear(void);
-void bus_cred_added(Cred *cred);
-void bus_cred_removed(Cred *cred);
+Credential *manager_select(Manager *m, Provider p, sd_bus_error *error);

@@ -59,7 +59,7 @@ static int form_append(char **buf, size_t *size, const char *key, const char *va
         return 0;
 }
 
-int refresh_build_request(const Credential *c, const char *kiro_auth_url, const char *oidc_url,
+int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, const char *oidc_url,
                           RefreshRequest *ret, char **ret_message) {
         RefreshRequest req = {};
         _cleanup_free_ char *base = NULL;

@@ -17,7 +17,7 @@ void refresh_request_done(RefreshRequest *r);
 
 /* kiro_auth_url and oidc_url are templates with {region}. -EOPNOTSUPP for methods without refresh
  * (api-key); -EPERM when a URL is not https (or http to loopback). */
-int refresh_build_request(const Credential *c, const char *kiro_auth_url, const char *oidc_url,
+int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, const char *oidc_url,
                           RefreshRequest *ret, char **ret_message);
 
 typedef enum RefreshOutcome {

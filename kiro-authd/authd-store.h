@@ -14,10 +14,10 @@ int store_open(const char *state_dir, Store *ret);
 void store_close(Store *s);
 
 /* Called for each credential file found; bad files are reported through on_bad and skipped. */
-typedef int (*StoreLoadFunc)(Credential *c, void *userdata);   /* takes ownership of c */
+typedef int (*StoreLoadFunc)(CredentialRecord *c, void *userdata);   /* takes ownership of c */
 typedef void (*StoreBadFunc)(const char *file, int error, const char *reason, void *userdata);
 int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, void *userdata);
 
 /* Writes c atomically (temp file, fsync, rename, fsync of the directory), mode 0600. */
-int store_save(Store *s, Credential *c);
+int store_save(Store *s, CredentialRecord *c);
 int store_remove(Store *s, const char *id);

@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
-#include "authd-manager.h"
+#include "authd-bus.h"
 #include "bus-names.h"
 #include "conf.h"
 #include "log.h"
@@ -109,6 +109,14 @@ static int on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error 
         return 1;
 }
 
+static int on_bus_disconnected(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+        sd_event *event = userdata;
+        /* Without the bus nobody can reach us, and sd-bus does not reconnect: exit with failure so that the
+         * service manager (Restart=on-failure) starts a fresh instance that takes the name again. */
+        log_error("Lost the connection to the bus (dbus-daemon stopped or restarted?); exiting.");
+        return sd_event_exit(event, EXIT_FAILURE);
+}
+
 static int run(int argc, char *argv[]) {
         _cleanup_(manager_freep) Manager *m = NULL;
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
@@ -145,7 +153,7 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to allocate manager: %m");
         m->user_mode = arg_user;
         m->state_dir = TAKE_PTR(arg_state_dir);
-        r = manager_parse_config(m, arg_config);
+        r = authd_config_parse(&m->config, arg_config);
         if (r < 0)
                 return r;
         if (arg_log_level >= 0)
@@ -166,15 +174,24 @@ static int run(int argc, char *argv[]) {
         r = sd_bus_request_name_async(m->bus, NULL, KIROD_BUS_NAME, 0, on_name_acquired, event);
         if (r < 0)
                 return log_error_errno(r, "Failed to request bus name: %m");
+        r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                      "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, NULL,
+                                      event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the bus connection: %m");
         r = sd_bus_attach_event(m->bus, event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach bus to event loop: %m");
 
         r = sd_event_loop(event);
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down.");
+        /* Rotated tokens that could not be written yet get one last chance; a failure here loses a login. */
+        int k = manager_flush_unsaved(m);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
-        return r == 0 ? 0 : -ECANCELED;
+        if (r != 0)
+                return -ECANCELED;
+        return k;
 }
 
 int main(int argc, char *argv[]) {

@@ -14,6 +14,8 @@
 #include "http/http-access.h"
 #include "http/http-listen.h"
 #include "api/api-openai.h"
+#include "auth/auth-tokencache.h"
+#include "kiro/kiro-upstream.h"
 
 typedef struct Proxy {
         sd_event *event;
@@ -25,7 +27,7 @@ typedef struct Proxy {
         ChatContext chat;
         sd_event_source *idle_timer;
         bool activated;
-        bool in_post;
+        bool in_after_dispatch;
 
         /* [Proxy] */
         ListenConfig listen;
@@ -33,7 +35,7 @@ typedef struct Proxy {
         char *tls_certificate_file;
         char *tls_key_file;
         HttpLimits limits;
-        unsigned max_json_depth;
+        ApiLimits api;
         usec_t exit_on_idle;
         /* [Kiro] */
         UpstreamConfig kiro;
@@ -106,11 +108,11 @@ static int on_request(HttpRequest *r, void *userdata) {
         if (streq(path, "/v1/models") && get)
                 return openai_handle_models(r);
         if (streq(path, "/v1/chat/completions") && post)
-                return openai_handle_chat(&p->chat, r, (int) p->max_json_depth);
+                return openai_handle_chat(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages") && post)
-                return anthropic_handle_messages(&p->chat, r, (int) p->max_json_depth);
+                return anthropic_handle_messages(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages/count_tokens") && post)
-                return anthropic_handle_count_tokens(r, (int) p->max_json_depth);
+                return anthropic_handle_count_tokens(r, &p->api);
 
         bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
                      streq(path, "/v1/messages/count_tokens");
@@ -161,7 +163,10 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "IdleTimeoutSec", config_parse_sec, &p->limits.idle_timeout_usec },
                 { "Proxy", "RequestTimeoutSec", config_parse_sec, &p->limits.request_timeout_usec },
                 { "Proxy", "HeaderTimeoutSec", config_parse_sec, &p->limits.header_timeout_usec },
-                { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->max_json_depth },
+                { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->api.max_json_depth },
+                { "Proxy", "MaxMessages", parse_size, &p->api.max_messages },
+                { "Proxy", "MaxContentParts", parse_size, &p->api.max_content_parts },
+                { "Proxy", "MaxTools", parse_size, &p->api.max_tools },
                 { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
                 { "Proxy", "StallTimeoutSec", config_parse_sec, &p->kiro.stall_timeout },
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
@@ -183,8 +188,14 @@ static int parse_config(Proxy *p) {
         p->limits.max_body_bytes = max_body;
         if (p->kiro.max_attempts == 0)
                 p->kiro.max_attempts = 1;
-        if (p->max_json_depth == 0 || p->max_json_depth > 1000)
-                p->max_json_depth = 64;
+        if (p->api.max_json_depth == 0 || p->api.max_json_depth > 1000)
+                p->api.max_json_depth = API_MAX_JSON_DEPTH_DEFAULT;
+        if (p->api.max_messages == 0)
+                p->api.max_messages = API_MAX_MESSAGES_DEFAULT;
+        if (p->api.max_content_parts == 0)
+                p->api.max_content_parts = API_MAX_CONTENT_PARTS_DEFAULT;
+        if (p->api.max_tools == 0)
+                p->api.max_tools = API_MAX_TOOLS_DEFAULT;
         /* Command-line --listen replaces the configured ones. */
         if (arg_listen) {
                 strv_free(p->listen.listen);
@@ -333,19 +344,19 @@ static int parse_argv(int argc, char *argv[]) {
 /* The end of every HTTP or upstream dispatch: what one side just made pending for the other (a transfer
  * to start, a resumed connection to answer) runs now instead of in loop iterations of its own, each of
  * which would cost an epoll_wait(). Bounded, so that the loop still gets to the other sources. */
-static void on_post(void *userdata) {
+static void on_after_dispatch(void *userdata) {
         Proxy *p = userdata;
 
-        if (p->in_post)
+        if (p->in_after_dispatch)
                 return;
-        p->in_post = true;
+        p->in_after_dispatch = true;
         for (unsigned i = 0; i < 4; i++) {
                 bool a = curl_glue_flush(upstream_glue(p->upstream));
                 bool b = http_server_flush(p->http);
                 if (!a && !b)
                         break;
         }
-        p->in_post = false;
+        p->in_after_dispatch = false;
 }
 
 /* No connection for a second: drop what only helps under load, before the heap is trimmed. */
@@ -357,7 +368,7 @@ static void on_http_idle(void *userdata) {
 }
 
 static int run(int argc, char *argv[]) {
-        _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .max_json_depth = 64,
+        _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .api = API_LIMITS_DEFAULT,
                                           .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
         sigset_t ss;
         int r;
@@ -402,7 +413,7 @@ static int run(int argc, char *argv[]) {
         r = upstream_new(p.event, p.tokens, &p.kiro, &p.upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
-        p.chat.upstream = p.upstream;
+        p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
 
         bump_nofile(p.limits.max_connections);
         r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);
@@ -410,9 +421,9 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to set up the HTTP server: %m");
         http_server_set_headers_handler(p.http, on_headers);
         http_server_set_error_renderer(p.http, render_error, &p);
-        http_server_set_post(p.http, on_post, &p);
+        http_server_set_post(p.http, on_after_dispatch, &p);
         http_server_set_idle_handler(p.http, on_http_idle, &p);
-        curl_glue_set_post(upstream_glue(p.upstream), on_post, &p);
+        curl_glue_set_post(upstream_glue(p.upstream), on_after_dispatch, &p);
         r = setup_listeners(&p);
         if (r < 0)
                 return r;

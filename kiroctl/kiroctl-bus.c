@@ -53,6 +53,7 @@ static const PropertyMap credential_properties[] = {
         { "CooldownUntil",        't', offsetof(Credential, cooldown_until)          },
         { "Region",               's', offsetof(Credential, region)                  },
         { "ProfileArn",           's', offsetof(Credential, profile_arn)             },
+        { "Unsaved",              'b', offsetof(Credential, unsaved)                 },
 };
 
 static int read_property(sd_bus_message *m, const PropertyMap *p, Credential *c) {

@@ -26,6 +26,7 @@ typedef struct Credential {
         uint64_t cooldown_until;
         char *region;
         char *profile_arn;
+        bool unsaved;                   /* a rotated refresh token kiro-authd could not write yet */
 } Credential;
 
 void credential_done(Credential *c);

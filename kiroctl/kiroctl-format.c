@@ -38,6 +38,10 @@ static SourceKind credential_source_kind(const Credential *c) {
         return SOURCE_OTHER;
 }
 
+#define UNSAVED_TEXT \
+        "the rotated refresh token is only in kiro-authd's memory (the state directory is not writable); " \
+        "make it writable before kiro-authd stops, or this login is lost"
+
 int credential_fix(const Credential *c, char **ret) {
         _cleanup_free_ char *id = NULL;
         char *fix;
@@ -149,6 +153,7 @@ int credential_status_json(const Credential *c, json_object **ret) {
             (r = json_add_string_or_null(o, "last_error", c->last_error)) < 0 ||
             (r = json_add(o, "cooldown_until_usec", json_object_new_uint64(c->cooldown_until))) < 0 ||
             (r = json_add_string(o, "source", c->source)) < 0 ||
+            (r = json_add(o, "unsaved", json_object_new_boolean(c->unsaved))) < 0 ||
             (r = json_add_string_or_null(o, "fix", fix)) < 0)
                 return r;
 
@@ -288,6 +293,13 @@ static int print_fixes(FILE *f, const Credential *c, size_t n, const OutputFlags
                 r = credential_fix(c + i, &fix);
                 if (r < 0)
                         return r;
+                if (c[i].unsaved) {
+                        if (first)
+                                fputc('\n', f);
+                        first = false;
+                        fprintf(f, "%s%s%s: %s\n", flags->colors ? ANSI_RED : "", c[i].id,
+                                flags->colors ? ANSI_NORMAL : "", UNSAVED_TEXT);
+                }
                 if (!fix)
                         continue;
                 if (first)
@@ -396,6 +408,9 @@ int credential_print_status(FILE *f, const Credential *c, const OutputFlags *fla
                 put_line_safe(f, c->last_error);
                 fputc('\n', f);
         }
+        if (c->unsaved)
+                fprintf(f, "     Unsaved: %s%s%s\n", flags->colors ? ANSI_RED : "", UNSAVED_TEXT,
+                        flags->colors ? ANSI_NORMAL : "");
         if (c->cooldown_until > flags->now)
                 fprintf(f, "    Cooldown: until %s\n",
                         format_long_time(buf, sizeof buf, c->cooldown_until, flags));

@@ -118,11 +118,16 @@ static int parse_system(Conversation *c, json_object *sys, Failure *err) {
         return 0;
 }
 
-static int parse_tools(Conversation *c, json_object *req, Failure *err) {
+static int parse_tools(Conversation *c, json_object *req, const ApiLimits *l, Failure *err) {
         json_object *tools, *choice;
         int r = json_get_array(req, "tools", &tools);
         if (r == -EMEDIUMTYPE)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "tools", "tools: must be an array");
+        if (r >= 0) {
+                r = api_check_limit("tools", "tools", json_object_array_length(tools), l->max_tools, "MaxTools", err);
+                if (r < 0)
+                        return r;
+        }
         for (size_t i = 0; r >= 0 && i < json_object_array_length(tools); i++) {
                 json_object *t = json_object_array_get_idx(tools, i), *schema = NULL;
                 const char *name, *type = json_string_or_null(t, "type");
@@ -159,29 +164,33 @@ static int parse_tools(Conversation *c, json_object *req, Failure *err) {
         return 0;
 }
 
-int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool count_only, Conversation **ret,
-                             ModelInfo *ret_model, Failure *err) {
+int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *l, bool count_only,
+                             Conversation **ret, ModelInfo *ret_model, Failure *err) {
         _cleanup_(conversation_freep) Conversation *c = NULL;
         _cleanup_json_ json_object *req = NULL;
         json_object *messages, *v, *o;
-        const char *perr = NULL, *model;
+        const char *model;
         bool thinking_alias = false;
         ModelInfo info;
-        int64_t n;
+        uint64_t n;
         int r;
 
-        r = json_parse_bounded(body, size, max_depth, &req, &perr);
+        r = api_parse_body(body, size, l, &req, err);
         if (r < 0)
-                return failure_set(err, FAILURE_INVALID_REQUEST, NULL, "The request body is not valid JSON: %s", perr);
-        if (!json_object_is_type(req, json_type_object))
-                return failure_set(err, FAILURE_INVALID_REQUEST, NULL, "The request body must be a JSON object");
-        if (json_get_string(req, "model", &model) < 0 || isempty(model))
+                return r;
+        r = api_get_string(req, "model", "model", &model, err);
+        if (r < 0)
+                return r;
+        if (r == 0 || isempty(model))
                 return failure_set(err, FAILURE_INVALID_REQUEST, "model", "model: Field required");
         r = json_get_array(req, "messages", &messages);
         if (r < 0)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "messages", "messages: Field required (an array)");
         if (json_object_array_length(messages) == 0)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "messages", "messages: at least one message is required");
+        r = api_check_limit("messages", "messages", json_object_array_length(messages), l->max_messages, "MaxMessages", err);
+        if (r < 0)
+                return r;
         r = models_resolve(model, &info, &thinking_alias);
         if (r == -ENOENT)
                 return failure_set(err, FAILURE_NOT_FOUND, "model", "model: %s", model);
@@ -199,11 +208,10 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
         if (!c->model || !c->model_id)
                 return -ENOMEM;
 
-        if (json_get_int64(req, "max_tokens", &n) >= 0) {
-                if (n < 1)
-                        return failure_set(err, FAILURE_INVALID_REQUEST, "max_tokens", "max_tokens: must be at least 1");
-                c->max_tokens = (uint64_t) n;
-        } else if (!count_only)
+        r = api_get_integer(req, "max_tokens", "max_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
+        if (r < 0)
+                return r;
+        if (r == 0 && !count_only)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "max_tokens", "max_tokens: Field required (an integer)");
 
         json_object_object_get_ex(req, "system", &v);
@@ -245,7 +253,10 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                                 return r;
                 }
         }
-        r = parse_tools(c, req, err);
+        r = api_check_content_parts(c, l, err);
+        if (r < 0)
+                return r;
+        r = parse_tools(c, req, l, err);
         if (r < 0)
                 return r;
 
@@ -263,10 +274,14 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
                         if (!isempty(json_object_get_string(s)) && strv_extend(&c->stop, json_object_get_string(s)) < 0)
                                 return -ENOMEM;
                 }
-        if (json_get_double(req, "temperature", &c->temperature) >= 0)
-                c->has_temperature = true;
-        if (json_get_double(req, "top_p", &c->top_p) >= 0)
-                c->has_top_p = true;
+        r = api_get_number(req, "temperature", "temperature", &c->temperature, err);
+        if (r < 0)
+                return r;
+        c->has_temperature = r > 0;
+        r = api_get_number(req, "top_p", "top_p", &c->top_p, err);
+        if (r < 0)
+                return r;
+        c->has_top_p = r > 0;
         if (json_get_object(req, "metadata", &o) >= 0) {
                 const char *uid = json_string_or_null(o, "user_id");
                 if (!isempty(uid)) {
@@ -284,11 +299,14 @@ int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool 
         if (json_get_object(req, "thinking", &o) >= 0) {
                 const char *type = json_string_or_null(o, "type");
                 if (streq_ptr(type, "enabled")) {
-                        if (json_get_int64(o, "budget_tokens", &n) < 0 || n < 1)
+                        r = api_get_integer(o, "budget_tokens", "thinking.budget_tokens", 1, API_MAX_TOKENS_MAX, &n, err);
+                        if (r < 0)
+                                return r;
+                        if (r == 0)
                                 return failure_set(err, FAILURE_INVALID_REQUEST, "thinking",
                                                      "thinking.budget_tokens: Field required (a positive integer)");
                         c->thinking = true;
-                        c->thinking_budget = (uint32_t) MIN(n, (int64_t) UINT32_MAX);
+                        c->thinking_budget = (uint32_t) n;
                 } else if (streq_ptr(type, "adaptive")) {
                         c->thinking = true;
                         c->thinking_budget = CONV_THINKING_BUDGET_DEFAULT;
@@ -375,7 +393,7 @@ static void touch_ping(AnthropicState *st) {
 
 static int start_stream(Chat *c) {
         static const char *const headers[] = { "Cache-Control: no-cache", "X-Accel-Buffering: no", NULL };
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r;
 
@@ -424,7 +442,7 @@ static int make_signature(Chat *c, char **ret) {
 }
 
 static int close_block(Chat *c) {
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r = 0;
         if (st->open == BLOCK_NONE)
@@ -459,7 +477,7 @@ static int close_block(Chat *c) {
 }
 
 static int open_block(Chat *c, BlockType type, ChatToolCall *t) {
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r = start_stream(c);
         if (r < 0)
@@ -496,7 +514,7 @@ static int open_block(Chat *c, BlockType type, ChatToolCall *t) {
 /* A content_block_delta event: the per-token path of a stream, so without printf and without an
  * allocation per event. */
 static int send_delta(Chat *c, const char *delta_type, const char *key, const char *s, size_t n) {
-        AnthropicState *st = c->fe;
+        AnthropicState *st = c->frontend_state;
         Buf *b = &st->scratch;
         int r;
 
@@ -513,32 +531,32 @@ static int send_delta(Chat *c, const char *delta_type, const char *key, const ch
         return r < 0 ? r : chat_stream_write(c, b->data, b->size);
 }
 
-static int r_text(Chat *c, const char *s, size_t n) {
+static int render_text(Chat *c, const char *s, size_t n) {
         if (!c->conv->stream)
                 return 0;
         int r = open_block(c, BLOCK_TEXT, NULL);
         return r < 0 ? r : send_delta(c, "text_delta", "text", s, n);
 }
 
-static int r_thinking(Chat *c, const char *s, size_t n) {
+static int render_thinking(Chat *c, const char *s, size_t n) {
         if (!c->conv->stream)
                 return 0;
         int r = open_block(c, BLOCK_THINKING, NULL);
         return r < 0 ? r : send_delta(c, "thinking_delta", "thinking", s, n);
 }
 
-static int r_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
         return c->conv->stream ? open_block(c, BLOCK_TOOL, t) : 0;
 }
 
-static int r_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
+static int render_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
         if (!c->conv->stream)
                 return 0;
         int r = start_stream(c);
         return r < 0 ? r : send_delta(c, "input_json_delta", "partial_json", s, n);
 }
 
-static int r_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
         return c->conv->stream ? close_block(c) : 0;
 }
 
@@ -551,8 +569,8 @@ static int put_tool_input(Buf *b, ChatToolCall *t) {
         return buf_put(b, t->args.data, t->args.size);
 }
 
-static int r_finish(Chat *c, ChatStop stop) {
-        AnthropicState *st = c->fe;
+static int render_finish(Chat *c, ChatStop stop) {
+        AnthropicState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         const char *matched = stop == CHAT_STOP_STOP_SEQUENCE ? c->stop_matched : NULL;
         uint64_t in, out;
@@ -646,8 +664,8 @@ static int r_finish(Chat *c, ChatStop stop) {
         return http_request_respond(c->http, 200, "application/json", b.data, b.size, NULL);
 }
 
-static int r_fail(Chat *c, const Failure *e) {
-        AnthropicState *st = c->fe;
+static int render_fail(Chat *c, const Failure *e) {
+        AnthropicState *st = c->frontend_state;
         if (!c->started)
                 return api_error_respond(c->http, API_SHAPE_ANTHROPIC, e);
         /* Mid-stream: an error event, then the stream ends; no message_stop (it was not a normal end). */
@@ -666,8 +684,8 @@ static int r_fail(Chat *c, const Failure *e) {
         return http_request_stream_end(c->http);
 }
 
-static int r_begin(Chat *c) {
-        AnthropicState *st = c->fe;
+static int render_begin(Chat *c) {
+        AnthropicState *st = c->frontend_state;
         sd_event *e = NULL;
         st->chat = c;
         if (!c->conv->stream || st->ping_interval == USEC_INFINITY || sd_event_default(&e) < 0)
@@ -678,17 +696,17 @@ static int r_begin(Chat *c) {
 }
 
 static const ChatRenderer anthropic_renderer = {
-        .begin = r_begin,
-        .text = r_text,
-        .thinking = r_thinking,
-        .tool_start = r_tool_start,
-        .tool_args = r_tool_args,
-        .tool_end = r_tool_end,
-        .finish = r_finish,
-        .fail = r_fail,
+        .begin = render_begin,
+        .text = render_text,
+        .thinking = render_thinking,
+        .tool_start = render_tool_start,
+        .tool_args = render_tool_args,
+        .tool_end = render_tool_end,
+        .finish = render_finish,
+        .fail = render_fail,
 };
 
-int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth) {
+int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits) {
         _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
         ModelInfo info;
@@ -696,7 +714,7 @@ int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth
         const char *body = http_request_body(http, &size);
         int r;
 
-        r = anthropic_parse_messages(body, size, max_depth, false, &conv, &info, &err);
+        r = anthropic_parse_messages(body, size, limits, false, &conv, &info, &err);
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
@@ -711,7 +729,7 @@ int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth
         return r;
 }
 
-int anthropic_handle_count_tokens(HttpRequest *http, int max_depth) {
+int anthropic_handle_count_tokens(HttpRequest *http, const ApiLimits *limits) {
         _cleanup_(failure_done) Failure err = {};
         _cleanup_(conversation_freep) Conversation *conv = NULL;
         size_t size;
@@ -719,7 +737,7 @@ int anthropic_handle_count_tokens(HttpRequest *http, int max_depth) {
         char out[64];
         int r;
 
-        r = anthropic_parse_messages(body, size, max_depth, true, &conv, NULL, &err);
+        r = anthropic_parse_messages(body, size, limits, true, &conv, NULL, &err);
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)

@@ -2,12 +2,13 @@
 /* The Anthropic Messages front end: POST /v1/messages (streamed or not) and /v1/messages/count_tokens. */
 #pragma once
 
+#include "api/api-request.h"
 #include "chat/chat.h"
 
 /* Parses a Messages request body into the conversation form and resolves its model (ret_model may be
  * NULL); count_only skips the checks that only matter for generation (max_tokens). */
-int anthropic_parse_messages(const char *body, size_t size, int max_depth, bool count_only, Conversation **ret,
-                             ModelInfo *ret_model, Failure *err);
+int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *limits, bool count_only,
+                             Conversation **ret, ModelInfo *ret_model, Failure *err);
 
-int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, int max_depth);
-int anthropic_handle_count_tokens(HttpRequest *http, int max_depth);
+int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits);
+int anthropic_handle_count_tokens(HttpRequest *http, const ApiLimits *limits);

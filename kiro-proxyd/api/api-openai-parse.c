@@ -5,6 +5,7 @@
 #include "json-util.h"
 #include "chat/chat-models.h"
 #include "api/api-openai.h"
+#include "api/api-request.h"
 
 static int text_of_content(json_object *content, const char *where, char **ret, Failure *err) {
         /* A string, or an array of {type:"text", text} parts (other part types are not text). */
@@ -183,11 +184,16 @@ static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in
         return r < 0 ? r : parse_user_content(m, content, cw, err);
 }
 
-static int parse_tools(Conversation *c, json_object *req, Failure *err) {
+static int parse_tools(Conversation *c, json_object *req, const ApiLimits *l, Failure *err) {
         json_object *tools, *choice;
         int r = json_get_array(req, "tools", &tools);
         if (r == -EMEDIUMTYPE)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "tools", "'tools' must be an array");
+        if (r >= 0) {
+                r = api_check_limit("tools", "tools", json_object_array_length(tools), l->max_tools, "MaxTools", err);
+                if (r < 0)
+                        return r;
+        }
         for (size_t i = 0; r >= 0 && i < json_object_array_length(tools); i++) {
                 json_object *t = json_object_array_get_idx(tools, i), *fn, *params = NULL;
                 const char *name, *type, *desc = NULL;
@@ -232,27 +238,32 @@ static int parse_tools(Conversation *c, json_object *req, Failure *err) {
         return c->tool_choice_name ? 0 : -ENOMEM;
 }
 
-int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation **ret, OpenAIOptions *opts,
+int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Conversation **ret, OpenAIOptions *opts,
                       Failure *err) {
         _cleanup_(conversation_freep) Conversation *c = NULL;
         _cleanup_json_ json_object *req = NULL;
         json_object *messages, *v;
-        const char *perr = NULL, *model, *s;
+        const char *model, *s;
         bool thinking_alias = false;
+        uint64_t n;
         ModelInfo info;
         int r;
 
         *opts = (OpenAIOptions) {};
-        r = json_parse_bounded(body, size, max_depth, &req, &perr);
+        r = api_parse_body(body, size, l, &req, err);
         if (r < 0)
-                return failure_set(err, FAILURE_INVALID_REQUEST, NULL, "The request body is not valid JSON: %s.", perr);
-        if (!json_object_is_type(req, json_type_object))
-                return failure_set(err, FAILURE_INVALID_REQUEST, NULL, "The request body must be a JSON object.");
-        if (json_get_string(req, "model", &model) < 0 || isempty(model))
+                return r;
+        r = api_get_string(req, "model", "model", &model, err);
+        if (r < 0)
+                return r;
+        if (r == 0 || isempty(model))
                 return failure_set(err, FAILURE_INVALID_REQUEST, "model", "'model' must be a non-empty string.");
         r = json_get_array(req, "messages", &messages);
         if (r < 0 || json_object_array_length(messages) == 0)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "messages", "'messages' must be a non-empty array.");
+        r = api_check_limit("messages", "messages", json_object_array_length(messages), l->max_messages, "MaxMessages", err);
+        if (r < 0)
+                return r;
 
         r = models_resolve(model, &info, &thinking_alias);
         if (r == -ENOENT) {
@@ -283,7 +294,10 @@ int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation
                 if (r < 0)
                         return r;
         }
-        r = parse_tools(c, req, err);
+        r = api_check_content_parts(c, l, err);
+        if (r < 0)
+                return r;
+        r = parse_tools(c, req, l, err);
         if (r < 0)
                 return r;
 
@@ -295,21 +309,24 @@ int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation
         json_object *so;
         if (json_get_object(req, "stream_options", &so) >= 0)
                 (void) json_get_bool(so, "include_usage", &opts->include_usage);
-        int64_t n;
-        if (json_get_int64(req, "n", &n) >= 0 && n != 1)
+        r = api_get_integer(req, "n", "n", 0, API_MAX_TOKENS_MAX, &n, err);
+        if (r < 0)
+                return r;
+        if (r > 0 && n != 1)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "n", "Only 'n': 1 is supported.");
-        if (json_get_int64(req, "max_completion_tokens", &n) >= 0 || json_get_int64(req, "max_tokens", &n) >= 0) {
-                if (n <= 0)
-                        return failure_set(err, FAILURE_INVALID_REQUEST, "max_tokens", "'max_tokens' must be positive.");
-                c->max_tokens = (uint64_t) n;
-        } else if (json_object_object_get_ex(req, "max_tokens", &v) && v && !json_object_is_type(v, json_type_int))
-                return failure_set(err, FAILURE_INVALID_REQUEST, "max_tokens", "'max_tokens' must be an integer.");
-        if (json_get_double(req, "temperature", &c->temperature) >= 0)
-                c->has_temperature = true;
-        else if (json_object_object_get_ex(req, "temperature", &v) && v)
-                return failure_set(err, FAILURE_INVALID_REQUEST, "temperature", "'temperature' must be a number.");
-        if (json_get_double(req, "top_p", &c->top_p) >= 0)
-                c->has_top_p = true;
+        r = api_get_integer(req, "max_completion_tokens", "max_completion_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
+        if (r == 0)
+                r = api_get_integer(req, "max_tokens", "max_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
+        if (r < 0)
+                return r;
+        r = api_get_number(req, "temperature", "temperature", &c->temperature, err);
+        if (r < 0)
+                return r;
+        c->has_temperature = r > 0;
+        r = api_get_number(req, "top_p", "top_p", &c->top_p, err);
+        if (r < 0)
+                return r;
+        c->has_top_p = r > 0;
         if (json_object_object_get_ex(req, "stop", &v) && v) {
                 if (json_object_is_type(v, json_type_string))
                         r = strv_extend(&c->stop, json_object_get_string(v));

@@ -30,7 +30,7 @@ static int sse_chunk_begin(Chat *c, Buf *b) {
 
 static int start_stream(Chat *c) {
         static const char *const headers[] = { "Cache-Control: no-cache", "X-Accel-Buffering: no", NULL };
-        OpenAIState *st = c->fe;
+        OpenAIState *st = c->frontend_state;
         int r;
 
         if (!c->started) {
@@ -53,7 +53,7 @@ static int start_stream(Chat *c) {
 /* One chunk whose delta is {"<key>": "<text>"}: the per-token path of a stream, so without printf and
  * without an allocation per chunk. */
 static int send_delta(Chat *c, const char *key, const char *s, size_t n) {
-        OpenAIState *st = c->fe;
+        OpenAIState *st = c->frontend_state;
         Buf *b = &st->scratch;
         int r = start_stream(c);
         if (r < 0)
@@ -74,11 +74,11 @@ static int send_delta(Chat *c, const char *key, const char *s, size_t n) {
         return r < 0 ? r : chat_stream_write(c, b->data, b->size);
 }
 
-static int r_text(Chat *c, const char *s, size_t n) {
+static int render_text(Chat *c, const char *s, size_t n) {
         return c->conv->stream ? send_delta(c, "content", s, n) : 0;
 }
 
-static int r_thinking(Chat *c, const char *s, size_t n) {
+static int render_thinking(Chat *c, const char *s, size_t n) {
         return c->conv->stream ? send_delta(c, "reasoning_content", s, n) : 0;
 }
 
@@ -112,15 +112,15 @@ static int tool_delta(Chat *c, unsigned index, ChatToolCall *t, bool first, cons
         return r < 0 ? r : chat_stream_write(c, b.data, b.size);
 }
 
-static int r_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_start(Chat *c, ChatToolCall *t, unsigned index) {
         return c->conv->stream ? tool_delta(c, index, t, true, NULL, 0) : 0;
 }
 
-static int r_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
+static int render_tool_args(Chat *c, ChatToolCall *t, unsigned index, const char *s, size_t n) {
         return c->conv->stream ? tool_delta(c, index, t, false, s, n) : 0;
 }
 
-static int r_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
+static int render_tool_end(Chat *c, ChatToolCall *t, unsigned index) {
         return 0;
 }
 
@@ -131,8 +131,8 @@ static int put_usage(Chat *c, Buf *b) {
                         (unsigned long long) in, (unsigned long long) out, (unsigned long long) (in + out));
 }
 
-static int r_finish(Chat *c, ChatStop stop) {
-        OpenAIState *st = c->fe;
+static int render_finish(Chat *c, ChatStop stop) {
+        OpenAIState *st = c->frontend_state;
         _cleanup_(buf_done) Buf b = {};
         int r;
 
@@ -211,7 +211,7 @@ static int r_finish(Chat *c, ChatStop stop) {
         return http_request_respond(c->http, 200, "application/json", b.data, b.size, NULL);
 }
 
-static int r_fail(Chat *c, const Failure *e) {
+static int render_fail(Chat *c, const Failure *e) {
         if (!c->started)
                 return api_error_respond(c->http, API_SHAPE_OPENAI, e);
         /* Mid-stream: an error event, then the stream ends without [DONE] and without a finish_reason. */
@@ -233,16 +233,16 @@ static int r_fail(Chat *c, const Failure *e) {
 }
 
 static const ChatRenderer openai_renderer = {
-        .text = r_text,
-        .thinking = r_thinking,
-        .tool_start = r_tool_start,
-        .tool_args = r_tool_args,
-        .tool_end = r_tool_end,
-        .finish = r_finish,
-        .fail = r_fail,
+        .text = render_text,
+        .thinking = render_thinking,
+        .tool_start = render_tool_start,
+        .tool_args = render_tool_args,
+        .tool_end = render_tool_end,
+        .finish = render_finish,
+        .fail = render_fail,
 };
 
-int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
+int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits) {
         _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
         OpenAIOptions opts;
@@ -250,7 +250,7 @@ int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth) {
         const char *body = http_request_body(http, &size);
         int r;
 
-        r = openai_parse_chat(body, size, max_depth, &conv, &opts, &err);
+        r = openai_parse_chat(body, size, limits, &conv, &opts, &err);
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)

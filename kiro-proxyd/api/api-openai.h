@@ -2,6 +2,7 @@
 /* The OpenAI chat completions front end: request parsing and response rendering. */
 #pragma once
 
+#include "api/api-request.h"
 #include "chat/chat-failure.h"
 #include "chat/chat-conversation.h"
 #include "chat/chat-models.h"
@@ -12,11 +13,11 @@ typedef struct OpenAIOptions {
 } OpenAIOptions;
 
 /* Parses a POST /v1/chat/completions body. On failure err names the field (OpenAI "param"). */
-int openai_parse_chat(const char *body, size_t size, int max_depth, Conversation **ret, OpenAIOptions *opts,
-                      Failure *err);
+int openai_parse_chat(const char *body, size_t size, const ApiLimits *limits, Conversation **ret,
+                      OpenAIOptions *opts, Failure *err);
 
 #include "chat/chat.h"
 
 /* POST /v1/chat/completions and GET /v1/models. */
-int openai_handle_chat(ChatContext *ctx, HttpRequest *http, int max_depth);
+int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits);
 int openai_handle_models(HttpRequest *http);

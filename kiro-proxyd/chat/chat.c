@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* One chat request: upstream events through the thinking splitter and stop sequences into a renderer. */
+#include <assert.h>
 #include <stdarg.h>
 #include <systemd/sd-id128.h>
 
@@ -29,10 +30,11 @@ const char *chat_stop_reason_anthropic(ChatStop s) {
 static void chat_free(Chat *c) {
         if (!c)
                 return;
-        upstream_call_cancel(c->call);
+        if (c->call && c->backend->ops->call_cancel)
+                c->backend->ops->call_cancel(c->call);
         conversation_free(c->conv);
-        if (c->fe_free)
-                c->fe_free(c->fe);
+        if (c->frontend_state_free)
+                c->frontend_state_free(c->frontend_state);
         free(c->id);
         buf_done(&c->text);
         buf_done(&c->reasoning);
@@ -63,18 +65,22 @@ static void on_http_abort(HttpRequest *r, void *userdata) {
         chat_free(c);
 }
 
+static void call_pause(Chat *c, bool pause) {
+        if (c->call && c->backend->ops->call_pause)
+                c->backend->ops->call_pause(c->call, pause);
+}
+
 static void on_http_drain(HttpRequest *r, void *userdata) {
         Chat *c = userdata;
-        if (c->call)
-                upstream_call_pause(c->call, false);
+        call_pause(c, false);
 }
 
 int chat_stream_write(Chat *c, const char *data, size_t size) {
         int r = http_request_stream_write(c->http, data, size);
         if (r < 0)
                 return r;
-        if (c->call && http_request_stream_pending(c->http) > CHAT_PENDING_HIGH)
-                upstream_call_pause(c->call, true);
+        if (http_request_stream_pending(c->http) > CHAT_PENDING_HIGH)
+                call_pause(c, true);
         return 0;
 }
 
@@ -172,7 +178,7 @@ static void resolve_usage(Chat *c, const ChatUsage *u) {
         }
 }
 
-static int on_event(UpstreamCall *call, const ChatEvent *ev, void *userdata) {
+static int on_event(ChatCall *call, const ChatEvent *ev, void *userdata) {
         Chat *c = userdata;
         ChatToolCall *t;
         int r = 0;
@@ -185,7 +191,7 @@ static int on_event(UpstreamCall *call, const ChatEvent *ev, void *userdata) {
                 if (r >= 0 && c->stopped) {
                         /* A stop sequence matched: the answer is complete, upstream is not needed. */
                         c->call = NULL;
-                        resolve_usage(c, upstream_call_usage(call));
+                        resolve_usage(c, c->backend->ops->call_usage ? c->backend->ops->call_usage(call) : NULL);
                         r = c->renderer->finish(c, CHAT_STOP_STOP_SEQUENCE);
                         chat_end(c);
                         return -ECANCELED;
@@ -270,36 +276,39 @@ static int on_event(UpstreamCall *call, const ChatEvent *ev, void *userdata) {
         return 0;
 }
 
-static void on_fail(UpstreamCall *call, const Failure *err, void *userdata) {
+static void on_fail(ChatCall *call, const Failure *err, void *userdata) {
         Chat *c = userdata;
         c->call = NULL;
         (void) c->renderer->fail(c, err);
         chat_end(c);
 }
 
-static const UpstreamHandler upstream_handler = {
+static const ChatCallHandler call_handler = {
         .on_event = on_event,
         .on_fail = on_fail,
 };
 
 int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const ModelInfo *model,
-               const ChatRenderer *renderer, void *fe, void (*fe_free)(void *fe), const char *id_prefix) {
+               const ChatRenderer *renderer, void *frontend_state, void (*frontend_state_free)(void *state),
+               const char *id_prefix) {
         Chat *c = calloc(1, sizeof *c);
         sd_id128_t rnd;
         int r;
 
         if (!c) {
                 conversation_free(conv);
-                if (fe_free)
-                        fe_free(fe);
+                if (frontend_state_free)
+                        frontend_state_free(frontend_state);
                 return -ENOMEM;
         }
         c->http = http_request_ref(http);
         c->conv = conv;
         c->model = *model;
         c->renderer = renderer;
-        c->fe = fe;
-        c->fe_free = fe_free;
+        c->frontend_state = frontend_state;
+        c->frontend_state_free = frontend_state_free;
+        assert(model->provider >= 0 && model->provider < _MODEL_PROVIDER_MAX);
+        c->backend = &ctx->backends[model->provider];
         c->created = now(CLOCK_REALTIME);
         r = sd_id128_randomize(&rnd);
         if (r < 0 || asprintf(&c->id, "%s" SD_ID128_FORMAT_STR, id_prefix, SD_ID128_FORMAT_VAL(rnd)) < 0) {
@@ -315,7 +324,16 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
         http_request_set_drain_handler(http, on_http_drain, c);
         if (renderer->begin)
                 (void) renderer->begin(c);
-        r = upstream_call_start(ctx->upstream, c->conv, &upstream_handler, c, &c->call);
+        if (!c->backend->ops) {
+                Failure f = {};
+                (void) failure_set(&f, FAILURE_INVALID_REQUEST, "model", "No back end serves the model '%s' (provider %s).",
+                                   strna(conv->model), model_provider_to_string(model->provider));
+                (void) renderer->fail(c, &f);
+                failure_done(&f);
+                chat_end(c);
+                return 0;
+        }
+        r = c->backend->ops->call_start(c->backend->data, c->conv, &call_handler, c, &c->call);
         if (r < 0) {
                 Failure e = { .kind = FAILURE_INTERNAL, .message = strdup("Cannot start the upstream request.") };
                 (void) renderer->fail(c, &e);

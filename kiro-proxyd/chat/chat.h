@@ -5,10 +5,11 @@
 
 #include "buf.h"
 #include "http/http.h"
+#include "chat/chat-backend.h"
 #include "chat/chat-failure.h"
 #include "chat/chat-models.h"
 #include "chat/chat-thinking.h"
-#include "kiro/kiro-upstream.h"
+#include "chat/chat-tokens.h"
 
 typedef enum ChatStop {
         CHAT_STOP_END_TURN,
@@ -29,7 +30,7 @@ typedef struct Chat Chat;
 /* A front end. Every callback returns 0 or a negative errno (the client went away: the chat ends). For
  * streamed responses the front end starts the HTTP stream in its first callback. */
 typedef struct ChatRenderer {
-        /* Optional: called once before the upstream call starts (c->fe is set). */
+        /* Optional: called once before the upstream call starts (c->frontend_state is set). */
         int (*begin)(Chat *c);
         int (*text)(Chat *c, const char *s, size_t n);
         int (*thinking)(Chat *c, const char *s, size_t n);
@@ -44,7 +45,7 @@ typedef struct ChatRenderer {
 } ChatRenderer;
 
 typedef struct ChatContext {
-        Upstream *upstream;
+        ChatBackend backends[_MODEL_PROVIDER_MAX];      /* by the provider of the requested model */
         usec_t ping_interval;           /* PingIntervalSec=: Anthropic "ping" events; 0 = default, infinity = none */
 } ChatContext;
 
@@ -53,9 +54,10 @@ struct Chat {
         Conversation *conv;
         ModelInfo model;
         const ChatRenderer *renderer;
-        void *fe;                       /* the front end's own state */
-        void (*fe_free)(void *fe);
-        UpstreamCall *call;
+        void *frontend_state;           /* the front end's own state */
+        void (*frontend_state_free)(void *state);
+        const ChatBackend *backend;
+        ChatCall *call;                 /* the back end's call, NULL once it finished */
         ThinkingSplitter splitter;
 
         bool started;                   /* the HTTP response began (streams) */
@@ -83,7 +85,8 @@ struct Chat {
 
 /* Takes ownership of conv. On failure before the upstream starts, the chat renders the error itself. */
 int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const ModelInfo *model,
-               const ChatRenderer *renderer, void *fe, void (*fe_free)(void *fe), const char *id_prefix);
+               const ChatRenderer *renderer, void *frontend_state, void (*frontend_state_free)(void *state),
+               const char *id_prefix);
 
 /* Helpers for renderers. */
 int chat_stream_write(Chat *c, const char *data, size_t size);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Conversation form → Kiro generateAssistantResponse JSON body (KIRO-PROTOCOL A.3–A.5, B §3.3–3.4). */
+/* Conversation form → Kiro generateAssistantResponse JSON body (KIRO-PROTOCOL A.3–A.5, B §3.3–3.4):
+ * kiro-normalize applies the A.4 rules, this file serializes, trims the history and picks the id. */
 #pragma once
 
 #include <stddef.h>
@@ -7,34 +8,10 @@
 
 #include "macro.h"
 #include "chat/chat-conversation.h"
+#include "kiro/kiro-aliases.h"
 
 #define KIRO_MAX_UPSTREAM_PAYLOAD_DEFAULT 600000U
-/* Tool names longer than this are replaced by an alias of exactly this length. */
-#define KIRO_TOOL_NAME_MAX 64U
-/* Tool descriptions longer than this (in characters) move into the system text. */
-#define KIRO_TOOL_DESCRIPTION_MAX 10000U
 #define KIRO_ORIGIN "AI_EDITOR"
-
-typedef struct KiroToolAlias {
-        char *alias;            /* the name Kiro sees */
-        char *name;             /* the client's name */
-} KiroToolAlias;
-
-typedef struct KiroToolAliases {
-        KiroToolAlias *entries;
-        size_t n;
-} KiroToolAliases;
-
-void kiro_tool_aliases_done(KiroToolAliases *a);
-
-/* Maps a tool name from a Kiro response back to the client's name; returns 'name' itself when it is not
- * an alias (a NULL or empty map is fine). */
-const char *kiro_tool_aliases_restore(const KiroToolAliases *a, const char *name);
-
-/* The alias of a name longer than KIRO_TOOL_NAME_MAX bytes: its first 55 bytes (cut back to a UTF-8
- * boundary), '_', and the first 8 hex digits of the SHA-256 of the whole name. Deterministic, so the
- * same long name gets the same alias in every request of a conversation. -EINVAL for short names. */
-int kiro_tool_name_alias(const char *name, char **ret);
 
 /* A fresh random (version 4) UUID in its 36-character text form, from sd_id128_randomize(). */
 int kiro_uuid4(char ret[static SD_ID128_UUID_STRING_MAX]);
@@ -61,9 +38,9 @@ typedef struct KiroRequest {
 KiroRequest *kiro_request_free(KiroRequest *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KiroRequest *, kiro_request_free);
 
-/* Builds the request body. c->model_id must be set (the resolved upstream model id). The normalisation
- * rules of KIRO-PROTOCOL A.4 are applied in their order (see the comments in the .c file for where an
- * implementation detail differs from a literal reading), then A.5 thinking. c is not modified.
+/* Builds the request body. c->model_id must be set (the resolved upstream model id). The normalization
+ * rules of KIRO-PROTOCOL A.4 are applied in their order (kiro-normalize.c says where an implementation
+ * detail differs from a literal reading), then A.5 thinking. c is not modified.
  *
  * Errors: -EINVAL for a request Kiro cannot take (unsupported or malformed image, image URL, empty
  * message list, missing model id, empty tool name) and -EMSGSIZE when the body is over the payload limit;

@@ -65,16 +65,19 @@ ChatErrorKind kiro_error_classify(const char *type, const char *reason, const ch
         if (type_is(t, "ContentLengthExceededException"))
                 return CHAT_ERROR_CONTENT_LENGTH_EXCEEDED;
 
-        if (contains(message, "Input is too long"))
+        /* Message text only for the markers B §6 documents as coming without a reason or type of their own,
+         * and only with the status they come with (0: inside a 200 stream, where there is no status).
+         * Never for suspension: that comes as reason (TEMPORARILY_)SUSPENDED, and a message that merely
+         * contains the word (a validation error quoting the prompt, say) must not take a credential out of
+         * service until an admin acts. */
+        if ((http_status == 0 || http_status == 400 || http_status == 413 || http_status == 429) && contains(message, "Input is too long"))
                 return CHAT_ERROR_INPUT_TOO_LONG;
-        if (contains(message, "reached the limit"))
+        if (http_status == 0 && contains(message, "reached the limit"))
                 return CHAT_ERROR_QUOTA;
-        if (contains(message, "unexpectedly high load"))
+        if ((http_status == 0 || http_status >= 500) && contains(message, "unexpectedly high load"))
                 return CHAT_ERROR_OVERLOADED;
-        if (contains(message, "bearer token") && contains(message, "invalid"))
+        if ((http_status == 0 || http_status == 403) && contains(message, "bearer token") && contains(message, "invalid"))
                 return CHAT_ERROR_UNAUTHORIZED;
-        if (contains(message, "suspended"))
-                return CHAT_ERROR_SUSPENDED;
 
         if (type_is(t, "ValidationException"))
                 return CHAT_ERROR_VALIDATION;

@@ -38,7 +38,7 @@ typedef enum AttemptFailure {
 struct UpstreamCall {
         Upstream *upstream;
         const Conversation *conv;
-        UpstreamHandler handler;
+        ChatCallHandler handler;
         void *userdata;
 
         TokenRequest *token_request;
@@ -195,10 +195,6 @@ void upstream_call_cancel(UpstreamCall *call) {
         call_free(call);
 }
 
-const KiroToolAliases *upstream_call_aliases(UpstreamCall *call) {
-        return call->request ? &call->request->tool_aliases : NULL;
-}
-
 const ChatUsage *upstream_call_usage(UpstreamCall *call) {
         return call->stream ? kiro_stream_usage(call->stream) : NULL;
 }
@@ -224,7 +220,7 @@ static void call_fail(UpstreamCall *call, FailureKind kind, usec_t retry_after, 
                 err.message = NULL;
         va_end(ap);
         /* The handler must not cancel the call: it is freed right after. */
-        call->handler.on_fail(call, &err, call->userdata);
+        call->handler.on_fail((ChatCall *) call, &err, call->userdata);
         call_free(call);
         failure_done(&err);
 }
@@ -378,7 +374,7 @@ static int on_kiro_event(const ChatEvent *ev, void *userdata) {
                 call->committed = true;
                 call->timer = sd_event_source_disable_unref(call->timer);
         }
-        int r = call->handler.on_event(call, ev, call->userdata);
+        int r = call->handler.on_event((ChatCall *) call, ev, call->userdata);
         if (r < 0)
                 call->cancelled = true; /* the handler is done with this call: no more callbacks */
         return r;
@@ -476,7 +472,7 @@ static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
                         /* A complete answer without content: pass END on. */
                         call->committed = true;
                         ChatEvent end = call->end_event;
-                        (void) call->handler.on_event(call, &end, call->userdata);
+                        (void) call->handler.on_event((ChatCall *) call, &end, call->userdata);
                         call_free(call);
                         return;
                 }
@@ -659,7 +655,7 @@ static int attempt_begin(UpstreamCall *call) {
         return 0;
 }
 
-int upstream_call_start(Upstream *u, const Conversation *conv, const UpstreamHandler *h, void *userdata,
+int upstream_call_start(Upstream *u, const Conversation *conv, const ChatCallHandler *h, void *userdata,
                         UpstreamCall **ret) {
         UpstreamCall *call = calloc(1, sizeof *call);
         if (!call)
@@ -673,3 +669,28 @@ int upstream_call_start(Upstream *u, const Conversation *conv, const UpstreamHan
         (void) attempt_begin(call);
         return 0;
 }
+
+static int backend_call_start(void *backend, const Conversation *conv, const ChatCallHandler *h, void *userdata,
+                              ChatCall **ret_call) {
+        return upstream_call_start(backend, conv, h, userdata, (UpstreamCall **) ret_call);
+}
+
+static void backend_call_cancel(ChatCall *call) {
+        upstream_call_cancel((UpstreamCall *) call);
+}
+
+static void backend_call_pause(ChatCall *call, bool pause) {
+        upstream_call_pause((UpstreamCall *) call, pause);
+}
+
+static const ChatUsage *backend_call_usage(ChatCall *call) {
+        return call ? upstream_call_usage((UpstreamCall *) call) : NULL;
+}
+
+const ChatBackendOps kiro_backend_ops = {
+        .name = "kiro",
+        .call_start = backend_call_start,
+        .call_cancel = backend_call_cancel,
+        .call_pause = backend_call_pause,
+        .call_usage = backend_call_usage,
+};

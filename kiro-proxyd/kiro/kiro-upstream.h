@@ -6,8 +6,7 @@
 #include <systemd/sd-event.h>
 
 #include "curl-glue.h"
-#include "chat/chat-failure.h"
-#include "chat/chat-conversation.h"
+#include "chat/chat-backend.h"
 #include "kiro/kiro-stream.h"
 #include "auth/auth-tokencache.h"
 
@@ -31,16 +30,6 @@ void upstream_config_done(UpstreamConfig *c);
 typedef struct Upstream Upstream;
 typedef struct UpstreamCall UpstreamCall;
 
-typedef struct UpstreamHandler {
-        /* Stream events, in order, once content may flow (the first TEXT/THINKING/TOOL event commits the
-         * call: nothing is retried after it). ERROR and END arrive here only for committed calls, or for
-         * a call that completed normally without content. A negative return cancels the call. */
-        int (*on_event)(UpstreamCall *call, const ChatEvent *ev, void *userdata);
-        /* The call failed before anything was committed, after all retries: render err. The call is
-         * finished (do not cancel it). */
-        void (*on_fail)(UpstreamCall *call, const Failure *err, void *userdata);
-} UpstreamHandler;
-
 int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstream **ret);
 Upstream *upstream_free(Upstream *u);
 CurlGlue *upstream_glue(Upstream *u);
@@ -48,15 +37,16 @@ CurlGlue *upstream_glue(Upstream *u);
 void upstream_trim(Upstream *u);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Upstream *, upstream_free);
 
-/* Starts a call for conv (which must stay valid until the call finishes). */
-int upstream_call_start(Upstream *u, const Conversation *conv, const UpstreamHandler *h, void *userdata,
+/* The Kiro back end for ChatContext: call_start() takes the Upstream. */
+extern const ChatBackendOps kiro_backend_ops;
+
+/* Starts a call for conv (see ChatBackendOps.call_start). */
+int upstream_call_start(Upstream *u, const Conversation *conv, const ChatCallHandler *h, void *userdata,
                         UpstreamCall **ret);
 /* Ends a call early (client went away); no callback runs afterwards. */
 void upstream_call_cancel(UpstreamCall *call);
 /* Back pressure: stop/resume reading upstream. */
 void upstream_call_pause(UpstreamCall *call, bool pause);
-/* The tool-name aliases of the current attempt (for the renderers). */
-const KiroToolAliases *upstream_call_aliases(UpstreamCall *call);
-/* Usage so far and the context window of the model (for the renderers). */
+/* Usage so far. */
 const ChatUsage *upstream_call_usage(UpstreamCall *call);
 unsigned upstream_call_attempts(UpstreamCall *call);

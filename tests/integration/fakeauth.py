@@ -24,6 +24,8 @@ the normal handling:
     {"status": 400, "error": "slow_down"}-> HTTP 400 {"error": "slow_down", ...}
     {"delay": 0.3}                       -> sleep, then handle normally
     {"hang": 5}                          -> sleep, then close the connection without answering
+    hold_next() queues a Gate: the request waits (gate.arrived is set) until gate.release(), then is
+    handled normally, against the lineage state of that moment (a revoke() meanwhile applies).
 A scripted error does not touch the lineage: the presented token stays valid.
 """
 
@@ -78,6 +80,19 @@ class Lineage:
         used: set = dataclasses.field(default_factory=set)
 
 
+class Gate:
+        """A request held by hold_next(): `arrived` is set when it reaches the server, which answers only
+        after release() (or after `timeout` seconds)."""
+
+        def __init__(self, timeout):
+                self.arrived = threading.Event()
+                self.released = threading.Event()
+                self.timeout = timeout
+
+        def release(self):
+                self.released.set()
+
+
 class FakeAuth:
         """Both fake servers plus the shared token state. Thread-safe."""
 
@@ -121,6 +136,12 @@ class FakeAuth:
                 """Queues scripted actions (see the module docstring); one is consumed per request."""
                 with self.lock:
                         self._script.extend(dict(a) for a in actions)
+
+        def hold_next(self, timeout=30.0):
+                """Holds the next request until the returned Gate is released (see the docstring)."""
+                gate = Gate(timeout)
+                self.script([{"hold": gate}])
+                return gate
 
         def clear_script(self):
                 with self.lock:
@@ -226,6 +247,10 @@ class FakeAuth:
 
                 with self.lock:
                         action = self._script.pop(0) if self._script else None
+                if action and "hold" in action:
+                        action["hold"].arrived.set()
+                        action["hold"].released.wait(action["hold"].timeout)
+                        action = None
                 if action and "delay" in action:
                         time.sleep(action["delay"])
                         action = None

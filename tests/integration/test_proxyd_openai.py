@@ -180,7 +180,8 @@ def test_stream_include_usage(stack):
 def test_many_text_parts_joined_in_order(proxy_stack):
         """A system message of 150 000 text parts is joined in order, promptly: the parts used to be
         joined with strcat(), quadratic in their number, which held the event loop for minutes."""
-        s = proxy_stack(Kiro={"MaxUpstreamPayloadBytes": 8000000})
+        # MaxContentParts= also sets how many JSON objects a body may hold before it is parsed.
+        s = proxy_stack(Kiro={"MaxUpstreamPayloadBytes": 8000000}, Proxy={"MaxContentParts": 200000})
         n = nonce()
         parts = [{"type": "text", "text": f"p{i}"} for i in range(150000)]
         s.chat.enqueue({"match": n, "text": "ok"})

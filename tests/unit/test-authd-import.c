@@ -47,10 +47,10 @@ static unsigned char *make_db(const char *const *kv, const char *profile, bool w
         "\"client_secret_expires_at\":\"2031-01-01T00:00:00Z\",\"region\":\"eu-west-1\"}"
 #define PROFILE "{\"arn\":\"arn:aws:codewhisperer:eu-central-1:123456789012:profile/ABC\",\"profile_name\":\"p\"}"
 
-static Credential *import_db_ok(const char *const *kv, const char *profile) {
+static CredentialRecord *import_db_ok(const char *const *kv, const char *profile) {
         size_t size;
         unsigned char *p = make_db(kv, profile, true, &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         int r = import_kiro_cli_sqlite(p, size, &c, &msg);
         if (r < 0)
@@ -63,7 +63,7 @@ static Credential *import_db_ok(const char *const *kv, const char *profile) {
 static int import_db_err(const char *const *kv, bool with_state, char **ret_msg) {
         size_t size;
         unsigned char *p = make_db(kv, NULL, with_state, &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         int r = import_kiro_cli_sqlite(p, size, &c, ret_msg);
         sqlite3_free(p);
         ASSERT_NULL(c);
@@ -72,7 +72,7 @@ static int import_db_err(const char *const *kv, bool with_state, char **ret_msg)
 
 TEST(sqlite_social) {
         const char *kv[] = { "kirocli:social:token", SOCIAL_TOKEN, NULL };
-        Credential *c = import_db_ok(kv, NULL);
+        CredentialRecord *c = import_db_ok(kv, NULL);
         ASSERT_STREQ(auth_method_to_string(c->method), "social");
         ASSERT_STREQ(c->refresh_token, "rt-social");
         ASSERT_STREQ(c->access_token, "at-social");
@@ -81,7 +81,7 @@ TEST(sqlite_social) {
         usec_t want;
         ASSERT_OK(parse_rfc3339("2031-01-02T03:04:05.123456Z", &want));
         ASSERT_EQ(c->expires_at, want);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(sqlite_priority_external_idp_first) {
@@ -91,17 +91,17 @@ TEST(sqlite_priority_external_idp_first) {
                 "{\"access_token\":\"at-x\",\"refresh_token\":\"rt-x\",\"token_endpoint\":\"https://idp.example/token\","
                 "\"client_id\":\"xid\",\"scopes\":\"openid offline\"}",
                 NULL };
-        Credential *c = import_db_ok(kv, NULL);
+        CredentialRecord *c = import_db_ok(kv, NULL);
         ASSERT_STREQ(auth_method_to_string(c->method), "external-idp");
         ASSERT_STREQ(c->refresh_token, "rt-x");
         ASSERT_STREQ(c->token_endpoint, "https://idp.example/token");
         ASSERT_STREQ(c->scopes, "openid offline");
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(sqlite_odic_builder_id_with_profile) {
         const char *kv[] = { "kirocli:odic:token", ODIC_TOKEN, "kirocli:odic:device-registration", ODIC_REG, NULL };
-        Credential *c = import_db_ok(kv, PROFILE);
+        CredentialRecord *c = import_db_ok(kv, PROFILE);
         ASSERT_STREQ(auth_method_to_string(c->method), "builder-id");
         ASSERT_STREQ(c->client_id, "cid");
         ASSERT_STREQ(c->client_secret, "csecret");
@@ -109,8 +109,8 @@ TEST(sqlite_odic_builder_id_with_profile) {
         ASSERT_STREQ(c->scopes, "a b");
         ASSERT_STREQ(c->profile_arn, "arn:aws:codewhisperer:eu-central-1:123456789012:profile/ABC");
         char buf[64];
-        ASSERT_STREQ(credential_api_region(c, buf, sizeof buf), "eu-central-1");
-        credential_free(c);
+        ASSERT_STREQ(credential_record_api_region(c, buf, sizeof buf), "eu-central-1");
+        credential_record_free(c);
 }
 
 TEST(sqlite_legacy_codewhisperer_idc) {
@@ -120,20 +120,20 @@ TEST(sqlite_legacy_codewhisperer_idc) {
                 "\"region\":\"us-west-2\"}",
                 "codewhisperer:odic:device-registration", "{\"clientId\":\"c2\",\"clientSecret\":\"s2\"}",
                 NULL };
-        Credential *c = import_db_ok(kv, NULL);
+        CredentialRecord *c = import_db_ok(kv, NULL);
         ASSERT_STREQ(auth_method_to_string(c->method), "idc");
         ASSERT_STREQ(c->client_id, "c2");
         ASSERT_STREQ(c->refresh_token, "rt-legacy");
         ASSERT_STREQ(c->region, "us-west-2");
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(sqlite_social_preferred_over_odic) {
         const char *kv[] = { "kirocli:odic:token", ODIC_TOKEN, "kirocli:odic:device-registration", ODIC_REG,
                              "kirocli:social:token", SOCIAL_TOKEN, NULL };
-        Credential *c = import_db_ok(kv, NULL);
+        CredentialRecord *c = import_db_ok(kv, NULL);
         ASSERT_STREQ(auth_method_to_string(c->method), "social");
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(sqlite_errors) {
@@ -174,15 +174,15 @@ TEST(sqlite_errors) {
         const char *ok[] = { "kirocli:social:token", SOCIAL_TOKEN, NULL };
         size_t size;
         unsigned char *p = make_db(ok, NULL, false, &size);
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         ASSERT_OK(import_kiro_cli_sqlite(p, size, &c, &msg));
-        credential_free(c);
+        credential_record_free(c);
         sqlite3_free(p);
 }
 
 TEST(sqlite_not_a_database) {
         char *msg = NULL;
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         ASSERT_ERROR(import_kiro_cli_sqlite("", 0, &c, &msg), EBADMSG);
         ASSERT_TRUE(strstr(msg, "empty"));
         free(msg), msg = NULL;
@@ -219,13 +219,13 @@ TEST(sqlite_not_a_database) {
 TEST(ide_social_and_builder_id) {
         const char *tok = "{\"accessToken\":\"at\",\"refreshToken\":\"rt\",\"expiresAt\":\"2031-12-31T02:32:45.144Z\","
                           "\"authMethod\":\"social\",\"provider\":\"Github\",\"profileArn\":\"arn:aws:codewhisperer:us-east-1:1:profile/X\"}";
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         ASSERT_OK(import_kiro_ide_json(tok, strlen(tok), NULL, 0, &c, &msg));
         ASSERT_STREQ(auth_method_to_string(c->method), "social");
         ASSERT_STREQ(c->refresh_token, "rt");
         ASSERT_STREQ(c->region, "us-east-1");
-        credential_free(c);
+        credential_record_free(c);
 
         const char *idc = "{\"accessToken\":\"at\",\"refreshToken\":\"rt2\",\"expiresAt\":\"2031-12-31T02:32:45.144Z\","
                           "\"authMethod\":\"IdC\",\"provider\":\"BuilderId\",\"clientIdHash\":\"abc\",\"region\":\"us-east-1\"}";
@@ -233,12 +233,12 @@ TEST(ide_social_and_builder_id) {
         ASSERT_OK(import_kiro_ide_json(idc, strlen(idc), reg, strlen(reg), &c, &msg));
         ASSERT_STREQ(auth_method_to_string(c->method), "builder-id");
         ASSERT_STREQ(c->client_secret, "sec");
-        credential_free(c);
+        credential_record_free(c);
 
         const char *ent = "{\"refreshToken\":\"rt3\",\"authMethod\":\"IdC\",\"provider\":\"Enterprise\"}";
         ASSERT_OK(import_kiro_ide_json(ent, strlen(ent), reg, strlen(reg), &c, &msg));
         ASSERT_STREQ(auth_method_to_string(c->method), "idc");
-        credential_free(c);
+        credential_record_free(c);
 
         ASSERT_ERROR(import_kiro_ide_json(idc, strlen(idc), NULL, 0, &c, &msg), EBADMSG);
         ASSERT_TRUE(strstr(msg, "registration"));
@@ -267,13 +267,13 @@ TEST(ide_social_and_builder_id) {
 }
 
 TEST(bare_secrets) {
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         char *msg = NULL;
         ASSERT_OK(import_refresh_token("  rt-abc\n", 9, &c, &msg));
         ASSERT_STREQ(c->refresh_token, "rt-abc");
         ASSERT_NULL(c->access_token);
         ASSERT_STREQ(auth_method_to_string(c->method), "social");
-        credential_free(c);
+        credential_record_free(c);
 
         ASSERT_ERROR(import_refresh_token("\n\n", 2, &c, &msg), EBADMSG);
         free(msg), msg = NULL;
@@ -283,7 +283,7 @@ TEST(bare_secrets) {
         ASSERT_OK(import_api_key("ksk_123\n", 8, &c, &msg));
         ASSERT_STREQ(c->access_token, "ksk_123");
         ASSERT_EQ(c->expires_at, USEC_INFINITY);
-        credential_free(c);
+        credential_record_free(c);
         ASSERT_ERROR(import_api_key("abc", 3, &c, &msg), EBADMSG);
         ASSERT_TRUE(strstr(msg, "ksk_"));
         free(msg);

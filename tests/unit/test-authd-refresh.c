@@ -4,8 +4,8 @@
 #include "json-util.h"
 #include "tests.h"
 
-static Credential *cred(AuthMethod m) {
-        Credential *c = credential_new();
+static CredentialRecord *cred(AuthMethod m) {
+        CredentialRecord *c = credential_record_new();
         c->method = m;
         c->refresh_token = strdup("rt-1");
         c->region = strdup("eu-west-1");
@@ -16,7 +16,7 @@ static Credential *cred(AuthMethod m) {
 }
 
 TEST(social_request) {
-        Credential *c = cred(AUTH_METHOD_SOCIAL);
+        CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
         ASSERT_OK(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev", "https://oidc.{region}.x", &req, NULL));
         ASSERT_STREQ(req.url, "https://prod.eu-west-1.auth.desktop.kiro.dev/refreshToken");
@@ -24,11 +24,11 @@ TEST(social_request) {
         ASSERT_STREQ(req.content_type, "application/json");
         ASSERT_STREQ(req.user_agent, "KiroIDE-0.7.45-ab");
         refresh_request_done(&req);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(oidc_request_camel_case_json) {
-        Credential *c = cred(AUTH_METHOD_BUILDER_ID);
+        CredentialRecord *c = cred(AUTH_METHOD_BUILDER_ID);
         RefreshRequest req;
         ASSERT_OK(refresh_build_request(c, "https://k", "http://127.0.0.1:99/{region}", &req, NULL));
         ASSERT_STREQ(req.url, "http://127.0.0.1:99/eu-west-1/token");
@@ -39,11 +39,11 @@ TEST(oidc_request_camel_case_json) {
         ASSERT_STREQ(json_string_or_null(o, "clientSecret"), "csec");
         ASSERT_STREQ(json_string_or_null(o, "refreshToken"), "rt-1");
         refresh_request_done(&req);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(external_idp_form) {
-        Credential *c = cred(AUTH_METHOD_EXTERNAL_IDP);
+        CredentialRecord *c = cred(AUTH_METHOD_EXTERNAL_IDP);
         c->token_endpoint = strdup("https://idp.example/oauth2/token");
         c->scopes = strdup("openid offline_access");
         RefreshRequest req;
@@ -52,11 +52,11 @@ TEST(external_idp_form) {
         ASSERT_STREQ(req.body, "grant_type=refresh_token&client_id=cid&refresh_token=rt-1&scope=openid%20offline_access");
         ASSERT_STREQ(req.content_type, "application/x-www-form-urlencoded");
         refresh_request_done(&req);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(refuses_plain_http_off_loopback) {
-        Credential *c = cred(AUTH_METHOD_SOCIAL);
+        CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
         char *msg = NULL;
         ASSERT_ERROR(refresh_build_request(c, "http://evil.example", "https://o", &req, &msg), EPERM);
@@ -64,7 +64,7 @@ TEST(refuses_plain_http_off_loopback) {
         free(msg);
         c->method = AUTH_METHOD_API_KEY;
         ASSERT_ERROR(refresh_build_request(c, "https://k", "https://o", &req, NULL), EOPNOTSUPP);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 static RefreshOutcome classify(AuthMethod m, long status, const char *body) {

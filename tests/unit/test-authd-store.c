@@ -19,9 +19,9 @@ TEST(roundtrip_keeps_unknown_fields) {
                            "\"expires_at\":\"2030-01-01T00:00:00.000Z\",\"future_field\":{\"x\":[1,2]},"
                            "\"health\":{\"state\":\"needs-login\",\"consecutive_failures\":3,\"extra\":true},"
                            "\"enabled\":false}";
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         const char *err = NULL;
-        ASSERT_OK(credential_from_json(text, strlen(text), &c, &err));
+        ASSERT_OK(credential_record_from_json(text, strlen(text), &c, &err));
         ASSERT_EQ(c->method, AUTH_METHOD_IDC);
         ASSERT_EQ(c->health, HEALTH_NEEDS_LOGIN);
         ASSERT_EQ(c->consecutive_failures, 3);
@@ -29,7 +29,7 @@ TEST(roundtrip_keeps_unknown_fields) {
         free(c->refresh_token);
         c->refresh_token = strdup("rt-new");
         char *out = NULL;
-        ASSERT_OK(credential_to_json(c, &out));
+        ASSERT_OK(credential_record_to_json(c, &out));
         _cleanup_json_ json_object *o = NULL;
         ASSERT_OK(json_parse_bounded(out, strlen(out), 8, &o, NULL));
         json_object *ff, *h;
@@ -42,32 +42,32 @@ TEST(roundtrip_keeps_unknown_fields) {
         ASSERT_OK(json_get_bool(h, "extra", &extra));
         ASSERT_TRUE(extra);
         free(out);
-        credential_free(c);
+        credential_record_free(c);
 }
 
 TEST(bad_documents) {
-        Credential *c = NULL;
+        CredentialRecord *c = NULL;
         const char *err = NULL;
-        ASSERT_ERROR(credential_from_json("[]", 2, &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json("[]", 2, &c, &err), EBADMSG);
         ASSERT_STREQ(err, "not a JSON object");
         const char *noid = "{\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"r\"}";
-        ASSERT_ERROR(credential_from_json(noid, strlen(noid), &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json(noid, strlen(noid), &c, &err), EBADMSG);
         ASSERT_STREQ(err, "missing or invalid 'id'");
         const char *badid = "{\"id\":\"../x\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"r\"}";
-        ASSERT_ERROR(credential_from_json(badid, strlen(badid), &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json(badid, strlen(badid), &c, &err), EBADMSG);
         const char *notok = "{\"id\":\"x\",\"provider\":\"kiro\",\"auth_method\":\"social\"}";
-        ASSERT_ERROR(credential_from_json(notok, strlen(notok), &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json(notok, strlen(notok), &c, &err), EBADMSG);
         const char *badtime = "{\"id\":\"x\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"r\",\"expires_at\":5}";
-        ASSERT_ERROR(credential_from_json(badtime, strlen(badtime), &c, &err), EBADMSG);
+        ASSERT_ERROR(credential_record_from_json(badtime, strlen(badtime), &c, &err), EBADMSG);
         ASSERT_NULL(c);
 }
 
 static int n_loaded;
 static char *last_bad;
-static int on_cred(Credential *c, void *userdata) {
+static int on_cred(CredentialRecord *c, void *userdata) {
         n_loaded++;
         ASSERT_STREQ(c->id, "good");
-        credential_free(c);
+        credential_record_free(c);
         return 0;
 }
 static void on_bad(const char *file, int error, const char *reason, void *userdata) {
@@ -79,12 +79,12 @@ TEST(store_save_load_and_bad_files) {
         _cleanup_free_ char *dir = mktemp_dir();
         Store s;
         ASSERT_OK(store_open(dir, &s));
-        Credential *c = credential_new();
+        CredentialRecord *c = credential_record_new();
         c->id = strdup("good");
         c->refresh_token = strdup("secret-rt");
         c->expires_at = 1700000000 * USEC_PER_SEC;
         ASSERT_OK(store_save(&s, c));
-        credential_free(c);
+        credential_record_free(c);
 
         struct stat st;
         ASSERT_OK(fstatat(s.dir_fd, "good.json", &st, 0));
@@ -118,6 +118,49 @@ TEST(store_save_load_and_bad_files) {
         snprintf(sub, sizeof sub, "%s/credentials", dir);
         ASSERT_OK(rmdir(sub));
         ASSERT_OK(rmdir(dir));
+}
+
+TEST(store_open_checks) {
+        _cleanup_free_ char *dir = mktemp_dir(), *other = mktemp_dir();
+        char sub[512];
+        struct stat st;
+        Store s;
+
+        last_bad = NULL;        /* freed by the test before */
+        /* Open to others: made private. */
+        ASSERT_OK(chmod(dir, 0755) < 0 ? -errno : 0);
+        ASSERT_OK(store_open(dir, &s));
+        ASSERT_OK(stat(dir, &st) < 0 ? -errno : 0);
+        ASSERT_EQ(st.st_mode & 07777, 0700);
+
+        /* A FIFO is reported and skipped, not opened for a blocking read. */
+        ASSERT_OK(mkfifoat(s.dir_fd, "fifo.json", 0600) < 0 ? -errno : 0);
+        n_loaded = 0;
+        ASSERT_OK(store_load_all(&s, on_cred, on_bad, NULL));
+        ASSERT_EQ(n_loaded, 0);
+        ASSERT_STREQ(last_bad, "fifo.json");
+        ASSERT_OK(unlinkat(s.dir_fd, "fifo.json", 0) < 0 ? -errno : 0);
+        store_close(&s);
+
+        /* credentials/ as a symlink: refused, nothing created at its target. */
+        snprintf(sub, sizeof sub, "%s/credentials", dir);
+        ASSERT_OK(rmdir(sub) < 0 ? -errno : 0);
+        ASSERT_OK(symlink(other, sub) < 0 ? -errno : 0);
+        {
+                /* O_NOFOLLOW|O_DIRECTORY on a symlink: ELOOP or ENOTDIR, depending on the kernel. */
+                int r = store_open(dir, &s);
+                ASSERT_TRUE(r == -ELOOP || r == -ENOTDIR);
+        }
+        ASSERT_OK(unlink(sub) < 0 ? -errno : 0);
+
+        /* Another owner: refused. */
+        ASSERT_OK(chown(dir, 65534, 65534) < 0 ? -errno : 0);
+        ASSERT_ERROR(store_open(dir, &s), EPERM);
+
+        free(last_bad);
+        last_bad = NULL;
+        ASSERT_OK(rmdir(other) < 0 ? -errno : 0);
+        ASSERT_OK(rmdir(dir) < 0 ? -errno : 0);
 }
 
 TEST(rfc3339) {

@@ -257,17 +257,24 @@ TEST(tool_input_object_and_odd_frames) {
 
 TEST(tool_alias_restored) {
         _cleanup_free_ uint8_t *data = NULL;
-        KiroToolAlias entries[] = { { .alias = "short_12345678", .name = "a_very_long_original_name" } };
-        KiroToolAliases aliases = { .entries = entries, .n = 1 };
+        _cleanup_free_ char *payload = NULL;
+        static const char longname[] = "a_very_long_original_name_that_is_well_over_the_sixty_four_byte_limit_of_kiro";
+        _cleanup_(kiro_tool_aliases_done) KiroToolAliases aliases = {};
+        const char *alias;
         Body b = {};
         Log l = {};
 
-        ev(&b, "toolUseEvent", "{\"input\":\"{}\",\"name\":\"short_12345678\",\"stop\":true,\"toolUseId\":\"t1\"}");
+        ASSERT_OK(kiro_tool_aliases_get(&aliases, longname, &alias));
+        ASSERT_EQ(strlen(alias), 64);
+        ASSERT_TRUE(asprintf(&payload, "{\"input\":\"{}\",\"name\":\"%s\",\"stop\":true,\"toolUseId\":\"t1\"}", alias) > 0);
+        ev(&b, "toolUseEvent", payload);
         closing(&b);
         data = b.data;
         ASSERT_OK(run(&b, 0, &aliases, &l));
-        EXPECT(&l, "tool-start:0:t1:a_very_long_original_name", "tool-args:0:{}",
-               "tool-end:0:t1:a_very_long_original_name", "usage", "usage", "end:tool_use");
+        EXPECT(&l, "tool-start:0:t1:a_very_long_original_name_that_is_well_over_the_sixty_four_byte_limit_of_kiro",
+               "tool-args:0:{}",
+               "tool-end:0:t1:a_very_long_original_name_that_is_well_over_the_sixty_four_byte_limit_of_kiro",
+               "usage", "usage", "end:tool_use");
         log_done(&l);
 }
 
@@ -602,6 +609,47 @@ TEST(finish_twice) {
         ASSERT_NULL(kiro_stream_error(s));
         ASSERT_EQ(l.n, 4);
         log_done(&l);
+}
+
+/* Issue 9 item 11: the word "suspended" in a message must not take a credential out of service; only the
+ * reason (TEMPORARILY_)SUSPENDED does. */
+TEST(classify_suspended_only_by_reason) {
+        _cleanup_(chat_error_done) ChatError e = {};
+        static const char quoted[] = "{\"message\":\"Improperly formed request: my account was suspended\","
+                                     "\"reason\":null}";
+        static const char real[] = "{\"message\":\"Your account is temporarily unavailable.\","
+                                   "\"reason\":\"TEMPORARILY_SUSPENDED\"}";
+
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Your account has been suspended", 403), CHAT_ERROR_ACCESS_DENIED);
+        ASSERT_EQ(kiro_error_classify("AccessDeniedException", NULL, "suspended", 403), CHAT_ERROR_ACCESS_DENIED);
+        ASSERT_EQ(kiro_error_classify("ValidationException", NULL, "text mentions suspended", 400), CHAT_ERROR_VALIDATION);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "suspended", 0), CHAT_ERROR_UNKNOWN);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "suspended", 500), CHAT_ERROR_SERVER);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "suspended", 429), CHAT_ERROR_THROTTLED);
+        ASSERT_EQ(kiro_error_classify("AccessDeniedException", "TEMPORARILY_SUSPENDED", "x", 403), CHAT_ERROR_SUSPENDED);
+        ASSERT_EQ(kiro_error_classify(NULL, "suspended", NULL, 403), CHAT_ERROR_SUSPENDED);
+
+        ASSERT_OK(kiro_error_parse(quoted, sizeof quoted - 1, "ValidationException", 400, &e));
+        ASSERT_EQ(e.kind, CHAT_ERROR_VALIDATION);
+        chat_error_done(&e);
+        ASSERT_OK(kiro_error_parse(quoted, sizeof quoted - 1, NULL, 403, &e));
+        ASSERT_EQ(e.kind, CHAT_ERROR_ACCESS_DENIED);
+        chat_error_done(&e);
+        ASSERT_OK(kiro_error_parse(real, sizeof real - 1, "AccessDeniedException", 403, &e));
+        ASSERT_EQ(e.kind, CHAT_ERROR_SUSPENDED);
+        ASSERT_STREQ(e.reason, "TEMPORARILY_SUSPENDED");
+}
+
+/* Message markers count only with the status B §6 documents them with. */
+TEST(classify_message_markers_need_their_status) {
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "The bearer token included in the request is invalid", 500),
+                  CHAT_ERROR_SERVER);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "The bearer token included in the request is invalid", 0),
+                  CHAT_ERROR_UNAUTHORIZED);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Input is too long.", 503), CHAT_ERROR_OVERLOADED);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Encountered unexpectedly high load", 500), CHAT_ERROR_OVERLOADED);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "Encountered unexpectedly high load", 400), CHAT_ERROR_VALIDATION);
+        ASSERT_EQ(kiro_error_classify(NULL, NULL, "You have reached the limit.", 403), CHAT_ERROR_ACCESS_DENIED);
 }
 
 TEST(classify_table) {

@@ -9,7 +9,7 @@
 static const char *const status_keys[] = {
         "id", "provider", "auth_method", "state", "enabled", "region", "profile_arn", "expires_at",
         "expires_at_usec", "next_refresh_at_usec", "last_refresh_at_usec", "consecutive_failures", "last_error",
-        "cooldown_until_usec", "source", "fix",
+        "cooldown_until_usec", "source", "unsaved", "fix",
 };
 
 static Credential make(const char *id, const char *method, const char *state, const char *source) {
@@ -117,6 +117,8 @@ TEST(status_json_keys_and_values) {
                      "arn:aws:codewhisperer:us-east-1:699475941385:profile/EHGA3GRVQMUK");
         ASSERT_STREQ(json_string_or_null(o, "source"), "/h/.local/share/kiro-cli/data.sqlite3");
         ASSERT_STREQ(json_string_or_null(o, "fix"), "kiro-cli login && kiroctl import --from-kiro-cli --replace --id main");
+        ASSERT_TRUE(json_object_object_get_ex(o, "unsaved", &v) && json_object_is_type(v, json_type_boolean) &&
+                    !json_object_get_boolean(v));
 
         /* Serialized, a slash stays a slash only with the flag kiroctl uses; the values survive a round trip. */
         {
@@ -300,7 +302,36 @@ TEST(status_block) {
         ASSERT_NOT_NULL(strstr(out, "    Cooldown: until "));
         ASSERT_NOT_NULL(strstr(out, "         Fix: log in again in the Kiro IDE, then: kiroctl import --from-kiro-ide --replace --id main\n"));
         ASSERT_NULL(strchr(out, '\x1b'));
+        ASSERT_NULL(strstr(out, "Unsaved"));
         free(out);
+        credential_done(&c);
+}
+
+TEST(status_unsaved) {
+        Credential c = make("main", "social", "active", "refresh-token");
+        OutputFlags flags = { .now = 1000 * USEC_PER_SEC };
+        json_object *o = NULL, *v;
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f;
+
+        c.unsaved = true;
+        ASSERT_OK(credential_status_json(&c, &o));
+        ASSERT_TRUE(json_object_object_get_ex(o, "unsaved", &v) && json_object_get_boolean(v));
+        json_object_put(o);
+
+        f = open_memstream(&buf, &size);
+        ASSERT_OK(credential_print_status(f, &c, &flags));
+        fclose(f);
+        ASSERT_NOT_NULL(strstr(buf, "     Unsaved: the rotated refresh token is only in kiro-authd's memory"));
+        free(buf);
+
+        buf = NULL;
+        f = open_memstream(&buf, &size);
+        ASSERT_OK(credentials_print_table(f, &c, 1, &flags));
+        fclose(f);
+        ASSERT_NOT_NULL(strstr(buf, "main: the rotated refresh token is only in kiro-authd's memory"));
+        free(buf);
         credential_done(&c);
 }
 

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* kiro-authd.conf: the [Auth] and [Endpoints] keys, their defaults and their parsing. */
+#include <assert.h>
+
+#include "authd-config.h"
+#include "bus-names.h"
+#include "conf.h"
+#include "curl-glue.h"
+#include "log.h"
+
+static const char *const policy_table[_SELECTION_POLICY_MAX] = {
+        [SELECTION_STICKY] = "sticky",
+        [SELECTION_ROUND_ROBIN] = "round-robin",
+};
+
+const char *selection_policy_to_string(SelectionPolicy p) {
+        return p >= 0 && p < _SELECTION_POLICY_MAX ? policy_table[p] : NULL;
+}
+
+SelectionPolicy selection_policy_from_string(const char *s) {
+        for (int i = 0; i < _SELECTION_POLICY_MAX; i++)
+                if (streq_ptr(s, policy_table[i]))
+                        return i;
+        return _SELECTION_POLICY_INVALID;
+}
+
+int authd_config_init(AuthdConfig *c) {
+        assert(c);
+
+        *c = (AuthdConfig) {
+                .refresh_margin = 600 * USEC_PER_SEC,
+                .refresh_jitter = 30 * USEC_PER_SEC,
+                .retry_initial = 30 * USEC_PER_SEC,
+                .retry_max = 900 * USEC_PER_SEC,
+                .policy = SELECTION_STICKY,
+                .max_parallel_refresh = 8,
+                .usage_refresh = 3600 * USEC_PER_SEC,
+        };
+        if (!(c->admin_group = strdup(KIROD_ADMIN_GROUP)) || !(c->proxy_user = strdup(KIROD_PROXY_USER)) ||
+            !(c->kiro_auth_url = strdup("https://prod.{region}.auth.desktop.kiro.dev")) ||
+            !(c->oidc_url = strdup("https://oidc.{region}.amazonaws.com")) ||
+            !(c->kimi_auth_url = strdup("https://auth.kimi.com")) ||
+            !(c->usage_url = strdup("https://q.{region}.amazonaws.com"))) {
+                authd_config_done(c);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+void authd_config_done(AuthdConfig *c) {
+        if (!c)
+                return;
+        free(c->admin_group);
+        free(c->proxy_user);
+        free(c->kiro_auth_url);
+        free(c->oidc_url);
+        free(c->kimi_auth_url);
+        free(c->usage_url);
+        free(c->ca_file);
+        *c = (AuthdConfig) {};
+}
+
+static int parse_policy(const char *v, void *data) {
+        SelectionPolicy p = selection_policy_from_string(v);
+        if (p < 0)
+                return p;
+        *(SelectionPolicy *) data = p;
+        return 0;
+}
+
+static int parse_url_template(const char *v, void *data) {
+        int r = url_check_scheme(v);
+        if (r < 0)
+                return r;
+        return free_and_strdup(data, v);
+}
+
+int authd_config_parse(AuthdConfig *c, const char *path) {
+        assert(c);
+        assert(path);
+
+        const ConfigItem table[] = {
+                { "Auth", "RefreshMarginSec", config_parse_sec, &c->refresh_margin },
+                { "Auth", "RefreshJitterSec", config_parse_sec, &c->refresh_jitter },
+                { "Auth", "RetryInitialSec", config_parse_sec, &c->retry_initial },
+                { "Auth", "RetryMaxSec", config_parse_sec, &c->retry_max },
+                { "Auth", "SelectionPolicy", parse_policy, &c->policy },
+                { "Auth", "AdminGroup", config_parse_string, &c->admin_group },
+                { "Auth", "ProxyUser", config_parse_string, &c->proxy_user },
+                { "Auth", "MaxParallelRefresh", config_parse_unsigned, &c->max_parallel_refresh },
+                { "Auth", "UsageRefreshSec", config_parse_sec, &c->usage_refresh },
+                { "Endpoints", "KiroAuthURL", parse_url_template, &c->kiro_auth_url },
+                { "Endpoints", "OIDCURL", parse_url_template, &c->oidc_url },
+                { "Endpoints", "KimiAuthURL", parse_url_template, &c->kimi_auth_url },
+                { "Endpoints", "UsageURL", parse_url_template, &c->usage_url },
+                { "Endpoints", "CAFile", config_parse_string, &c->ca_file },
+                {}
+        };
+        int r = config_parse_files(path, table, config_warn_log, c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to parse configuration '%s': %m", path);
+        if (c->max_parallel_refresh == 0)
+                c->max_parallel_refresh = 1;
+        if (c->refresh_jitter == USEC_INFINITY)
+                c->refresh_jitter = 0;
+        if (c->retry_initial == 0 || c->retry_initial == USEC_INFINITY)
+                c->retry_initial = USEC_PER_SEC;
+        if (c->retry_max < c->retry_initial)
+                c->retry_max = c->retry_initial;
+        return 0;
+}

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* kiro-authd.conf: the [Auth] and [Endpoints] keys, their defaults and their parsing. */
+#pragma once
+
+#include "macro.h"
+#include "time-util.h"
+
+typedef enum SelectionPolicy {
+        SELECTION_STICKY,
+        SELECTION_ROUND_ROBIN,
+        _SELECTION_POLICY_MAX,
+        _SELECTION_POLICY_INVALID = -EINVAL,
+} SelectionPolicy;
+
+const char *selection_policy_to_string(SelectionPolicy p);
+SelectionPolicy selection_policy_from_string(const char *s);
+
+typedef struct AuthdConfig {
+        /* [Auth] */
+        usec_t refresh_margin;
+        usec_t refresh_jitter;
+        usec_t retry_initial;
+        usec_t retry_max;
+        SelectionPolicy policy;
+        char *admin_group;
+        char *proxy_user;
+        unsigned max_parallel_refresh;
+        usec_t usage_refresh;
+        /* [Endpoints]: URL templates with {region} */
+        char *kiro_auth_url;
+        char *oidc_url;
+        char *kimi_auth_url;
+        char *usage_url;
+        char *ca_file;
+} AuthdConfig;
+
+/* The defaults of DESIGN.md §8. */
+int authd_config_init(AuthdConfig *c);
+void authd_config_done(AuthdConfig *c);
+/* Reads path and its drop-ins over the current values; unknown keys warn. Logs its errors. */
+int authd_config_parse(AuthdConfig *c, const char *path);

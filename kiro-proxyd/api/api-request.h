@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* What every front end checks in a request body before it becomes the conversation form: what one request
+ * may cost (body parsing, messages, content parts, tools), and fields whose JSON values C cannot take as
+ * they are (NaN and infinities, integers past any sane range, strings with a NUL inside). Each refusal is
+ * a FAILURE_INVALID_REQUEST naming the field or the limit. */
+#pragma once
+
+#include "json-util.h"
+#include "chat/chat-conversation.h"
+#include "chat/chat-failure.h"
+
+typedef struct ApiLimits {
+        unsigned max_json_depth;        /* MaxJSONDepth= */
+        size_t max_messages;            /* MaxMessages= */
+        size_t max_content_parts;       /* MaxContentParts=: over all messages of a request */
+        size_t max_tools;               /* MaxTools= */
+} ApiLimits;
+
+#define API_MAX_JSON_DEPTH_DEFAULT 64U
+#define API_MAX_MESSAGES_DEFAULT 4096U
+#define API_MAX_CONTENT_PARTS_DEFAULT 16384U
+#define API_MAX_TOOLS_DEFAULT 512U
+/* max_tokens and the like: above any model's output, below anything a client means as "no limit". */
+#define API_MAX_TOKENS_MAX ((uint64_t) INT32_MAX)
+
+#define API_LIMITS_DEFAULT                                              \
+        ((ApiLimits) {                                                  \
+                .max_json_depth = API_MAX_JSON_DEPTH_DEFAULT,           \
+                .max_messages = API_MAX_MESSAGES_DEFAULT,               \
+                .max_content_parts = API_MAX_CONTENT_PARTS_DEFAULT,     \
+                .max_tools = API_MAX_TOOLS_DEFAULT,                     \
+        })
+
+/* The JSON containers (objects and arrays) a request within the limits can need; a body with more is
+ * refused before json-c builds its tree, which costs about a kilobyte per object. */
+size_t api_limits_max_containers(const ApiLimits *l);
+
+/* Parses a request body that must be a JSON object: first a linear scan that counts objects and arrays
+ * (refused over api_limits_max_containers()), then json-c with the depth limit. */
+int api_parse_body(const char *body, size_t size, const ApiLimits *l, json_object **ret, Failure *err);
+
+/* n items of a list (what, e.g. "messages") against its limit (config_key, e.g. "MaxMessages"). */
+int api_check_limit(const char *field, const char *what, size_t n, size_t max, const char *config_key, Failure *err);
+/* The content parts of c against MaxContentParts=. */
+int api_check_content_parts(const Conversation *c, const ApiLimits *l, Failure *err);
+
+/* An optional string member. 0 and *ret = NULL when absent or null, 1 with *ret set; a non-string or a
+ * string with a NUL inside is a failure naming field. */
+int api_get_string(json_object *o, const char *key, const char *field, const char **ret, Failure *err);
+/* An optional integer member in [min, max]. 0 when absent or null, 1 with *ret set; a fraction, NaN, an
+ * infinity or a value out of range is a failure naming field. */
+int api_get_integer(json_object *o, const char *key, const char *field, uint64_t min, uint64_t max, uint64_t *ret,
+                    Failure *err);
+/* An optional finite number. 0 when absent or null, 1 with *ret set. */
+int api_get_number(json_object *o, const char *key, const char *field, double *ret, Failure *err);
