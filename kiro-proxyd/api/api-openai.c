@@ -23,7 +23,7 @@ static void state_free(void *p) {
 static int sse_chunk_begin(Chat *c, Buf *b) {
         return buf_putf(b, "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%llu,\"model\":", c->id,
                         (unsigned long long) (c->created / USEC_PER_SEC)) < 0 ||
-                               buf_put_json_string(b, c->conv->model, strlen(c->conv->model)) < 0
+                               buf_put_json_string_utf8(b, c->conv->model, strlen(c->conv->model)) < 0
                        ? -ENOMEM
                        : 0;
 }
@@ -167,7 +167,7 @@ static int render_finish(Chat *c, ChatStop stop) {
         r = buf_putf(&b, "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%llu,\"model\":", c->id,
                      (unsigned long long) (c->created / USEC_PER_SEC));
         if (r >= 0)
-                r = buf_put_json_string(&b, c->conv->model, strlen(c->conv->model));
+                r = buf_put_json_string_utf8(&b, c->conv->model, strlen(c->conv->model));
         if (r >= 0)
                 r = buf_putf(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
         if (r >= 0)

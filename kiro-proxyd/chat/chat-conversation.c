@@ -117,16 +117,29 @@ Conversation *conversation_free(Conversation *c) {
         return NULL;
 }
 
+/* Arrays of the form are only appended to, through the functions below: they grow to the next power of
+ * two (at least 4) when their length reaches one, so n appends cost O(n) whatever realloc() does. */
+static int grow(void **p, size_t n, size_t size) {
+        void *q;
+
+        if (n != 0 && (n < 4 || (n & (n - 1)) != 0))
+                return 0;
+        q = reallocarray(*p, n == 0 ? 4 : n * 2, size);
+        if (!q)
+                return -ENOMEM;
+        *p = q;
+        return 0;
+}
+
 int conversation_add_message(Conversation *c, ConvRole role, ConvMessage **ret) {
         ConvMessage *n;
 
         assert(c);
         assert(role >= 0 && role < _CONV_ROLE_MAX);
 
-        n = reallocarray(c->messages, c->n_messages + 1, sizeof(ConvMessage));
-        if (!n)
+        if (grow((void **) &c->messages, c->n_messages, sizeof(ConvMessage)) < 0)
                 return -ENOMEM;
-        c->messages = n;
+        n = c->messages;
         n[c->n_messages] = (ConvMessage) { .role = role };
         if (ret)
                 *ret = n + c->n_messages;
@@ -140,10 +153,9 @@ int conv_message_add_part(ConvMessage *m, ConvPartType type, ConvPart **ret) {
         assert(m);
         assert(type >= 0 && type < _CONV_PART_TYPE_MAX);
 
-        n = reallocarray(m->parts, m->n_parts + 1, sizeof(ConvPart));
-        if (!n)
+        if (grow((void **) &m->parts, m->n_parts, sizeof(ConvPart)) < 0)
                 return -ENOMEM;
-        m->parts = n;
+        n = m->parts;
         n[m->n_parts] = (ConvPart) { .type = type };
         if (ret)
                 *ret = n + m->n_parts;
@@ -226,10 +238,9 @@ int conversation_add_tool(Conversation *c, const char *name, const char *descrip
                 return -ENOMEM;
         if (dup_opt(description, &d) < 0)
                 return -ENOMEM;
-        t = reallocarray(c->tools, c->n_tools + 1, sizeof(ConvTool));
-        if (!t)
+        if (grow((void **) &c->tools, c->n_tools, sizeof(ConvTool)) < 0)
                 return -ENOMEM;
-        c->tools = t;
+        t = c->tools;
         t[c->n_tools++] = (ConvTool) {
                 .name = TAKE_PTR(n),
                 .description = TAKE_PTR(d),

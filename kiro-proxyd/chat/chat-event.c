@@ -75,7 +75,10 @@ void chat_usage_resolve(const ChatUsage *u, uint64_t context_window, uint64_t in
         if (ret_input_tokens) {
                 if (u->has_tokens)
                         *ret_input_tokens = u->input_tokens + u->cache_read_input_tokens + u->cache_write_input_tokens;
-                else if (u->has_context_usage && context_window > 0 && u->context_usage_percent > 0)
+                /* Only a percentage that is one: NaN, infinity or 1e300 from upstream would make the cast
+                 * below undefined. */
+                else if (u->has_context_usage && context_window > 0 && u->context_usage_percent > 0 &&
+                         u->context_usage_percent <= 100)
                         *ret_input_tokens = (uint64_t) (u->context_usage_percent * (double) context_window / 100.0 + 0.5);
                 else
                         *ret_input_tokens = input_estimate;

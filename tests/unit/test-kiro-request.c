@@ -2,10 +2,12 @@
 /* Kiro request builder: one golden per A.4/A.5 rule (tests/unit/golden/kiro-request/), plus API tests.
  * Set KIROD_UPDATE_GOLDEN=1 to rewrite the expected files from the current output (then review the diff). */
 #include <json-c/json.h>
+#include <time.h>
 
 #include "fileio.h"
 #include "json-util.h"
 #include "chat/chat-conversation.h"
+#include "kiro/kiro-normalize.h"
 #include "kiro/kiro-request.h"
 #include "tests.h"
 
@@ -476,4 +478,112 @@ TEST(trim_history_drops_oldest_pairs) {
         p.max_payload_bytes = 1000;
         ASSERT_ERROR(kiro_request_build(c, &p, &req2, &msg), EMSGSIZE);
         ASSERT_TRUE(strstr(msg, "limit of 1000 bytes") != NULL);
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        ASSERT_TRUE(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* Issue 9 item 2: 200 000 messages normalize in linear time. Groups of four: two user messages (merged by
+ * rule 3), an assistant with a tool use (of one of 250 undeclared tools: rule 9), a user with its result,
+ * the same result again and an orphan result (both text by rule 7). The first assistant also has a tool
+ * use nobody answers (dropped by rule 8). The old builder removed merged messages one at a time with
+ * memmove and scanned the neighbour message per tool id: quadratic, minutes for this. */
+TEST(normalize_200k_messages_linear) {
+        _cleanup_(conversation_freep) Conversation *c = NULL;
+        _cleanup_(kiro_conversation_done) KiroConversation k = {};
+        _cleanup_(kiro_request_freep) KiroRequest *req = NULL;
+        _cleanup_free_ char *error = NULL;
+        /* KIROD_TEST_MESSAGES= (a multiple of 4) to measure how the time grows. */
+        const size_t n = getenv("KIROD_TEST_MESSAGES") ? strtoul(getenv("KIROD_TEST_MESSAGES"), NULL, 10) : 200000;
+        char a[64], b[64];
+        uint64_t t0, t1, t2;
+
+        ASSERT_OK(conversation_new(&c));
+        c->model = strdup("claude-sonnet-4.5");
+        c->model_id = strdup("claude-sonnet-4.5");
+        ASSERT_TRUE(c->model && c->model_id);
+        for (size_t i = 0; i < n; i++) {
+                ConvMessage *m;
+                switch (i % 4) {
+                case 0:
+                case 1:
+                        ASSERT_OK(conversation_add_message(c, CONV_ROLE_USER, &m));
+                        snprintf(a, sizeof a, "%c%zu", i % 4 ? 'v' : 'u', i);
+                        ASSERT_OK(conv_message_add_text(m, a));
+                        break;
+                case 2:
+                        ASSERT_OK(conversation_add_message(c, CONV_ROLE_ASSISTANT, &m));
+                        ASSERT_OK(conv_message_add_text(m, "calling"));
+                        snprintf(a, sizeof a, "t%zu", i);
+                        snprintf(b, sizeof b, "tool%zu", i % 1000);
+                        ASSERT_OK(conv_message_add_tool_use(m, a, b, "{}"));
+                        if (i == 2)
+                                ASSERT_OK(conv_message_add_tool_use(m, "lonely", "tool0", "{}"));
+                        break;
+                case 3:
+                        ASSERT_OK(conversation_add_message(c, CONV_ROLE_USER, &m));
+                        snprintf(a, sizeof a, "t%zu", i - 1);
+                        ASSERT_OK(conv_message_add_tool_result(m, a, "ok", false));
+                        ASSERT_OK(conv_message_add_tool_result(m, a, "again", false));
+                        snprintf(a, sizeof a, "orphan%zu", i);
+                        ASSERT_OK(conv_message_add_tool_result(m, a, "lost", true));
+                        break;
+                }
+        }
+
+        t0 = now_usec();
+        ASSERT_OK(kiro_conversation_normalize(c, &k, &error));
+        t1 = now_usec();
+        fprintf(stderr, "normalized %zu messages into %zu in %.3f s\n", n, k.n_messages, (double) (t1 - t0) / 1e6);
+
+        /* U(u0 v1) A(t2, lonely) U(t2 result, t2 again, orphan3, u4, v5) A(t6) … U(t199998 …). */
+        ASSERT_EQ(k.n_messages, 1 + n / 2);
+        for (size_t i = 0; i < k.n_messages; i++)
+                ASSERT_EQ(k.messages[i].role, i % 2 ? CONV_ROLE_ASSISTANT : CONV_ROLE_USER);
+        ASSERT_EQ(k.messages[0].n_parts, 2);
+        ASSERT_STREQ(k.messages[0].parts[0].text, "u0");
+        ASSERT_STREQ(k.messages[0].parts[1].text, "v1");
+        ASSERT_EQ(k.messages[1].n_parts, 3);
+        ASSERT_STREQ(k.messages[1].parts[1].id, "t2");
+        ASSERT_FALSE(k.messages[1].parts[1].dropped);
+        ASSERT_STREQ(k.messages[1].parts[2].id, "lonely");
+        ASSERT_TRUE(k.messages[1].parts[2].dropped);
+        const KiroMessage *u = k.messages + 2;
+        ASSERT_EQ(u->n_parts, 5);
+        ASSERT_EQ(u->parts[0].type, CONV_PART_TOOL_RESULT);
+        ASSERT_STREQ(u->parts[0].id, "t2");
+        ASSERT_EQ(u->parts[1].type, CONV_PART_TEXT);
+        ASSERT_STREQ(u->parts[1].text, "[Tool Result (t2)]\nagain");
+        ASSERT_EQ(u->parts[2].type, CONV_PART_TEXT);
+        ASSERT_STREQ(u->parts[2].text, "[Tool Result (orphan3) (error)]\nlost");
+        ASSERT_STREQ(u->parts[3].text, "u4");
+        ASSERT_STREQ(u->parts[4].text, "v5");
+        const KiroMessage *last = k.messages + k.n_messages - 1;
+        /* Rule 6's placeholder, dropped again by rule 7. */
+        ASSERT_EQ(last->n_parts, 4);
+        ASSERT_TRUE(last->parts[3].placeholder && last->parts[3].dropped);
+        snprintf(a, sizeof a, "t%zu", n - 2);
+        ASSERT_STREQ(last->parts[0].id, a);
+        ASSERT_EQ(last->parts[0].type, CONV_PART_TOOL_RESULT);
+        ASSERT_FALSE(k.messages[k.n_messages - 2].parts[1].dropped);
+        /* The 250 undeclared tools (tool2, tool6, … tool998) got placeholders, each once; "lonely" used
+         * tool0, but its use was dropped (rule 8) before rule 9. */
+        ASSERT_EQ(k.n_tools, 250);
+        ASSERT_STREQ(k.tools[0].client_name, "tool2");
+        ASSERT_STREQ(k.tools[0].description, "Tool used in conversation history");
+
+        /* The whole request, serialization included, with a limit that lets it through. */
+        KiroRequestParams params = { .max_payload_bytes = (size_t) 1 << 30 };
+        ASSERT_OK(kiro_request_build(c, &params, &req, NULL));
+        t2 = now_usec();
+        fprintf(stderr, "built the %zu-byte request in %.3f s\n", req->body_size, (double) (t2 - t1) / 1e6);
+        snprintf(b, sizeof b, "\"toolUseId\":\"t%zu\"", n - 2);
+        ASSERT_NOT_NULL(strstr(req->body, b));
+        ASSERT_NULL(strstr(req->body, "lonely"));
+        /* Generous for sanitizers and a shared machine; the quadratic version took minutes. */
+        ASSERT_TRUE(t1 - t0 < 10 * 1000000);
+        ASSERT_TRUE(t2 - t1 < 60 * 1000000);
 }

@@ -353,6 +353,17 @@ TEST(usage_resolve_order) {
         u.has_context_usage = false;
         chat_usage_resolve(&u, 200000, 999, &in, NULL);
         ASSERT_EQ(in, 999);
+        /* Percentages that are none (from a broken or hostile upstream) fall back to the estimate. */
+        static const double bad[] = { __builtin_nan(""), __builtin_inf(), 1e300, 100.5, -3 };
+        u.has_context_usage = true;
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                u.context_usage_percent = bad[i];
+                chat_usage_resolve(&u, 200000, 999, &in, NULL);
+                ASSERT_EQ(in, 999);
+        }
+        u.context_usage_percent = 100;
+        chat_usage_resolve(&u, 200000, 999, &in, NULL);
+        ASSERT_EQ(in, 200000);
 }
 
 TEST(context_window_exceeded) {
