@@ -224,7 +224,8 @@ def test_request_bodies_not_logged_at_default_level(proxy_stack):
                                    "messages": [{"role": "user", "content": marks[4]}]})
         assert r.status == 200, r
         # Refused ones: bad JSON, an upstream 400, an unknown model.
-        assert s.post(CHAT_PATH, ('{"model":"x","messages":[' + marks[5]).encode()).status == 400
+        assert s.post(CHAT_PATH, ('{"model":"x","messages":[' + marks[5]).encode(),
+                      headers={"Content-Type": "application/json"}).status == 400
         s.chat.enqueue({"status": 400, "message": "Improperly formed request."})
         assert s.post(CHAT_PATH, {"model": MODEL, "messages": [{"role": "user", "content": marks[5]}]}).status == 400
         assert s.post(CHAT_PATH, {"model": marks[5], "messages": [{"role": "user", "content": "x"}]}).status == 404
