@@ -26,8 +26,9 @@
  * notification (one registration per connection, not two epoll_ctl() per suspension). A hang-up marks
  * the connection; a request suspended on it (then or later) is resumed with client_gone set, the
  * handler or the content reader then fails, MHD closes the connection and the completion callback runs
- * the abort handler. (A client that half-closes its sending side after the request counts as gone; HTTP clients
- * do not do that.) MHD's own connection timeout is an idle timeout (any byte resets it); a per-connection
+ * the abort handler. (A client that half-closes its sending side looks the same: a parked request then gets a
+ * 400 and the app is aborted, and a POST that arrives half-closed gets a 400 without reaching the app; see
+ * request_refuse_half_closed().) MHD's own connection timeout is an idle timeout (any byte resets it); a per-connection
  * deadline timer bounds the time to receive the headers (HeaderTimeoutSec=) and the whole request
  * (RequestTimeoutSec=) and shuts the socket down when it passes.
  *
@@ -98,6 +99,7 @@ struct HttpConnection {
         sd_event_source *hangup;        /* EPOLLRDHUP, edge-triggered, for the connection's lifetime */
         HttpRequest *suspended;         /* the request parked on this connection, if any */
         bool peer_gone;                 /* the hang-up was seen */
+        bool in_request;                /* a request is being received or answered */
         bool has_peer;                  /* an IP peer: counted against MaxConnectionsPerClient= */
         bool waiting;                   /* in the waiting list */
         bool evicted;                   /* shut down to make room, MHD has not closed it yet */
@@ -161,6 +163,7 @@ void server_post(HttpServer *s);
 void connection_arm_deadline(HttpConnection *conn);
 void connection_disarm_deadline(HttpConnection *conn);
 void connection_headers_in(HttpConnection *conn);
+void connection_request_done(HttpConnection *conn);
 size_t http_unescape(void *cls, struct MHD_Connection *c, char *s);
 
 /* http-request.c */

@@ -231,6 +231,8 @@ static int request_new(HttpListener *l, struct MHD_Connection *c, const char *me
         r->bad_version = !version || (!r->http10 && !streq(version, MHD_HTTP_VERSION_1_1));
         ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->conn = ci ? ci->socket_context : NULL;
+        if (r->conn)
+                r->conn->in_request = true;
 
         r->next = s->requests;
         if (s->requests)
@@ -446,7 +448,8 @@ int request_refuse_half_closed(HttpRequest *r) {
 
 /* The client shut down its sending side after the request: we cannot tell that from a client that went
  * away altogether (the hang-up watch treats both alike), so rather than start work whose answer would
- * be thrown away, it gets a 400 (which reaches a client that only half-closed). */
+ * be thrown away (an upstream call costs the user's quota), a POST gets a 400 (which reaches a client
+ * that only half-closed). A GET costs nothing and is answered ("printf 'GET /healthz …' | nc" works). */
 static bool client_half_closed(HttpRequest *r) {
         char c;
 
@@ -482,7 +485,7 @@ static enum MHD_Result request_complete(HttpRequest *r) {
 
         if (r->too_large)
                 return request_reject_too_large(r);
-        if (client_half_closed(r)) {
+        if (!streq(r->method, "GET") && !streq(r->method, "HEAD") && client_half_closed(r)) {
                 log_debug("Refusing %s '%s': the client closed its sending side.", LOG_ESC(r->method),
                           LOG_ESC(r->path));
                 r->close = true;
@@ -560,7 +563,7 @@ void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum
         /* The next request on this keep-alive connection has its own time to arrive. */
         ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         if (ci && ci->socket_context)
-                connection_arm_deadline(ci->socket_context);
+                connection_request_done(ci->socket_context);
 
         if (!r)
                 return;

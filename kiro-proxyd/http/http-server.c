@@ -127,6 +127,16 @@ void connection_headers_in(HttpConnection *conn) {
         connection_set_deadline(conn, deadline_after(conn->armed_usec, s->limits.request_timeout_usec));
 }
 
+/* A response is complete: the connection waits for the next request, unless the client has already
+ * shut down its sending side. */
+void connection_request_done(HttpConnection *conn) {
+        conn->in_request = false;
+        if (conn->peer_gone)
+                connection_drop(conn);
+        else
+                connection_arm_deadline(conn);
+}
+
 /* The request is with the app: the time it takes is not the client's fault, and the connection is busy. */
 void connection_disarm_deadline(HttpConnection *conn) {
         if (!conn)
@@ -143,8 +153,13 @@ static int on_hangup(sd_event_source *source, int fd, uint32_t revents, void *us
         /* The client closed (or reset) its side. MHD notices that itself unless the connection is
          * suspended: then let MHD close it, which runs the abort handler from the completion callback. */
         conn->peer_gone = true;
-        if (!r)
+        if (!r) {
+                /* Between requests a client that closed its sending side can send no other: MHD would
+                 * keep the connection until the idle timeout. */
+                if (!conn->in_request)
+                        connection_drop(conn);
                 return 0;
+        }
         if (r->state == REQUEST_OWNED && !r->responded && request_refuse_half_closed(r) >= 0) {
                 server_post(conn->listener->server);
                 return 0;

@@ -1623,8 +1623,8 @@ TEST(framing_rfc9112) {
                 { "one Content-Length",
                   "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
                   0, false, 200, "hello", true },
-                { "a half-close after a GET that is answered at once",
-                  "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 0, true, 0, NULL, false },
+                { "a half-close after a GET (costs nothing: answered)",
+                  "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 0, true, 200, "hello world", true },
         };
 
         server_start(NULL);
@@ -1636,8 +1636,6 @@ TEST(framing_rfc9112) {
                 char state[8] = "";
                 const char *resp;
 
-                if (!rc->expect)
-                        continue;       /* documented below */
                 fprintf(stderr, "  %s\n", rc->name);
                 Client *c = client_spawn(child_raw, rc);
                 client_wait(c);
