@@ -191,8 +191,7 @@ def main():
                 print("  UNEXPECTED:", b)
         bad = bool(d.bad)
         if end_fds > base_fds + 16:
-                print(f"soak: fds crept from {base_fds} to {end_fds} (idle upstream connections are kept by "
-                      "curl until MaxUpstreamConnections=/UpstreamIdleTimeoutSec= are in)")
+                print(f"soak: fds crept from {base_fds} to {end_fds}")
                 bad = True
         print(f"soak: {'FAIL' if bad else 'PASS'} (RSS {base_rss} -> max {max(s[1] for s in samples)} -> "
               f"{end_rss} KiB, fds {base_fds} -> max {max(s[2] for s in samples)} -> {end_fds})")
