@@ -354,7 +354,7 @@ def build_cases():
                 cases.append(post(COUNT_PATH, j(count_body(messages=msgs)), 400, f"count_tokens message: {name}"))
         cases.append(post(MESSAGES_PATH, j(msg_body(model="no-such-model")), 404, "Anthropic unknown model"))
 
-        # 7. Routes: unknown, traversal, wrong methods, /v1/responses (not served yet: 404).
+        # 7. Routes: unknown, traversal, wrong methods.
         for p in ["/", "/v1", "/v1/", "/v1/chat/completions/", "/v1/chat/completions/../messages",
                   "/v1/../v1/chat/completions", "/v1/chat/%2e%2e/messages", "/%2e%2e/%2e%2e/etc/passwd",
                   "//v1/chat/completions", "/v1/chat/completions%00", "/V1/CHAT/COMPLETIONS",
@@ -366,8 +366,20 @@ def build_cases():
                 for m in ["GET", "PUT", "DELETE", "PATCH"]:
                         cases.append(Case(f"{m} {path}", http_request(m, path), 400, path))
         cases.append(Case("POST /v1/models", http_request("POST", "/v1/models", j({})), 400, "/v1/models"))
-        for body in [j({"model": MODEL, "input": "hi"}), b"{", j({"model": 1})]:
-                cases.append(post(RESPONSES_PATH, body, 404, f"/v1/responses (not served yet) {body[:20]!r}"))
+        # /v1/responses (OpenAI's shape).
+        cases.append(post(RESPONSES_PATH, j({"model": MODEL, "input": "hi"}), 200, "/v1/responses valid (control)"))
+        for name, body in [("bad JSON", b"{"), ("model as number", j({"model": 1, "input": "hi"})),
+                           ("input as number", j({"model": MODEL, "input": 5})),
+                           ("unknown item type", j({"model": MODEL, "input": [{"type": "hologram"}]})),
+                           ("function_call_output without its call",
+                            j({"model": MODEL, "input": [{"type": "function_call_output", "call_id": "nope",
+                                                          "output": "x"}]})),
+                           ("invalid UTF-8 in input", j({"model": MODEL, "input": "hi"}).replace(b'"hi"', b'"h\xc0\xafi"')),
+                           ("max_output_tokens 2^64", j({"model": MODEL, "input": "hi", "max_output_tokens": 2 ** 64})),
+                           ("previous_response_id unknown", j({"model": MODEL, "input": "hi",
+                                                               "previous_response_id": "resp_nope"}))]:
+                cases.append(post(RESPONSES_PATH, body, 400, f"/v1/responses {name}", statuses=[404]
+                                  if "previous" in name else None))
 
         # 8. Header injection and oversized headers.
         cases.append(Case("CRLF in a header value (bare LF splits it)",
