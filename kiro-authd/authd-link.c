@@ -110,14 +110,13 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
 
         for (;;) {
                 ssize_t n = read(fd, &buf, sizeof buf);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        break;
-                }
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        break;          /* EAGAIN: drained */
                 for (uint8_t *p = buf.raw; p < buf.raw + n;) {
                         struct inotify_event *e = (struct inotify_event *) p;
-                        if (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
+                        if (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW))
                                 ours = true;
                         else if (e->len > 0 && streq(e->name, l->name))
                                 ours = true;
