@@ -15,6 +15,7 @@
 #include "http/http-listen.h"
 #include "api/api-openai.h"
 #include "auth/auth-tokencache.h"
+#include "kimi/kimi-upstream.h"
 #include "kiro/kiro-upstream.h"
 
 typedef struct Proxy {
@@ -22,6 +23,7 @@ typedef struct Proxy {
         sd_bus *bus;
         TokenCache *tokens;
         Upstream *upstream;
+        KimiUpstream *kimi_upstream;
         HttpServer *http;
         ApiKeys *keys;
         ChatContext chat;
@@ -42,6 +44,7 @@ typedef struct Proxy {
         UpstreamConfig kiro;
         /* [Kimi] */
         char *kimi_api_base;
+        KimiConfig kimi;
 } Proxy;
 
 static char *arg_config = NULL;
@@ -52,6 +55,7 @@ static bool arg_user = false;
 static void proxy_done(Proxy *p) {
         p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
         p->http = http_server_free(p->http);
+        p->kimi_upstream = kimi_upstream_free(p->kimi_upstream);
         p->upstream = upstream_free(p->upstream);
         p->tokens = token_cache_free(p->tokens);
         p->bus = sd_bus_flush_close_unref(p->bus);
@@ -201,6 +205,22 @@ static int parse_config(Proxy *p) {
                 return r;
         if (p->kiro.max_attempts == 0)
                 p->kiro.max_attempts = 1;
+        /* [Kimi] APIBase= wins over the credential's API base (kiro-authd's KimiAPIBase=); https only, or
+         * http to a loopback host. */
+        if (!isempty(p->kimi_api_base)) {
+                _cleanup_free_ char *u = NULL;
+                r = kimi_chat_url(p->kimi_api_base, &u);
+                if (r < 0)
+                        return log_error_errno(r, "Invalid [Kimi] APIBase= '%s' (https only, or http to a loopback host): %m",
+                                               p->kimi_api_base);
+        }
+        p->kimi = (KimiConfig) {
+                .api_base = isempty(p->kimi_api_base) ? NULL : p->kimi_api_base,
+                .ca_file = p->kiro.ca_file,
+                .first_token_timeout = p->kiro.first_token_timeout,
+                .stall_timeout = p->kiro.stall_timeout,
+                .max_line = p->kiro.max_frame_bytes,
+        };
         if (p->api.max_json_depth == 0 || p->api.max_json_depth > 1000)
                 p->api.max_json_depth = API_MAX_JSON_DEPTH_DEFAULT;
         if (p->api.max_messages == 0)
@@ -450,6 +470,11 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
+        /* Kimi shares the Kiro back end's curl multi: one event-loop glue, one connection cap, one trust store. */
+        r = kimi_upstream_new(p.event, upstream_glue(p.upstream), p.tokens, &p.kimi, &p.kimi_upstream);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the Kimi back end: %m");
+        p.chat.backends[MODEL_PROVIDER_KIMI] = (ChatBackend) { .ops = &kimi_backend_ops, .data = p.kimi_upstream };
 
         bump_nofile(p.limits.max_connections);
         r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);
