@@ -14,6 +14,7 @@
 #include "http/http-access.h"
 #include "http/http-listen.h"
 #include "api/api-openai.h"
+#include "auth/auth-providers.h"
 #include "auth/auth-tokencache.h"
 #include "kimi/kimi-upstream.h"
 #include "kiro/kiro-upstream.h"
@@ -24,6 +25,7 @@ typedef struct Proxy {
         TokenCache *tokens;
         Upstream *upstream;
         KimiUpstream *kimi_upstream;
+        ProviderWatch *providers;
         HttpServer *http;
         ApiKeys *keys;
         ChatContext chat;
@@ -58,6 +60,7 @@ static void proxy_done(Proxy *p) {
         p->kimi_upstream = kimi_upstream_free(p->kimi_upstream);
         p->upstream = upstream_free(p->upstream);
         p->tokens = token_cache_free(p->tokens);
+        p->providers = provider_watch_free(p->providers);
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
         listen_config_done(&p->listen);
@@ -116,7 +119,7 @@ static int on_request(HttpRequest *r, void *userdata) {
                 return check_key(p, r);
 
         if (streq(path, "/v1/models") && get)
-                return openai_handle_models(r);
+                return openai_handle_models(r, provider_watch_has(p->providers, "kimi"));
         if (streq(path, "/v1/chat/completions") && post)
                 return openai_handle_chat(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages") && post)
@@ -466,6 +469,9 @@ static int run(int argc, char *argv[]) {
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
+        r = provider_watch_new(p.bus, &p.providers);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch kiro-authd's credentials: %m");
         r = upstream_new(p.event, p.tokens, &p.kiro, &p.upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");

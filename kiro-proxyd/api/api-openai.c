@@ -264,12 +264,15 @@ int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *lim
         return chat_start(ctx, http, conv, &opts.model, &openai_renderer, st, state_free, "chatcmpl-");
 }
 
-int openai_handle_models(HttpRequest *http) {
+int openai_handle_models(HttpRequest *http, bool list_kimi) {
         _cleanup_(buf_done) Buf b = {};
         int r = buf_puts(&b, "{\"object\":\"list\",\"data\":[");
         bool first = true;
         for (size_t i = 0; r >= 0 && i < models_count(); i++) {
                 const ModelInfo *m = models_get(i);
+                /* Kimi models only when kiro-authd holds a Kimi credential (issue 12). */
+                if (m->provider == MODEL_PROVIDER_KIMI && !list_kimi)
+                        continue;
                 for (int thinking = 0; r >= 0 && thinking <= (m->list_thinking_variant ? 1 : 0); thinking++) {
                         r = buf_putf(&b,
                                      "%s{\"id\":\"%s%s\",\"object\":\"model\",\"created\":1735689600,\"owned_by\":\"%s\","

@@ -20,4 +20,4 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *limits, Co
 
 /* POST /v1/chat/completions and GET /v1/models. */
 int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits);
-int openai_handle_models(HttpRequest *http);
+int openai_handle_models(HttpRequest *http, bool list_kimi);
