@@ -30,7 +30,8 @@ def kimi_fakes():
                 pytest.skip("needs kiro-authd's Kimi device login (fakelogin.py)")
         login = fakelogin.FakeLogin()
         issued = lambda: [at for kind, at, _rt in login.issued if kind == "kimi"]  # noqa: E731
-        chat = FakeKimiChat(accept=lambda t: bool(issued()) and t == issued()[-1]).start()
+        # Tokens from the fake's device login and refreshes all start with "at-".
+        chat = FakeKimiChat(accept=lambda t: bool(t) and t.startswith("at-")).start()
         yield login, chat, issued
         chat.stop()
         login.close()
@@ -204,15 +205,19 @@ def test_anthropic_thinking_both_ways(kimi_stack):
 
 def test_401_refresh_and_retry(kimi_stack):
         s = kimi_stack()
-        first = s.kimi_issued()[-1]
+        assert s.post(CHAT_PATH, ask(text="before 401")).status == 200
+        first = s.kimi.last().headers["authorization"][len("Bearer "):]
         time.sleep(5.5)         # kiro-authd refreshes on "unauthorized" only 5 s after the last refresh
-        s.kimi.refuse_next = 1
+        s.kimi.rejected.add(first)      # Kimi revoked it server-side: only a refreshed token works
         r = s.post(CHAT_PATH, ask(text="after 401"))
-        assert r.status == 200, r
         reqs = s.kimi.requests[-2:]
+        assert r.status == 200, r
         assert [q.status for q in reqs] == [401, 200]
         assert reqs[0].headers["authorization"] == f"Bearer {first}"
-        assert reqs[1].headers["authorization"] == f"Bearer {s.kimi_issued()[-1]}" != f"Bearer {first}"
+        second = reqs[1].headers["authorization"]
+        assert second.startswith("Bearer at-") and second != f"Bearer {first}"
+        # kiro-authd refreshed at Kimi's token endpoint in between.
+        assert [q for q in s.login.requests_to("/kimi/api/oauth/token") if q.body.get("grant_type") == "refresh_token"]
 
 
 def test_401_twice_is_a_clear_error(kimi_stack):

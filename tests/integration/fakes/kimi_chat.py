@@ -6,7 +6,8 @@ inside the last choice as Moonshot sends it, then `data: [DONE]`), in threads in
 
 Every request is recorded (path, headers with lower-case names, parsed JSON body, status). A bearer
 token is accepted when `accept(token)` says so (default: any non-empty token); a refused one gets 401
-{"error": {"type": "invalid_authentication_error", "message": "Invalid Authentication"}} as Kimi answers.
+{"error": {"type": "invalid_authentication_error", "message": "Invalid Authentication"}} as Kimi answers;
+so is a token in `rejected` (superseded or revoked server-side), and every token while `refuse_next` > 0.
 
 Answers are scripted with a queue of scenarios, one consumed per authorized request (default: a short
 text answer). Scenario keys:
@@ -52,6 +53,7 @@ class FakeKimiChat:
                 self.queue = []
                 self.requests = []
                 self.refuse_next = 0            # refuse this many authorized requests with 401 first
+                self.rejected = set()           # tokens refused with 401
                 self.server = _Server(("127.0.0.1", 0), self._handler())
                 self.port = self.server.server_address[1]
                 self.thread = None
@@ -152,7 +154,7 @@ class FakeKimiChat:
                                         if fake.refuse_next > 0 and token:
                                                 fake.refuse_next -= 1
                                                 refuse = True
-                                if refuse or not fake.accept(token):
+                                if refuse or token in fake.rejected or not fake.accept(token):
                                         rec.status = 401
                                         return self._json(401, {"error": {"type": "invalid_authentication_error",
                                                                           "message": "Invalid Authentication"}})
