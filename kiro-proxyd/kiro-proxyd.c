@@ -13,10 +13,13 @@
 #include "api/api-error.h"
 #include "http/http-access.h"
 #include "http/http-listen.h"
+#include "api/api-models.h"
 #include "api/api-openai.h"
+#include "api/api-responses.h"
 #include "auth/auth-providers.h"
 #include "auth/auth-tokencache.h"
 #include "kimi/kimi-upstream.h"
+#include "kiro/kiro-models.h"
 #include "kiro/kiro-upstream.h"
 
 typedef struct Proxy {
@@ -26,9 +29,11 @@ typedef struct Proxy {
         Upstream *upstream;
         KimiUpstream *kimi_upstream;
         ProviderWatch *providers;
+        KiroModels *models;
         HttpServer *http;
         ApiKeys *keys;
         ChatContext chat;
+        ResponsesStore *responses;
         sd_event_source *idle_timer;
         bool activated;
         bool in_after_dispatch;
@@ -42,6 +47,8 @@ typedef struct Proxy {
         HttpLimits limits;
         ApiLimits api;
         usec_t exit_on_idle;
+        size_t responses_store_max;
+        usec_t responses_store_sec;
         /* [Kiro] */
         UpstreamConfig kiro;
         /* [Kimi] */
@@ -58,7 +65,10 @@ static void proxy_done(Proxy *p) {
         p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
         p->http = http_server_free(p->http);
         p->kimi_upstream = kimi_upstream_free(p->kimi_upstream);
+        p->responses = responses_store_free(p->responses);
+        p->models = kiro_models_free(p->models);
         p->upstream = upstream_free(p->upstream);
+        models_live_clear();
         p->tokens = token_cache_free(p->tokens);
         p->providers = provider_watch_free(p->providers);
         p->bus = sd_bus_flush_close_unref(p->bus);
@@ -71,6 +81,13 @@ static void proxy_done(Proxy *p) {
         free(p->tls_key_file);
         free(p->kimi_api_base);
         p->event = sd_event_unref(p->event);
+}
+
+/* /v1/responses uses OpenAI's error shape and statuses. */
+/* GET /v1/models lists Kimi models only while kiro-authd holds a Kimi credential (issue 12). */
+static bool provider_listed(ModelProvider provider, void *userdata) {
+        Proxy *p = userdata;
+        return provider != MODEL_PROVIDER_KIMI || provider_watch_has(p->providers, "kimi");
 }
 
 static ApiShape shape_of_path(const char *path) {
@@ -119,16 +136,18 @@ static int on_request(HttpRequest *r, void *userdata) {
                 return check_key(p, r);
 
         if (streq(path, "/v1/models") && get)
-                return openai_handle_models(r, provider_watch_has(p->providers, "kimi"));
+                return api_models_handle(&p->chat, r);
         if (streq(path, "/v1/chat/completions") && post)
                 return openai_handle_chat(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages") && post)
                 return anthropic_handle_messages(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages/count_tokens") && post)
                 return anthropic_handle_count_tokens(r, &p->api);
+        if (streq(path, "/v1/responses") && post)
+                return responses_handle(&p->chat, r, &p->api, p->responses);
 
         bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
-                     streq(path, "/v1/messages/count_tokens");
+                     streq(path, "/v1/messages/count_tokens") || streq(path, "/v1/responses");
         Failure e = {};
         if (known)
                 (void) failure_set(&e, FAILURE_INVALID_REQUEST, NULL, "Method %s is not allowed on %s.", method, path);
@@ -185,6 +204,8 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
                 { "Proxy", "PingIntervalSec", config_parse_sec, &p->chat.ping_interval },
+                { "Proxy", "ResponsesStoreMax", parse_size, &p->responses_store_max },
+                { "Proxy", "ResponsesStoreSec", config_parse_sec, &p->responses_store_sec },
                 { "Kiro", "Endpoints", parse_endpoints, &p->kiro.endpoints },
                 { "Kiro", "MaxUpstreamPayloadBytes", parse_size, &p->kiro.max_payload_bytes },
                 { "Kiro", "TrimHistory", config_parse_bool, &p->kiro.trim_history },
@@ -423,7 +444,9 @@ static void on_http_idle(void *userdata) {
 
 static int run(int argc, char *argv[]) {
         _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .api = API_LIMITS_DEFAULT,
-                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
+                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT,
+                                          .responses_store_max = RESPONSES_STORE_MAX_DEFAULT,
+                                          .responses_store_sec = RESPONSES_STORE_SEC_DEFAULT };
         sigset_t ss;
         int r;
 
@@ -481,6 +504,16 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the Kimi back end: %m");
         p.chat.backends[MODEL_PROVIDER_KIMI] = (ChatBackend) { .ops = &kimi_backend_ops, .data = p.kimi_upstream };
+        p.chat.provider_listed = provider_listed;
+        p.chat.provider_listed_userdata = &p;
+        r = kiro_models_new(p.upstream, &p.models);
+        if (r < 0)
+                return log_oom();
+        p.chat.catalog = (ChatCatalog) { .ops = &kiro_catalog_ops, .data = p.models };
+
+        r = responses_store_new(p.responses_store_max, p.responses_store_sec, &p.responses);
+        if (r < 0)
+                return log_oom();
 
         bump_nofile(p.limits.max_connections);
         r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);
