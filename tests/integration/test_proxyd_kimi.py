@@ -69,6 +69,7 @@ def kimi_stack(proxy_stack, bus_daemon, kimi_fakes):
                 s.kimi = chat
                 s.login = login
                 s.kimi_issued = issued
+                s.bus_address = bus_daemon.address
                 s.kimi_path = kimi_login(bus_daemon.address, login)
                 return s
         return make
@@ -120,6 +121,15 @@ def test_openai_text_non_stream_and_models(kimi_stack):
         assert req.body["model"] == MODEL and req.body["stream"] is True
         assert req.body["messages"] == [{"role": "user", "content": "hi kimi"}]
         assert req.body["temperature"] == 0.3 and req.body["max_tokens"] == 50
+
+        # Anthropic's shape of /v1/models lists it too; once the credential is removed, neither does.
+        r = s.get("/v1/models", {"anthropic-version": "2023-06-01"})
+        assert MODEL in [m["id"] for m in r.json()["data"]] and r.json()["last_id"] == MODEL
+        kirodtest.bus_call(s.bus_address, "Remove", "t", [0], path=s.kimi_path,
+                           interface="org.kirod.Auth1.Credential")
+        kirodtest.wait_until(lambda: not [m for m in s.get("/v1/models").json()["data"] if m["id"].startswith("kimi")],
+                             timeout=5)
+        assert "claude-sonnet-4.5" in [m["id"] for m in s.get("/v1/models").json()["data"]]
 
 
 def test_openai_stream_reasoning_and_tools(kimi_stack):
