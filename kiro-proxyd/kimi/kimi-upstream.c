@@ -383,6 +383,11 @@ static int start_transfer(KimiCall *call) {
                 call->headers = n;
         }
 
+        /* kimi-cli's User-Agent from kiro-authd; a line break would start another header. */
+        const char *ua = call->token->user_agent;
+        if (isempty(ua) || strpbrk(ua, "\r\n"))
+                ua = KIMI_USER_AGENT_DEFAULT;
+
         call->curl = curl_easy_init();
         if (!call->curl)
                 return -ENOMEM;
@@ -392,7 +397,7 @@ static int start_transfer(KimiCall *call) {
         if (curl_easy_setopt(call->curl, CURLOPT_POSTFIELDS, call->body) != CURLE_OK ||
             curl_easy_setopt(call->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) call->body_size) != CURLE_OK ||
             curl_easy_setopt(call->curl, CURLOPT_HTTPHEADER, call->headers) != CURLE_OK ||
-            curl_easy_setopt(call->curl, CURLOPT_USERAGENT, call->token->user_agent ?: KIMI_USER_AGENT_DEFAULT) != CURLE_OK ||
+            curl_easy_setopt(call->curl, CURLOPT_USERAGENT, ua) != CURLE_OK ||
             curl_easy_setopt(call->curl, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
             curl_easy_setopt(call->curl, CURLOPT_WRITEDATA, call) != CURLE_OK ||
             curl_easy_setopt(call->curl, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
