@@ -21,6 +21,7 @@ typedef struct Proxy {
         sd_event *event;
         sd_bus *bus;
         TokenCache *tokens;
+        CredentialSelector *selector;
         Upstream *upstream;
         HttpServer *http;
         ApiKeys *keys;
@@ -53,6 +54,7 @@ static void proxy_done(Proxy *p) {
         p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
         p->http = http_server_free(p->http);
         p->upstream = upstream_free(p->upstream);
+        p->selector = credential_selector_free(p->selector);
         p->tokens = token_cache_free(p->tokens);
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
@@ -436,7 +438,10 @@ static int run(int argc, char *argv[]) {
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
-        r = upstream_new(p.event, p.tokens, &p.kiro, &p.upstream);
+        r = credential_selector_new(p.bus, p.tokens, &p.selector);
+        if (r < 0)
+                return log_error_errno(r, "Failed to follow kiro-authd's credentials: %m");
+        r = upstream_new(p.event, p.tokens, p.selector, &p.kiro, &p.upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
