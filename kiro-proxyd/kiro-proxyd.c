@@ -148,9 +148,11 @@ static int parse_endpoints(const char *v, void *data) {
         int r = strv_split(v, &l);
         if (r < 0)
                 return r;
-        STRV_FOREACH(u, l)
-                if (url_check_scheme(*u) < 0)
-                        return -EPERM;
+        STRV_FOREACH(u, l) {
+                r = url_check_scheme(*u);
+                if (r < 0)
+                        return r;
+        }
         strv_free(*(char ***) data);
         *(char ***) data = TAKE_PTR(l);
         return 0;
@@ -184,6 +186,9 @@ static int parse_config(Proxy *p) {
                 { "Kiro", "DefaultProfileArn", config_parse_string, &p->kiro.default_profile_arn },
                 { "Kiro", "MaxFrameBytes", parse_size, &p->kiro.max_frame_bytes },
                 { "Kiro", "CAFile", config_parse_string, &p->kiro.ca_file },
+                { "Kiro", "HTTPVersion", curl_glue_parse_http_version, &p->kiro.glue_limits.http_version },
+                { "Kiro", "MaxUpstreamConnections", config_parse_unsigned, &p->kiro.glue_limits.max_connections },
+                { "Kiro", "UpstreamIdleTimeoutSec", config_parse_sec, &p->kiro.glue_limits.idle_timeout_usec },
                 { "Kiro", "MaxAttempts", config_parse_unsigned, &p->kiro.max_attempts },
                 { "Kiro", "RetryBackoffSec", config_parse_sec, &p->kiro.backoff_initial },
                 { "Kimi", "APIBase", config_parse_string, &p->kimi_api_base },
@@ -321,6 +326,11 @@ static int parse_argv(int argc, char *argv[]) {
                         puts(PACKAGE_VERSION);
                         return 0;
                 case ARG_CONFIG:
+                        /* The default file may be missing (built-in defaults); a file named on the
+                         * command line must be there: a typo would silently run on the defaults. */
+                        if (access(optarg, F_OK) < 0)
+                                return log_error_errno(errno, "Configuration file '%s' given with --config: %m",
+                                                       optarg);
                         if (free_and_strdup(&arg_config, optarg) < 0)
                                 return log_oom();
                         break;

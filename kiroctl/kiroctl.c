@@ -34,6 +34,10 @@ static const char *arg_input = NULL;            /* --refresh-token-file / --api-
 static const char *arg_id = NULL;
 static const char *arg_region = NULL;
 static bool arg_replace = false;
+static bool arg_legend = true;
+
+/* The exit status of a run that did not fail: 0, or KIROCTL_EXIT_NOT_USABLE from status. */
+static int exit_status = KIROCTL_EXIT_SUCCESS;
 
 /* The one failure of this run, reported once by main(). */
 static ErrorInfo error_info = { .bus_error = SD_BUS_ERROR_NULL };
@@ -66,6 +70,7 @@ static void help(void) {
                "     --system           Talk to kiro-authd on the system bus (default)\n"
                "     --user             Talk to kiro-authd on the user's session bus\n"
                "     --no-pager         Accepted for systemctl habits; kiroctl never pages\n"
+               "     --no-legend        Print no column headers and no summary line\n"
                "\n"
                "Import options:\n"
                "     --id ID            Name the credential (default: derived by kiro-authd)\n"
@@ -79,9 +84,10 @@ static void help(void) {
                "  0  success\n"
                "  1  failure (the message on stderr says what to do)\n"
                "  2  usage error\n"
+               "  3  status: a credential needs a new login, or none is usable\n"
                "  4  no such credential\n"
                "\n"
-               "See docs/kiroctl.md for details.\n");
+               "See the kiroctl(1) man page ('man kiroctl') for details.\n");
 }
 
 enum {
@@ -90,6 +96,7 @@ enum {
         ARG_USER,
         ARG_SYSTEM,
         ARG_NO_PAGER,
+        ARG_NO_LEGEND,
         ARG_FROM_KIRO_CLI,
         ARG_FROM_KIRO_IDE,
         ARG_REFRESH_TOKEN_FILE,
@@ -108,6 +115,7 @@ static const struct option options[] = {
         { "user",               no_argument,       NULL, ARG_USER               },
         { "system",             no_argument,       NULL, ARG_SYSTEM             },
         { "no-pager",           no_argument,       NULL, ARG_NO_PAGER           },
+        { "no-legend",          no_argument,       NULL, ARG_NO_LEGEND          },
         { "from-kiro-cli",      no_argument,       NULL, ARG_FROM_KIRO_CLI      },
         { "from-kiro-ide",      no_argument,       NULL, ARG_FROM_KIRO_IDE      },
         { "refresh-token-file", required_argument, NULL, ARG_REFRESH_TOKEN_FILE },
@@ -171,6 +179,9 @@ static int parse_argv(int argc, char **argv) {
                         arg_user = false;
                         break;
                 case ARG_NO_PAGER:
+                        break;
+                case ARG_NO_LEGEND:
+                        arg_legend = false;
                         break;
                 case ARG_FROM_KIRO_CLI:
                         r = set_import_source(IMPORT_KIRO_CLI, c, NULL);
@@ -257,7 +268,7 @@ static OutputFlags output_flags(void) {
         return (OutputFlags) {
                 .colors = stdout_is_tty() && !getenv("NO_COLOR") && !streq_ptr(term, "dumb"),
                 .human_times = stdout_is_tty(),
-                .legend = stdout_is_tty(),
+                .legend = stdout_is_tty() && arg_legend,
                 .width = width,
                 .now = now(CLOCK_REALTIME),
         };
@@ -323,6 +334,8 @@ static int verb_status(sd_bus *bus, int argc, char **argv) {
                 r = get_credential_by_id(bus, argv[1], &c);
                 if (r < 0)
                         return r;
+                if (!credentials_usable(&c, 1))
+                        exit_status = KIROCTL_EXIT_NOT_USABLE;
                 if (arg_json)
                         return print_credentials_json(&c, 1, true);
                 r = credential_print_status(stdout, &c, &flags);
@@ -333,6 +346,8 @@ static int verb_status(sd_bus *bus, int argc, char **argv) {
         if (r < 0)
                 return error_info_set(&error_info, ERROR_CONTEXT_MANAGER, r, &e);
 
+        if (!credentials_usable(l.items, l.n))
+                exit_status = KIROCTL_EXIT_NOT_USABLE;
         if (arg_json)
                 return print_credentials_json(l.items, l.n, true);
         if (l.n == 0 && stdout_is_tty()) {
@@ -626,7 +641,7 @@ int main(int argc, char **argv) {
 
         r = run(argc, argv);
         if (r >= 0)
-                return KIROCTL_EXIT_SUCCESS;
+                return exit_status;
 
         if (error_info.error == 0)
                 (void) error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);

@@ -190,6 +190,8 @@ static int parse_reply(sd_bus_message *m, Token **ret) {
         if (!t)
                 return -ENOMEM;
         t->n_ref = 1;
+        /* The reply carries the access token: sd-bus wipes a sensitive message's memory when it frees it. */
+        (void) sd_bus_message_sensitive(m);
         r = sd_bus_message_read(m, "sst", &id, &at, &exp);
         if (r < 0)
                 return r;

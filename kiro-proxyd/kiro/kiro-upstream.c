@@ -6,6 +6,7 @@
 
 #include "bus-names.h"
 #include "log.h"
+#include "url-util.h"
 #include "kiro/kiro-upstream.h"
 
 /* Header values that make us look like the Kiro IDE (KIRO-PROTOCOL A.2, B §3.2): one place to change. */
@@ -86,6 +87,7 @@ void upstream_config_init(UpstreamConfig *c) {
                 .backoff_initial = 200 * USEC_PER_MSEC,
                 .backoff_max = 2 * USEC_PER_SEC,
                 .stall_timeout = 300 * USEC_PER_SEC,
+                .glue_limits = CURL_GLUE_LIMITS_DEFAULT,
         };
         (void) strv_extend(&c->endpoints, "https://runtime.{region}.kiro.dev");
         (void) strv_extend(&c->endpoints, "https://q.{region}.amazonaws.com");
@@ -109,6 +111,8 @@ int upstream_new(sd_event *e, TokenCache *tokens, CredentialSelector *selector, 
         u->selector = selector;
         u->config = config;
         int r = curl_glue_new(e, &u->glue);
+        if (r >= 0)
+                r = curl_glue_set_limits(u->glue, &config->glue_limits);
         if (r < 0) {
                 upstream_free(u);
                 return r;
@@ -550,7 +554,7 @@ static int set_headers(UpstreamCall *call, const char *const (*pairs)[2], size_t
 static int start_transfer(UpstreamCall *call) {
         Upstream *u = call->upstream;
         UpstreamConfig *cfg = u->config;
-        _cleanup_free_ char *base = NULL, *url = NULL, *ua = NULL, *xua = NULL, *auth = NULL;
+        _cleanup_free_ char *url = NULL, *ua = NULL, *xua = NULL, *auth = NULL;
         _cleanup_free_ char *err = NULL;
         char uuid[SD_ID128_UUID_STRING_MAX], attempt[48];
         int r;
@@ -582,11 +586,18 @@ static int start_transfer(UpstreamCall *call) {
                 call_fail(call, FAILURE_INTERNAL, 0, "No upstream endpoint is configured (Endpoints=).");
                 return 0;
         }
-        r = url_expand_region(cfg->endpoints[call->endpoint % n], call->token->region ?: "us-east-1", &base);
+        /* The host is set through libcurl's URL API: a region is never pasted into the URL as text. */
+        r = url_from_template(cfg->endpoints[call->endpoint % n], call->token->region ?: "us-east-1",
+                              KIRO_CHAT_PATH, &url);
+        if (r == -EINVAL) {
+                call_fail(call, FAILURE_INTERNAL, 0,
+                          "Credential '%s' has an invalid region, or Endpoints= an invalid URL template.",
+                          strna(call->token->credential_id));
+                return 0;
+        }
         if (r < 0)
                 return r;
-        if (asprintf(&url, "%s%s", base, KIRO_CHAT_PATH) < 0 ||
-            asprintf(&ua, "%s KiroIDE-%s-%s", KIRO_SDK_UA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
+        if (asprintf(&ua, "%s KiroIDE-%s-%s", KIRO_SDK_UA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
             asprintf(&xua, "%s KiroIDE-%s-%s", KIRO_SDK_XUA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
             asprintf(&auth, "Bearer %s", call->token->access_token) < 0)
                 return -ENOMEM;

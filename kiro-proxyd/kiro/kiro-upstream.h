@@ -23,6 +23,8 @@ typedef struct UpstreamConfig {
         usec_t backoff_initial;         /* RetryBackoffSec=: first backoff, doubled per attempt */
         usec_t backoff_max;
         usec_t stall_timeout;           /* no byte from upstream for this long → failure */
+        /* HTTPVersion=, MaxUpstreamConnections=, UpstreamIdleTimeoutSec= */
+        CurlGlueLimits glue_limits;
 } UpstreamConfig;
 
 void upstream_config_init(UpstreamConfig *c);
