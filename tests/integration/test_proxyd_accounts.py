@@ -335,3 +335,16 @@ def test_session_affinity(accounts):
                 moved.append(acc.cred_of(acc.chat.last().token))
                 acc.chat_once("other")
         assert len(set(moved)) == 1 and moved[0] != seen[0], (seen, moved)
+
+
+def test_403_after_refresh_moves_to_another_credential(accounts):
+        """A token refused, refreshed and refused again: the same request goes to the next credential."""
+        acc = accounts(policy="sticky")
+        old_a = acc.token("acct-a")
+        acc.chat.enqueue({"status": 403, "repeat": 2, "match_token": lambda: acc.token("acct-a")})
+        assert acc.chat_once("refused twice") == "acct-b"
+        toks = [r.token for r in acc.chat.requests]
+        assert toks[0] == old_a and acc.cred_of(toks[1]) == "acct-a" and toks[1] != old_a, \
+                "the retry on acct-a uses its refreshed token"
+        assert acc.cred_of(toks[2]) == "acct-b" and len(toks) == 3
+        assert acc.prop("acct-a", "Enabled") is True, "a refused token is no suspension"
