@@ -478,18 +478,35 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
                         cred->token_rejected = true;
                         (void) credential_start_refresh(cred, true);
                 }
-        } else if (streq(kind, "throttled"))
-                c->cooldown_until = n + (retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : 30 * USEC_PER_SEC);
-        else if (streq(kind, "quota-exhausted"))
+        } else if (streq(kind, "throttled")) {
+                /* Retry-After (or 5 s) for the first one, doubled for each repeat without a success between,
+                 * at most an hour. A single throttled account still serves: kiro-proxyd sends a request to the
+                 * credential whose cooldown ends first when all are cooling down. */
+                c->throttle_count = MIN(c->throttle_count + 1, 12u);
+                usec_t base = retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : THROTTLE_COOLDOWN_USEC;
+                c->cooldown_until = n + MIN(base << (c->throttle_count - 1), 3600 * USEC_PER_SEC);
+                (void) free_and_strdup(&c->cooldown_reason, "throttled");
+        } else if (streq(kind, "quota-exhausted")) {
                 /* Until the reset date of the last usage limits when known (authd-usage-manager.h). */
                 c->cooldown_until = credential_quota_reset_at(cred) ?: n + (retry_after ? retry_after : 3600 * USEC_PER_SEC);
-        else if (streq(kind, "suspended")) {
+                (void) free_and_strdup(&c->cooldown_reason, "quota-exhausted");
+        } else if (streq(kind, "suspended")) {
                 c->enabled = false;
                 (void) free_and_strdup(&c->last_error, "suspended by the upstream service");
                 log_warning("Credential '%s' was reported suspended upstream and is now disabled.", c->id);
         } else if (streq(kind, "server-error"))
                 (void) free_and_strdup(&c->last_error, "upstream server error");
-        else
+        else if (streq(kind, "ok")) {
+                /* A success ends a throttling cooldown and its escalation; a spent quota stays spent. */
+                if (c->throttle_count == 0 && !streq_ptr(c->cooldown_reason, "throttled"))
+                        return sd_bus_reply_method_return(msg, NULL);
+                c->throttle_count = 0;
+                if (streq_ptr(c->cooldown_reason, "throttled")) {
+                        c->cooldown_until = 0;
+                        free(c->cooldown_reason);
+                        c->cooldown_reason = NULL;
+                }
+        } else
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown upstream error kind '%s'.", kind);
 
         if (!streq(kind, "unauthorized")) {
@@ -808,8 +825,10 @@ static int method_set_enabled(sd_bus_message *msg, void *userdata, sd_bus_error 
         if (cred->record->enabled != !!enabled) {
                 bool old = cred->record->enabled;
                 cred->record->enabled = enabled;
-                if (enabled)
+                if (enabled) {
                         cred->record->cooldown_until = 0;
+                        cred->record->throttle_count = 0;
+                }
                 r = credential_save(cred);
                 if (r < 0) {
                         cred->record->enabled = old;
@@ -842,6 +861,7 @@ CREDENTIAL_STRING_PROPERTY(auth_method, auth_method_to_string(cred->record->meth
 CREDENTIAL_STRING_PROPERTY(source, cred->record->source_path ?: cred->record->source_format)
 CREDENTIAL_STRING_PROPERTY(state, credential_state_to_string(credential_state(cred)))
 CREDENTIAL_STRING_PROPERTY(last_error, cred->record->last_error)
+CREDENTIAL_STRING_PROPERTY(cooldown_reason, cred->record->cooldown_until > 0 ? cred->record->cooldown_reason : NULL)
 CREDENTIAL_STRING_PROPERTY(region, cred->record->region)
 CREDENTIAL_STRING_PROPERTY(profile_arn, cred->record->profile_arn)
 CREDENTIAL_TIME_PROPERTY(expires_at, cred->record->expires_at)
@@ -887,6 +907,7 @@ static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_PROPERTY("ConsecutiveFailures", "u", property_get_failures, 0, EC),
         SD_BUS_PROPERTY("LastError", "s", property_get_last_error, 0, EC),
         SD_BUS_PROPERTY("CooldownUntil", "t", property_get_cooldown_until, 0, EC),
+        SD_BUS_PROPERTY("CooldownReason", "s", property_get_cooldown_reason, 0, EC),
         SD_BUS_PROPERTY("Region", "s", property_get_region, 0, EC),
         SD_BUS_PROPERTY("ProfileArn", "s", property_get_profile_arn, 0, EC),
         SD_BUS_PROPERTY("Unsaved", "b", property_get_unsaved, 0, EC),

@@ -11,6 +11,7 @@
 static const char *const policy_table[_SELECTION_POLICY_MAX] = {
         [SELECTION_STICKY] = "sticky",
         [SELECTION_ROUND_ROBIN] = "round-robin",
+        [SELECTION_LEAST_USED] = "least-used",
 };
 
 const char *selection_policy_to_string(SelectionPolicy p) {

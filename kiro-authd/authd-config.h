@@ -8,6 +8,7 @@
 typedef enum SelectionPolicy {
         SELECTION_STICKY,
         SELECTION_ROUND_ROBIN,
+        SELECTION_LEAST_USED,   /* counted by kiro-proxyd, which picks; GetToken("") alone rotates */
         _SELECTION_POLICY_MAX,
         _SELECTION_POLICY_INVALID = -EINVAL,
 } SelectionPolicy;

@@ -751,7 +751,7 @@ Credential *manager_select(Manager *m, Provider p, sd_bus_error *error) {
                         return cred;
         }
         for (size_t k = 0; k < m->n_credentials; k++) {
-                size_t i = m->config.policy == SELECTION_ROUND_ROBIN ? (m->rr_next + k) % m->n_credentials : k;
+                size_t i = m->config.policy != SELECTION_STICKY ? (m->rr_next + k) % m->n_credentials : k;
                 Credential *cred = m->credentials[i];
                 if (cred->record->provider != p)
                         continue;
@@ -764,7 +764,7 @@ Credential *manager_select(Manager *m, Provider p, sd_bus_error *error) {
                         cooling++;
                 if (!credential_usable_for(cred, p, n))
                         continue;
-                if (m->config.policy == SELECTION_ROUND_ROBIN)
+                if (m->config.policy != SELECTION_STICKY)
                         m->rr_next = (i + 1) % m->n_credentials;
                 else
                         (void) free_and_strdup(&m->sticky_id, cred->record->id);

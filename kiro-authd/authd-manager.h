@@ -93,6 +93,8 @@ struct Manager {
 #define TOKEN_MIN_VALIDITY_USEC (60 * USEC_PER_SEC)
 /* A forced refresh after an upstream 403 is skipped when the token is this fresh. */
 #define UNAUTHORIZED_REFRESH_GRACE_USEC (5 * USEC_PER_SEC)
+/* The first throttling cooldown without Retry-After; doubled on each repeat without a success between. */
+#define THROTTLE_COOLDOWN_USEC (5 * USEC_PER_SEC)
 
 int manager_new(sd_event *e, Manager **ret);
 Manager *manager_free(Manager *m);

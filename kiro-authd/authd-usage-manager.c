@@ -164,6 +164,8 @@ static void usage_apply(Credential *cred) {
         usec_t until = credential_quota_spent_until(cred);
         if (until > c->cooldown_until) {
                 c->cooldown_until = until;
+                /* The reason the proxy's selection reads: a spent quota is not ended by a success. */
+                (void) free_and_strdup(&c->cooldown_reason, "quota-exhausted");
                 log_event(LOG_WARNING, KIROD_MESSAGE_QUOTA_SPENT,
                           "Credential '%s' has spent its credits; it is skipped until they reset %s.", c->id,
                           format_rfc3339(buf, sizeof buf, until));

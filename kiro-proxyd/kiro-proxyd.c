@@ -26,6 +26,7 @@ typedef struct Proxy {
         sd_event *event;
         sd_bus *bus;
         TokenCache *tokens;
+        CredentialSelector *selector;
         Upstream *upstream;
         KimiUpstream *kimi_upstream;
         ProviderWatch *providers;
@@ -69,6 +70,7 @@ static void proxy_done(Proxy *p) {
         p->models = kiro_models_free(p->models);
         p->upstream = upstream_free(p->upstream);
         models_live_clear();
+        p->selector = credential_selector_free(p->selector);
         p->tokens = token_cache_free(p->tokens);
         p->providers = provider_watch_free(p->providers);
         p->bus = sd_bus_flush_close_unref(p->bus);
@@ -498,7 +500,10 @@ static int run(int argc, char *argv[]) {
         r = provider_watch_new(p.bus, &p.providers);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch kiro-authd's credentials: %m");
-        r = upstream_new(p.event, p.tokens, &p.kiro, &p.upstream);
+        r = credential_selector_new(p.bus, p.tokens, &p.selector);
+        if (r < 0)
+                return log_error_errno(r, "Failed to follow kiro-authd's credentials: %m");
+        r = upstream_new(p.event, p.tokens, p.selector, &p.kiro, &p.upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };

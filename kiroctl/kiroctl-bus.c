@@ -21,6 +21,7 @@ void credential_done(Credential *c) {
         free(c->link);
         free(c->state);
         free(c->last_error);
+        free(c->cooldown_reason);
         free(c->region);
         free(c->profile_arn);
         *c = (Credential) {};
@@ -53,6 +54,7 @@ static const PropertyMap credential_properties[] = {
         { "ConsecutiveFailures",  'u', offsetof(Credential, consecutive_failures)    },
         { "LastError",            's', offsetof(Credential, last_error)              },
         { "CooldownUntil",        't', offsetof(Credential, cooldown_until)          },
+        { "CooldownReason",       's', offsetof(Credential, cooldown_reason)         },
         { "Region",               's', offsetof(Credential, region)                  },
         { "ProfileArn",           's', offsetof(Credential, profile_arn)             },
         { "Unsaved",              'b', offsetof(Credential, unsaved)                 },

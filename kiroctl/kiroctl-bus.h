@@ -25,6 +25,7 @@ typedef struct Credential {
         uint32_t consecutive_failures;
         char *last_error;
         uint64_t cooldown_until;
+        char *cooldown_reason;
         char *region;
         char *profile_arn;
         bool unsaved;                   /* a rotated refresh token kiro-authd could not write yet */
