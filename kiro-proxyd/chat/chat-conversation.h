@@ -10,8 +10,8 @@
 #include "macro.h"
 
 /* Roles. A front end maps its role strings with conv_role_from_string(): "user" and "assistant" map to
- * themselves, every other string (OpenAI "system"/"developer" messages inside the list, anything
- * unknown) to CONV_ROLE_OTHER, which the Kiro request builder turns into a user turn at step 2 of
+ * themselves, every other string (OpenAI "system"/"developer" messages inside the list; the front ends
+ * refuse roles their API does not have) to CONV_ROLE_OTHER, which the Kiro request builder turns into a user turn at step 2 of
  * KIRO-PROTOCOL A.4. The top-level system prompt goes to Conversation.system instead. Tool results
  * (OpenAI role "tool", Anthropic tool_result blocks) are CONV_PART_TOOL_RESULT parts of a user
  * message. */
@@ -37,6 +37,10 @@ typedef enum ConvPartType {
 } ConvPartType;
 
 const char *conv_part_type_to_string(ConvPartType t) _pure_;
+
+/* The image media types every client API and Kiro take: the Kiro format name ("jpeg", "png", "gif",
+ * "webp") of the media type mt[0..len), any case ("image/jpg" too), or NULL. */
+const char *conv_image_format(const char *mt, size_t len) _pure_;
 
 /* One content part. Which fields are used depends on the type; unused ones stay NULL.
  *   TEXT:        text
