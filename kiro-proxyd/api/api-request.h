@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* What every front end checks in a request body before it becomes the conversation form: what one request
- * may cost (body parsing, messages, content parts, tools), and fields whose JSON values C cannot take as
- * they are (NaN and infinities, integers past any sane range, strings with a NUL inside). Each refusal is
- * a FAILURE_INVALID_REQUEST naming the field or the limit. */
+ * may cost (body parsing, messages, content parts, tools), text that is not UTF-8, fields whose JSON
+ * values C cannot take as they are (NaN and infinities, integers past any sane range, strings with a NUL
+ * inside), the ranges and types the official APIs enforce, and images. Each refusal is a
+ * FAILURE_INVALID_REQUEST naming the field or the limit. */
 #pragma once
 
 #include "json-util.h"

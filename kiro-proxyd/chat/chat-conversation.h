@@ -44,8 +44,9 @@ const char *conv_image_format(const char *mt, size_t len) _pure_;
 
 /* One content part. Which fields are used depends on the type; unused ones stay NULL.
  *   TEXT:        text
- *   IMAGE:       data = base64 or a "data:<media type>;base64,…" URL (or whatever URL the client sent,
- *                which the builder rejects); media_type = "image/png" etc., may be NULL for data URLs
+ *   IMAGE:       data = base64 or a "data:<media type>;base64,…" URL (the front ends refuse anything else,
+ *                api_check_image(); the builder checks again); media_type = "image/png" etc., may be NULL
+ *                for data URLs
  *   TOOL_USE:    id, name, input = JSON text of the arguments (NULL or "" = {})
  *   TOOL_RESULT: id = the tool_use id answered, text = result content, is_error
  *   THINKING:    text, signature (may be NULL) */

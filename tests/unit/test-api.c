@@ -224,6 +224,18 @@ TEST(lone_surrogate_escape_refused) {
                 _cleanup_free_ char *m2 = anthropic_refused_as(a, strlen(a), true, NULL);
                 ASSERT_NOT_NULL(strstr(m2, "surrogate"));
         }
+        /* Found after plain text of any length (the scan takes eight bytes at a time), and after an escaped
+         * quote that does not end the string. */
+        for (size_t n = 0; n < 24; n++) {
+                _cleanup_free_ char *a = NULL, *b = NULL;
+                ASSERT_TRUE(asprintf(&a, ANTHROPIC(",\"max_tokens\":5,\"system\":\"%.*s\\\"{[\\udfff\""), (int) n,
+                                     "abcdefghijklmnopqrstuvwxyz") > 0);
+                _cleanup_free_ char *m = anthropic_refused(a, strlen(a), NULL);
+                ASSERT_NOT_NULL(strstr(m, "'\\udfff'"));
+                ASSERT_TRUE(asprintf(&b, ANTHROPIC(",\"max_tokens\":5,\"system\":\"%.*s\\\"\xed\xa0\x80\""), (int) n,
+                                     "abcdefghijklmnopqrstuvwxyz") > 0);
+                _cleanup_free_ char *m2 = anthropic_refused(b, strlen(b), "system");
+        }
         /* An escaped backslash before "ud800" is no escape. */
         _cleanup_(conversation_freep) Conversation *c = NULL;
         static const char ok[] = ANTHROPIC(",\"max_tokens\":5,\"system\":\"\\\\ud800\"");
