@@ -10,6 +10,7 @@
 #include <systemd/sd-id128.h>
 
 #include "authd-import.h"
+#include "authd-login.h"
 #include "authd-manager.h"
 #include "bus-names.h"
 #include "fileio.h"
@@ -75,6 +76,7 @@ static Credential *credential_free(Credential *cred) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        login_free_all(m);
         for (size_t i = 0; i < m->n_credentials; i++)
                 credential_free(m->credentials[i]);
         free(m->credentials);
@@ -499,7 +501,7 @@ static void credential_mark_needs_login(Credential *cred, const char *error) {
                 [AUTH_METHOD_IDC] = "run 'kiro-cli login', then 'kiroctl import --from-kiro-cli --replace --id",
                 [AUTH_METHOD_EXTERNAL_IDP] = "log in again in the Kiro IDE, then 'kiroctl import --from-kiro-ide --replace --id",
                 [AUTH_METHOD_API_KEY] = "import a new key with 'kiroctl import --api-key-file FILE --replace --id",
-                [AUTH_METHOD_KIMI_DEVICE] = "Kimi logins are not supported by this version; remove it with 'kiroctl remove",
+                [AUTH_METHOD_KIMI_DEVICE] = "log in again with 'kiroctl login kimi --replace --id",
         };
         char hint[256];
 
@@ -659,7 +661,8 @@ int credential_start_refresh(Credential *cred, bool force) {
         if (c->method == AUTH_METHOD_API_KEY)
                 return -EOPNOTSUPP;
 
-        r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, &cred->request, &message);
+        r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, m->config.kimi_auth_url, &cred->request,
+                                  &message);
         if (r == -ENOKEY) {
                 credential_mark_needs_login(cred, "the credential has no refresh token or client registration");
                 credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
@@ -685,6 +688,13 @@ int credential_start_refresh(Credential *cred, bool force) {
             append_header(&cred->headers, "amz-sdk-request", "attempt=1; max=1") < 0 ||
             append_header(&cred->headers, "Expect", "") < 0)
                 r = -ENOMEM;
+        STRV_FOREACH(h, cred->request.headers) {
+                struct curl_slist *n = r >= 0 ? curl_slist_append(cred->headers, *h) : NULL;
+                if (!n)
+                        r = -ENOMEM;
+                else
+                        cred->headers = n;
+        }
         if (r >= 0)
                 r = curl_glue_setup_easy(cred->curl, cred->request.url, m->config.ca_file, REFRESH_TIMEOUT_USEC);
         if (r >= 0 &&

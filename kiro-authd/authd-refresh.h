@@ -11,14 +11,18 @@ typedef struct RefreshRequest {
         size_t body_size;
         const char *content_type;
         char *user_agent;
+        char **headers;         /* extra "Name: value" headers (Kimi's X-Msh-*), not secret */
 } RefreshRequest;
 
 void refresh_request_done(RefreshRequest *r);
 
-/* kiro_auth_url and oidc_url are templates with {region}. -EOPNOTSUPP for methods without refresh
- * (api-key); -EPERM when a URL is not https (or http to loopback). */
+/* kiro_auth_url and oidc_url are templates with {region}; kimi_auth_url is Kimi's OAuth host. -EOPNOTSUPP
+ * for methods without refresh (api-key); -EPERM when a URL is not https (or http to loopback). */
 int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, const char *oidc_url,
-                          RefreshRequest *ret, char **ret_message);
+                          const char *kimi_auth_url, RefreshRequest *ret, char **ret_message);
+
+/* Appends key=value (form-urlencoded) to *buf of *size bytes; the old buffer is wiped. */
+int form_append(char **buf, size_t *size, const char *key, const char *value);
 
 typedef enum RefreshOutcome {
         REFRESH_OK,

@@ -18,7 +18,7 @@ static CredentialRecord *cred(AuthMethod m) {
 TEST(social_request) {
         CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
-        ASSERT_OK(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev", "https://oidc.{region}.x", &req, NULL));
+        ASSERT_OK(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev", "https://oidc.{region}.x", "https://auth.kimi.com", &req, NULL));
         ASSERT_STREQ(req.url, "https://prod.eu-west-1.auth.desktop.kiro.dev/refreshToken");
         ASSERT_STREQ(req.body, "{\"refreshToken\":\"rt-1\"}");
         ASSERT_STREQ(req.content_type, "application/json");
@@ -30,7 +30,7 @@ TEST(social_request) {
 TEST(oidc_request_camel_case_json) {
         CredentialRecord *c = cred(AUTH_METHOD_BUILDER_ID);
         RefreshRequest req;
-        ASSERT_OK(refresh_build_request(c, "https://k", "http://127.0.0.1:99/{region}", &req, NULL));
+        ASSERT_OK(refresh_build_request(c, "https://k", "http://127.0.0.1:99/{region}", "https://auth.kimi.com", &req, NULL));
         ASSERT_STREQ(req.url, "http://127.0.0.1:99/eu-west-1/token");
         _cleanup_json_ json_object *o = NULL;
         ASSERT_OK(json_parse_bounded(req.body, req.body_size, 4, &o, NULL));
@@ -47,7 +47,7 @@ TEST(external_idp_form) {
         c->token_endpoint = strdup("https://idp.example/oauth2/token");
         c->scopes = strdup("openid offline_access");
         RefreshRequest req;
-        ASSERT_OK(refresh_build_request(c, "https://k", "https://o", &req, NULL));
+        ASSERT_OK(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL));
         ASSERT_STREQ(req.url, "https://idp.example/oauth2/token");
         ASSERT_STREQ(req.body, "grant_type=refresh_token&client_id=cid&refresh_token=rt-1&scope=openid%20offline_access");
         ASSERT_STREQ(req.content_type, "application/x-www-form-urlencoded");
@@ -59,11 +59,11 @@ TEST(refuses_plain_http_off_loopback) {
         CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
         char *msg = NULL;
-        ASSERT_ERROR(refresh_build_request(c, "http://evil.example", "https://o", &req, &msg), EPERM);
+        ASSERT_ERROR(refresh_build_request(c, "http://evil.example", "https://o", "https://auth.kimi.com", &req, &msg), EPERM);
         ASSERT_TRUE(strstr(msg, "https"));
         free(msg);
         c->method = AUTH_METHOD_API_KEY;
-        ASSERT_ERROR(refresh_build_request(c, "https://k", "https://o", &req, NULL), EOPNOTSUPP);
+        ASSERT_ERROR(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL), EOPNOTSUPP);
         credential_record_free(c);
 }
 
