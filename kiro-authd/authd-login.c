@@ -583,7 +583,7 @@ static void handle_authorize(Login *l, long status, json_object *j) {
                 login_failf(l, NULL, "cannot schedule polling: %s", strerror(-r));
                 return;
         }
-        r = sd_bus_reply_method_return(l->call, "ssssst", l->id, l->verification_uri, l->verification_uri_complete,
+        r = sd_bus_reply_method_return(l->call, "sssst", l->id, l->verification_uri, l->verification_uri_complete,
                                        l->user_code, l->expires_realtime);
         l->call = sd_bus_message_unref(l->call);
         if (r < 0) {

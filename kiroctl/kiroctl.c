@@ -11,6 +11,7 @@
 #include "kiroctl-error.h"
 #include "kiroctl-format.h"
 #include "kiroctl-import.h"
+#include "kiroctl-login.h"
 #include "kiroctl-snapshot.h"
 #include "kiroctl-util.h"
 #include "log.h"
@@ -34,6 +35,9 @@ static const char *arg_input = NULL;            /* --refresh-token-file / --api-
 static const char *arg_id = NULL;
 static const char *arg_region = NULL;
 static bool arg_replace = false;
+static const char *arg_start_url = NULL;
+static bool arg_no_wait = false;
+static bool login_cancelled = false;
 
 /* The one failure of this run, reported once by main(). */
 static ErrorInfo error_info = { .bus_error = SD_BUS_ERROR_NULL };
@@ -58,6 +62,9 @@ static void help(void) {
                "  remove ID                         Remove the credential\n"
                "  enable ID                         Let the credential be used\n"
                "  disable ID                        Stop using the credential\n"
+               "  login builder-id|google|github|kimi\n"
+               "  login idc --start-url URL --region REGION\n"
+               "                                    Log in with a device code, without another tool\n"
                "\n"
                "Options:\n"
                "  -h --help             Show this help\n"
@@ -71,6 +78,12 @@ static void help(void) {
                "     --id ID            Name the credential (default: derived by kiro-authd)\n"
                "     --region REGION    Override the region of the login\n"
                "     --replace          Replace an existing credential with the same id\n"
+               "                        (--id and --replace also apply to login)\n"
+               "\n"
+               "Login options:\n"
+               "     --start-url URL    The IAM Identity Center start URL (https://...)\n"
+               "     --region REGION    The IAM Identity Center region\n"
+               "     --no-wait          Print the login id and return; kiro-authd finishes the login\n"
                "\n"
                "Secrets are never taken from the command line: tokens and keys are read from files or\n"
                "standard input, and passed to kiro-authd as file descriptors.\n"
@@ -80,6 +93,7 @@ static void help(void) {
                "  1  failure (the message on stderr says what to do)\n"
                "  2  usage error\n"
                "  4  no such credential\n"
+               "  130  login cancelled with Ctrl-C\n"
                "\n"
                "See docs/kiroctl.md for details.\n");
 }
@@ -99,6 +113,8 @@ enum {
         ARG_ID,
         ARG_REGION,
         ARG_REPLACE,
+        ARG_START_URL,
+        ARG_NO_WAIT,
 };
 
 static const struct option options[] = {
@@ -117,6 +133,8 @@ static const struct option options[] = {
         { "id",                 required_argument, NULL, ARG_ID                 },
         { "region",             required_argument, NULL, ARG_REGION             },
         { "replace",            no_argument,       NULL, ARG_REPLACE            },
+        { "start-url",          required_argument, NULL, ARG_START_URL          },
+        { "no-wait",            no_argument,       NULL, ARG_NO_WAIT            },
         {}
 };
 
@@ -215,6 +233,14 @@ static int parse_argv(int argc, char **argv) {
                 case ARG_REPLACE:
                         arg_replace = true;
                         break;
+                case ARG_START_URL:
+                        r = set_nonempty(&arg_start_url, c, optarg);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_NO_WAIT:
+                        arg_no_wait = true;
+                        break;
                 /* For long options getopt sets optopt to their value (or 0), so name them from argv. */
                 case ':':
                         if (optopt > 0 && optopt < 0x80)
@@ -237,6 +263,7 @@ typedef struct Verb {
         int (*dispatch)(sd_bus *bus, int argc, char **argv);
         const char *action;             /* for "permission denied: <action> needs …"; NULL for reads */
         bool import;                    /* takes the import options */
+        bool login;                     /* takes the login options */
 } Verb;
 
 static bool stdout_is_tty(void) {
@@ -523,10 +550,37 @@ static int verb_enable(sd_bus *bus, int argc, char **argv) {
         return 0;
 }
 
+static int verb_login(sd_bus *bus, int argc, char **argv) {
+        LoginOptions o = {
+                .what = argv[1],
+                .start_url = arg_start_url,
+                .region = arg_region,
+                .id = arg_id,
+                .replace = arg_replace,
+                .no_wait = arg_no_wait,
+                .json = arg_json,
+                .flags = output_flags(),
+        };
+        const char *p, *m;
+
+        if (login_names(argv[1], &p, &m) < 0)
+                return usage_error("unknown login '%s': use builder-id, idc, google, github or kimi", argv[1]);
+        if (streq(argv[1], "idc") && (!arg_start_url || !arg_region))
+                return usage_error("login idc needs --start-url URL and --region REGION");
+        if (!streq(argv[1], "idc") && (arg_start_url || arg_region))
+                return usage_error("--start-url and --region are only valid with 'login idc'");
+        (void) free_and_strdup(&error_info.id, arg_id);
+        int r = login_run(bus, &o, &error_info);
+        if (r == -ECANCELED)
+                login_cancelled = true;
+        return r;
+}
+
 static const Verb verbs[] = {
         { "status",  0, 1, verb_status,  NULL,                    false },
         { "list",    0, 0, verb_list,    NULL,                    false },
         { "import",  0, 0, verb_import,  "importing credentials", true  },
+        { "login",   1, 1, verb_login,   "logging in",            false, true },
         { "refresh", 1, 1, verb_refresh, "refreshing credentials", false },
         { "remove",  1, 1, verb_remove,  "removing credentials",  false },
         { "enable",  1, 1, verb_enable,  "enabling credentials",  false },
@@ -534,6 +588,18 @@ static const Verb verbs[] = {
 };
 
 static int check_verb_options(const Verb *v) {
+        if (!v->login) {
+                if (arg_start_url)
+                        return usage_error("--start-url is only valid with 'login idc'");
+                if (arg_no_wait)
+                        return usage_error("--no-wait is only valid with 'login'");
+        } else {
+                if (arg_import != IMPORT_NONE)
+                        return usage_error("--%s is only valid with 'import'", arg_import_option);
+                if (arg_db || arg_file)
+                        return usage_error("--%s is only valid with 'import'", arg_db ? "db" : "file");
+                return 0;
+        }
         if (!v->import) {
                 if (arg_import != IMPORT_NONE)
                         return usage_error("--%s is only valid with 'import'", arg_import_option);
@@ -578,7 +644,8 @@ static int dispatch_verb(int argc, char **argv) {
         if (!v)
                 return usage_error("unknown command '%s'", name);
         if ((unsigned) argc - 1 < v->min_args)
-                return usage_error("'%s' needs a credential ID", v->name);
+                return v->login ? usage_error("'login' needs what to log in with: builder-id, idc, google, github or kimi")
+                                : usage_error("'%s' needs a credential ID", v->name);
         if ((unsigned) argc - 1 > v->max_args)
                 return usage_error("too many arguments for '%s'", v->name);
         for (int i = 1; i < argc; i++)
@@ -627,6 +694,10 @@ int main(int argc, char **argv) {
         r = run(argc, argv);
         if (r >= 0)
                 return KIROCTL_EXIT_SUCCESS;
+        if (r == -ECANCELED && login_cancelled) {
+                error_info_done(&error_info);
+                return KIROCTL_EXIT_CANCELLED;
+        }
 
         if (error_info.error == 0)
                 (void) error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);
