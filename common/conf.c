@@ -2,6 +2,7 @@
 /* systemd-style INI configuration: a main file plus <name>.d/ drop-ins, table driven, parsed by inih. */
 #include <dirent.h>
 #include <ini.h>
+#include <math.h>
 #include <strings.h>
 
 #include "conf.h"
@@ -150,17 +151,25 @@ int parse_sec(const char *v, uint64_t *ret_usec) {
                 *ret_usec = USEC_INFINITY;
                 return 0;
         }
-        if (v[0] == '-')
+        /* A plain decimal number: strtod() would also take a sign, "inf", "nan" and hex. */
+        if (!((v[0] >= '0' && v[0] <= '9') || v[0] == '.'))
                 return -EINVAL;
         errno = 0;
         double d = strtod(v, &e);
-        if (errno != 0 || e == v)
+        if (e == v || strspn(v, "0123456789.eE+-") < (size_t) (e - v))
                 return -EINVAL;
+        if (errno != 0 || !isfinite(d))
+                return -ERANGE;
         while (*e == ' ')
                 e++;
         for (size_t i = 0; i < ELEMENTSOF(units); i++)
                 if (streq(e, units[i].suffix)) {
-                        *ret_usec = (uint64_t) (d * (double) units[i].usec);
+                        double usec = d * (double) units[i].usec;
+                        /* Converting a double outside uint64_t is undefined behaviour: range first. 0x1p64
+                         * is 2^64; USEC_INFINITY (2^64 - 1) is spelled "infinity". */
+                        if (!(usec >= 0 && usec < 0x1p64))
+                                return -ERANGE;
+                        *ret_usec = MIN((uint64_t) usec, USEC_INFINITY - 1);
                         return 0;
                 }
         return -EINVAL;

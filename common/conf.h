@@ -41,4 +41,6 @@ int config_parse_strv(const char *value, void *data);     /* char *** (white-spa
 int config_default_path(const char *name, bool user, char **ret);
 
 int parse_boolean(const char *v);
+/* A decimal number with an optional unit (ms, s, min, h, d; none = s), "" or "infinity". -EINVAL for
+ * anything else (signs, "inf", "nan", hex), -ERANGE when it does not fit in µs. */
 int parse_sec(const char *v, uint64_t *ret_usec);

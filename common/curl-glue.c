@@ -404,28 +404,6 @@ int url_check_scheme(const char *url) {
         return loopback ? 0 : -EPERM;
 }
 
-int url_expand_region(const char *template, const char *region, char **ret) {
-        size_t rl = strlen(region), n = 0;
-        const char *p;
-
-        for (p = template; (p = strstr(p, "{region}")); p += 8)
-                n++;
-        char *out = malloc(strlen(template) + n * rl + 1), *o = out;
-        if (!out)
-                return -ENOMEM;
-        for (p = template; *p;) {
-                if (startswith(p, "{region}")) {
-                        memcpy(o, region, rl);
-                        o += rl;
-                        p += 8;
-                } else
-                        *o++ = *p++;
-        }
-        *o = 0;
-        *ret = out;
-        return 0;
-}
-
 int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t timeout_usec) {
         if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||

@@ -7,6 +7,7 @@
 #include <systemd/sd-event.h>
 
 #include "macro.h"
+#include "url-util.h"
 
 typedef struct CurlGlue CurlGlue;
 
@@ -43,6 +44,3 @@ int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t
 /* Checks that a URL is https://, or http:// to a loopback host (tests): 0 for https://, and for http:// to a loopback host (127.0.0.0/8, localhost, [::1]); -EPERM for other
  * http:// URLs, -EPROTONOSUPPORT for other schemes. */
 int url_check_scheme(const char *url);
-DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(CURLU *, curl_url_cleanup);
-/* Replaces each "{region}" in template. */
-int url_expand_region(const char *template, const char *region, char **ret);

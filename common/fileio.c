@@ -6,10 +6,25 @@
 
 #include "fileio.h"
 
+/* Grows a buffer that may hold secrets: realloc() would leave the old copy in freed memory. */
+static int grow_wiped(char **buf, size_t used, size_t *allocated, size_t n) {
+        char *p = malloc(n);
+        if (!p)
+                return -ENOMEM;
+        if (*buf) {
+                memcpy(p, *buf, used);
+                erase_and_free_sized(*buf, *allocated);
+        }
+        *buf = p;
+        *allocated = n;
+        return 0;
+}
+
 int read_full_fd(int fd, size_t max, char **ret, size_t *ret_size) {
-        _cleanup_free_ char *buf = NULL;
+        char *buf = NULL;
         size_t size = 0, allocated = 0;
         struct stat st;
+        int r;
 
         if (fstat(fd, &st) < 0)
                 return -errno;
@@ -19,29 +34,31 @@ int read_full_fd(int fd, size_t max, char **ret, size_t *ret_size) {
                 /* memfds and files are read from the start, whatever the offset the sender left. */
                 if (lseek(fd, 0, SEEK_SET) < 0)
                         return -errno;
+                /* Sized at once for the common case: no growth, no copies. */
+                r = grow_wiped(&buf, 0, &allocated, (size_t) st.st_size + 4096 + 1);
+                if (r < 0)
+                        return r;
         }
 
         for (;;) {
                 if (size + 4096 + 1 > allocated) {
-                        size_t n = MAX(allocated * 2, (size_t) 8192);
-                        char *p = realloc(buf, n);
-                        if (!p)
-                                return -ENOMEM;
-                        buf = p;
-                        allocated = n;
+                        r = grow_wiped(&buf, size, &allocated, MAX(allocated * 2, (size_t) 8192));
+                        if (r < 0)
+                                goto fail;
                 }
                 ssize_t k = read(fd, buf + size, allocated - size - 1);
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return -errno;
+                        r = -errno;
+                        goto fail;
                 }
                 if (k == 0)
                         break;
                 size += (size_t) k;
                 if (size > max) {
-                        explicit_bzero(buf, size);
-                        return -EFBIG;
+                        r = -EFBIG;
+                        goto fail;
                 }
         }
         if (!buf) {
@@ -50,10 +67,26 @@ int read_full_fd(int fd, size_t max, char **ret, size_t *ret_size) {
                         return -ENOMEM;
         }
         buf[size] = 0;
-        *ret = TAKE_PTR(buf);
+        *ret = buf;
         if (ret_size)
                 *ret_size = size;
         return 0;
+
+fail:
+        erase_and_free_sized(buf, allocated);
+        return r;
+}
+
+bool fd_is_memfd(int fd) {
+        char path[64], target[64];
+        ssize_t n;
+
+        snprintf(path, sizeof path, "/proc/self/fd/%i", fd);
+        n = readlink(path, target, sizeof target - 1);
+        if (n < 0)
+                return false;
+        target[n] = 0;
+        return startswith(target, "/memfd:");
 }
 
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size) {
@@ -103,9 +136,10 @@ int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t s
                 (void) unlinkat(dirfd, tmp, 0);
                 return r;
         }
-        /* The rename is durable only once the directory itself is synced. */
+        /* The rename is durable only once the directory itself is synced. From here on the new content is
+         * what every reader gets: a failure must not read as "nothing happened". */
         if (fsync(dirfd) < 0)
-                return -errno;
+                return 1;
         return 0;
 }
 

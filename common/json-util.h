@@ -15,6 +15,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(json_object *, json_object_put);
 /* Parses exactly one JSON value from buf[0..size) with nesting limited to max_depth. Trailing white space
  * is allowed, anything else is -EBADMSG. On error *ret_error (if given) points to a static description. */
 int json_parse_bounded(const char *buf, size_t size, int max_depth, json_object **ret, const char **ret_error);
+/* Like json_parse_bounded(), for text holding secrets: the tokener's string buffer is sized for the whole
+ * input first (so it never grows by realloc() and leaves partial copies behind) and wiped afterwards.
+ * (Every parse wipes the part of a cached tokener's buffer the input could have reached.) */
+int json_parse_secret(const char *buf, size_t size, int max_depth, json_object **ret, const char **ret_error);
 /* The length of the longest prefix of data[0..n) that may stand for itself inside a JSON string: no
  * control character (< 0x20), '"' or '\\'. Eight bytes at a time: streamed answers pass every byte of text
  * through this twice (checking Kiro's text, escaping ours). */
@@ -62,6 +66,13 @@ int json_set_string(json_object *o, const char *key, const char *value);
 
 /* Serializes compactly into a malloc'ed string. */
 char *json_to_string_dup(json_object *o, int flags);
+
+/* Serializes a tree holding secrets into a malloc'ed string of exactly *ret_size + 1 bytes, leaving no
+ * copy in json-c's memory: json-c serializes into a print buffer owned by the object, grown by realloc().
+ * A first pass with every string replaced by a dummy of the longest length it could escape to grows that
+ * buffer to its final size holding no secret; the real pass then fits without realloc(); the result is
+ * copied out and the print buffer wiped. The strings of o are changed and restored in between. */
+int json_to_string_secret(json_object *o, int flags, char **ret, size_t *ret_size);
 
 /* Wipes every string value in a JSON tree that holds secrets, before it is freed. */
 void json_object_erase_strings(json_object *o);

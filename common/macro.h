@@ -84,6 +84,11 @@ static inline void erase_and_freep(char **s) {
 /* Wipe a buffer of known size, then free it. */
 static inline void *erase_and_free_sized(void *p, size_t n) {
         if (p) {
+#ifdef __SANITIZE_ADDRESS__
+                /* AddressSanitizer does not check explicit_bzero(): memset() first, so a size larger than
+                 * the buffer is reported instead of silently zeroing the neighbours. */
+                memset(p, 0, n);
+#endif
                 explicit_bzero(p, n);
                 free(p);
         }

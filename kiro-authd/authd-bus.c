@@ -9,6 +9,7 @@
 #include "authd-login.h"
 #include "bus-names.h"
 #include "log.h"
+#include "url-util.h"
 
 typedef enum Access {
         ACCESS_TOKEN,   /* root and the proxy user */
@@ -617,8 +618,8 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (!isempty(id) && !credential_id_is_valid(id))
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Invalid credential id '%s': use 1-64 letters, digits, '.', '_' or '-'.", id);
-        if (region && (isempty(region) || strlen(region) > 32 || !printable(region, 32) || strchr(region, '/')))
-                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid region.");
+        if (region && !region_is_valid(region))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid region (expected one like 'us-east-1').");
         if (source_path && !printable(source_path, 4096))
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid source path.");
         r = check_source_fd(fd, error);
@@ -637,12 +638,13 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 
         /* Parse everything first: a bad source must not touch what is stored. */
         r = import_from_fds(f, fd, registration_fd, &c, &message);
-        if (r < 0) {
-                const char *name = r == -EFBIG          ? KIROD_ERROR_SOURCE_TOO_LARGE
-                                   : r == -ENODATA      ? KIROD_ERROR_NO_TOKEN_IN_SOURCE
-                                   : r == -EKEYREJECTED ? KIROD_ERROR_REGISTRATION_EXPIRED
-                                   : r == -ENOMEM       ? SD_BUS_ERROR_NO_MEMORY
-                                                        : KIROD_ERROR_INVALID_SOURCE;
+        if (r != 0) {
+                /* > 0: what is wrong with the source; < 0: a system error while reading it. */
+                const char *name = r == IMPORT_E_TOO_LARGE              ? KIROD_ERROR_SOURCE_TOO_LARGE
+                                   : r == IMPORT_E_NO_TOKEN             ? KIROD_ERROR_NO_TOKEN_IN_SOURCE
+                                   : r == IMPORT_E_REGISTRATION_EXPIRED ? KIROD_ERROR_REGISTRATION_EXPIRED
+                                   : r == -ENOMEM                       ? SD_BUS_ERROR_NO_MEMORY
+                                                                        : KIROD_ERROR_INVALID_SOURCE;
                 return sd_bus_error_setf(error, name, "Cannot import %s: %s.", format_s, strna(message));
         }
         if (region && free_and_strdup(&c->region, region) < 0) {

@@ -72,7 +72,12 @@ static int parse_policy(const char *v, void *data) {
 }
 
 static int parse_url_template(const char *v, void *data) {
+        _cleanup_free_ char *probe = NULL;
         int r = url_check_scheme(v);
+        if (r < 0)
+                return r;
+        /* Refused at start, not at the first refresh: "{region}" only in the host (url_from_template()). */
+        r = url_from_template(v, "us-east-1", NULL, &probe);
         if (r < 0)
                 return r;
         return free_and_strdup(data, v);

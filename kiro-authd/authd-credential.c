@@ -5,6 +5,7 @@
 
 #include "authd-credential.h"
 #include "json-util.h"
+#include "url-util.h"
 
 static const char *const provider_table[_PROVIDER_MAX] = {
         [PROVIDER_KIRO] = "kiro",
@@ -116,21 +117,9 @@ const char *credential_record_api_region(const CredentialRecord *c, char *buf, s
         assert(buf);
         assert(n > 0);
 
-        /* arn:aws:codewhisperer:<region>:<account>:profile/<id> */
-        const char *p = c->profile_arn;
-        for (int i = 0; p && i < 3; i++) {
-                p = strchr(p, ':');
-                if (p)
-                        p++;
-        }
-        if (p) {
-                size_t l = strcspn(p, ":");
-                if (l > 0 && l < n) {
-                        memcpy(buf, p, l);
-                        buf[l] = 0;
-                        return buf;
-                }
-        }
+        /* arn:aws:codewhisperer:<region>:<account>:profile/<id>; only a valid region leaves (url-util.h). */
+        if (c->profile_arn && arn_get_region(c->profile_arn, buf, n) >= 0)
+                return buf;
         snprintf(buf, n, "us-east-1");
         return buf;
 }
@@ -218,7 +207,7 @@ int credential_record_from_json(const char *text, size_t size, CredentialRecord 
         c = credential_record_new();
         if (!c)
                 return -ENOMEM;
-        r = json_parse_bounded(text, size, 16, &doc, ret_error);
+        r = json_parse_secret(text, size, 16, &doc, ret_error);
         if (r < 0)
                 return r;
         c->doc = doc;
@@ -274,6 +263,12 @@ int credential_record_from_json(const char *text, size_t size, CredentialRecord 
         }
         if (!c->access_token && !c->refresh_token)
                 BAD("neither 'access_token' nor 'refresh_token'");
+        /* Regions end up in host names (url-util.h). */
+        char region[REGION_MAX + 1];
+        if (c->region && !region_is_valid(c->region))
+                BAD("'region' is not a valid region");
+        if (c->profile_arn && arn_get_region(c->profile_arn, region, sizeof region) < 0)
+                BAD("'profile_arn' is not an ARN with a valid region");
 #undef BAD
         *ret = TAKE_PTR(c);
         return 0;
@@ -344,12 +339,8 @@ int credential_record_to_json(CredentialRecord *c, char **ret) {
         if (r < 0)
                 return r;
 
-        char *s = json_to_string_dup(doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!s)
-                return -ENOMEM;
-        *ret = s;
-        return 0;
+        return json_to_string_secret(doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                  JSON_C_TO_STRING_NOSLASHESCAPE, ret, NULL);
 }
 
 int credential_record_take_login(CredentialRecord *dst, CredentialRecord *src) {

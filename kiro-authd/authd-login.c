@@ -10,6 +10,7 @@
 #include "bus-names.h"
 #include "json-util.h"
 #include "log.h"
+#include "url-util.h"
 
 /* B §2.2 and §2.1: the user agents of the SDK and of kiro-cli's social flow. */
 #define OIDC_USER_AGENT "aws-sdk-js/3.980.0 ua/2.1 os/linux lang/js md/nodejs#20.18.0 api/sso-oidc#3.980.0 m/E KiroIDE"
@@ -53,7 +54,7 @@ struct Login {
         bool replace;
         char *region;
         char *start_url;
-        char *base_url;                 /* the OIDC, Kiro auth or Kimi auth base */
+        char *base_url;                 /* the configured OIDC, Kiro auth or Kimi auth URL template */
 
         /* OIDC client registration; client_secret is secret. */
         char *client_id;
@@ -108,27 +109,6 @@ LoginKind login_kind_from_names(const char *provider, const char *method) {
                 if (streq(method, login_kind_table[k]))
                         return k;
         return _LOGIN_KIND_INVALID;
-}
-
-bool login_region_is_valid(const char *region) {
-        /* Lower-case words joined by '-', ending in a number: at least "xx-yyyy-N". */
-        size_t n = region ? strlen(region) : 0, parts = 0;
-        const char *p = region;
-
-        if (n < 6 || n > 32)
-                return false;
-        for (;;) {
-                size_t k = strspn(p, "abcdefghijklmnopqrstuvwxyz");
-                if (k == 0)
-                        break;
-                parts++;
-                p += k;
-                if (*p != '-')
-                        return false;
-                p++;
-        }
-        size_t d = strspn(p, "0123456789");
-        return parts >= 2 && d >= 1 && d <= 2 && p[d] == 0;
 }
 
 static bool oidc(const Login *l) {
@@ -269,8 +249,10 @@ static int login_send(Login *l, const char *path, char *body, bool form) {
         login_reset_transfer(l);
         l->body = body;
         l->body_size = strlen(body);
-        if (asprintf(&url, "%s%s", l->base_url, path) < 0)
-                return -ENOMEM;
+        /* The region was checked at the start; the host is built with CURLU, never pasted. */
+        r = url_from_template(l->base_url, l->region ?: BUILDER_ID_REGION, path, &url);
+        if (r < 0)
+                return r;
         l->curl = curl_easy_init();
         if (!l->curl)
                 return -ENOMEM;
@@ -750,7 +732,7 @@ static void on_transfer_done(CurlGlue *g, CURL *c, CURLcode result, void *userda
                         _cleanup_free_ char *d = describe_error(0, NULL, e);
                         poll_transient(l, strna(d));
                 } else
-                        login_failf(l, NULL, "cannot reach %s: %s", l->base_url, e);
+                        login_failf(l, NULL, "cannot reach the %s login service: %s", login_kind_to_string(l->kind), e);
                 return;
         }
         if (l->response && (json_parse_bounded(l->response, l->response_size, 8, &j, NULL) < 0 ||
@@ -808,7 +790,7 @@ int login_start(Manager *m, sd_bus_message *call, const LoginParams *p, sd_bus_e
                     !printable_text(p->start_url, 1024) || url_check_scheme(p->start_url) < 0)
                         return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
                                                 "The start URL must be an https:// URL (like https://my-org.awsapps.com/start).");
-                if (!login_region_is_valid(p->region))
+                if (!region_is_valid(p->region))
                         return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
                                                 "Invalid region: expected a name like 'us-east-1' or 'eu-central-1'.");
                 l->start_url = strdup(p->start_url);
@@ -868,12 +850,9 @@ int login_start(Manager *m, sd_bus_message *call, const LoginParams *p, sd_bus_e
                 if (r < 0)
                         return r;
         } else
-                r = url_expand_region(oidc(l) ? m->config.oidc_url : m->config.kiro_auth_url, l->region, &l->base_url);
-        if (r < 0 || !l->base_url)
-                return r < 0 ? r : -ENOMEM;
-        /* Trailing slashes would double up with the paths. */
-        for (size_t n = strlen(l->base_url); n > 0 && l->base_url[n - 1] == '/'; n--)
-                l->base_url[n - 1] = 0;
+                l->base_url = strdup(oidc(l) ? m->config.oidc_url : m->config.kiro_auth_url);
+        if (!l->base_url)
+                return -ENOMEM;
 
         r = oidc(l) ? send_register(l) : send_authorize(l);
         if (r < 0)

@@ -28,9 +28,6 @@ LoginKind login_kind_from_names(const char *provider, const char *method);
 /* The prefix of a derived credential id ("builder-id", "idc", "google", "github", "kimi"). */
 const char *login_kind_to_string(LoginKind k);
 
-/* A strict AWS region name: "us-east-1", "eu-central-2", "us-gov-west-1", at most 32 characters. */
-bool login_region_is_valid(const char *region);
-
 typedef struct LoginParams {
         LoginKind kind;
         const char *start_url;          /* idc: required, https only */

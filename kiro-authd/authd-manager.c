@@ -358,6 +358,9 @@ int credential_save(Credential *cred) {
         int r = store_save(&cred->manager->store, cred->record);
         if (r < 0)
                 return log_error_errno(r, "Failed to write credential '%s': %m", cred->record->id);
+        if (r > 0)
+                log_warning("Credential '%s' was written, but its directory could not be synced: it may not survive a crash.",
+                            cred->record->id);
         if (cred->save_pending) {
                 cred->save_pending = false;
                 if (streq_ptr(cred->record->last_error, "cannot write the credential file"))
@@ -548,6 +551,9 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                         free(c->profile_arn);
                         c->profile_arn = TAKE_PTR(res.profile_arn);
                 }
+                if (res.profile_arn_rejected)
+                        log_warning("Ignoring the profile ARN of the refresh answer for '%s': its region is not a valid region.",
+                                    c->id);
                 c->expires_at = n + res.expires_in;
                 cred->token_rejected = false;
                 c->last_refresh_at = n;
@@ -613,7 +619,9 @@ static size_t on_refresh_data(char *ptr, size_t size, size_t nmemb, void *userda
         Credential *cred = userdata;
         size_t n = size * nmemb;
         if (cred->response_size + n > REFRESH_RESPONSE_MAX) {
-                cred->response_size += n;
+                /* Marks "too large" for on_refresh_done(); the size must not outgrow the buffer it wipes. */
+                cred->response = erase_and_free_sized(cred->response, cred->response_size);
+                cred->response_size = REFRESH_RESPONSE_MAX + 1;
                 return 0;
         }
         char *p = malloc(cred->response_size + n + 1);
@@ -663,17 +671,19 @@ int credential_start_refresh(Credential *cred, bool force) {
 
         r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, m->config.kimi_auth_url, &cred->request,
                                   &message);
-        if (r == -ENOKEY) {
+        if (r == REFRESH_E_NO_LOGIN) {
                 credential_mark_needs_login(cred, "the credential has no refresh token or client registration");
                 credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
                 credential_schedule(cred);
                 credential_emit_changed(cred);
-                return r;
+                return -ENOKEY;
         }
-        if (r < 0) {
-                log_error_errno(r, "Cannot refresh credential '%s': %s", c->id, message ?: strerror(-r));
-                return r;
+        if (r > 0) {
+                log_error("Cannot refresh credential '%s': %s", c->id, message ?: refresh_error_to_string(r));
+                return -EINVAL;
         }
+        if (r < 0)
+                return log_error_errno(r, "Cannot refresh credential '%s': %m", c->id);
 
         cred->curl = curl_easy_init();
         if (!cred->curl) {
@@ -807,8 +817,8 @@ int manager_import_system_credentials(Manager *m) {
                         continue;
                 }
                 r = import_from_fds(table[i].format, fd, -EBADF, &c, &message);
-                if (r < 0) {
-                        log_error_errno(r, "Ignoring systemd credential '%s': %s", table[i].name, strna(message));
+                if (r != 0) {
+                        log_error("Ignoring systemd credential '%s': %s", table[i].name, strna(message));
                         continue;
                 }
                 c->id = strdup(table[i].id);

@@ -7,6 +7,7 @@
 #include "authd-refresh.h"
 #include "curl-glue.h"
 #include "json-util.h"
+#include "url-util.h"
 
 /* User agents seen from the IDE (B §2.1, §2.2); one place to change them. */
 #define KIRO_IDE_VERSION "0.7.45"
@@ -31,14 +32,44 @@ void refresh_result_done(RefreshResult *r) {
         *r = (RefreshResult) {};
 }
 
+static const char *const refresh_error_table[_REFRESH_E_MAX] = {
+        [REFRESH_E_NO_LOGIN] = "the credential has no refresh token or client registration",
+        [REFRESH_E_UNSUPPORTED] = "the credential's method has no refresh",
+        [REFRESH_E_BAD_REGION] = "the credential's region is not a valid region",
+        [REFRESH_E_BAD_URL] = "the refresh endpoint is not an allowed URL",
+};
+
+const char *refresh_error_to_string(int e) {
+        return e > 0 && e < _REFRESH_E_MAX ? refresh_error_table[e] : NULL;
+}
+
 static int set_body_json(RefreshRequest *req, json_object *o) {
-        const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!s)
-                return -ENOMEM;
-        req->body_size = strlen(s);
-        req->body = strdup(s);
+        /* Serialized so that json-c's own print buffer keeps no copy of the secrets. */
+        int r = json_to_string_secret(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &req->body,
+                                      &req->body_size);
+        if (r < 0)
+                return r;
         req->content_type = "application/json";
-        return req->body ? 0 : -ENOMEM;
+        return 0;
+}
+
+/* The refresh URL for a configured template and the credential's region, built with CURLU. */
+static int build_url(const char *template, const char *region, const char *path, char **ret,
+                     char **ret_message) {
+        if (!region_is_valid(region)) {
+                if (ret_message)
+                        (void) asprintf(ret_message, "the credential's region '%.*s' is not a valid region",
+                                        REGION_MAX, region);
+                return REFRESH_E_BAD_REGION;
+        }
+        int r = url_from_template(template, region, path, ret);
+        if (r == -EINVAL) {
+                if (ret_message)
+                        (void) asprintf(ret_message, "the refresh URL template '%s' is not a URL with {region} only in its host",
+                                        template);
+                return REFRESH_E_BAD_URL;
+        }
+        return r;
 }
 
 int form_append(char **buf, size_t *size, const char *key, const char *value) {
@@ -64,21 +95,20 @@ int form_append(char **buf, size_t *size, const char *key, const char *value) {
 int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, const char *oidc_url,
                           const char *kimi_auth_url, RefreshRequest *ret, char **ret_message) {
         RefreshRequest req = {};
-        _cleanup_free_ char *base = NULL;
         json_object *o = NULL;
         const char *region = c->region ?: "us-east-1";
         int r;
 
+        if (c->method == AUTH_METHOD_API_KEY)
+                return REFRESH_E_UNSUPPORTED;
         if (!c->refresh_token)
-                return -ENOKEY;
+                return REFRESH_E_NO_LOGIN;
 
         switch (c->method) {
         case AUTH_METHOD_SOCIAL:
-                r = url_expand_region(kiro_auth_url, region, &base);
-                if (r < 0)
+                r = build_url(kiro_auth_url, region, "/refreshToken", &req.url, ret_message);
+                if (r != 0)
                         return r;
-                if (asprintf(&req.url, "%s/refreshToken", base) < 0)
-                        return -ENOMEM;
                 o = json_object_new_object();
                 if (!o || json_set_string(o, "refreshToken", c->refresh_token) < 0)
                         r = -ENOMEM;
@@ -90,15 +120,11 @@ int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, 
 
         case AUTH_METHOD_BUILDER_ID:
         case AUTH_METHOD_IDC:
-                if (!c->client_id || !c->client_secret) {
-                        r = -ENOKEY;
-                        break;
-                }
-                r = url_expand_region(oidc_url, region, &base);
-                if (r < 0)
+                if (!c->client_id || !c->client_secret)
+                        return REFRESH_E_NO_LOGIN;
+                r = build_url(oidc_url, region, "/token", &req.url, ret_message);
+                if (r != 0)
                         return r;
-                if (asprintf(&req.url, "%s/token", base) < 0)
-                        return -ENOMEM;
                 /* camelCase JSON, not form encoding (B §2.2). */
                 o = json_object_new_object();
                 if (!o || json_set_string(o, "grantType", "refresh_token") < 0 ||
@@ -112,10 +138,8 @@ int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, 
                 break;
 
         case AUTH_METHOD_EXTERNAL_IDP:
-                if (!c->token_endpoint || !c->client_id) {
-                        r = -ENOKEY;
-                        break;
-                }
+                if (!c->token_endpoint || !c->client_id)
+                        return REFRESH_E_NO_LOGIN;
                 req.url = strdup(c->token_endpoint);
                 r = form_append(&req.body, &req.body_size, "grant_type", "refresh_token");
                 if (r >= 0)
@@ -132,8 +156,14 @@ int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, 
                 char device_id[33];
                 /* Form-encoded at the same token endpoint as the login, with kimi-cli's client id and
                  * headers (B §7). */
-                if (asprintf(&req.url, "%s/api/oauth/token", kimi_auth_url) < 0)
-                        return -ENOMEM;
+                r = url_from_template(kimi_auth_url, "us-east-1", "/api/oauth/token", &req.url);
+                if (r == -EINVAL) {
+                        if (ret_message)
+                                (void) asprintf(ret_message, "the Kimi auth URL '%s' is not a URL", kimi_auth_url);
+                        return REFRESH_E_BAD_URL;
+                }
+                if (r < 0)
+                        return r;
                 r = form_append(&req.body, &req.body_size, "client_id", c->client_id ?: KIMI_CLIENT_ID);
                 if (r >= 0)
                         r = form_append(&req.body, &req.body_size, "grant_type", "refresh_token");
@@ -147,7 +177,7 @@ int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, 
         }
 
         default:
-                return -EOPNOTSUPP;
+                return REFRESH_E_UNSUPPORTED;
         }
         if (o) {
                 json_object_erase_strings(o);
@@ -155,13 +185,13 @@ int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, 
         }
         if (r >= 0 && (!req.url || !req.user_agent || !req.body))
                 r = -ENOMEM;
-        if (r >= 0) {
-                r = url_check_scheme(req.url);
-                if (r < 0 && ret_message)
+        if (r >= 0 && url_check_scheme(req.url) < 0) {
+                if (ret_message)
                         (void) asprintf(ret_message, "refusing refresh URL '%s': only https:// (or http:// to loopback) is allowed",
                                         req.url);
+                r = REFRESH_E_BAD_URL;
         }
-        if (r < 0) {
+        if (r != 0) {
                 refresh_request_done(&req);
                 return r;
         }
@@ -261,7 +291,7 @@ RefreshOutcome refresh_parse_response(AuthMethod m, long status, const char *bod
         int64_t expires = DEFAULT_EXPIRES_IN_SEC;
         bool snake = m == AUTH_METHOD_EXTERNAL_IDP || m == AUTH_METHOD_KIMI_DEVICE;
 
-        if (json_parse_bounded(body, size, 8, &j, NULL) < 0 || !json_object_is_type(j, json_type_object)) {
+        if (json_parse_secret(body, size, 8, &j, NULL) < 0 || !json_object_is_type(j, json_type_object)) {
                 o = failure(&res, REFRESH_TRANSIENT, status, NULL, "answer is not a JSON object");
                 *ret = res;
                 return o;
@@ -280,6 +310,12 @@ RefreshOutcome refresh_parse_response(AuthMethod m, long status, const char *bod
 
         res.access_token = strdup(at);
         res.refresh_token = isempty(rt) ? NULL : strdup(rt);
+        /* A server's ARN names the region the proxy sends prompts to: only a real region gets through. */
+        char region[REGION_MAX + 1];
+        if (!isempty(arn) && arn_get_region(arn, region, sizeof region) < 0) {
+                res.profile_arn_rejected = true;
+                arn = NULL;
+        }
         res.profile_arn = isempty(arn) ? NULL : strdup(arn);
         res.expires_in = (usec_t) expires * USEC_PER_SEC;
         json_object_erase_strings(j);

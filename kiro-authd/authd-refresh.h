@@ -16,8 +16,22 @@ typedef struct RefreshRequest {
 
 void refresh_request_done(RefreshRequest *r);
 
-/* kiro_auth_url and oidc_url are templates with {region}; kimi_auth_url is Kimi's OAuth host. -EOPNOTSUPP
- * for methods without refresh (api-key); -EPERM when a URL is not https (or http to loopback). */
+/* Domain errors of refresh_build_request(), returned as positive numbers (dbus-broker's error.h style):
+ * a negative return is always a real errno (-ENOMEM), never a verdict on the credential. */
+typedef enum RefreshError {
+        _REFRESH_E_SUCCESS,
+        REFRESH_E_NO_LOGIN,     /* no refresh token or client registration: the credential needs a login */
+        REFRESH_E_UNSUPPORTED,  /* the method has no refresh (api-key) */
+        REFRESH_E_BAD_REGION,   /* the credential's region is not a region (see region_is_valid()) */
+        REFRESH_E_BAD_URL,      /* the endpoint is not https:// (or http:// to loopback), or no URL */
+        _REFRESH_E_MAX,
+} RefreshError;
+
+const char *refresh_error_to_string(int e);
+
+/* kiro_auth_url and oidc_url are templates with {region} in the host (url_from_template()); kimi_auth_url is
+ * Kimi's OAuth base (no region). Returns 0,
+ * a RefreshError > 0 (with *ret_message for REFRESH_E_BAD_URL and REFRESH_E_BAD_REGION), or -ENOMEM. */
 int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, const char *oidc_url,
                           const char *kimi_auth_url, RefreshRequest *ret, char **ret_message);
 
@@ -34,7 +48,8 @@ typedef struct RefreshResult {
         char *access_token;     /* secrets */
         char *refresh_token;    /* NULL when the server did not rotate it */
         usec_t expires_in;      /* µs */
-        char *profile_arn;
+        char *profile_arn;      /* only when its region is valid (arn_get_region()) */
+        bool profile_arn_rejected; /* the answer carried a profile ARN with an invalid region: dropped */
         char *error;            /* for failures: "HTTP 400: invalid_grant (Invalid refresh token provided)" */
 } RefreshResult;
 

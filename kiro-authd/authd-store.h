@@ -18,6 +18,7 @@ typedef int (*StoreLoadFunc)(CredentialRecord *c, void *userdata);   /* takes ow
 typedef void (*StoreBadFunc)(const char *file, int error, const char *reason, void *userdata);
 int store_load_all(Store *s, StoreLoadFunc on_credential, StoreBadFunc on_bad, void *userdata);
 
-/* Writes c atomically (temp file, fsync, rename, fsync of the directory), mode 0600. */
+/* Writes c atomically (temp file, fsync, rename, fsync of the directory), mode 0600. Returns 0, 1 (written,
+ * but the directory could not be synced) or < 0 (nothing changed), as write_file_atomic_at(). */
 int store_save(Store *s, CredentialRecord *c);
 int store_remove(Store *s, const char *id);

@@ -31,6 +31,7 @@ typedef struct Proxy {
 
         /* [Proxy] */
         ListenConfig listen;
+        HttpAccessPolicy access;
         char *api_keys_file;
         char *tls_certificate_file;
         char *tls_key_file;
@@ -56,6 +57,7 @@ static void proxy_done(Proxy *p) {
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
         listen_config_done(&p->listen);
+        http_access_policy_done(&p->access);
         upstream_config_done(&p->kiro);
         free(p->api_keys_file);
         free(p->tls_certificate_file);
@@ -87,6 +89,10 @@ static int check_key(Proxy *p, HttpRequest *r) {
 
 static int on_headers(HttpRequest *r, void *userdata) {
         Proxy *p = userdata;
+        /* Web pages first (a browser's preflight carries no key), on every path. */
+        int k = http_access_check(&p->access, r);
+        if (k != 0)
+                return k < 0 ? k : 0;
         /* Refuse a wrong key before reading a large body; the health check needs none. */
         if (apikeys_count(p->keys) > 0 && !streq(http_request_path(r), "/healthz") && !apikeys_check(p->keys, r))
                 return check_key(p, r);
@@ -155,6 +161,8 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "AllowNonLoopback", config_parse_bool, &p->listen.allow_non_loopback },
                 { "Proxy", "SocketMode", config_parse_mode, &p->listen.socket_mode },
                 { "Proxy", "APIKeysFile", config_parse_string, &p->api_keys_file },
+                { "Proxy", "AllowedHosts", config_parse_strv, &p->access.allowed_hosts },
+                { "Proxy", "AllowedOrigins", config_parse_strv, &p->access.allowed_origins },
                 { "Proxy", "TLSCertificateFile", config_parse_string, &p->tls_certificate_file },
                 { "Proxy", "TLSKeyFile", config_parse_string, &p->tls_key_file },
                 { "Proxy", "MaxConnections", config_parse_unsigned, &p->limits.max_connections },
@@ -183,6 +191,9 @@ static int parse_config(Proxy *p) {
         if (r < 0)
                 return log_error_errno(r, "Failed to parse configuration '%s': %m", arg_config);
         p->limits.max_body_bytes = max_body;
+        r = http_access_policy_verify(&p->access);
+        if (r < 0)
+                return r;
         if (p->kiro.max_attempts == 0)
                 p->kiro.max_attempts = 1;
         if (p->api.max_json_depth == 0 || p->api.max_json_depth > 1000)
@@ -356,6 +367,19 @@ static void on_after_dispatch(void *userdata) {
         p->in_after_dispatch = false;
 }
 
+/* The bus is gone (dbus-daemon restarted or died): no token can be renewed, and kiro-authd's signals would
+ * no longer reach us. Reconnecting would need every match and call set up again and the token cache dropped
+ * anyway (the new bus may have another kiro-authd); a restart does that, and Restart=on-failure (or
+ * whatever runs us) starts one. So exit non-zero, at once, and say why. */
+static int on_bus_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Proxy *p = userdata;
+
+        log_error("Lost the connection to the %s bus; exiting so that the service manager restarts kiro-proxyd.",
+                  arg_user ? "session" : "system");
+        (void) sd_event_exit(p->event, -ENOTCONN);
+        return 0;
+}
+
 /* No connection for a second: drop what only helps under load, before the heap is trimmed. */
 static void on_http_idle(void *userdata) {
         Proxy *p = userdata;
@@ -404,6 +428,11 @@ static int run(int argc, char *argv[]) {
         r = sd_bus_attach_event(p.bus, p.event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach bus: %m");
+        /* sd-bus's own exit-on-disconnect would end the loop with status 0 (no Restart=on-failure). */
+        r = sd_bus_match_signal_async(p.bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                      "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, NULL, &p);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the bus connection: %m");
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
@@ -435,6 +464,8 @@ static int run(int argc, char *argv[]) {
         (void) sd_notify(false, "READY=1\nSTATUS=Serving.");
         r = sd_event_loop(p.event);
         (void) sd_notify(false, "STOPPING=1");
+        if (r == -ENOTCONN)
+                return r;       /* logged by on_bus_disconnected() */
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
         return 0;

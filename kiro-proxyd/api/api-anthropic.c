@@ -7,7 +7,7 @@
 #include "api/api-anthropic.h"
 #include "api/api-error.h"
 
-/* A stream with no output for this long gets a "ping" event, so clients and proxies keep it open
+/* A started stream with no output for this long gets a "ping" event, so clients and proxies keep it open
  * (PingIntervalSec= changes it). */
 #define PING_INTERVAL_USEC (15 * USEC_PER_SEC)
 
@@ -370,14 +370,10 @@ static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
          * interval after it was armed, and if something was written since, it is re-armed for an interval
          * after that instead. */
         (void) sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &n);
-        if (st->chat->started && st->last_output > 0 && n < st->last_output + st->ping_interval) {
+        if (st->last_output > 0 && n < st->last_output + st->ping_interval) {
                 (void) sd_event_source_set_time(s, st->last_output + st->ping_interval);
                 return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         }
-        /* A long wait before the first token: start the stream now, so that the client sees
-         * message_start and pings instead of silence; a later failure then arrives as an error event. */
-        if (!st->chat->started && start_stream(st->chat) < 0)
-                return 0;
         if (buf_puts(&b, "{\"type\": \"ping\"}") >= 0)
                 (void) send_event(st->chat, "ping", &b);
         buf_done(&b);
@@ -684,15 +680,14 @@ static int render_fail(Chat *c, const Failure *e) {
         return http_request_stream_end(c->http);
 }
 
+/* No ping before the answer commits: the stream (and its HTTP 200) starts with the first content, so that
+ * a failure before it (a 429 after the retries, an overloaded model) reaches the client as that HTTP
+ * status, which SDKs retry, rather than as an error event under a 200. The wait before the first token
+ * is bounded by FirstTokenTimeoutSec= per attempt. Pings keep a started stream alive during silences. */
 static int render_begin(Chat *c) {
         AnthropicState *st = c->frontend_state;
-        sd_event *e = NULL;
         st->chat = c;
-        if (!c->conv->stream || st->ping_interval == USEC_INFINITY || sd_event_default(&e) < 0)
-                return 0;
-        int r = sd_event_add_time_relative(e, &st->ping, CLOCK_MONOTONIC, st->ping_interval, 0, on_ping, st);
-        sd_event_unref(e);
-        return r;
+        return 0;
 }
 
 static const ChatRenderer anthropic_renderer = {

@@ -1,11 +1,17 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Access tokens from kiro-authd: an in-memory cache filled by asynchronous GetToken calls. */
+#include <inttypes.h>
+
 #include "bus-names.h"
+#include "escape.h"
 #include "log.h"
 #include "auth/auth-tokencache.h"
 
 /* A cached token is used while it has at least this much life left; below that a fresh one is fetched. */
 #define TOKEN_RENEW_BEFORE_USEC (120 * USEC_PER_SEC)
+/* While kiro-authd is away, a token that could not be renewed is still handed out if it has this much
+ * life left: Kiro takes it until it expires. */
+#define TOKEN_AWAY_MIN_USEC (10 * USEC_PER_SEC)
 
 struct TokenRequest {
         TokenRequest *next;
@@ -21,6 +27,7 @@ typedef struct Entry {
         char *provider;
         char *credential_id;
         Token *token;
+        char *token_owner;      /* unique bus name of the kiro-authd that issued token */
         sd_bus_slot *call;      /* GetToken in flight */
         TokenRequest *waiters;
 } Entry;
@@ -53,14 +60,41 @@ Token *token_unref(Token *t) {
 
 static void entry_drop_token(Entry *e) {
         e->token = token_unref(e->token);
+        free(e->token_owner);
+        e->token_owner = NULL;
 }
 
+/* DESIGN.md §3: kiro-authd stopping (crash, restart, upgrade) does not make a valid token invalid, so the
+ * cache keeps serving what it holds while the name has no owner. A new owner is another kiro-authd, whose
+ * view of the credentials (disabled, removed, replaced meanwhile) may differ: then every token that the
+ * new owner did not issue is dropped. Unique names are never reused on a bus, so "not issued by the new
+ * owner" is "issued by an earlier one". */
 static int on_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         TokenCache *tc = userdata;
-        /* kiro-authd restarted or went away: whatever it told us before may be stale. */
+        const char *name, *old_owner, *new_owner;
+        unsigned n = 0;
+        int r;
+
+        r = sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner);
+        if (r < 0) {
+                log_debug_errno(r, "Ignoring a malformed NameOwnerChanged signal: %m");
+                return 0;
+        }
+        if (!streq(name, KIROD_BUS_NAME))
+                return 0;
+        if (isempty(new_owner)) {
+                for (Entry *e = tc->entries; e; e = e->next)
+                        n += !!e->token;
+                log_info("kiro-authd left the bus; serving %u cached token(s) until it is back or they expire.", n);
+                return 0;
+        }
         for (Entry *e = tc->entries; e; e = e->next)
-                entry_drop_token(e);
-        log_debug("kiro-authd changed owner; dropped cached tokens.");
+                if (e->token && !streq_ptr(e->token_owner, new_owner)) {
+                        entry_drop_token(e);
+                        n++;
+                }
+        log_info("kiro-authd is on the bus as %s; dropped %u token(s) of the previous instance.",
+                 LOG_ESC(new_owner), n);
         return 0;
 }
 
@@ -71,11 +105,13 @@ int token_cache_new(sd_bus *bus, TokenCache **ret) {
         if (!tc)
                 return -ENOMEM;
         tc->bus = sd_bus_ref(bus);
-        /* Only kiro-authd's name: every other client coming and going is none of our business. */
-        r = sd_bus_add_match_async(bus, &tc->owner_match,
+        /* Only kiro-authd's name: every other client coming and going is none of our business. Installed
+         * synchronously (once, at start-up, before READY=1): a kiro-authd restart right after start-up
+         * must not slip past an AddMatch still in flight. */
+        r = sd_bus_add_match(bus, &tc->owner_match,
                                    "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
                                    "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='" KIROD_BUS_NAME "'",
-                                   on_owner_changed, NULL, tc);
+                                   on_owner_changed, tc);
         if (r < 0) {
                 token_cache_free(tc);
                 return r;
@@ -148,6 +184,8 @@ static int parse_reply(sd_bus_message *m, Token **ret) {
         if (!t)
                 return -ENOMEM;
         t->n_ref = 1;
+        /* The reply carries the access token: sd-bus wipes a sensitive message's memory when it frees it. */
+        (void) sd_bus_message_sensitive(m);
         r = sd_bus_message_read(m, "sst", &id, &at, &exp);
         if (r < 0)
                 return r;
@@ -191,6 +229,23 @@ static int parse_reply(sd_bus_message *m, Token **ret) {
         return 0;
 }
 
+/* kiro-authd is not there to answer (stopped, restarting), as opposed to answering "no". */
+static bool error_is_absence(const sd_bus_error *err) {
+        return sd_bus_error_has_names(err, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                                      SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_TIMEOUT, SD_BUS_ERROR_DISCONNECTED);
+}
+
+static void entry_succeed(Entry *e, Token *t) {
+        TokenRequest *w = e->waiters;
+        e->waiters = NULL;
+        while (w) {
+                TokenRequest *n = w->next;
+                w->cb(t, NULL, w->userdata);
+                free(w);
+                w = n;
+        }
+}
+
 static int on_get_token_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Entry *e = userdata;
         _cleanup_(token_unrefp) Token *t = NULL;
@@ -199,6 +254,18 @@ static int on_get_token_reply(sd_bus_message *m, void *userdata, sd_bus_error *r
 
         e->call = sd_bus_slot_unref(e->call);
         if (err) {
+                /* The renewal a little before expiry failed only because kiro-authd is away: the token
+                 * still works for a while. */
+                if (error_is_absence(err) && e->token && e->token->expires_at != UINT64_MAX &&
+                    e->token->expires_at > now(CLOCK_REALTIME) + TOKEN_AWAY_MIN_USEC) {
+                        log_debug("kiro-authd did not answer GetToken (%s); using the cached token of '%s' "
+                                  "until it expires.", LOG_ESC(err->name), LOG_ESC(e->token->credential_id));
+                        t = token_ref(e->token);
+                        entry_succeed(e, t);
+                        return 0;
+                }
+                log_debug("GetToken for %s/'%s' failed: %s: %s", e->provider, LOG_ESC(e->credential_id),
+                          LOG_ESC(err->name), LOG_ESC(err->message));
                 entry_fail(e, err);
                 return 0;
         }
@@ -211,15 +278,11 @@ static int on_get_token_reply(sd_bus_message *m, void *userdata, sd_bus_error *r
         }
         entry_drop_token(e);
         e->token = token_ref(t);
-
-        TokenRequest *w = e->waiters;
-        e->waiters = NULL;
-        while (w) {
-                TokenRequest *n = w->next;
-                w->cb(t, NULL, w->userdata);
-                free(w);
-                w = n;
-        }
+        /* The reply comes from kiro-authd's unique name, whatever name the call went to. */
+        e->token_owner = strdup(strempty(sd_bus_message_get_sender(m)));
+        log_debug("Got a token for %s/'%s' from kiro-authd %s.", e->provider, LOG_ESC(t->credential_id),
+                  LOG_ESC(e->token_owner));
+        entry_succeed(e, t);
         return 0;
 }
 
@@ -246,6 +309,8 @@ int token_cache_get(TokenCache *tc, const char *provider, const char *credential
                         return r;
                 }
                 tc->n_calls++;
+                log_debug("Asking kiro-authd for a token for %s/'%s' (GetToken call %" PRIu64 ").",
+                          e->provider, LOG_ESC(e->credential_id), tc->n_calls);
         }
         req->cache = tc;
         req->entry = e;
@@ -283,7 +348,7 @@ void token_cache_report(TokenCache *tc, const char *credential_id, const char *k
                                      "ReportUpstreamError", NULL, NULL, "sstt", credential_id, kind,
                                      (uint64_t) retry_after, UINT64_C(0));
         if (r < 0)
-                log_warning_errno(r, "Failed to report upstream error for '%s': %m", credential_id);
+                log_warning_errno(r, "Failed to report upstream error for '%s': %m", LOG_ESC(credential_id));
 }
 
 uint64_t token_cache_n_calls(TokenCache *tc) {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Access tokens from kiro-authd: an in-memory cache per credential, filled by asynchronous GetToken calls,
- * renewed shortly before expiry, dropped when kiro-authd's bus name changes owner. Holds no secret at rest. */
+ * renewed shortly before expiry, kept while kiro-authd is away (its name has no owner) and dropped when a new
+ * kiro-authd takes the name. Holds no secret at rest. */
 #pragma once
 
 #include <systemd/sd-bus.h>

@@ -130,6 +130,7 @@ struct HttpRequest {
         HttpRequestCallback on_drain;
         void *drain_userdata;
         void *userdata;
+        char **response_headers;        /* http_request_add_response_header() */
 };
 
 /* http-server.c */

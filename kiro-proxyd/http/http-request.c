@@ -4,8 +4,10 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <sys/socket.h>
 
 #include "json-util.h"
+#include "escape.h"
 #include "log.h"
 #include "http/http-internal.h"
 
@@ -38,6 +40,7 @@ static HttpRequest *request_free(HttpRequest *r) {
         free(r->path);
         free(r->body);
         free(r->out);
+        strv_free(r->response_headers);
         free(r);
         return NULL;
 }
@@ -134,6 +137,8 @@ static int response_add_headers(struct MHD_Response *resp, const char *content_t
 static int response_queue(HttpRequest *r, unsigned status, struct MHD_Response *resp, const char *content_type,
                           const char *const *extra_headers) {
         int k = response_add_headers(resp, content_type, extra_headers);
+        if (k >= 0)
+                k = response_add_headers(resp, NULL, (const char *const *) r->response_headers);
         if (k >= 0 && MHD_queue_response(r->connection, status, resp) != MHD_YES)
                 k = -EIO;
         MHD_destroy_response(resp);
@@ -252,7 +257,7 @@ static enum MHD_Result request_reject_too_large(HttpRequest *r) {
 
         (void) snprintf(msg, sizeof(msg), "Request body too large: the limit is %" PRIu64 " bytes.",
                         r->listener->server->limits.max_body_bytes);
-        log_debug("Refusing %s %s: body larger than %" PRIu64 " bytes.", r->method, r->path,
+        log_debug("Refusing %s '%s': body larger than %" PRIu64 " bytes.", LOG_ESC(r->method), LOG_ESC(r->path),
                   r->listener->server->limits.max_body_bytes);
         return request_queue_error(r, 413, msg) < 0 ? MHD_NO : MHD_YES;
 }
@@ -274,7 +279,7 @@ static enum MHD_Result request_headers_in(HttpRequest *r) {
                 if (r->state == REQUEST_DONE)
                         return r->responded ? MHD_YES : MHD_NO;
                 if (k < 0) {
-                        log_debug_errno(k, "Headers handler for %s %s failed: %m", r->method, r->path);
+                        log_debug_errno(k, "Headers handler for %s '%s' failed: %m", LOG_ESC(r->method), LOG_ESC(r->path));
                         return request_queue_error(r, 500, "Internal server error.") < 0 ? MHD_NO : MHD_YES;
                 }
         }
@@ -332,7 +337,7 @@ static enum MHD_Result request_complete(HttpRequest *r) {
                 return r->responded ? MHD_YES : MHD_NO;
         case REQUEST_OWNED:
                 /* Resumed without a response: should not happen, park it again rather than spin. */
-                log_debug("HTTP request %s %s resumed without a response, parking it again.", r->method, r->path);
+                log_debug("HTTP request %s '%s' resumed without a response, parking it again.", LOG_ESC(r->method), LOG_ESC(r->path));
                 request_suspend(r);
                 return MHD_YES;
         case REQUEST_RECEIVING:
@@ -356,11 +361,11 @@ static enum MHD_Result request_complete(HttpRequest *r) {
 
         if (r->responded || r->state == REQUEST_DONE) {
                 if (k < 0)
-                        log_debug_errno(k, "Handler for %s %s failed after responding: %m", r->method, r->path);
+                        log_debug_errno(k, "Handler for %s '%s' failed after responding: %m", LOG_ESC(r->method), LOG_ESC(r->path));
                 return r->responded ? MHD_YES : MHD_NO;
         }
         if (k < 0) {
-                log_debug_errno(k, "Handler for %s %s failed: %m", r->method, r->path);
+                log_debug_errno(k, "Handler for %s '%s' failed: %m", LOG_ESC(r->method), LOG_ESC(r->path));
                 if (request_queue_error(r, 500, "Internal server error.") < 0)
                         return MHD_NO;
                 return MHD_YES;
@@ -368,7 +373,7 @@ static enum MHD_Result request_complete(HttpRequest *r) {
 
         if (r->n_ref == 1) {
                 /* The handler neither answered nor took a reference: nobody can answer any more. */
-                log_debug("Handler for %s %s neither responded nor kept the request.", r->method, r->path);
+                log_debug("Handler for %s '%s' neither responded nor kept the request.", LOG_ESC(r->method), LOG_ESC(r->path));
                 return request_queue_error(r, 500, "Internal server error.") < 0 ? MHD_NO : MHD_YES;
         }
 
@@ -427,7 +432,7 @@ void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum
         if (r->state == REQUEST_OWNED) {
                 /* The app holds r and has made no final call: tell it, then r is detached (final calls fail
                  * with -ECONNRESET) and lives on until the app drops its reference. */
-                log_debug("HTTP request %s %s ended before the response was complete (%s).", r->method, r->path,
+                log_debug("HTTP request %s '%s' ended before the response was complete (%s).", LOG_ESC(r->method), LOG_ESC(r->path),
                           termination_to_string(toe));
                 r->detached = true;
                 if (r->on_abort) {
@@ -552,7 +557,7 @@ int http_request_respond(HttpRequest *r, unsigned status, const char *content_ty
                 return 0;
 
         /* A final call must finish the request whatever happens. */
-        log_debug_errno(k, "Failed to queue response for %s %s: %m", r->method, r->path);
+        log_debug_errno(k, "Failed to queue response for %s '%s': %m", LOG_ESC(r->method), LOG_ESC(r->path));
         if (request_queue_error(r, 500, "Internal server error.") < 0)
                 request_fail_hard(r);
         return k;
@@ -689,8 +694,8 @@ static void request_released(HttpRequest *r) {
         r->abort_userdata = r->drain_userdata = r->userdata = NULL;
         if (r->state != REQUEST_OWNED || r->in_callback)
                 return;
-        log_debug("HTTP request %s %s released without a final response, dropping the connection.",
-                  r->method, r->path);
+        log_debug("HTTP request %s '%s' released without a final response, dropping the connection.",
+                  LOG_ESC(r->method), LOG_ESC(r->path));
         request_fail_hard(r);
 }
 
@@ -703,4 +708,28 @@ HttpRequest *http_request_unref(HttpRequest *r) {
         else if (r->n_ref == 1 && r->server_ref)
                 request_released(r);
         return NULL;
+}
+
+/* ── Requests: about the connection, and headers for every response ───────────────────────────────── */
+
+bool http_request_is_unix(HttpRequest *r) {
+        const union MHD_ConnectionInfo *ci;
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+
+        assert(r);
+        if (!r->connection)
+                return false;
+        ci = MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci || getsockname(ci->connect_fd, (struct sockaddr *) &sa, &len) < 0)
+                return false;
+        return sa.ss_family == AF_UNIX;
+}
+
+int http_request_add_response_header(HttpRequest *r, const char *line) {
+        assert(r);
+        assert(line);
+        if (strpbrk(line, "\r\n") || !strchr(line, ':'))
+                return -EINVAL;
+        return strv_extend(&r->response_headers, line);
 }

@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include "escape.h"
 #include "log.h"
 #include "http/http-internal.h"
 #include "http/http-listen.h"
@@ -63,7 +64,7 @@ static int on_hangup(sd_event_source *source, int fd, uint32_t revents, void *us
         conn->peer_gone = true;
         if (!r)
                 return 0;
-        log_debug("HTTP client of %s %s went away while the response was pending.", r->method, r->path);
+        log_debug("HTTP client of %s '%s' went away while the response was pending.", LOG_ESC(r->method), LOG_ESC(r->path));
         r->client_gone = true;
         request_resume(r);
         server_post(conn->listener->server);
@@ -229,7 +230,7 @@ void listener_kick(HttpListener *l) {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
-        char buf[512];
+        char buf[512], esc[1024];
         size_t l;
 
         /* MHD's messages are about connections, not secrets, but keep them at debug: a client can make
@@ -240,7 +241,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
         l = strlen(buf);
         while (l > 0 && buf[l - 1] == '\n')
                 buf[--l] = 0;
-        log_debug("libmicrohttpd: %s", buf);
+        log_debug("libmicrohttpd: %s", escape_for_log(buf, esc, sizeof esc));
 }
 #pragma GCC diagnostic pop
 

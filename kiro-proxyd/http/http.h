@@ -26,7 +26,11 @@ typedef struct HttpLimits {
 } HttpLimits;
 
 #define HTTP_MAX_CONNECTIONS_DEFAULT 1024U
-#define HTTP_MAX_BODY_BYTES_DEFAULT ((uint64_t) 32 * 1024 * 1024)
+/* Kiro takes about 600 kB (MaxUpstreamPayloadBytes=); images travel base64 in both bodies, so a client body
+ * much larger than that can only be served by TrimHistory=. 8 MiB is ~14 times the upstream limit: room for
+ * a long client-side history to trim, or for MaxUpstreamPayloadBytes= raised to the 2 MB some sources
+ * report, while keeping what one request costs to parse bounded. */
+#define HTTP_MAX_BODY_BYTES_DEFAULT ((uint64_t) 8 * 1024 * 1024)
 #define HTTP_IDLE_TIMEOUT_USEC_DEFAULT ((uint64_t) 120 * USEC_PER_SEC)
 #define HTTP_REQUEST_TIMEOUT_USEC_DEFAULT ((uint64_t) 120 * USEC_PER_SEC)
 #define HTTP_MAX_HEADER_BYTES_DEFAULT ((size_t) 32 * 1024)
@@ -69,7 +73,7 @@ HttpServer *http_server_free(HttpServer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
 
 /* Optional: called when the headers are in, before the body is read (same userdata as the handler),
- * e.g. to answer 401 before accepting a 32 MiB body. r is only lent for the call: it may look at the
+ * e.g. to answer 401 before accepting an 8 MiB body. r is only lent for the call: it may look at the
  * headers and respond (then the body is discarded and the handler is not called), nothing else. A
  * negative return without a response sends 500. */
 void http_server_set_headers_handler(HttpServer *s, HttpHandler on_headers);
@@ -173,3 +177,8 @@ int http_request_stream_end(HttpRequest *r);
 int http_request_stream_abort(HttpRequest *r);
 /* Bytes queued but not yet handed to the connection: for back pressure. */
 size_t http_request_stream_pending(HttpRequest *r);
+
+/* Whether r came in on a unix socket listener (no browser can connect there). */
+bool http_request_is_unix(HttpRequest *r);
+/* A "Name: value" line (no CR/LF) added to whatever response r gets, errors included (for CORS). */
+int http_request_add_response_header(HttpRequest *r, const char *line);

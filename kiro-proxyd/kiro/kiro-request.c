@@ -377,6 +377,32 @@ static int request_body(KiroConversation *k, const char *conversation_id, const 
         return 0;
 }
 
+/* The smallest a history entry can serialize to: {"userInputMessage":{}} (the assistant's is longer). */
+#define KIRO_ENTRY_BYTES_MIN (sizeof("{\"userInputMessage\":{}}") - 1)
+
+/* A lower bound of the body's size, in one cheap pass over the form: the text of the messages (normalization
+ * keeps every non-blank text part, escaping only grows it) and one entry per run of same-role messages (the
+ * merge rule is the only one that joins messages; none drops one). A request over the limit by this bound
+ * is refused before the work of normalizing and serializing it: 200 000 tiny messages cost milliseconds
+ * here and seconds there. */
+static size_t body_size_lower_bound(const Conversation *c) {
+        size_t total = 0;
+        ConvRole last = _CONV_ROLE_INVALID;
+
+        for (size_t i = 0; i < c->n_messages; i++) {
+                const ConvMessage *m = c->messages + i;
+                ConvRole role = m->role == CONV_ROLE_ASSISTANT ? CONV_ROLE_ASSISTANT : CONV_ROLE_USER;
+
+                if (role != last)
+                        total += KIRO_ENTRY_BYTES_MIN;
+                last = role;
+                for (size_t j = 0; j < m->n_parts; j++)
+                        if (m->parts[j].type == CONV_PART_TEXT && !kiro_text_is_blank(m->parts[j].text))
+                                total += strlen(m->parts[j].text);
+        }
+        return total;
+}
+
 static int build(const Conversation *c, const KiroRequestParams *params, KiroRequest **ret, char **ret_error) {
         _cleanup_(kiro_conversation_done) KiroConversation k = {};
         _cleanup_(json_object_putp) json_object *root = NULL;
@@ -389,6 +415,16 @@ static int build(const Conversation *c, const KiroRequestParams *params, KiroReq
 
         if (isempty(c->model_id))
                 return fail(ret_error, -EINVAL, "model: no Kiro model id for '%s'", strna(c->model));
+
+        if (!(params && params->trim_history)) {
+                size_t least = body_size_lower_bound(c);
+                if (least > max)
+                        return fail(ret_error, -EMSGSIZE,
+                                    "the request needs at least %zu bytes after conversion for Kiro, over the limit "
+                                    "of %zu bytes (MaxUpstreamPayloadBytes=); shorten the conversation, tool "
+                                    "results or images",
+                                    least, max);
+        }
 
         r = kiro_conversation_normalize(c, &k, ret_error);
         if (r < 0)

@@ -24,6 +24,7 @@ the normal handling:
     {"status": 400, "error": "slow_down"}-> HTTP 400 {"error": "slow_down", ...}
     {"delay": 0.3}                       -> sleep, then handle normally
     {"hang": 5}                          -> sleep, then close the connection without answering
+    {"status": 500, "pad": 2 << 20}      -> the scripted answer with its message padded to that many bytes
     hold_next() queues a Gate: the request waits (gate.arrived is set) until gate.release(), then is
     handled normally, against the lineage state of that moment (a revoke() meanwhile applies).
 A scripted error does not touch the lineage: the presented token stays valid.
@@ -269,6 +270,8 @@ class FakeAuth:
                                            "error_description": ERROR_TEXT.get(action["error"], action["error"])}
                         else:
                                 payload = {"message": "scripted failure"}
+                        if "pad" in action:
+                                payload["message"] = "x" * action["pad"]
                         self._log(which, h.path, token, status, None, ctype, body, "scripted")
                         return self._send(h, status, payload, headers)
 

@@ -2,10 +2,10 @@
 """Loopback fakes of the device-authorization logins (RFC 8628), speaking the wire formats of
 KIRO-PROTOCOL.md:
 
-  B §2.4  AWS SSO OIDC under /oidc/<region>: POST /client/register, /device_authorization, /token
+  B §2.4  AWS SSO OIDC under /oidc: POST /client/register, /device_authorization, /token
           (camelCase JSON; errors HTTP 400 {"error": "authorization_pending" | "slow_down" |
           "expired_token" | "access_denied", "error_description": ...})
-  B §2.5  the Kiro auth service's device flow under /kiro/<region>: POST /oauth/device/authorization
+  B §2.5  the Kiro auth service's device flow under /kiro: POST /oauth/device/authorization
           {clientId, loginProvider} -> {..., expiresInMilliseconds, intervalInMilliseconds}; POST
           /oauth/device/poll -> HTTP 200 {"status": "authorization_pending"} until done
   B §7    Kimi under /kimi: POST /api/oauth/device_authorization and /api/oauth/token, form-encoded,
@@ -63,8 +63,9 @@ class FakeLogin:
                 self.thread.start()
 
         base = property(lambda self: f"http://127.0.0.1:{self.port}")
-        oidc_url = property(lambda self: f"{self.base}/oidc/{{region}}")
-        kiro_url = property(lambda self: f"{self.base}/kiro/{{region}}")
+        # kiro-authd takes "{region}" only in a host name, so the fakes live under fixed paths.
+        oidc_url = property(lambda self: f"{self.base}/oidc")
+        kiro_url = property(lambda self: f"{self.base}/kiro")
         kimi_url = property(lambda self: f"{self.base}/kimi")
 
         def endpoints(self):
@@ -127,9 +128,9 @@ class FakeLogin:
                                                 self.body = {"_raw": raw}
                                 p = self.path
                                 if p.startswith("/oidc/"):
-                                        return self.oidc(p.split("/", 3)[3] if p.count("/") >= 3 else "")
+                                        return self.oidc(p[len("/oidc/"):])
                                 if p.startswith("/kiro/"):
-                                        return self.social(p.split("/", 3)[3] if p.count("/") >= 3 else "")
+                                        return self.social(p[len("/kiro/"):])
                                 if p.startswith("/kimi/"):
                                         return self.kimi(p[len("/kimi/"):])
                                 self._send(404, {"message": "not found"})

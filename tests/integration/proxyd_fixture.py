@@ -340,8 +340,16 @@ class Stack:
                 h.update(headers or {})
                 c = self.connection(timeout=timeout, unix=unix)
                 try:
-                        c.request(method, path, body=body, headers=h)
-                        resp = c.getresponse()
+                        try:
+                                c.request(method, path, body=body, headers=h)
+                                resp = c.getresponse()
+                        except (BrokenPipeError, ConnectionResetError):
+                                # Refused from the headers (before the body was read) and closed while
+                                # http.client was still sending the body: the answer is already here.
+                                if c.sock is None:
+                                        raise
+                                resp = http.client.HTTPResponse(c.sock, method=method)
+                                resp.begin()
                         data = resp.read()
                         return Response(resp.status, _headers(resp), data)
                 finally:
@@ -395,15 +403,15 @@ class Stack:
 @pytest.fixture
 def proxy_stack(bus_daemon, fake_auth, authd, scratch, request):
         """Factory: proxy_stack(Proxy={...}, Kiro={...}, api_keys=None, n_endpoints=1, endpoints=None,
-        nofile=None, extra_config="") → Stack. Endpoints default to the chat fake; n_endpoints=2 adds
+        nofile=None, extra_config="", Auth={...} for kiro-authd) → Stack. Endpoints default to the chat fake; n_endpoints=2 adds
         a second fake (s.extra_chats[0]) after the first."""
         if not PROXYD_BIN.exists():
                 pytest.skip(f"{PROXYD_BIN} is not built")
         proxies, chats = [], []
 
         def factory(*, Proxy=None, Kiro=None, api_keys=None, n_endpoints=1, endpoints=None, nofile=None,
-                    extra_config="", start=True):
-                a = authd()
+                    extra_config="", start=True, Auth=None):
+                a = authd(**(Auth or {}))
                 at = f"at-proxytest-{len(proxies)}-{os.urandom(4).hex()}"
                 rt = f"rt-proxytest-{len(proxies)}-{os.urandom(4).hex()}"
                 lineage = fake_auth.seed(rt, access_token=at, profile_arn=PROFILE_ARN)

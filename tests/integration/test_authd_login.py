@@ -124,11 +124,11 @@ def test_builder_id_succeeds_after_pending_and_slow_down(login_authd, fake, watc
         assert error == ""
 
         # RegisterClient, StartDeviceAuthorization, CreateToken as B §2.4 says.
-        reg, = fake.requests_to("/oidc/us-east-1/client/register")
+        reg, = fake.requests_to("/oidc/client/register")
         assert reg.body["clientType"] == "public"
         assert "codewhisperer:conversations" in reg.body["scopes"]
         assert reg.body["grantTypes"] == [fakelogin.DEVICE_GRANT, "refresh_token"]
-        auth, = fake.requests_to("/oidc/us-east-1/device_authorization")
+        auth, = fake.requests_to("/oidc/device_authorization")
         assert auth.body["startUrl"] == BUILDER_ID_START_URL and auth.content_type == "application/json"
         polls = fake.polls()
         assert [p.outcome for p in polls] == ["pending", "pending", "slow_down", "ok"]
@@ -279,9 +279,9 @@ def test_idc_login_with_kiroctl(login_authd, fake, kiroctl):
                     "--id", "work")
         assert "Logged in: credential 'work' added." in p.stdout
         assert "State: active" in p.stdout and "Region: eu-west-1" in p.stdout
-        auth, = fake.requests_to("/oidc/eu-west-1/device_authorization")
+        auth, = fake.requests_to("/oidc/device_authorization")
         assert auth.body["startUrl"] == "https://my-org.awsapps.com/start"
-        reg, = fake.requests_to("/oidc/eu-west-1/client/register")
+        reg, = fake.requests_to("/oidc/client/register")
         assert reg.body["issuerUrl"] == "https://my-org.awsapps.com/start"
         stored = a.read_credential("work")
         assert stored["auth_method"] == "idc" and stored["start_url"] == "https://my-org.awsapps.com/start"
@@ -314,9 +314,9 @@ def test_social_login(login_authd, fake, kiroctl, provider):
         fake.plan = ["pending", "ok"]
         p = kiroctl("login", provider)
         assert "https://app.kiro.dev/device?code=" in p.stdout
-        auth, = fake.requests_to("/kiro/us-east-1/oauth/device/authorization")
+        auth, = fake.requests_to("/kiro/oauth/device/authorization")
         assert auth.body == {"clientId": "kiro-cli", "loginProvider": "Google" if provider == "google" else "Github"}
-        poll = fake.requests_to("/kiro/us-east-1/oauth/device/poll")[0]
+        poll = fake.requests_to("/kiro/oauth/device/poll")[0]
         assert set(poll.body) == {"clientId", "deviceCode"}
         m = re.search(r"Logged in: credential '([^']+)' added", p.stdout)
         assert m and m.group(1).startswith(provider + "-"), p.stdout + p.stderr

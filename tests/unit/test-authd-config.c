@@ -29,7 +29,7 @@ TEST(parse_and_correct) {
         _cleanup_free_ char *path = write_config(
                 "[Auth]\nRefreshMarginSec=120\nSelectionPolicy=round-robin\nMaxParallelRefresh=0\n"
                 "RetryInitialSec=10\nRetryMaxSec=5\nAdminGroup=ops\n"
-                "[Endpoints]\nKiroAuthURL=http://127.0.0.1:9/{region}\nCAFile=/etc/ca.pem\n");
+                "[Endpoints]\nKiroAuthURL=http://127.0.0.1:9/base\nCAFile=/etc/ca.pem\n");
         AuthdConfig c;
         ASSERT_OK(authd_config_init(&c));
         ASSERT_OK(authd_config_parse(&c, path));
@@ -38,7 +38,7 @@ TEST(parse_and_correct) {
         ASSERT_EQ(c.max_parallel_refresh, 1);            /* 0 would never refresh */
         ASSERT_EQ(c.retry_max, 10 * USEC_PER_SEC);       /* never below the initial retry */
         ASSERT_STREQ(c.admin_group, "ops");
-        ASSERT_STREQ(c.kiro_auth_url, "http://127.0.0.1:9/{region}");
+        ASSERT_STREQ(c.kiro_auth_url, "http://127.0.0.1:9/base");
         ASSERT_STREQ(c.ca_file, "/etc/ca.pem");
         authd_config_done(&c);
         ASSERT_OK(unlink(path) < 0 ? -errno : 0);
@@ -47,12 +47,15 @@ TEST(parse_and_correct) {
 TEST(bad_values_keep_the_default) {
         /* A plain-http URL to a non-loopback host and an unknown policy are warned about and ignored. */
         _cleanup_free_ char *path = write_config(
-                "[Auth]\nSelectionPolicy=random\n[Endpoints]\nOIDCURL=http://evil.example/{region}\n");
+                "[Auth]\nSelectionPolicy=random\n[Endpoints]\nOIDCURL=http://evil.example/{region}\n"
+                "KiroAuthURL=https://auth.example/{region}\n");
         AuthdConfig c;
         ASSERT_OK(authd_config_init(&c));
         (void) authd_config_parse(&c, path);
         ASSERT_EQ(c.policy, SELECTION_STICKY);
         ASSERT_STREQ(c.oidc_url, "https://oidc.{region}.amazonaws.com");
+        /* {region} outside the host: a region must never reach a path (url_from_template()). */
+        ASSERT_STREQ(c.kiro_auth_url, "https://prod.{region}.auth.desktop.kiro.dev");
         authd_config_done(&c);
         ASSERT_OK(unlink(path) < 0 ? -errno : 0);
 }

@@ -30,8 +30,8 @@ TEST(social_request) {
 TEST(oidc_request_camel_case_json) {
         CredentialRecord *c = cred(AUTH_METHOD_BUILDER_ID);
         RefreshRequest req;
-        ASSERT_OK(refresh_build_request(c, "https://k", "http://127.0.0.1:99/{region}", "https://auth.kimi.com", &req, NULL));
-        ASSERT_STREQ(req.url, "http://127.0.0.1:99/eu-west-1/token");
+        ASSERT_OK(refresh_build_request(c, "https://k", "https://oidc.{region}.example:99/base/", "https://auth.kimi.com", &req, NULL));
+        ASSERT_STREQ(req.url, "https://oidc.eu-west-1.example:99/base/token");
         _cleanup_json_ json_object *o = NULL;
         ASSERT_OK(json_parse_bounded(req.body, req.body_size, 4, &o, NULL));
         ASSERT_STREQ(json_string_or_null(o, "grantType"), "refresh_token");
@@ -59,12 +59,73 @@ TEST(refuses_plain_http_off_loopback) {
         CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
         char *msg = NULL;
-        ASSERT_ERROR(refresh_build_request(c, "http://evil.example", "https://o", "https://auth.kimi.com", &req, &msg), EPERM);
+        ASSERT_EQ(refresh_build_request(c, "http://evil.example", "https://o", "https://auth.kimi.com", &req, &msg), REFRESH_E_BAD_URL);
         ASSERT_TRUE(strstr(msg, "https"));
         free(msg);
         c->method = AUTH_METHOD_API_KEY;
-        ASSERT_ERROR(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL), EOPNOTSUPP);
+        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL), REFRESH_E_UNSUPPORTED);
         credential_record_free(c);
+}
+
+/* Domain errors are positive: nothing a syscall returns can be mistaken for one. */
+TEST(domain_errors_positive) {
+        CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
+        RefreshRequest req;
+        c->refresh_token = erase_and_free(c->refresh_token);
+        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL), REFRESH_E_NO_LOGIN);
+        c->method = AUTH_METHOD_BUILDER_ID;
+        c->refresh_token = strdup("rt");
+        c->client_secret = erase_and_free(c->client_secret);
+        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL), REFRESH_E_NO_LOGIN);
+        ASSERT_TRUE(REFRESH_E_NO_LOGIN > 0 && REFRESH_E_BAD_URL > 0 && REFRESH_E_BAD_REGION > 0);
+        ASSERT_STREQ(refresh_error_to_string(REFRESH_E_NO_LOGIN),
+                     "the credential has no refresh token or client registration");
+        ASSERT_NULL(refresh_error_to_string(-ENOKEY));
+        ASSERT_NULL(refresh_error_to_string(_REFRESH_E_MAX));
+        credential_record_free(c);
+}
+
+/* A region from a crafted credential never reaches a host name (issue 9 item 4). */
+TEST(hostile_region_refused) {
+        static const char *const bad[] = { "evil.example#", "attacker.example/x#", "us-east-1@evil.example", "" };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+                for (AuthMethod m = AUTH_METHOD_SOCIAL; m <= AUTH_METHOD_IDC; m++) {
+                        CredentialRecord *c = cred(m);
+                        RefreshRequest req = {};
+                        char *msg = NULL;
+                        free(c->region);
+                        c->region = strdup(bad[i]);
+                        ASSERT_EQ(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev",
+                                                        "https://oidc.{region}.amazonaws.com", "https://auth.kimi.com", &req, &msg),
+                                  REFRESH_E_BAD_REGION);
+                        ASSERT_NULL(req.url);
+                        ASSERT_TRUE(strstr(msg, "not a valid region"));
+                        free(msg);
+                        credential_record_free(c);
+                }
+        /* A template with {region} outside the host is a configuration error, not a URL. */
+        CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
+        RefreshRequest req = {};
+        ASSERT_EQ(refresh_build_request(c, "https://k.example/{region}", "https://o", "https://auth.kimi.com", &req, NULL), REFRESH_E_BAD_URL);
+        credential_record_free(c);
+}
+
+TEST(answer_profile_arn_validated) {
+        RefreshResult res;
+        const char *b = "{\"accessToken\":\"at\",\"refreshToken\":\"rt\","
+                        "\"profileArn\":\"arn:aws:codewhisperer:attacker.example/x#:1:profile/P\"}";
+        /* The tokens are kept (a rotated refresh token must not be lost), the ARN is not. */
+        ASSERT_EQ(refresh_parse_response(AUTH_METHOD_SOCIAL, 200, b, strlen(b), &res), REFRESH_OK);
+        ASSERT_STREQ(res.refresh_token, "rt");
+        ASSERT_NULL(res.profile_arn);
+        ASSERT_TRUE(res.profile_arn_rejected);
+        refresh_result_done(&res);
+
+        b = "{\"accessToken\":\"at\",\"profileArn\":\"arn:aws:codewhisperer:eu-central-1:1:profile/P\"}";
+        ASSERT_EQ(refresh_parse_response(AUTH_METHOD_SOCIAL, 200, b, strlen(b), &res), REFRESH_OK);
+        ASSERT_STREQ(res.profile_arn, "arn:aws:codewhisperer:eu-central-1:1:profile/P");
+        ASSERT_FALSE(res.profile_arn_rejected);
+        refresh_result_done(&res);
 }
 
 static RefreshOutcome classify(AuthMethod m, long status, const char *body) {
@@ -97,11 +158,11 @@ TEST(classification) {
 
 TEST(success_parsing) {
         RefreshResult res;
-        const char *b = "{\"accessToken\":\"at2\",\"refreshToken\":\"rt2\",\"expiresIn\":1800,\"profileArn\":\"arn:x\"}";
+        const char *b = "{\"accessToken\":\"at2\",\"refreshToken\":\"rt2\",\"expiresIn\":1800,\"profileArn\":\"arn:aws:codewhisperer:us-east-1:1:profile/X\"}";
         ASSERT_EQ(refresh_parse_response(AUTH_METHOD_SOCIAL, 200, b, strlen(b), &res), REFRESH_OK);
         ASSERT_STREQ(res.access_token, "at2");
         ASSERT_STREQ(res.refresh_token, "rt2");
-        ASSERT_STREQ(res.profile_arn, "arn:x");
+        ASSERT_STREQ(res.profile_arn, "arn:aws:codewhisperer:us-east-1:1:profile/X");
         ASSERT_EQ(res.expires_in, 1800 * USEC_PER_SEC);
         refresh_result_done(&res);
 

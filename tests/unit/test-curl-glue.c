@@ -915,6 +915,7 @@ TEST(url_expand_region) {
         ASSERT_STREQ(a, "https://q.eu-west-1.x/eu-west-1/y");
         ASSERT_OK(url_expand_region("https://fixed/", "eu-west-1", &b));
         ASSERT_STREQ(b, "https://fixed/");
-        ASSERT_OK(url_expand_region("{region}{region}", "", &c));
-        ASSERT_STREQ(c, "");
+        ASSERT_ERROR(url_expand_region("{region}{region}", "", &c), EINVAL);
+        ASSERT_ERROR(url_expand_region("https://q.{region}.x/", "evil.example#", &c), EINVAL);
+        ASSERT_NULL(c);
 }

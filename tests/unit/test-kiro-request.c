@@ -491,6 +491,46 @@ static uint64_t now_usec(void) {
  * the same result again and an orphan result (both text by rule 7). The first assistant also has a tool
  * use nobody answers (dropped by rule 8). The old builder removed merged messages one at a time with
  * memmove and scanned the neighbour message per tool id: quadratic, minutes for this. */
+/* 200 000 tiny messages over the payload limit are refused from a lower bound of the body's size, before
+ * normalizing and serializing them (which takes seconds). The bound must not refuse what fits. */
+TEST(oversized_conversation_refused_before_conversion) {
+        _cleanup_(conversation_freep) Conversation *c = NULL;
+        _cleanup_(kiro_request_freep) KiroRequest *req = NULL;
+        _cleanup_free_ char *error = NULL;
+        uint64_t t0, t1;
+
+        ASSERT_OK(conversation_new(&c));
+        c->model = strdup("claude-sonnet-4.5");
+        c->model_id = strdup("claude-sonnet-4.5");
+        ASSERT_TRUE(c->model && c->model_id);
+        for (size_t i = 0; i < 200000; i++) {
+                ConvMessage *m;
+                ASSERT_OK(conversation_add_message(c, i % 2 ? CONV_ROLE_ASSISTANT : CONV_ROLE_USER, &m));
+                ASSERT_OK(conv_message_add_text(m, "x"));
+        }
+        t0 = now_usec();
+        ASSERT_ERROR(kiro_request_build(c, &(KiroRequestParams) {}, &req, &error), EMSGSIZE);
+        t1 = now_usec();
+        fprintf(stderr, "refused 200000 messages in %.3f s: %s\n", (double) (t1 - t0) / 1e6, error);
+        ASSERT_NOT_NULL(strstr(error, "at least 4800000 bytes"));
+        ASSERT_NULL(req);
+        /* Well under the time the conversion takes (about a second under ASan). */
+        ASSERT_TRUE(t1 - t0 < 200000);
+
+        /* A conversation whose body is just over the bound's estimate still goes through the real check. */
+        conversation_free(TAKE_PTR(c));
+        ASSERT_OK(conversation_new(&c));
+        c->model = strdup("claude-sonnet-4.5");
+        c->model_id = strdup("claude-sonnet-4.5");
+        ASSERT_TRUE(c->model && c->model_id);
+        ConvMessage *m;
+        ASSERT_OK(conversation_add_message(c, CONV_ROLE_USER, &m));
+        ASSERT_OK(conv_message_add_text(m, "hello"));
+        free(TAKE_PTR(error));
+        ASSERT_OK(kiro_request_build(c, &(KiroRequestParams) { .max_payload_bytes = 4000 }, &req, &error));
+        ASSERT_TRUE(req->body_size > 28 && req->body_size <= 4000);
+}
+
 TEST(normalize_200k_messages_linear) {
         _cleanup_(conversation_freep) Conversation *c = NULL;
         _cleanup_(kiro_conversation_done) KiroConversation k = {};
