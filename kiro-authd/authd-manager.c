@@ -512,7 +512,12 @@ static void credential_mark_needs_login(Credential *cred, const char *error) {
         (void) free_and_strdup(&c->last_error, error);
         cred->retry_at = 0;
         (void) credential_save(cred);
-        snprintf(hint, sizeof hint, "%s %s'", fix[c->method], c->id);
+        /* A device login is brought back by logging in again, whatever the method. */
+        snprintf(hint, sizeof hint, "%s %s'",
+                 streq_ptr(c->source_format, "login") && c->method != AUTH_METHOD_KIMI_DEVICE
+                         ? "log in again with 'kiroctl login builder-id|idc|google|github --replace --id"
+                         : fix[c->method],
+                 c->id);
         log_event(LOG_WARNING, KIROD_MESSAGE_NEEDS_LOGIN,
                   "Credential '%s' needs a new login (%s): %s.", c->id, strna(error), hint);
 }

@@ -399,6 +399,7 @@ def test_kimi_refresh_refused_needs_login(login_authd, fake, kiroctl, status):
         assert p.returncode != 0
         st = kiroctl("status", cid).stdout
         assert "needs-login" in st and f"HTTP {status}" in st
+        assert f"kiroctl login kimi --replace --id {cid}" in st
 
 
 def test_kimi_refresh_500_is_transient(login_authd, fake, kiroctl):
