@@ -674,6 +674,21 @@ int credential_start_refresh(Credential *cred, bool force) {
         if (c->method == AUTH_METHOD_API_KEY)
                 return -EOPNOTSUPP;
 
+        /* An AWS refresh token belongs to the client registration that obtained it: once the registration
+         * has lapsed no refresh can work, and registering a new client would not make the old refresh
+         * token valid. Say so instead of sending a request that can only fail. */
+        if ((c->method == AUTH_METHOD_BUILDER_ID || c->method == AUTH_METHOD_IDC) && c->client_secret_expires_at != 0 &&
+            c->client_secret_expires_at != USEC_INFINITY && c->client_secret_expires_at <= now(CLOCK_REALTIME)) {
+                char buf[RFC3339_MAX], e[96];
+                snprintf(e, sizeof e, "the client registration expired on %s",
+                         format_rfc3339(buf, sizeof buf, c->client_secret_expires_at));
+                credential_mark_needs_login(cred, e);
+                credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
+                credential_schedule(cred);
+                credential_emit_changed(cred);
+                return -ENOKEY;
+        }
+
         r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, m->config.kimi_auth_url, &cred->request,
                                   &message);
         if (r == REFRESH_E_NO_LOGIN) {

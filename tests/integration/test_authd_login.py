@@ -6,6 +6,7 @@ SSO OIDC, the Kiro auth service's device flow and Kimi's OAuth endpoints.
 Contract: DESIGN.md §2 (StartLogin, CancelLogin, LoginFinished), KIRO-PROTOCOL.md B §2.4, §2.5, §7,
 docs/org.kirod.Auth1.md and docs/kiroctl.md (login)."""
 
+import json
 import os
 import pty
 import re
@@ -149,6 +150,29 @@ def test_builder_id_succeeds_after_pending_and_slow_down(login_authd, fake, watc
         st = kiroctl("status", cid, "--json").stdout
         assert '"state":"active"' in st.replace(" ", "")
         no_secrets_in(a.log_text() + st, fake)
+
+
+def test_lapsed_client_registration_needs_login(login_authd, fake, watcher, kiroctl):
+        """The registration is stored with its expiry; once it lapsed, refresh says so without a request."""
+        a = login_authd()
+        fake.plan = ["ok"]
+        login_id, *_ = watcher.start("kiro", "builder-id", {"id": dbusmini.Variant("s", "b")})
+        assert watcher.finished(login_id)[2] == ""
+        stored = a.read_credential("b")
+        assert stored["client_secret_expires_at"]
+        a.stop()
+        path = a.credentials_dir / "b.json"
+        doc = json.loads(path.read_text())
+        doc["client_secret_expires_at"] = "2020-01-01T00:00:00Z"
+        path.write_text(json.dumps(doc))
+        a.start()
+        n = len(fake.requests)
+        p = kiroctl("refresh", "b", check=False)
+        assert p.returncode == 1 and "needs a new login" in p.stderr
+        st = kiroctl("status", "b").stdout
+        assert "the client registration expired on 2020-01-01" in st
+        assert "kiroctl login builder-id --replace --id b" in st
+        assert len(fake.requests) == n
 
 
 def test_login_expires(login_authd, fake, watcher):

@@ -185,3 +185,53 @@ TEST(success_parsing) {
         ASSERT_NULL(res.access_token);
         refresh_result_done(&res);
 }
+
+/* Kimi (B §7): form-encoded at the Kimi token endpoint with kimi-cli's client id, User-Agent and
+ * X-Msh-* headers, the device id derived from the stored machine id. */
+TEST(kimi_request_form_and_headers) {
+        CredentialRecord *c = cred(AUTH_METHOD_KIMI_DEVICE);
+        RefreshRequest req;
+        bool device = false, platform = false;
+
+        free(c->client_id);
+        c->client_id = NULL; /* falls back to kimi-cli's client id */
+        free(c->machine_id);
+        c->machine_id = strdup("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        ASSERT_OK(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL));
+        ASSERT_STREQ(req.url, "https://auth.kimi.com/api/oauth/token");
+        ASSERT_STREQ(req.body, "client_id=17e5f671-d194-4dfb-9706-5516cb48c098&grant_type=refresh_token&refresh_token=rt-1");
+        ASSERT_STREQ(req.content_type, "application/x-www-form-urlencoded");
+        ASSERT_TRUE(startswith(req.user_agent, "KimiCLI/"));
+        STRV_FOREACH(h, req.headers) {
+                if (streq(*h, "X-Msh-Device-Id: 0123456789abcdef0123456789abcdef"))
+                        device = true;
+                if (streq(*h, "X-Msh-Platform: kimi_cli"))
+                        platform = true;
+                for (const char *p = *h; *p; p++)
+                        ASSERT_TRUE((unsigned char) *p >= ' ' && (unsigned char) *p < 0x7f);
+        }
+        ASSERT_TRUE(device);
+        ASSERT_TRUE(platform);
+        ASSERT_EQ(strv_length(req.headers), 6U);
+        refresh_request_done(&req);
+
+        /* A Kimi auth URL that is no URL is refused like the others. */
+        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", "ftp://auth.kimi.com", &req, NULL), REFRESH_E_BAD_URL);
+        credential_record_free(c);
+}
+
+TEST(kimi_answers) {
+        RefreshResult res;
+        const char *b = "{\"access_token\":\"at5\",\"expires_in\":900,\"scope\":\"kimi-code\",\"token_type\":\"Bearer\"}";
+        /* No new refresh token: the old one stays (the manager keeps it when refresh_token is NULL). */
+        ASSERT_EQ(refresh_parse_response(AUTH_METHOD_KIMI_DEVICE, 200, b, strlen(b), &res), REFRESH_OK);
+        ASSERT_STREQ(res.access_token, "at5");
+        ASSERT_NULL(res.refresh_token);
+        ASSERT_EQ(res.expires_in, 900 * USEC_PER_SEC);
+        refresh_result_done(&res);
+        /* 401 and 403 are permanent for Kimi whatever the body says; 429 and 5xx are not. */
+        ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 401, "{\"error\":\"unauthorized\"}"), REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 403, "<html>forbidden</html>"), REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 429, NULL), REFRESH_TRANSIENT);
+        ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 502, NULL), REFRESH_TRANSIENT);
+}
