@@ -53,10 +53,26 @@ int config_parse_file(const char *path, const ConfigItem *table, ConfigWarn warn
         return 0;
 }
 
+/* The rule a refused value broke, where strerror() would not say it: the errors of url_check_scheme(). */
+static const char *config_error_rule(int error) {
+        switch (error < 0 ? -error : error) {
+        case EPROTONOSUPPORT:
+                return "a URL must start with https:// (or http:// to a loopback host)";
+        case EPERM:
+                return "http:// is allowed only to a loopback host (127.0.0.0/8, localhost, [::1]); use https://";
+        default:
+                return NULL;
+        }
+}
+
 void config_warn_log(const char *file, unsigned line, const char *section, const char *key, int error,
                      void *userdata) {
+        const char *rule = config_error_rule(error);
+
         if (error == 0)
                 log_warning("%s: unknown key '%s' in section [%s], ignoring.", file, key, section);
+        else if (rule)
+                log_warning("%s: invalid value for %s= in [%s], ignoring: %s.", file, key, section, rule);
         else
                 log_warning_errno(error, "%s: invalid value for %s= in [%s], ignoring: %m", file, key, section);
 }

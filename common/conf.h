@@ -21,7 +21,9 @@ typedef void (*ConfigWarn)(const char *file, unsigned line, const char *section,
  * directory "foo.conf.d"). Later assignments win. Returns -errno only for unreadable files or syntax
  * errors the parser cannot continue past. */
 int config_parse_files(const char *path, const ConfigItem *table, ConfigWarn warn, void *userdata);
-/* The daemons' ConfigWarn: a warning naming the file, key and section. */
+/* The daemons' ConfigWarn: a warning naming the file, key and section, and what was wrong: a parser's
+ * -EPROTONOSUPPORT and -EPERM are url_check_scheme()'s (not https://; http:// to a non-loopback host) and
+ * are explained as such. */
 void config_warn_log(const char *file, unsigned line, const char *section, const char *key, int error,
                      void *userdata);
 

@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* libcurl multi interface driven by an sd-event loop. */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <sys/mman.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -41,6 +46,14 @@ struct CurlGlue {
         size_t n_sockets;
         CurlGluePost post;
         void *post_userdata;
+
+        CURLSH *share;
+        CurlGlueLimits limits;
+        unsigned n_transfers;
+        uint64_t n_connects;
+        sd_event_source *idle;  /* the idle sweep, armed while no transfer runs */
+        bool multiplexing;      /* an upstream connection negotiated HTTP/2 */
+        bool cap_changed;       /* apply it outside curl's callbacks (curl refuses multi calls there) */
 };
 
 static GlueSocket *glue_socket(CurlGlue *g, int fd, bool create) {
@@ -86,15 +99,250 @@ static void glue_socket_forget(CurlGlue *g, int fd, GlueSocket *gs) {
         gs->owned = gs->wanted = false;
 }
 
+/* The trust store. libcurl-gnutls 7.88 loads the CA file into fresh GnuTLS credentials for every new
+ * connection and keeps them for the connection's life: with the system bundle (~140 roots) that cost
+ * ~9 ms of CPU and ~4 MiB per connection, and curl offers GnuTLS no CA blob, CA cache or hook for
+ * credentials of our own. So the file curl loads is made small: after a connection verified against the
+ * configured file (CAFile=, or the system bundle), the glue finds the configured certificates that issued
+ * the top of the peer's chain (parsing the file for that, the first time and after a failure with the
+ * subset only) and from then on the file curl loads holds just those. That set is a subset of the configured one, so nothing is trusted that was
+ * not before. A transfer that fails its TLS set-up with the subset (an endpoint whose root is not in it
+ * yet) is started again, once, with the whole file, and its root joins the subset. The file curl is
+ * given is a memfd from the start (a copy of the configured file until something was learned), rewritten
+ * in place: curl reuses a connection only for the same CA file name. One entry per file, for the life of
+ * the process. */
+typedef struct GlueTrust {
+        char *path;
+        char *subset;                   /* the picked certificates, PEM */
+        size_t subset_size;
+        unsigned n_picked;
+        int fd;                         /* memfd: the whole file, then the picked certificates in PEM */
+        char fd_path[40];
+        bool disabled;
+        struct GlueTrust *next;
+} GlueTrust;
+
+static GlueTrust *trusts;
+
+static int trust_open(GlueTrust *t) {
+        if (t->fd >= 0)
+                return 0;
+        t->fd = memfd_create("kirod-trust", MFD_CLOEXEC);
+        if (t->fd < 0)
+                return -errno;
+        (void) snprintf(t->fd_path, sizeof t->fd_path, "/proc/self/fd/%d", t->fd);
+        return 0;
+}
+
+/* The memfd starts as a copy of the configured file. On failure there is no memfd: curl gets the file. */
+static int trust_copy_file(GlueTrust *t) {
+        gnutls_datum_t data = {};
+        int r = trust_open(t);
+        if (r < 0)
+                return r;
+        if (gnutls_load_file(t->path, &data) < 0 ||
+            write(t->fd, data.data, data.size) != (ssize_t) data.size) {
+                gnutls_free(data.data);
+                t->fd = safe_close(t->fd);
+                return -EIO;
+        }
+        gnutls_free(data.data);
+        return 0;
+}
+
+static GlueTrust *trust_get(const char *path) {
+        GlueTrust *t;
+
+        for (t = trusts; t; t = t->next)
+                if (streq(t->path, path))
+                        return t;
+        t = calloc(1, sizeof *t);
+        if (!t)
+                return NULL;
+        t->path = strdup(path);
+        if (!t->path) {
+                free(t);
+                return NULL;
+        }
+        t->fd = -EBADF;
+        t->next = trusts;
+        trusts = t;
+        (void) trust_copy_file(t);
+        return t;
+}
+
+static int trust_write(GlueTrust *t) {
+        if (ftruncate(t->fd, 0) < 0 || lseek(t->fd, 0, SEEK_SET) < 0)
+                return -errno;
+        if (write(t->fd, t->subset, t->subset_size) != (ssize_t) t->subset_size)
+                return -EIO;
+        return 0;
+}
+
+/* Whether the subset has the issuer of top already (connections set up while the first was learning). */
+static bool trust_subset_has_issuer(GlueTrust *t, gnutls_x509_crt_t top) {
+        gnutls_datum_t data = { .data = (unsigned char *) t->subset, .size = t->subset_size };
+        gnutls_x509_crt_t *certs = NULL;
+        unsigned n = 0;
+        bool found = false;
+
+        if (t->n_picked == 0 || gnutls_x509_crt_list_import2(&certs, &n, &data, GNUTLS_X509_FMT_PEM, 0) < 0)
+                return false;
+        for (unsigned i = 0; i < n; i++) {
+                found = found || gnutls_x509_crt_check_issuer(top, certs[i]) || gnutls_x509_crt_equals(top, certs[i]);
+                gnutls_x509_crt_deinit(certs[i]);
+        }
+        gnutls_free(certs);
+        return found;
+}
+
+/* The connection's peer chain verified against the whole file: pick what issued its top. The file is
+ * parsed for that and let go again (parsed, the system bundle takes ~4 MiB); it happens for the first
+ * connection and after a failure with the subset only. */
+static void trust_learn(GlueTrust *t, gnutls_session_t session) {
+        const gnutls_datum_t *chain;
+        gnutls_datum_t data = {};
+        gnutls_x509_crt_t top = NULL, *certs = NULL;
+        unsigned n = 0, n_certs = 0;
+        bool added = false;
+
+        chain = gnutls_certificate_get_peers(session, &n);
+        if (!chain || n == 0 || gnutls_x509_crt_init(&top) < 0)
+                return;
+        if (gnutls_x509_crt_import(top, &chain[n - 1], GNUTLS_X509_FMT_DER) < 0 ||
+            trust_subset_has_issuer(t, top) ||
+            gnutls_load_file(t->path, &data) < 0 ||
+            gnutls_x509_crt_list_import2(&certs, &n_certs, &data, GNUTLS_X509_FMT_PEM, 0) < 0)
+                n_certs = 0;
+        for (unsigned i = 0; i < n_certs; i++) {
+                gnutls_datum_t pem = {};
+                if ((gnutls_x509_crt_check_issuer(top, certs[i]) || gnutls_x509_crt_equals(top, certs[i])) &&
+                    gnutls_x509_crt_export2(certs[i], GNUTLS_X509_FMT_PEM, &pem) >= 0 &&
+                    !(t->subset && memmem(t->subset, t->subset_size, pem.data, pem.size))) {
+                        char *p = realloc(t->subset, t->subset_size + pem.size);
+                        if (p) {
+                                memcpy(p + t->subset_size, pem.data, pem.size);
+                                t->subset = p;
+                                t->subset_size += pem.size;
+                                t->n_picked++;
+                                added = true;
+                        }
+                }
+                gnutls_free(pem.data);
+                gnutls_x509_crt_deinit(certs[i]);
+        }
+        gnutls_free(certs);
+        gnutls_free(data.data);
+        gnutls_x509_crt_deinit(top);
+        /* (Should the rewrite fail, the memfd would be left half-written: use the file from then on.) */
+        if (added && trust_write(t) < 0)
+                t->disabled = true;
+}
+
 typedef struct Transfer {
         CurlGlueDone done;
         void *userdata;
+        CURL *curl;
+        CurlGlue *glue;
+        GlueTrust *trust;       /* set by curl_glue_setup_easy() */
+        bool subset;            /* verified with the trust subset (the memfd once something was learned) */
+        bool retried;           /* started again with the whole file */
 } Transfer;
+
+/* Called once the connection is up (TLS verified), before the request goes out. */
+static int glue_apply_cap(CurlGlue *g);
+
+static int on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port) {
+        Transfer *t = clientp;
+        struct curl_tlssessioninfo *info = NULL;
+        gnutls_datum_t alpn = {};
+
+        if (curl_easy_getinfo(t->curl, CURLINFO_TLS_SSL_PTR, &info) != CURLE_OK || !info ||
+            info->backend != CURLSSLBACKEND_GNUTLS || !info->internals)
+                return CURL_PREREQFUNC_OK;
+        if (t->trust && !t->subset && !t->trust->disabled)
+                trust_learn(t->trust, info->internals);
+        if (!t->glue->multiplexing &&
+            gnutls_alpn_get_selected_protocol(info->internals, &alpn) >= 0 &&
+            alpn.size == 2 && memcmp(alpn.data, "h2", 2) == 0) {
+                t->glue->multiplexing = true;
+                t->glue->cap_changed = true;
+        }
+        return CURL_PREREQFUNC_OK;
+}
+
+/* subset: the memfd (whatever it holds now); else the configured file. */
+static int transfer_trust(Transfer *t, bool subset) {
+        bool memfd = subset && t->trust->fd >= 0 && !t->trust->disabled;
+        t->subset = memfd && t->trust->n_picked > 0;
+        if (curl_easy_setopt(t->curl, CURLOPT_CAINFO, memfd ? t->trust->fd_path : t->trust->path) != CURLE_OK)
+                return -EIO;
+        return 0;
+}
+
+static int glue_multi_new(CurlGlue *g);
+static int glue_apply_cap(CurlGlue *g);
+
+static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
+        CurlGlue *g = userdata;
+        (void) curl_glue_sweep(g);
+        return 0;
+}
+
+static void glue_transfer_gone(CurlGlue *g) {
+        assert(g->n_transfers > 0);
+        if (--g->n_transfers > 0 || g->limits.idle_timeout_usec == USEC_INFINITY)
+                return;
+        /* The last transfer ended: close the cached connections if none starts for a while. */
+        if (g->idle) {
+                if (sd_event_source_set_time_relative(g->idle, g->limits.idle_timeout_usec) >= 0)
+                        (void) sd_event_source_set_enabled(g->idle, SD_EVENT_ONESHOT);
+                return;
+        }
+        if (sd_event_add_time_relative(g->event, &g->idle, CLOCK_MONOTONIC, g->limits.idle_timeout_usec,
+                                       USEC_PER_SEC, on_idle, g) >= 0)
+                (void) sd_event_source_set_description(g->idle, "curl-idle-sweep");
+}
+
+bool curl_glue_sweep(CurlGlue *g) {
+        if (!g || g->n_transfers > 0)
+                return false;
+        if (g->idle)
+                (void) sd_event_source_set_enabled(g->idle, SD_EVENT_OFF);
+        /* curl 7.88 has no call that closes idle connections, but a multi handle with no transfer holds
+         * nothing else: a new one replaces it, and the old one closes its cache (through
+         * on_close_socket(), so the socket table stays right). TLS sessions and DNS answers live in the
+         * share handle and survive. */
+        CURLM *old = g->multi;
+        g->multi = NULL;
+        if (glue_multi_new(g) < 0) {
+                if (g->multi)
+                        (void) curl_multi_cleanup(g->multi);
+                g->multi = old;
+                return false;
+        }
+        (void) curl_multi_cleanup(old);
+        /* The connections' memory (TLS state, HTTP/2 buffers) back to the system, not kept by malloc. */
+        (void) malloc_trim(0);
+        return true;
+}
+
+unsigned curl_glue_n_transfers(CurlGlue *g) {
+        return g ? g->n_transfers : 0;
+}
+
+uint64_t curl_glue_n_connects(CurlGlue *g) {
+        return g ? g->n_connects : 0;
+}
 
 static void glue_drain(CurlGlue *g) {
         CURLMsg *msg;
         int left;
 
+        if (g->cap_changed) {
+                g->cap_changed = false;
+                (void) glue_apply_cap(g);
+        }
         /* Drain every finished transfer, not only the first. */
         while ((msg = curl_multi_info_read(g->multi, &left))) {
                 if (msg->msg != CURLMSG_DONE)
@@ -104,7 +352,19 @@ static void glue_drain(CurlGlue *g) {
                 Transfer *t = NULL;
                 (void) curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **) &t);
                 (void) curl_multi_remove_handle(g->multi, c);
+                /* Not verified with the trust subset: again with the whole file (nothing was received). */
+                if (t && t->subset && !t->retried &&
+                    (result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CONNECT_ERROR ||
+                     result == CURLE_SSL_CACERT_BADFILE)) {
+                        /* A memfd that cannot be read back (no /proc): not again. */
+                        if (result == CURLE_SSL_CACERT_BADFILE)
+                                t->trust->disabled = true;
+                        t->retried = true;
+                        if (transfer_trust(t, false) >= 0 && curl_multi_add_handle(g->multi, c) == CURLM_OK)
+                                continue;
+                }
                 (void) curl_easy_setopt(c, CURLOPT_PRIVATE, NULL);
+                glue_transfer_gone(g);
                 if (t) {
                         CurlGlueDone done = t->done;
                         void *userdata = t->userdata;
@@ -203,6 +463,7 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct 
         }
         /* A new file: whatever the entry says of an earlier one under this number is stale. */
         *gs = (GlueSocket) { .owned = true };
+        g->n_connects++;
         return fd;
 }
 
@@ -286,6 +547,63 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
         return r < 0 ? -1 : 0;
 }
 
+/* MaxUpstreamConnections= caps connections once they multiplex (or the version is forced): with
+ * HTTPVersion=auto, until an endpoint has negotiated HTTP/2, every transfer in flight needs a connection
+ * of its own (HTTP/1.1: plain http://, or an endpoint without h2), and a cap would hold streams back for
+ * as long as others stream. */
+static int glue_apply_cap(CurlGlue *g) {
+        bool capped = g->limits.http_version != CURL_GLUE_HTTP_AUTO || g->multiplexing;
+        long cap = capped ? (long) MIN(g->limits.max_connections, (unsigned) LONG_MAX) : 0;
+
+        /* MAXCONNECTS: idle connections kept, no more than may be open (0: curl's default, 4 per transfer). */
+        if (curl_multi_setopt(g->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, cap) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, cap) != CURLM_OK)
+                return -EINVAL;
+        return 0;
+}
+
+static int glue_multi_new(CurlGlue *g) {
+        g->multi = curl_multi_init();
+        if (!g->multi)
+                return -ENOMEM;
+        if (curl_multi_setopt(g->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_TIMERDATA, g) != CURLM_OK ||
+            curl_multi_setopt(g->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX) != CURLM_OK)
+                return -EINVAL;
+        return glue_apply_cap(g);
+}
+
+int curl_glue_set_limits(CurlGlue *g, const CurlGlueLimits *l) {
+        if (l->http_version < 0 || l->http_version >= _CURL_GLUE_HTTP_MAX)
+                return -EINVAL;
+        g->limits = *l;
+        if (g->limits.idle_timeout_usec == 0)
+                g->limits.idle_timeout_usec = CURL_GLUE_IDLE_TIMEOUT_DEFAULT;
+        return glue_apply_cap(g);
+}
+
+CurlGlueHTTPVersion curl_glue_http_version_from_string(const char *s) {
+        if (!s)
+                return _CURL_GLUE_HTTP_INVALID;
+        if (streq(s, "auto"))
+                return CURL_GLUE_HTTP_AUTO;
+        if (streq(s, "1.1"))
+                return CURL_GLUE_HTTP_1_1;
+        if (streq(s, "2"))
+                return CURL_GLUE_HTTP_2;
+        return _CURL_GLUE_HTTP_INVALID;
+}
+
+int curl_glue_parse_http_version(const char *value, void *data) {
+        CurlGlueHTTPVersion v = curl_glue_http_version_from_string(value);
+        if (v < 0)
+                return v;
+        *(CurlGlueHTTPVersion *) data = v;
+        return 0;
+}
+
 int curl_glue_new(sd_event *e, CurlGlue **ret) {
         static bool global_done = false;
         _cleanup_(curl_glue_freep) CurlGlue *g = NULL;
@@ -304,18 +622,21 @@ int curl_glue_new(sd_event *e, CurlGlue **ret) {
         g->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (g->epoll_fd < 0)
                 return -errno;
-        g->multi = curl_multi_init();
-        if (!g->multi)
+        g->limits = CURL_GLUE_LIMITS_DEFAULT;
+        r = glue_multi_new(g);
+        if (r < 0)
+                return r;
+        /* One thread: no lock callbacks. The connection cache is the multi handle's own already. */
+        g->share = curl_share_init();
+        if (!g->share)
                 return -ENOMEM;
+        if (curl_share_setopt(g->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
+            curl_share_setopt(g->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK)
+                return -EIO;
         r = sd_event_add_io(e, &g->io, g->epoll_fd, EPOLLIN, on_io, g);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(g->io, "curl-io");
-        if (curl_multi_setopt(g->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_TIMERDATA, g) != CURLM_OK)
-                return -EINVAL;
         *ret = TAKE_PTR(g);
         return 0;
 }
@@ -326,6 +647,11 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
         /* Closes the cached connections through on_close_socket(), which needs the table. */
         if (g->multi)
                 (void) curl_multi_cleanup(g->multi);
+        /* Still in use by an easy handle that outlived the glue (a caller's bug): leaked, not freed
+         * under it. */
+        if (g->share && curl_share_cleanup(g->share) != CURLSHE_OK)
+                g->share = NULL;
+        sd_event_source_disable_unref(g->idle);
         free(g->sockets);
         sd_event_source_disable_unref(g->io);
         safe_close(g->epoll_fd);
@@ -336,13 +662,44 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
         return NULL;
 }
 
+static int glue_apply_limits(CurlGlue *g, CURL *c) {
+        static const long version[_CURL_GLUE_HTTP_MAX] = {
+                [CURL_GLUE_HTTP_AUTO] = CURL_HTTP_VERSION_2TLS,
+                [CURL_GLUE_HTTP_1_1] = CURL_HTTP_VERSION_1_1,
+                [CURL_GLUE_HTTP_2] = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE,
+        };
+        if (curl_easy_setopt(c, CURLOPT_SHARE, g->share) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_HTTP_VERSION, version[g->limits.http_version]) != CURLE_OK ||
+            /* curl copies the request (headers and body) into an upload buffer of this size, held for
+             * as long as the transfer runs: 64 KiB by default, the better part of a held stream's memory.
+             * 16 KiB is curl's minimum; larger bodies go out in more writes. */
+            curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 16384L) != CURLE_OK ||
+            /* (With AUTO, curl_glue_setup_easy() asked for PIPEWAIT on https:// URLs.) */
+            (g->limits.http_version == CURL_GLUE_HTTP_2 && curl_easy_setopt(c, CURLOPT_PIPEWAIT, 1L) != CURLE_OK) ||
+            curl_easy_setopt(c, CURLOPT_MAXAGE_CONN,
+                             (long) MAX(g->limits.idle_timeout_usec == USEC_INFINITY ? 118 :
+                                        g->limits.idle_timeout_usec / USEC_PER_SEC, (uint64_t) 1)) != CURLE_OK)
+                return -EIO;
+        return 0;
+}
+
 int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
+        GlueTrust *trust = NULL;
         Transfer *t = calloc(1, sizeof *t);
         if (!t)
                 return -ENOMEM;
         t->done = done;
         t->userdata = userdata;
-        if (curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
+        t->curl = c;
+        t->glue = g;
+        /* curl_glue_setup_easy() left the trust entry here. */
+        (void) curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **) &trust);
+        t->trust = trust;
+        if ((t->trust && transfer_trust(t, true) < 0) ||
+            curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_PREREQDATA, t) != CURLE_OK ||
+            glue_apply_limits(g, c) < 0 ||
+            curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, g) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_CLOSESOCKETDATA, g) != CURLE_OK ||
@@ -355,6 +712,9 @@ int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
                 free(t);
                 return -EIO;
         }
+        g->n_transfers++;
+        if (g->idle)
+                (void) sd_event_source_set_enabled(g->idle, SD_EVENT_OFF);
         return 0;
 }
 
@@ -365,7 +725,10 @@ void curl_glue_remove(CurlGlue *g, CURL *c) {
         (void) curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **) &t);
         (void) curl_multi_remove_handle(g->multi, c);
         (void) curl_easy_setopt(c, CURLOPT_PRIVATE, NULL);
-        free(t);
+        if (t) {
+                free(t);
+                glue_transfer_gone(g);
+        }
 }
 
 int curl_glue_pause(CurlGlue *g, CURL *c, bool pause) {
@@ -404,6 +767,13 @@ int url_check_scheme(const char *url) {
         return loopback ? 0 : -EPERM;
 }
 
+static bool glue_system_ca_file_exists(void) {
+        static int cached = -1;
+        if (cached < 0)
+                cached = access(CURL_GLUE_SYSTEM_CA_FILE, R_OK) == 0;
+        return cached;
+}
+
 int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t timeout_usec) {
         if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
@@ -416,7 +786,22 @@ int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t
                              (long) MIN(MAX((timeout_usec + USEC_PER_MSEC - 1) / USEC_PER_MSEC, (uint64_t) 1),
                                         (uint64_t) LONG_MAX)) != CURLE_OK)
                 return -EIO;
-        if (ca_file && curl_easy_setopt(c, CURLOPT_CAINFO, ca_file) != CURLE_OK)
+        /* A new transfer waits for a connection being set up to the same host to tell whether it
+         * multiplexes (HTTP/2) rather than open one of its own, so a burst of requests shares one
+         * connection. Only where h2 can come: over TLS (plain http:// is HTTP/1.1 unless the glue forces
+         * HTTP/2), and waiting there would hold every new transfer until the first's response headers. */
+        if (strncasecmp(url, "https://", 8) == 0 && curl_easy_setopt(c, CURLOPT_PIPEWAIT, 1L) != CURLE_OK)
+                return -EIO;
+        if (!ca_file && glue_system_ca_file_exists())
+                ca_file = CURL_GLUE_SYSTEM_CA_FILE;
+        /* With a file to trust, NULL switches the CA directory off (curl_easy_reset() brings the built-in
+         * default back, so this is set every time). Without one, curl's defaults stay. */
+        if (ca_file && (curl_easy_setopt(c, CURLOPT_CAINFO, ca_file) != CURLE_OK ||
+                        curl_easy_setopt(c, CURLOPT_CAPATH, NULL) != CURLE_OK))
+                return -EIO;
+        /* For curl_glue_add(), which owns CURLOPT_PRIVATE from then on (see GlueTrust). */
+        if (curl_easy_setopt(c, CURLOPT_PRIVATE, ca_file && strncasecmp(url, "https://", 8) == 0 ?
+                             (char *) trust_get(ca_file) : NULL) != CURLE_OK)
                 return -EIO;
         return 0;
 }

@@ -38,8 +38,62 @@ void curl_glue_set_post(CurlGlue *g, CurlGluePost post, void *userdata);
 bool curl_glue_flush(CurlGlue *g);
 
 /* Common easy-handle settings: protocols http/https only, no signals, timeouts (USEC_INFINITY: none;
- * anything else at least 1 ms), optional CA file. */
+ * anything else at least 1 ms), and the trust store: ca_file, or with NULL the system bundle
+ * (CURL_GLUE_SYSTEM_CA_FILE when it exists). With a file, curl's default CA directory is switched off: with
+ * the GnuTLS backend it would open and parse every file of /etc/ssl/certs for every new connection (on
+ * top of the file). (libcurl-gnutls 7.88 still parses the file per new connection: it has no CA blob or
+ * CA cache for GnuTLS, and no way to hand it parsed credentials.) */
 int curl_glue_setup_easy(CURL *c, const char *url, const char *ca_file, uint64_t timeout_usec);
+#define CURL_GLUE_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+
+/* Upstream connection policy, applied by curl_glue_add() to every transfer of the glue:
+ * - TLS session tickets and DNS answers are shared by all the glue's easy handles (a CURLSH; one
+ *   thread, so no lock callbacks), so a new connection to a known host resumes its TLS session;
+ * - http_version: AUTO asks for HTTP/2 over TLS (ALPN h2, http/1.1 fallback; plain http:// stays
+ *   HTTP/1.1), and a new https:// transfer waits for a connection being set up to the same host rather
+ *   than open one of its own (CURLOPT_PIPEWAIT, set by curl_glue_setup_easy()), so a burst of requests
+ *   shares one multiplexed connection; HTTP_1_1 never asks for h2; HTTP_2 asks for h2 with prior knowledge on http:// too
+ *   (over TLS, curl 7.88 still offers http/1.1 in ALPN and uses it if that is all the server speaks);
+ * - max_connections: a cap on open connections (CURLMOPT_MAX_TOTAL_CONNECTIONS, and on the connection
+ *   cache); transfers beyond it wait for one. With AUTO it takes effect once a connection negotiated
+ *   HTTP/2 (until then each transfer in flight needs a connection of its own, and a cap would hold
+ *   streams back); with HTTP_1_1 it bounds concurrent transfers. 0: none;
+ * - idle_timeout: an idle connection is not reused after this long, and once no transfer has run for
+ *   this long every cached connection is closed (its memory, with the TLS state, goes back). */
+typedef enum CurlGlueHTTPVersion {
+        CURL_GLUE_HTTP_AUTO,
+        CURL_GLUE_HTTP_1_1,
+        CURL_GLUE_HTTP_2,
+        _CURL_GLUE_HTTP_MAX,
+        _CURL_GLUE_HTTP_INVALID = -EINVAL,
+} CurlGlueHTTPVersion;
+
+typedef struct CurlGlueLimits {
+        CurlGlueHTTPVersion http_version;
+        unsigned max_connections;
+        uint64_t idle_timeout_usec;
+} CurlGlueLimits;
+
+#define CURL_GLUE_IDLE_TIMEOUT_DEFAULT (5 * USEC_PER_SEC)
+#define CURL_GLUE_MAX_CONNECTIONS_DEFAULT 16U
+#define CURL_GLUE_LIMITS_DEFAULT                                       \
+        (CurlGlueLimits) {                                             \
+                .http_version = CURL_GLUE_HTTP_AUTO,                   \
+                .max_connections = CURL_GLUE_MAX_CONNECTIONS_DEFAULT,  \
+                .idle_timeout_usec = CURL_GLUE_IDLE_TIMEOUT_DEFAULT,   \
+        }
+
+int curl_glue_set_limits(CurlGlue *g, const CurlGlueLimits *l);
+/* "auto", "1.1", "2" → the enum; anything else -EINVAL. */
+CurlGlueHTTPVersion curl_glue_http_version_from_string(const char *s);
+/* A config parser (ConfigItem) for it: data is a CurlGlueHTTPVersion *. */
+int curl_glue_parse_http_version(const char *value, void *data);
+/* Transfers in flight, connections opened so far (for tests and the bench). */
+unsigned curl_glue_n_transfers(CurlGlue *g);
+uint64_t curl_glue_n_connects(CurlGlue *g);
+/* With no transfer in flight, closes every cached connection now (what the idle sweep does) and returns
+ * true; otherwise does nothing and returns false. */
+bool curl_glue_sweep(CurlGlue *g);
 
 /* Checks that a URL is https://, or http:// to a loopback host (tests): 0 for https://, and for http:// to a loopback host (127.0.0.0/8, localhost, [::1]); -EPERM for other
  * http:// URLs, -EPROTONOSUPPORT for other schemes. */

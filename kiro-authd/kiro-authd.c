@@ -49,6 +49,11 @@ static int parse_argv(int argc, char *argv[]) {
                         puts(PACKAGE_VERSION);
                         return 0;
                 case ARG_CONFIG:
+                        /* The default file may be missing (built-in defaults); a file named on the
+                         * command line must be there: a typo would silently run on the defaults. */
+                        if (access(optarg, F_OK) < 0)
+                                return log_error_errno(errno, "Configuration file '%s' given with --config: %m",
+                                                       optarg);
                         if (free_and_strdup(&arg_config, optarg) < 0)
                                 return log_oom();
                         break;

@@ -13,8 +13,13 @@
 #include "api/api-error.h"
 #include "http/http-access.h"
 #include "http/http-listen.h"
+#include "api/api-models.h"
 #include "api/api-openai.h"
+#include "api/api-responses.h"
+#include "auth/auth-providers.h"
 #include "auth/auth-tokencache.h"
+#include "kimi/kimi-upstream.h"
+#include "kiro/kiro-models.h"
 #include "kiro/kiro-upstream.h"
 
 typedef struct Proxy {
@@ -22,9 +27,13 @@ typedef struct Proxy {
         sd_bus *bus;
         TokenCache *tokens;
         Upstream *upstream;
+        KimiUpstream *kimi_upstream;
+        ProviderWatch *providers;
+        KiroModels *models;
         HttpServer *http;
         ApiKeys *keys;
         ChatContext chat;
+        ResponsesStore *responses;
         sd_event_source *idle_timer;
         bool activated;
         bool in_after_dispatch;
@@ -38,10 +47,13 @@ typedef struct Proxy {
         HttpLimits limits;
         ApiLimits api;
         usec_t exit_on_idle;
+        size_t responses_store_max;
+        usec_t responses_store_sec;
         /* [Kiro] */
         UpstreamConfig kiro;
         /* [Kimi] */
         char *kimi_api_base;
+        KimiConfig kimi;
 } Proxy;
 
 static char *arg_config = NULL;
@@ -52,8 +64,13 @@ static bool arg_user = false;
 static void proxy_done(Proxy *p) {
         p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
         p->http = http_server_free(p->http);
+        p->kimi_upstream = kimi_upstream_free(p->kimi_upstream);
+        p->responses = responses_store_free(p->responses);
+        p->models = kiro_models_free(p->models);
         p->upstream = upstream_free(p->upstream);
+        models_live_clear();
         p->tokens = token_cache_free(p->tokens);
+        p->providers = provider_watch_free(p->providers);
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
         listen_config_done(&p->listen);
@@ -64,6 +81,13 @@ static void proxy_done(Proxy *p) {
         free(p->tls_key_file);
         free(p->kimi_api_base);
         p->event = sd_event_unref(p->event);
+}
+
+/* /v1/responses uses OpenAI's error shape and statuses. */
+/* GET /v1/models lists Kimi models only while kiro-authd holds a Kimi credential (issue 12). */
+static bool provider_listed(ModelProvider provider, void *userdata) {
+        Proxy *p = userdata;
+        return provider != MODEL_PROVIDER_KIMI || provider_watch_has(p->providers, "kimi");
 }
 
 static ApiShape shape_of_path(const char *path) {
@@ -112,16 +136,18 @@ static int on_request(HttpRequest *r, void *userdata) {
                 return check_key(p, r);
 
         if (streq(path, "/v1/models") && get)
-                return openai_handle_models(r);
+                return api_models_handle(&p->chat, r);
         if (streq(path, "/v1/chat/completions") && post)
                 return openai_handle_chat(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages") && post)
                 return anthropic_handle_messages(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages/count_tokens") && post)
                 return anthropic_handle_count_tokens(r, &p->api);
+        if (streq(path, "/v1/responses") && post)
+                return responses_handle(&p->chat, r, &p->api, p->responses);
 
         bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
-                     streq(path, "/v1/messages/count_tokens");
+                     streq(path, "/v1/messages/count_tokens") || streq(path, "/v1/responses");
         Failure e = {};
         if (known)
                 (void) failure_set(&e, FAILURE_INVALID_REQUEST, NULL, "Method %s is not allowed on %s.", method, path);
@@ -146,9 +172,11 @@ static int parse_endpoints(const char *v, void *data) {
         int r = strv_split(v, &l);
         if (r < 0)
                 return r;
-        STRV_FOREACH(u, l)
-                if (url_check_scheme(*u) < 0)
-                        return -EPERM;
+        STRV_FOREACH(u, l) {
+                r = url_check_scheme(*u);
+                if (r < 0)
+                        return r;
+        }
         strv_free(*(char ***) data);
         *(char ***) data = TAKE_PTR(l);
         return 0;
@@ -166,22 +194,30 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "TLSCertificateFile", config_parse_string, &p->tls_certificate_file },
                 { "Proxy", "TLSKeyFile", config_parse_string, &p->tls_key_file },
                 { "Proxy", "MaxConnections", config_parse_unsigned, &p->limits.max_connections },
+                { "Proxy", "MaxConnectionsPerClient", config_parse_unsigned, &p->limits.max_connections_per_client },
                 { "Proxy", "MaxBodyBytes", config_parse_uint64, &max_body },
                 { "Proxy", "IdleTimeoutSec", config_parse_sec, &p->limits.idle_timeout_usec },
                 { "Proxy", "RequestTimeoutSec", config_parse_sec, &p->limits.request_timeout_usec },
+                { "Proxy", "HeaderTimeoutSec", config_parse_sec, &p->limits.header_timeout_usec },
                 { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->api.max_json_depth },
                 { "Proxy", "MaxMessages", parse_size, &p->api.max_messages },
                 { "Proxy", "MaxContentParts", parse_size, &p->api.max_content_parts },
                 { "Proxy", "MaxTools", parse_size, &p->api.max_tools },
                 { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
+                { "Proxy", "StallTimeoutSec", config_parse_sec, &p->kiro.stall_timeout },
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
                 { "Proxy", "PingIntervalSec", config_parse_sec, &p->chat.ping_interval },
+                { "Proxy", "ResponsesStoreMax", parse_size, &p->responses_store_max },
+                { "Proxy", "ResponsesStoreSec", config_parse_sec, &p->responses_store_sec },
                 { "Kiro", "Endpoints", parse_endpoints, &p->kiro.endpoints },
                 { "Kiro", "MaxUpstreamPayloadBytes", parse_size, &p->kiro.max_payload_bytes },
                 { "Kiro", "TrimHistory", config_parse_bool, &p->kiro.trim_history },
                 { "Kiro", "DefaultProfileArn", config_parse_string, &p->kiro.default_profile_arn },
                 { "Kiro", "MaxFrameBytes", parse_size, &p->kiro.max_frame_bytes },
                 { "Kiro", "CAFile", config_parse_string, &p->kiro.ca_file },
+                { "Kiro", "HTTPVersion", curl_glue_parse_http_version, &p->kiro.glue_limits.http_version },
+                { "Kiro", "MaxUpstreamConnections", config_parse_unsigned, &p->kiro.glue_limits.max_connections },
+                { "Kiro", "UpstreamIdleTimeoutSec", config_parse_sec, &p->kiro.glue_limits.idle_timeout_usec },
                 { "Kiro", "MaxAttempts", config_parse_unsigned, &p->kiro.max_attempts },
                 { "Kiro", "RetryBackoffSec", config_parse_sec, &p->kiro.backoff_initial },
                 { "Kimi", "APIBase", config_parse_string, &p->kimi_api_base },
@@ -196,6 +232,22 @@ static int parse_config(Proxy *p) {
                 return r;
         if (p->kiro.max_attempts == 0)
                 p->kiro.max_attempts = 1;
+        /* [Kimi] APIBase= wins over the credential's API base (kiro-authd's KimiAPIBase=); https only, or
+         * http to a loopback host. */
+        if (!isempty(p->kimi_api_base)) {
+                _cleanup_free_ char *u = NULL;
+                r = kimi_chat_url(p->kimi_api_base, &u);
+                if (r < 0)
+                        return log_error_errno(r, "Invalid [Kimi] APIBase= '%s' (https only, or http to a loopback host): %m",
+                                               p->kimi_api_base);
+        }
+        p->kimi = (KimiConfig) {
+                .api_base = isempty(p->kimi_api_base) ? NULL : p->kimi_api_base,
+                .ca_file = p->kiro.ca_file,
+                .first_token_timeout = p->kiro.first_token_timeout,
+                .stall_timeout = p->kiro.stall_timeout,
+                .max_line = p->kiro.max_frame_bytes,
+        };
         if (p->api.max_json_depth == 0 || p->api.max_json_depth > 1000)
                 p->api.max_json_depth = API_MAX_JSON_DEPTH_DEFAULT;
         if (p->api.max_messages == 0)
@@ -319,6 +371,11 @@ static int parse_argv(int argc, char *argv[]) {
                         puts(PACKAGE_VERSION);
                         return 0;
                 case ARG_CONFIG:
+                        /* The default file may be missing (built-in defaults); a file named on the
+                         * command line must be there: a typo would silently run on the defaults. */
+                        if (access(optarg, F_OK) < 0)
+                                return log_error_errno(errno, "Configuration file '%s' given with --config: %m",
+                                                       optarg);
                         if (free_and_strdup(&arg_config, optarg) < 0)
                                 return log_oom();
                         break;
@@ -390,7 +447,9 @@ static void on_http_idle(void *userdata) {
 
 static int run(int argc, char *argv[]) {
         _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .api = API_LIMITS_DEFAULT,
-                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
+                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT,
+                                          .responses_store_max = RESPONSES_STORE_MAX_DEFAULT,
+                                          .responses_store_sec = RESPONSES_STORE_SEC_DEFAULT };
         sigset_t ss;
         int r;
 
@@ -436,10 +495,28 @@ static int run(int argc, char *argv[]) {
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
+        r = provider_watch_new(p.bus, &p.providers);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch kiro-authd's credentials: %m");
         r = upstream_new(p.event, p.tokens, &p.kiro, &p.upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
+        /* Kimi shares the Kiro back end's curl multi: one event-loop glue, one connection cap, one trust store. */
+        r = kimi_upstream_new(p.event, upstream_glue(p.upstream), p.tokens, &p.kimi, &p.kimi_upstream);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the Kimi back end: %m");
+        p.chat.backends[MODEL_PROVIDER_KIMI] = (ChatBackend) { .ops = &kimi_backend_ops, .data = p.kimi_upstream };
+        p.chat.provider_listed = provider_listed;
+        p.chat.provider_listed_userdata = &p;
+        r = kiro_models_new(p.upstream, &p.models);
+        if (r < 0)
+                return log_oom();
+        p.chat.catalog = (ChatCatalog) { .ops = &kiro_catalog_ops, .data = p.models };
+
+        r = responses_store_new(p.responses_store_max, p.responses_store_sec, &p.responses);
+        if (r < 0)
+                return log_oom();
 
         bump_nofile(p.limits.max_connections);
         r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);

@@ -12,6 +12,7 @@ enum {
         KIROCTL_EXIT_SUCCESS = 0,
         KIROCTL_EXIT_FAILURE = 1,
         KIROCTL_EXIT_USAGE = 2,
+        KIROCTL_EXIT_NOT_USABLE = 3,            /* status: a credential needs a login, or none is usable */
         KIROCTL_EXIT_NO_SUCH_CREDENTIAL = 4,
 };
 

@@ -262,6 +262,20 @@ static char *format_long_time(char *buf, size_t n, usec_t t, const OutputFlags *
         return buf;
 }
 
+bool credentials_usable(const Credential *c, size_t n) {
+        bool usable = false;
+
+        assert(c || n == 0);
+
+        for (size_t i = 0; i < n; i++) {
+                if (streq_ptr(c[i].state, "needs-login"))
+                        return false;
+                if (c[i].enabled && (streq_ptr(c[i].state, "active") || streq_ptr(c[i].state, "refreshing")))
+                        usable = true;
+        }
+        return usable;
+}
+
 int credentials_print_list(FILE *f, const Credential *c, size_t n, const OutputFlags *flags) {
         _cleanup_(table_freep) Table *t = NULL;
         int r;

@@ -28,6 +28,10 @@ int credential_list_json(const Credential *c, json_object **ret);
 /* A JSON array of status (full) or list objects. */
 int credentials_json(const Credential *c, size_t n, bool full, json_object **ret);
 
+/* Whether `kiroctl status` reports all is well (exit 0, else 3): no credential needs a login and at least
+ * one is active or refreshing (a credential in cooldown or disabled serves no request now). */
+bool credentials_usable(const Credential *c, size_t n);
+
 /* `kiroctl list`: one line per credential. */
 int credentials_print_list(FILE *f, const Credential *c, size_t n, const OutputFlags *flags);
 /* `kiroctl status`: the table, then one line per credential that needs a login. */

@@ -12,6 +12,7 @@
 #include "kiroctl-format.h"
 #include "kiroctl-import.h"
 #include "kiroctl-login.h"
+#include "kiroctl-models.h"
 #include "kiroctl-snapshot.h"
 #include "kiroctl-util.h"
 #include "log.h"
@@ -38,6 +39,11 @@ static bool arg_replace = false;
 static const char *arg_start_url = NULL;
 static bool arg_no_wait = false;
 static bool login_cancelled = false;
+static const char *arg_proxy = NULL;
+static bool arg_legend = true;
+
+/* The exit status of a run that did not fail: 0, or KIROCTL_EXIT_NOT_USABLE from status. */
+static int exit_status = KIROCTL_EXIT_SUCCESS;
 
 /* The one failure of this run, reported once by main(). */
 static ErrorInfo error_info = { .bus_error = SD_BUS_ERROR_NULL };
@@ -65,6 +71,9 @@ static void help(void) {
                "  login builder-id|google|github|kimi\n"
                "  login idc --start-url URL --region REGION\n"
                "                                    Log in with a device code, without another tool\n"
+               "  models [--proxy ADDR]             Show the model catalog kiro-proxyd serves (context\n"
+               "                                    windows, thinking, aliases); the built-in table when\n"
+               "                                    kiro-proxyd cannot be reached\n"
                "\n"
                "Options:\n"
                "  -h --help             Show this help\n"
@@ -73,6 +82,10 @@ static void help(void) {
                "     --system           Talk to kiro-authd on the system bus (default)\n"
                "     --user             Talk to kiro-authd on the user's session bus\n"
                "     --no-pager         Accepted for systemctl habits; kiroctl never pages\n"
+               "     --no-legend        Print no column headers and no summary line\n"
+               "     --proxy ADDR       kiro-proxyd for 'models': unix:/PATH or http(s)://HOST:PORT\n"
+               "                        (default: unix:/run/kiro-proxyd/http.sock, then http://127.0.0.1:8399;\n"
+               "                        an API key is taken from $KIRO_PROXY_API_KEY)\n"
                "\n"
                "Import options:\n"
                "     --id ID            Name the credential (default: derived by kiro-authd)\n"
@@ -92,10 +105,11 @@ static void help(void) {
                "  0  success\n"
                "  1  failure (the message on stderr says what to do)\n"
                "  2  usage error\n"
+               "  3  status: a credential needs a new login, or none is usable\n"
                "  4  no such credential\n"
                "  130  login cancelled with Ctrl-C\n"
                "\n"
-               "See docs/kiroctl.md for details.\n");
+               "See the kiroctl(1) man page ('man kiroctl') for details.\n");
 }
 
 enum {
@@ -104,6 +118,7 @@ enum {
         ARG_USER,
         ARG_SYSTEM,
         ARG_NO_PAGER,
+        ARG_NO_LEGEND,
         ARG_FROM_KIRO_CLI,
         ARG_FROM_KIRO_IDE,
         ARG_REFRESH_TOKEN_FILE,
@@ -115,6 +130,7 @@ enum {
         ARG_REPLACE,
         ARG_START_URL,
         ARG_NO_WAIT,
+        ARG_PROXY,
 };
 
 static const struct option options[] = {
@@ -124,6 +140,7 @@ static const struct option options[] = {
         { "user",               no_argument,       NULL, ARG_USER               },
         { "system",             no_argument,       NULL, ARG_SYSTEM             },
         { "no-pager",           no_argument,       NULL, ARG_NO_PAGER           },
+        { "no-legend",          no_argument,       NULL, ARG_NO_LEGEND          },
         { "from-kiro-cli",      no_argument,       NULL, ARG_FROM_KIRO_CLI      },
         { "from-kiro-ide",      no_argument,       NULL, ARG_FROM_KIRO_IDE      },
         { "refresh-token-file", required_argument, NULL, ARG_REFRESH_TOKEN_FILE },
@@ -135,6 +152,7 @@ static const struct option options[] = {
         { "replace",            no_argument,       NULL, ARG_REPLACE            },
         { "start-url",          required_argument, NULL, ARG_START_URL          },
         { "no-wait",            no_argument,       NULL, ARG_NO_WAIT            },
+        { "proxy",              required_argument, NULL, ARG_PROXY              },
         {}
 };
 
@@ -190,6 +208,9 @@ static int parse_argv(int argc, char **argv) {
                         break;
                 case ARG_NO_PAGER:
                         break;
+                case ARG_NO_LEGEND:
+                        arg_legend = false;
+                        break;
                 case ARG_FROM_KIRO_CLI:
                         r = set_import_source(IMPORT_KIRO_CLI, c, NULL);
                         if (r < 0)
@@ -241,6 +262,12 @@ static int parse_argv(int argc, char **argv) {
                 case ARG_NO_WAIT:
                         arg_no_wait = true;
                         break;
+                case ARG_PROXY:
+                        if (!startswith(optarg, "unix:/") && !startswith(optarg, "http://") &&
+                            !startswith(optarg, "https://"))
+                                return usage_error("--proxy takes unix:/PATH or http(s)://HOST:PORT");
+                        arg_proxy = optarg;
+                        break;
                 /* For long options getopt sets optopt to their value (or 0), so name them from argv. */
                 case ':':
                         if (optopt > 0 && optopt < 0x80)
@@ -264,6 +291,7 @@ typedef struct Verb {
         const char *action;             /* for "permission denied: <action> needs …"; NULL for reads */
         bool import;                    /* takes the import options */
         bool login;                     /* takes the login options */
+        bool no_bus;                    /* talks to kiro-proxyd, not kiro-authd (bus is NULL) */
 } Verb;
 
 static bool stdout_is_tty(void) {
@@ -284,7 +312,7 @@ static OutputFlags output_flags(void) {
         return (OutputFlags) {
                 .colors = stdout_is_tty() && !getenv("NO_COLOR") && !streq_ptr(term, "dumb"),
                 .human_times = stdout_is_tty(),
-                .legend = stdout_is_tty(),
+                .legend = stdout_is_tty() && arg_legend,
                 .width = width,
                 .now = now(CLOCK_REALTIME),
         };
@@ -350,6 +378,8 @@ static int verb_status(sd_bus *bus, int argc, char **argv) {
                 r = get_credential_by_id(bus, argv[1], &c);
                 if (r < 0)
                         return r;
+                if (!credentials_usable(&c, 1))
+                        exit_status = KIROCTL_EXIT_NOT_USABLE;
                 if (arg_json)
                         return print_credentials_json(&c, 1, true);
                 r = credential_print_status(stdout, &c, &flags);
@@ -360,6 +390,8 @@ static int verb_status(sd_bus *bus, int argc, char **argv) {
         if (r < 0)
                 return error_info_set(&error_info, ERROR_CONTEXT_MANAGER, r, &e);
 
+        if (!credentials_usable(l.items, l.n))
+                exit_status = KIROCTL_EXIT_NOT_USABLE;
         if (arg_json)
                 return print_credentials_json(l.items, l.n, true);
         if (l.n == 0 && stdout_is_tty()) {
@@ -576,6 +608,39 @@ static int verb_login(sd_bus *bus, int argc, char **argv) {
         return r;
 }
 
+static int verb_models(sd_bus *bus, int argc, char **argv) {
+        static const char *const defaults[] = { KIROCTL_PROXY_DEFAULTS };
+        _cleanup_free_ char *body = NULL;
+        size_t size = 0;
+        const char *source = NULL;
+        int r = -ECONNREFUSED;
+
+        for (size_t i = 0; i < (arg_proxy ? 1 : ELEMENTSOF(defaults)); i++) {
+                const char *p = arg_proxy ?: defaults[i];
+                r = models_fetch(p, getenv("KIRO_PROXY_API_KEY"), &body, &size);
+                if (r >= 0) {
+                        source = p;
+                        break;
+                }
+                if (r == -EACCES)
+                        return error_info_set_detail(&error_info, ERROR_CONTEXT_ANY, EACCES,
+                                                     "kiro-proxyd at %s wants an API key: set $KIRO_PROXY_API_KEY", p);
+                if (arg_proxy)
+                        return error_info_set_detail(&error_info, ERROR_CONTEXT_ANY, -r,
+                                                     "cannot get the models from kiro-proxyd at %s", p);
+        }
+        if (!source) {
+                fprintf(stderr, "kiro-proxyd cannot be reached; showing the built-in table (Kiro's own list is "
+                                "known only to a running kiro-proxyd).\n");
+                r = models_builtin_body(&body, &size);
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);
+                source = "built-in table";
+        }
+        r = models_print(stdout, body, size, arg_json, source, output_flags().colors);
+        return r < 0 ? error_info_set_detail(&error_info, ERROR_CONTEXT_ANY, -r, "cannot read the model list") : 0;
+}
+
 static const Verb verbs[] = {
         { "status",  0, 1, verb_status,  NULL,                    false },
         { "list",    0, 0, verb_list,    NULL,                    false },
@@ -585,6 +650,7 @@ static const Verb verbs[] = {
         { "remove",  1, 1, verb_remove,  "removing credentials",  false },
         { "enable",  1, 1, verb_enable,  "enabling credentials",  false },
         { "disable", 1, 1, verb_enable,  "disabling credentials", false },
+        { "models",  0, 0, verb_models,  NULL,                    false, false, true },
 };
 
 static int check_verb_options(const Verb *v) {
@@ -655,6 +721,11 @@ static int dispatch_verb(int argc, char **argv) {
         if (r < 0)
                 return r;
 
+        if (arg_proxy && !v->no_bus)
+                return usage_error("--proxy is only valid with 'models'");
+        if (v->no_bus)
+                return v->dispatch(NULL, argc, argv);
+
         error_info.action = v->action;
         error_info.user_bus = arg_user;
 
@@ -693,7 +764,7 @@ int main(int argc, char **argv) {
 
         r = run(argc, argv);
         if (r >= 0)
-                return KIROCTL_EXIT_SUCCESS;
+                return exit_status;
         if (r == -ECANCELED && login_cancelled) {
                 error_info_done(&error_info);
                 return KIROCTL_EXIT_CANCELLED;

@@ -6,7 +6,13 @@ KIROD_BUILD_DEPS=(meson ninja-build pkg-config gcc libsystemd-dev libcurl4-gnutl
                   libsqlite3-dev libgnutls28-dev libmicrohttpd-dev libinih-dev zlib1g-dev
                   libqrencode-dev)
 KIROD_RUN_DEPS=(dbus sqlite3 util-linux curl)
-KIROD_TEST_DEPS=(python3 python3-pytest python3-dbus systemd scdoc debootstrap qemu-system-x86 e2fsprogs)
+KIROD_TEST_DEPS=(python3 python3-pytest python3-dbus systemd scdoc debootstrap qemu-system-x86 e2fsprogs
+                 nghttp2-proxy openssl strace bash-completion zsh fish)
+# Building the Debian package (debian/) and linting it: tests/package/check-deb.sh.
+KIROD_PACKAGE_DEPS=(dpkg-dev debhelper fakeroot lintian bash-completion scdoc systemd)
+# The libFuzzer build of tests/fuzz (-Dfuzz=true): clang, its sanitizer and libFuzzer runtimes, and
+# llvm-symbolizer for readable crash reports.
+KIROD_FUZZ_DEPS=(clang libclang-rt-14-dev llvm)
 
 kirod_install_deps() {
         local missing=() p

@@ -6,12 +6,9 @@
 
 #include "bus-names.h"
 #include "log.h"
+#include "url-util.h"
 #include "kiro/kiro-upstream.h"
 
-/* Header values that make us look like the Kiro IDE (KIRO-PROTOCOL A.2, B §3.2): one place to change. */
-#define KIRO_IDE_VERSION "0.11.63"
-#define KIRO_SDK_UA "aws-sdk-js/1.0.34 ua/2.1 os/linux lang/js md/nodejs#20.18.0 api/codewhispererstreaming#1.0.34 m/E"
-#define KIRO_SDK_XUA "aws-sdk-js/1.0.34"
 #define KIRO_CHAT_PATH "/generateAssistantResponse"
 #define ERROR_BODY_MAX (64 * 1024)
 /* Easy handles kept for reuse (curl_easy_reset, not init/cleanup per attempt): allocation and set-up of
@@ -83,6 +80,7 @@ void upstream_config_init(UpstreamConfig *c) {
                 .backoff_initial = 200 * USEC_PER_MSEC,
                 .backoff_max = 2 * USEC_PER_SEC,
                 .stall_timeout = 300 * USEC_PER_SEC,
+                .glue_limits = CURL_GLUE_LIMITS_DEFAULT,
         };
         (void) strv_extend(&c->endpoints, "https://runtime.{region}.kiro.dev");
         (void) strv_extend(&c->endpoints, "https://q.{region}.amazonaws.com");
@@ -104,6 +102,8 @@ int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstre
         u->tokens = tokens;
         u->config = config;
         int r = curl_glue_new(e, &u->glue);
+        if (r >= 0)
+                r = curl_glue_set_limits(u->glue, &config->glue_limits);
         if (r < 0) {
                 upstream_free(u);
                 return r;
@@ -120,6 +120,18 @@ void upstream_trim(Upstream *u) {
 
 CurlGlue *upstream_glue(Upstream *u) {
         return u ? u->glue : NULL;
+}
+
+TokenCache *upstream_tokens(Upstream *u) {
+        return u->tokens;
+}
+
+const UpstreamConfig *upstream_config(Upstream *u) {
+        return u->config;
+}
+
+sd_event *upstream_event(Upstream *u) {
+        return u->event;
 }
 
 Upstream *upstream_free(Upstream *u) {
@@ -516,7 +528,7 @@ static int set_headers(UpstreamCall *call, const char *const (*pairs)[2], size_t
 static int start_transfer(UpstreamCall *call) {
         Upstream *u = call->upstream;
         UpstreamConfig *cfg = u->config;
-        _cleanup_free_ char *base = NULL, *url = NULL, *ua = NULL, *xua = NULL, *auth = NULL;
+        _cleanup_free_ char *url = NULL, *ua = NULL, *xua = NULL, *auth = NULL;
         _cleanup_free_ char *err = NULL;
         char uuid[SD_ID128_UUID_STRING_MAX], attempt[48];
         int r;
@@ -548,11 +560,18 @@ static int start_transfer(UpstreamCall *call) {
                 call_fail(call, FAILURE_INTERNAL, 0, "No upstream endpoint is configured (Endpoints=).");
                 return 0;
         }
-        r = url_expand_region(cfg->endpoints[call->endpoint % n], call->token->region ?: "us-east-1", &base);
+        /* The host is set through libcurl's URL API: a region is never pasted into the URL as text. */
+        r = url_from_template(cfg->endpoints[call->endpoint % n], call->token->region ?: "us-east-1",
+                              KIRO_CHAT_PATH, &url);
+        if (r == -EINVAL) {
+                call_fail(call, FAILURE_INTERNAL, 0,
+                          "Credential '%s' has an invalid region, or Endpoints= an invalid URL template.",
+                          strna(call->token->credential_id));
+                return 0;
+        }
         if (r < 0)
                 return r;
-        if (asprintf(&url, "%s%s", base, KIRO_CHAT_PATH) < 0 ||
-            asprintf(&ua, "%s KiroIDE-%s-%s", KIRO_SDK_UA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
+        if (asprintf(&ua, "%s KiroIDE-%s-%s", KIRO_SDK_UA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
             asprintf(&xua, "%s KiroIDE-%s-%s", KIRO_SDK_XUA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
             asprintf(&auth, "Bearer %s", call->token->access_token) < 0)
                 return -ENOMEM;

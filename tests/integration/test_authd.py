@@ -37,7 +37,7 @@ SEC = 1_000_000
 
 def status(kiroctl, user="root"):
         """kiroctl status --json, as {id: entry}, with the shape checked."""
-        p = kiroctl("status", "--json", user=user)
+        p = kiroctl("status", "--json", user=user, check=False)
         data = json.loads(p.stdout)
         assert isinstance(data, list), data
         out = {}
@@ -46,6 +46,10 @@ def status(kiroctl, user="root"):
                 assert not missing, f"status entry lacks {sorted(missing)}: {c}"
                 assert c["auth_method"] in METHODS and c["state"] in STATES, c
                 out[c["id"]] = c
+        # Exit 3 (like systemctl is-active) when one needs a login or none is usable, else 0.
+        usable = any(c["enabled"] and c["state"] in ("active", "refreshing") for c in data)
+        needs_login = any(c["state"] == "needs-login" for c in data)
+        assert p.returncode == (3 if needs_login or not usable else 0), (p.returncode, data, p.stderr)
         return out
 
 

@@ -1,8 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The real-systemd test (issue 5): builds a minimal Debian 12 image with debootstrap (cached), installs
-# kirod into it with `meson install --destdir`, boots it with qemu-system-x86_64 (software emulation,
-# no network) and runs tests/system/vm/vm-check.sh inside, across a reboot.
+# kirod into it as the Debian package (`apt install ./kirod_*.deb`), boots it with qemu-system-x86_64
+# (software emulation, no network) and runs tests/system/vm/vm-check.sh inside, across a reboot, then
+# purges the package.
 # The VM reports on its serial console; this script prints the report and exits 0 on PASS.
 #
 #   tests/system/vm-test.sh [SOURCE_DIR]
@@ -15,8 +16,8 @@
 #   KIROD_VM_KEEP=1   keep the work directory (image, serial log, build) even on success
 #
 # Exit status: 0 pass, 1 fail, 77 skipped (not root, not x86_64, qemu-system-x86_64, debootstrap or
-# mke2fs missing, or the Debian mirror unreachable while no image is cached), with the reason on
-# standard output.
+# mke2fs missing, the packaging tools missing, or the Debian mirror unreachable while no image is
+# cached), with the reason on standard output.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,6 +42,7 @@ command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 is not inst
 command -v debootstrap >/dev/null || skip "debootstrap is not installed (Debian: apt-get install debootstrap)"
 command -v mke2fs >/dev/null || skip "mke2fs is not installed (Debian: apt-get install e2fsprogs)"
 command -v meson >/dev/null && command -v ninja >/dev/null || skip "meson and ninja are needed to build the image's kirod"
+command -v chroot >/dev/null || skip "chroot is needed to install the package into the image"
 
 cache=${KIROD_VM_CACHE:-}
 if [ -z "$cache" ]; then
@@ -121,16 +123,24 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 root=$work/root
 
-# ---- kirod, built for the image's paths, installed with meson install --destdir ----
+# ---- kirod: the Debian package (tests/package/check-deb.sh builds and lints it), apt install'ed ----
 t1=$SECONDS
 cp -a "$base/root" "$root"
-meson setup "$work/build" "$src" --prefix=/usr --sysconfdir=/etc --localstatedir=/var \
-        -Dbuildtype=debugoptimized -Db_sanitize=none -Dintegration-tests=false >"$work/meson-setup.log" 2>&1 ||
-        { tail -n 30 "$work/meson-setup.log"; echo "vm-test: meson setup failed"; exit 1; }
-ninja -C "$work/build" >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log"; echo "vm-test: build failed"; exit 1; }
-meson install -C "$work/build" --no-rebuild --destdir "$root" >"$work/install.log" 2>&1 ||
-        { tail -n 30 "$work/install.log"; echo "vm-test: meson install failed"; exit 1; }
-log "built and installed kirod in $((SECONDS - t1)) s"
+set +e
+"$src/tests/package/check-deb.sh" "$src" "$work/deb" >"$work/deb.log" 2>&1
+drc=$?
+set -e
+[ "$drc" -eq 77 ] && skip "$(grep '^SKIP' "$work/deb.log")"
+[ "$drc" -eq 0 ] || { tail -n 40 "$work/deb.log"; echo "vm-test: building the Debian package failed"; exit 1; }
+deb=$(cd "$work/deb" && ls kirod_*.deb)
+cp "$work/deb/$deb" "$root/tmp/$deb"
+# In the image, as an administrator would: apt resolves the dependencies from the image (there is no
+# network, and the base image has them), the maintainer scripts create the users and enable the units
+# (nothing is started: no systemd runs in the chroot).
+chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "./tmp/$deb" \
+        >"$work/install.log" 2>&1 || { tail -n 30 "$work/install.log"; echo "vm-test: apt install ./$deb failed"; exit 1; }
+rm -f "$root/tmp/$deb"
+log "built $deb and installed it with apt in $((SECONDS - t1)) s"
 
 # ---- the test's own files: checks, fakes, configuration pointing at the fakes ----
 t=$root/usr/local/lib/kirod-test

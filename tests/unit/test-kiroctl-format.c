@@ -363,3 +363,34 @@ TEST(shell_quoting) {
         ASSERT_STREQ(q, "'$(rm -rf ~)'");
         free(q);
 }
+
+/* kiroctl status exits 3 unless this holds: no credential needs a login, and one is active or refreshing. */
+TEST(status_usable) {
+        Credential c[3] = { make("a", "social", "active", "refresh-token"),
+                            make("b", "social", "cooldown", "refresh-token"),
+                            make("c", "social", "disabled", "refresh-token") };
+
+        ASSERT_FALSE(credentials_usable(NULL, 0));              /* none at all */
+        ASSERT_TRUE(credentials_usable(c, 3));                  /* one active is enough */
+        ASSERT_FALSE(credentials_usable(c + 1, 2));             /* cooldown and disabled serve nothing now */
+        ASSERT_FALSE(credentials_usable(c + 2, 1));
+
+        free(c[1].state);
+        c[1].state = strdup("refreshing");
+        ASSERT_TRUE(credentials_usable(c + 1, 1));
+
+        /* Disabled while its state still says active (the property changes after Enabled). */
+        c[0].enabled = false;
+        ASSERT_FALSE(credentials_usable(c, 1));
+        c[0].enabled = true;
+
+        /* One needing a login fails the whole status, however many others work. */
+        free(c[2].state);
+        c[2].state = strdup("needs-login");
+        c[2].enabled = true;
+        ASSERT_FALSE(credentials_usable(c, 3));
+        ASSERT_TRUE(credentials_usable(c, 2));
+
+        for (size_t i = 0; i < 3; i++)
+                credential_done(&c[i]);
+}

@@ -142,6 +142,12 @@ no_failed_units() {
 say "boot $boot: $(systemctl --version | head -n 1), kernel $(uname -r), virtualization $(systemd-detect-virt)"
 
 if [ "$boot" = 1 ]; then
+        # ---- kirod came from the Debian package (vm-test.sh: apt install ./kirod_*.deb) ----
+        check "the kirod package is installed" \
+                bash -c '[ "$(dpkg-query -W -f="\${Status}" kirod)" = "install ok installed" ]'
+        check "/etc/kirod/kiro-authd.conf and kiro-proxyd.conf are conffiles of kirod" \
+                bash -c 'dpkg-query -W -f="\${Conffiles}\n" kirod | grep -q "/etc/kirod/kiro-authd.conf " &&
+                         dpkg-query -W -f="\${Conffiles}\n" kirod | grep -q "/etc/kirod/kiro-proxyd.conf "'
         # ---- what systemd-sysusers made from sysusers.d/kirod.conf at boot ----
         check "sysusers: users kiro-auth, kiro-proxy and groups kiro-admin, kiro-users exist" \
                 getent passwd kiro-auth kiro-proxy
@@ -155,13 +161,21 @@ if [ "$boot" = 1 ]; then
         start_fakes
 
         # ---- the system services ----
+        # The package enabled them (dh_installsystemd): they came up at the first boot by themselves.
+        for u in kiro-authd.service kiro-proxyd.socket kiro-proxyd-unix.socket; do
+                check "$u was enabled by the package and is active at the first boot" \
+                        bash -c "systemctl is-enabled -q $u && systemctl is-active -q $u"
+        done
         # A static API key in the credential store (LoadCredential=kiro-api-key); kiro-refresh-token
-        # stays missing, which must not keep the unit from starting.
+        # stays missing, which must not keep the unit from starting. kiro-authd imports them when it
+        # starts, hence the restart (docs/install.md).
         install -d -m 0700 /etc/credstore
         printf 'ksk_vm_static' >/etc/credstore/kiro-api-key
         chmod 0600 /etc/credstore/kiro-api-key
         check "systemctl enable --now kiro-authd.service kiro-proxyd.socket" \
                 systemctl enable --now kiro-authd.service kiro-proxyd.socket
+        check "systemctl restart kiro-authd.service (loads the new systemd credential)" \
+                systemctl restart kiro-authd.service
         for s in kiro-authd.service kiro-proxyd.service; do
                 check "$s: the test's drop-in (kill on a blocked system call) is loaded" \
                         bash -c "systemctl show -P DropInPaths $s | grep -q 50-vm-test-kill-on-blocked-syscall.conf"
@@ -292,4 +306,31 @@ chat_openai "after reboot: per-user chat over TCP 127.0.0.1:8499" "ping alice af
         curl http://127.0.0.1:8499/v1/chat/completions
 check "no SIGSYS, seccomp kill or EPERM in the journal" journal_clean
 check "no failed units" no_failed_units
+
+# ---- apt purge kirod: stops the services and leaves nothing of the package behind ----
+# alice's own services first (her units go with the package), and the test's drop-ins (not the
+# package's files: dpkg would keep the directories they are in).
+runuser -u alice -- env $(user_env alice) systemctl --user disable --now kiro-authd.service kiro-proxyd.socket \
+        >/dev/null 2>&1
+rm -rf /etc/kirod/*.conf.d /etc/systemd/system/kiro-authd.service.d /etc/systemd/system/kiro-proxyd.service.d
+check "apt-get purge kirod" env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q kirod
+check "after purge: the package is gone" \
+        bash -c '[ "$(dpkg-query -W -f="\${Status}" kirod 2>/dev/null)" != "install ok installed" ] &&
+                 ! dpkg-query -W -f="\${Conffiles}" kirod 2>/dev/null | grep -q .'
+check "after purge: no kiro-authd or kiro-proxyd process" \
+        bash -c '! pgrep -u kiro-auth,kiro-proxy >/dev/null'
+# postrm reloads systemd on remove, before purge removes the enablement symlinks: reload once more.
+check "after purge: no kiro unit known to systemd (after a daemon-reload)" \
+        bash -c 'systemctl daemon-reload && [ -z "$(systemctl list-unit-files --no-legend "kiro-*")" ] &&
+                 [ -z "$(systemctl list-units --all --no-legend "kiro-*")" ]'
+check "after purge: nothing listens on 127.0.0.1:8399" bash -c '! curl -s -m 5 http://127.0.0.1:8399/healthz'
+check "after purge: no file of the package, no enablement symlink, no /etc/kirod" \
+        bash -c 'left=$(ls -d /etc/kirod /usr/bin/kiroctl /usr/libexec/kiro-authd /usr/libexec/kiro-proxyd \
+                              /lib/systemd/system/kiro-* /usr/lib/systemd/user/kiro-* /usr/lib/sysusers.d/kirod.conf \
+                              /usr/share/dbus-1/system.d/org.kirod.Auth1.conf \
+                              /usr/share/dbus-1/system-services/org.kirod.Auth1.service \
+                              /etc/systemd/system/*.wants/kiro-* /etc/systemd/user/*.wants/kiro-* 2>/dev/null)
+                 [ -z "$left" ] || { echo "left behind: $left"; exit 1; }'
+check "after purge: the bus no longer knows org.kirod.Auth1 (dbus reloaded by its trigger)" \
+        wait_until 30 bash -c '! busctl --system list --activatable --no-legend | grep -q org.kirod.Auth1'
 finish

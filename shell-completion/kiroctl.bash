@@ -1,0 +1,78 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# bash completion for kiroctl(1): verbs, options, and credential ids from kiro-authd ('kiroctl list').
+
+__kiroctl_ids() {
+        # The bus the command line talks to (--user or --system, the last one wins).
+        kiroctl "$@" --no-legend --no-pager list 2>/dev/null | while read -r id _; do
+                printf '%s\n' "$id"
+        done
+}
+
+_kiroctl() {
+        local cur prev words cword
+        if declare -F _init_completion >/dev/null; then
+                _init_completion || return
+        else
+                words=("${COMP_WORDS[@]}")
+                cword=$COMP_CWORD
+                cur=${COMP_WORDS[COMP_CWORD]}
+                prev=${COMP_WORDS[COMP_CWORD - 1]}
+        fi
+
+        local verbs='status list import refresh remove enable disable'
+        local opts='-h --help --version --json --system --user --no-pager --no-legend'
+        local import_opts='--from-kiro-cli --from-kiro-ide --refresh-token-file --api-key-file --db --file
+                           --id --region --replace'
+
+        case $prev in
+        --refresh-token-file|--api-key-file|--db|--file)
+                if declare -F _filedir >/dev/null; then
+                        _filedir
+                else
+                        COMPREPLY=($(compgen -f -- "$cur"))
+                fi
+                return
+                ;;
+        --id|--region)
+                return
+                ;;
+        esac
+
+        local i verb='' nargs=0 bus=()
+        for ((i = 1; i < cword; i++)); do
+                case ${words[i]} in
+                --user|--system)
+                        bus=("${words[i]}")
+                        ;;
+                --refresh-token-file|--api-key-file|--db|--file|--id|--region)
+                        ((i++))
+                        ;;
+                -*)
+                        ;;
+                *)
+                        if [ -z "$verb" ]; then
+                                verb=${words[i]}
+                        else
+                                ((nargs++))
+                        fi
+                        ;;
+                esac
+        done
+
+        if [[ $cur == -* ]]; then
+                [ "$verb" = import ] && opts+=" $import_opts"
+                COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+                return
+        fi
+        if [ -z "$verb" ]; then
+                COMPREPLY=($(compgen -W "$verbs" -- "$cur"))
+                return
+        fi
+        case $verb in
+        status|refresh|remove|enable|disable)
+                [ "$nargs" -eq 0 ] && COMPREPLY=($(compgen -W "$(__kiroctl_ids "${bus[@]}")" -- "$cur"))
+                ;;
+        esac
+}
+
+complete -F _kiroctl kiroctl

@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# fish completion for kiroctl(1): verbs, options, and credential ids from kiro-authd ('kiroctl list').
+
+function __kiroctl_ids
+        # The bus the command line talks to; the last of --user/--system wins.
+        set -l bus
+        for w in (commandline -opc)
+                switch $w
+                        case --user --system
+                                set bus $w
+                end
+        end
+        kiroctl $bus --no-legend --no-pager list 2>/dev/null | string replace -r '\s.*$' ''
+end
+
+set -l __kiroctl_verbs status list import refresh remove enable disable
+set -l __kiroctl_id_verbs status refresh remove enable disable
+
+complete -c kiroctl -f
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a status -d 'Show credentials and their health'
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a list -d 'List credentials'
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a import -d 'Import a credential'
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a refresh -d 'Refresh the access token now'
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a remove -d 'Remove a credential'
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a enable -d 'Let a credential be used'
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a disable -d 'Stop using a credential'
+complete -c kiroctl -n "__fish_seen_subcommand_from $__kiroctl_id_verbs" -a '(__kiroctl_ids)' -d 'Credential'
+
+complete -c kiroctl -s h -l help -d 'Show the help'
+complete -c kiroctl -l version -d 'Show the version'
+complete -c kiroctl -l json -d 'Print JSON'
+complete -c kiroctl -l system -d 'Talk to kiro-authd on the system bus'
+complete -c kiroctl -l user -d 'Talk to kiro-authd on the session bus'
+complete -c kiroctl -l no-pager -d 'Do not pipe output into a pager'
+complete -c kiroctl -l no-legend -d 'Print no column headers and no summary line'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l from-kiro-cli -d 'Import the login of kiro-cli'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l from-kiro-ide -d 'Import the login of the Kiro IDE'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l refresh-token-file -rF -d 'Import a bare refresh token'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l api-key-file -rF -d 'Import a Kiro API key'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l db -rF -d 'The kiro-cli database'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l file -rF -d 'The Kiro IDE token file'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l id -x -d 'Name the imported credential'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l region -x -d 'Override the region of the login'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l replace -d 'Replace a credential with the same id'
