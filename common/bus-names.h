@@ -24,6 +24,12 @@
 #define KIROD_ERROR_CREDENTIAL_DISABLED   KIROD_ERROR_PREFIX "CredentialDisabled"
 #define KIROD_ERROR_UNSUPPORTED_FORMAT    KIROD_ERROR_PREFIX "UnsupportedFormat"
 #define KIROD_ERROR_STORAGE_FAILED        KIROD_ERROR_PREFIX "StorageFailed"
+#define KIROD_ERROR_LOGIN_IN_PROGRESS     KIROD_ERROR_PREFIX "LoginInProgress"
+#define KIROD_ERROR_NO_SUCH_LOGIN         KIROD_ERROR_PREFIX "NoSuchLogin"
+#define KIROD_ERROR_LOGIN_FAILED          KIROD_ERROR_PREFIX "LoginFailed"
+
+/* The signal that ends a login (StartLogin). */
+#define KIROD_SIGNAL_LOGIN_FINISHED       "LoginFinished"
 
 /* The one errno <-> error name table, used by all three programs (sd_bus_error_add_map()). Each name has an
  * errno of its own so that the mapping works both ways. */

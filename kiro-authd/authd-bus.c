@@ -8,6 +8,8 @@
 #include "authd-link.h"
 #include "authd-usage-manager.h"
 #include "authd-import.h"
+#include "authd-kimi.h"
+#include "authd-login.h"
 #include "bus-names.h"
 #include "log.h"
 #include "url-util.h"
@@ -332,6 +334,38 @@ static Credential *credential_from_path(Manager *m, const char *path) {
 
 /* ---- Manager ---------------------------------------------------------------------------------------- */
 
+/* What kiro-proxyd needs to call Kimi as kimi-cli does (B §7): the API base, the credential's device id, the
+ * User-Agent and the X-Msh-* headers ("Name: value"). None of it is secret. */
+static int append_kimi_extra(Manager *m, const CredentialRecord *c, sd_bus_message *reply) {
+        _cleanup_strv_free_ char **headers = NULL;
+        char device_id[33];
+        const char *d = kimi_device_id(c, device_id);
+        int r;
+
+        r = kimi_headers(d, &headers);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "{sv}", "api_base", "s", m->config.kimi_api_base);
+        if (r >= 0 && d)
+                r = sd_bus_message_append(reply, "{sv}", "device_id", "s", d);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "{sv}", "user_agent", "s", KIMI_USER_AGENT);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "s", "headers");
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'v', "as");
+        if (r >= 0)
+                r = sd_bus_message_append_strv(reply, headers);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        return r;
+}
+
 static int bus_reply_token(Credential *cred, sd_bus_message *call) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         CredentialRecord *c = cred->record;
@@ -360,6 +394,8 @@ static int bus_reply_token(Credential *cred, sd_bus_message *call) {
                 r = sd_bus_message_append(reply, "{sv}", "auth_method", "s", auth_method_to_string(c->method));
         if (r >= 0 && c->machine_id)
                 r = sd_bus_message_append(reply, "{sv}", "machine_id", "s", c->machine_id);
+        if (r >= 0 && c->provider == PROVIDER_KIMI)
+                r = append_kimi_extra(cred->manager, c, reply);
         if (r < 0)
                 return r;
         r = sd_bus_message_close_container(reply);
@@ -694,6 +730,99 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(msg, "o", cred->object_path);
 }
 
+static int read_login_options(sd_bus_message *msg, LoginParams *p, sd_bus_error *error) {
+        int replace = false, r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        for (;;) {
+                const char *key;
+                r = sd_bus_message_enter_container(msg, 'e', "sv");
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "id"))
+                        r = sd_bus_message_read(msg, "v", "s", &p->id);
+                else if (streq(key, "start_url"))
+                        r = sd_bus_message_read(msg, "v", "s", &p->start_url);
+                else if (streq(key, "region"))
+                        r = sd_bus_message_read(msg, "v", "s", &p->region);
+                else if (streq(key, "replace")) {
+                        r = sd_bus_message_read(msg, "v", "b", &replace);
+                        p->replace = replace;
+                } else
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Unknown login option '%s' (id, start_url, region, replace).", key);
+                if (r < 0)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Login option '%s' has the wrong type.",
+                                                 key);
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_exit_container(msg);
+}
+
+static int method_start_login(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *provider, *method;
+        LoginParams p = {};
+        int r;
+
+        r = check_access(m, msg, ACCESS_ADMIN, error);
+        if (r != 0)
+                return r;
+        r = sd_bus_message_read(msg, "ss", &provider, &method);
+        if (r < 0)
+                return r;
+        r = read_login_options(msg, &p, error);
+        if (r < 0)
+                return r;
+        r = read_flags(msg, error);
+        if (r < 0)
+                return r;
+        if (!printable(provider, 64) || !printable(method, 64))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid provider or method.");
+        p.kind = login_kind_from_names(provider, method);
+        if (p.kind < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown login '%s' '%s': valid provider/method pairs are " LOGIN_VALID_NAMES ".",
+                                         provider, method);
+        if ((p.start_url && !printable(p.start_url, 1024)) || (p.region && !printable(p.region, 64)))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid start URL or region.");
+        if (p.id && isempty(p.id))
+                p.id = NULL;
+        return login_start(m, msg, &p, error);
+}
+
+static int method_cancel_login(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *id;
+        int r;
+
+        r = check_access(m, msg, ACCESS_ADMIN, error);
+        if (r != 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &id);
+        if (r < 0)
+                return r;
+        r = read_flags(msg, error);
+        if (r < 0)
+                return r;
+        r = login_cancel(m, id);
+        if (r == -ESRCH)
+                return sd_bus_error_setf(error, KIROD_ERROR_NO_SUCH_LOGIN, "No login '%s' is running.",
+                                         printable(id, 64) ? id : "?");
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
 static int method_list_credentials(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Manager *m = userdata;
@@ -751,6 +880,14 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_import, SD_BUS_VTABLE_UNPRIVILEGED | SD_BUS_VTABLE_SENSITIVE),
         SD_BUS_METHOD_WITH_ARGS("ListCredentials", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("ao", credentials),
                                 method_list_credentials, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("StartLogin",
+                                SD_BUS_ARGS("s", provider, "s", method, "a{sv}", options, "t", flags),
+                                SD_BUS_RESULT("s", login_id, "s", verification_uri, "s", verification_uri_complete,
+                                              "s", user_code, "t", expires_usec),
+                                method_start_login, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CancelLogin", SD_BUS_ARGS("s", login_id, "t", flags), SD_BUS_NO_RESULT,
+                                method_cancel_login, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS(KIROD_SIGNAL_LOGIN_FINISHED, SD_BUS_ARGS("s", login_id, "o", credential, "s", error), 0),
         SD_BUS_VTABLE_END
 };
 

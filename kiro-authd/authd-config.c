@@ -37,11 +37,13 @@ int authd_config_init(AuthdConfig *c) {
                 .max_parallel_refresh = 8,
                 .usage_refresh = 3600 * USEC_PER_SEC,
                 .quota_warn_percent = 90,
+                .login_min_poll_interval = USEC_PER_SEC,
         };
         if (!(c->admin_group = strdup(KIROD_ADMIN_GROUP)) || !(c->proxy_user = strdup(KIROD_PROXY_USER)) ||
             !(c->kiro_auth_url = strdup("https://prod.{region}.auth.desktop.kiro.dev")) ||
             !(c->oidc_url = strdup("https://oidc.{region}.amazonaws.com")) ||
             !(c->kimi_auth_url = strdup("https://auth.kimi.com")) ||
+            !(c->kimi_api_base = strdup("https://api.kimi.com/coding/v1")) ||
             !(c->usage_url = strdup("https://q.{region}.amazonaws.com"))) {
                 authd_config_done(c);
                 return -ENOMEM;
@@ -57,6 +59,7 @@ void authd_config_done(AuthdConfig *c) {
         free(c->kiro_auth_url);
         free(c->oidc_url);
         free(c->kimi_auth_url);
+        free(c->kimi_api_base);
         free(c->usage_url);
         free(c->ca_file);
         *c = (AuthdConfig) {};
@@ -99,7 +102,9 @@ int authd_config_parse(AuthdConfig *c, const char *path) {
                 { "Auth", "QuotaWarnPercent", config_parse_unsigned, &c->quota_warn_percent },
                 { "Endpoints", "KiroAuthURL", parse_url_template, &c->kiro_auth_url },
                 { "Endpoints", "OIDCURL", parse_url_template, &c->oidc_url },
+                { "Auth", "LoginMinPollIntervalSec", config_parse_sec, &c->login_min_poll_interval },
                 { "Endpoints", "KimiAuthURL", parse_url_template, &c->kimi_auth_url },
+                { "Endpoints", "KimiAPIBase", parse_url_template, &c->kimi_api_base },
                 { "Endpoints", "UsageURL", parse_url_template, &c->usage_url },
                 { "Endpoints", "CAFile", config_parse_string, &c->ca_file },
                 {}
@@ -115,6 +120,8 @@ int authd_config_parse(AuthdConfig *c, const char *path) {
                 c->refresh_jitter = 0;
         if (c->retry_initial == 0 || c->retry_initial == USEC_INFINITY)
                 c->retry_initial = USEC_PER_SEC;
+        if (c->login_min_poll_interval == USEC_INFINITY)
+                c->login_min_poll_interval = USEC_PER_SEC;
         if (c->retry_max < c->retry_initial)
                 c->retry_max = c->retry_initial;
         return 0;

@@ -28,10 +28,12 @@ typedef struct AuthdConfig {
         unsigned max_parallel_refresh;
         usec_t usage_refresh;
         unsigned quota_warn_percent;    /* 0: no warning */
+        usec_t login_min_poll_interval; /* floor under the device flow's server interval */
         /* [Endpoints]: URL templates with {region} */
         char *kiro_auth_url;
         char *oidc_url;
         char *kimi_auth_url;
+        char *kimi_api_base;            /* handed to kiro-proxyd as GetToken's api_base for Kimi */
         char *usage_url;
         char *ca_file;
 } AuthdConfig;

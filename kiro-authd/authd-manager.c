@@ -10,6 +10,7 @@
 #include <systemd/sd-id128.h>
 
 #include "authd-import.h"
+#include "authd-login.h"
 #include "authd-manager.h"
 #include "authd-link.h"
 #include "authd-usage-manager.h"
@@ -82,6 +83,7 @@ static Credential *credential_free(Credential *cred) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        login_free_all(m);
         for (size_t i = 0; i < m->n_credentials; i++)
                 credential_free(m->credentials[i]);
         free(m->credentials);
@@ -509,7 +511,7 @@ static void credential_mark_needs_login(Credential *cred, const char *error) {
                 [AUTH_METHOD_IDC] = "run 'kiro-cli login', then 'kiroctl import --from-kiro-cli --replace --id",
                 [AUTH_METHOD_EXTERNAL_IDP] = "log in again in the Kiro IDE, then 'kiroctl import --from-kiro-ide --replace --id",
                 [AUTH_METHOD_API_KEY] = "import a new key with 'kiroctl import --api-key-file FILE --replace --id",
-                [AUTH_METHOD_KIMI_DEVICE] = "Kimi logins are not supported by this version; remove it with 'kiroctl remove",
+                [AUTH_METHOD_KIMI_DEVICE] = "log in again with 'kiroctl login kimi --replace --id",
         };
         char hint[256];
 
@@ -517,7 +519,12 @@ static void credential_mark_needs_login(Credential *cred, const char *error) {
         (void) free_and_strdup(&c->last_error, error);
         cred->retry_at = 0;
         (void) credential_save(cred);
-        snprintf(hint, sizeof hint, "%s %s'", fix[c->method], c->id);
+        /* A device login is brought back by logging in again, whatever the method. */
+        snprintf(hint, sizeof hint, "%s %s'",
+                 streq_ptr(c->source_format, "login") && c->method != AUTH_METHOD_KIMI_DEVICE
+                         ? "log in again with 'kiroctl login builder-id|idc|google|github --replace --id"
+                         : fix[c->method],
+                 c->id);
         log_event(LOG_WARNING, KIROD_MESSAGE_NEEDS_LOGIN,
                   "Credential '%s' needs a new login (%s): %s.", c->id, strna(error), hint);
 }
@@ -675,7 +682,23 @@ int credential_start_refresh(Credential *cred, bool force) {
         if (c->method == AUTH_METHOD_API_KEY)
                 return -EOPNOTSUPP;
 
-        r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, &cred->request, &message);
+        /* An AWS refresh token belongs to the client registration that obtained it: once the registration
+         * has lapsed no refresh can work, and registering a new client would not make the old refresh
+         * token valid. Say so instead of sending a request that can only fail. */
+        if ((c->method == AUTH_METHOD_BUILDER_ID || c->method == AUTH_METHOD_IDC) && c->client_secret_expires_at != 0 &&
+            c->client_secret_expires_at != USEC_INFINITY && c->client_secret_expires_at <= now(CLOCK_REALTIME)) {
+                char buf[RFC3339_MAX], e[96];
+                snprintf(e, sizeof e, "the client registration expired on %s",
+                         format_rfc3339(buf, sizeof buf, c->client_secret_expires_at));
+                credential_mark_needs_login(cred, e);
+                credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
+                credential_schedule(cred);
+                credential_emit_changed(cred);
+                return -ENOKEY;
+        }
+
+        r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, m->config.kimi_auth_url, &cred->request,
+                                  &message);
         if (r == REFRESH_E_NO_LOGIN) {
                 credential_mark_needs_login(cred, "the credential has no refresh token or client registration");
                 credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
@@ -703,6 +726,13 @@ int credential_start_refresh(Credential *cred, bool force) {
             append_header(&cred->headers, "amz-sdk-request", "attempt=1; max=1") < 0 ||
             append_header(&cred->headers, "Expect", "") < 0)
                 r = -ENOMEM;
+        STRV_FOREACH(h, cred->request.headers) {
+                struct curl_slist *n = r >= 0 ? curl_slist_append(cred->headers, *h) : NULL;
+                if (!n)
+                        r = -ENOMEM;
+                else
+                        cred->headers = n;
+        }
         if (r >= 0)
                 r = curl_glue_setup_easy(cred->curl, cred->request.url, m->config.ca_file, REFRESH_TIMEOUT_USEC);
         if (r >= 0 &&

@@ -79,6 +79,8 @@ struct Manager {
 
         AuthdConfig config;
 
+        struct Login *logins;           /* device logins under way (authd-login.c) */
+
         uid_t proxy_uid;                /* UID_INVALID when the user does not exist */
         gid_t admin_gid;
 };

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <strings.h>
 
+#include "authd-kimi.h"
 #include "authd-refresh.h"
 #include "curl-glue.h"
 #include "json-util.h"
@@ -19,6 +20,7 @@ void refresh_request_done(RefreshRequest *r) {
         free(r->url);
         erase_and_free_sized(r->body, r->body_size);
         free(r->user_agent);
+        strv_free(r->headers);
         *r = (RefreshRequest) {};
 }
 
@@ -71,7 +73,7 @@ static int build_url(const char *template, const char *region, const char *path,
         return r;
 }
 
-static int form_append(char **buf, size_t *size, const char *key, const char *value) {
+int form_append(char **buf, size_t *size, const char *key, const char *value) {
         char *e = curl_easy_escape(NULL, value, 0);
         if (!e)
                 return -ENOMEM;
@@ -92,7 +94,7 @@ static int form_append(char **buf, size_t *size, const char *key, const char *va
 }
 
 int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, const char *oidc_url,
-                          RefreshRequest *ret, char **ret_message) {
+                          const char *kimi_auth_url, RefreshRequest *ret, char **ret_message) {
         RefreshRequest req = {};
         json_object *o = NULL;
         const char *region = c->region ?: "us-east-1";
@@ -150,6 +152,30 @@ int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, 
                 req.content_type = "application/x-www-form-urlencoded";
                 req.user_agent = strdup(OIDC_USER_AGENT);
                 break;
+
+        case AUTH_METHOD_KIMI_DEVICE: {
+                char device_id[33];
+                /* Form-encoded at the same token endpoint as the login, with kimi-cli's client id and
+                 * headers (B §7). */
+                r = url_from_template(kimi_auth_url, "us-east-1", "/api/oauth/token", &req.url);
+                if (r == -EINVAL) {
+                        if (ret_message)
+                                (void) asprintf(ret_message, "the Kimi auth URL '%s' is not a URL", kimi_auth_url);
+                        return REFRESH_E_BAD_URL;
+                }
+                if (r < 0)
+                        return r;
+                r = form_append(&req.body, &req.body_size, "client_id", c->client_id ?: KIMI_CLIENT_ID);
+                if (r >= 0)
+                        r = form_append(&req.body, &req.body_size, "grant_type", "refresh_token");
+                if (r >= 0)
+                        r = form_append(&req.body, &req.body_size, "refresh_token", c->refresh_token);
+                if (r >= 0)
+                        r = kimi_headers(kimi_device_id(c, device_id), &req.headers);
+                req.content_type = "application/x-www-form-urlencoded";
+                req.user_agent = strdup(KIMI_USER_AGENT);
+                break;
+        }
 
         default:
                 return REFRESH_E_UNSUPPORTED;
@@ -255,6 +281,9 @@ RefreshOutcome refresh_parse_response(AuthMethod m, long status, const char *bod
                 if ((status == 400 || status == 401 || status == 403) && code && code_is_permanent(code))
                         o = REFRESH_PERMANENT;
                 else if ((status == 401 || status == 403) && !code && m == AUTH_METHOD_SOCIAL)
+                        o = REFRESH_PERMANENT;
+                /* Kimi: any 401/403 means a new login (B §7, kimi-cli's oauth.py). */
+                else if ((status == 401 || status == 403) && m == AUTH_METHOD_KIMI_DEVICE)
                         o = REFRESH_PERMANENT;
                 else
                         o = REFRESH_TRANSIENT;

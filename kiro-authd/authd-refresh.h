@@ -11,6 +11,7 @@ typedef struct RefreshRequest {
         size_t body_size;
         const char *content_type;
         char *user_agent;
+        char **headers;         /* extra "Name: value" headers (Kimi's X-Msh-*), not secret */
 } RefreshRequest;
 
 void refresh_request_done(RefreshRequest *r);
@@ -28,10 +29,14 @@ typedef enum RefreshError {
 
 const char *refresh_error_to_string(int e);
 
-/* kiro_auth_url and oidc_url are templates with {region} in the host (url_from_template()). Returns 0,
+/* kiro_auth_url and oidc_url are templates with {region} in the host (url_from_template()); kimi_auth_url is
+ * Kimi's OAuth base (no region). Returns 0,
  * a RefreshError > 0 (with *ret_message for REFRESH_E_BAD_URL and REFRESH_E_BAD_REGION), or -ENOMEM. */
 int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, const char *oidc_url,
-                          RefreshRequest *ret, char **ret_message);
+                          const char *kimi_auth_url, RefreshRequest *ret, char **ret_message);
+
+/* Appends key=value (form-urlencoded) to *buf of *size bytes; the old buffer is wiped. */
+int form_append(char **buf, size_t *size, const char *key, const char *value);
 
 typedef enum RefreshOutcome {
         REFRESH_OK,

@@ -13,6 +13,7 @@ typedef enum SourceKind {
         SOURCE_KIRO_IDE,
         SOURCE_REFRESH_TOKEN,
         SOURCE_API_KEY,
+        SOURCE_LOGIN,           /* kiroctl login */
         SOURCE_OTHER,
 } SourceKind;
 
@@ -35,6 +36,8 @@ static SourceKind credential_source_kind(const Credential *c) {
                 return SOURCE_API_KEY;
         if (startswith(s, "refresh-token"))
                 return SOURCE_REFRESH_TOKEN;
+        if (streq(s, "login"))
+                return SOURCE_LOGIN;
         return SOURCE_OTHER;
 }
 
@@ -73,6 +76,18 @@ int credential_fix(const Credential *c, char **ret) {
         case SOURCE_API_KEY:
                 r = asprintf(&fix, "kiroctl import --api-key-file FILE --replace --id %s", id);
                 break;
+        case SOURCE_LOGIN: {
+                const char *m = strempty(c->auth_method);
+                if (streq(m, "idc"))
+                        r = asprintf(&fix, "kiroctl login idc --start-url URL --region %s --replace --id %s",
+                                     isempty(c->region) ? "REGION" : c->region, id);
+                else if (streq(m, "social"))
+                        r = asprintf(&fix, "kiroctl login google --replace --id %s (or github)", id);
+                else
+                        r = asprintf(&fix, "kiroctl login %s --replace --id %s",
+                                     streq(m, "kimi-device") ? "kimi" : "builder-id", id);
+                break;
+        }
         default:
                 r = asprintf(&fix, "log in again, then import the new login: "
                              "kiroctl import ... --replace --id %s", id);

@@ -13,6 +13,7 @@
 #include "kiroctl-error.h"
 #include "kiroctl-format.h"
 #include "kiroctl-import.h"
+#include "kiroctl-login.h"
 #include "kiroctl-models.h"
 #include "kiroctl-snapshot.h"
 #include "kiroctl-util.h"
@@ -38,6 +39,9 @@ static const char *arg_id = NULL;
 static const char *arg_region = NULL;
 static bool arg_replace = false;
 static bool arg_link = false;
+static const char *arg_start_url = NULL;
+static bool arg_no_wait = false;
+static bool login_cancelled = false;
 static const char *arg_proxy = NULL;
 static bool arg_legend = true;
 
@@ -68,6 +72,9 @@ static void help(void) {
                "  enable ID                         Let the credential be used\n"
                "  disable ID                        Stop using the credential\n"
                "  usage [ID]                        Show plan, credits used and left, and the reset date\n"
+               "  login builder-id|google|github|kimi\n"
+               "  login idc --start-url URL --region REGION\n"
+               "                                    Log in with a device code, without another tool\n"
                "  models [--proxy ADDR]             Show the model catalog kiro-proxyd serves (context\n"
                "                                    windows, thinking, aliases); the built-in table when\n"
                "                                    kiro-proxyd cannot be reached\n"
@@ -90,6 +97,12 @@ static void help(void) {
                "     --replace          Replace an existing credential with the same id\n"
                "     --link             import --from-kiro-ide: follow the IDE's file (read its new logins,\n"
                "                        write rotated tokens back) instead of taking a copy\n"
+               "                        (--id and --replace also apply to login)\n"
+               "\n"
+               "Login options:\n"
+               "     --start-url URL    The IAM Identity Center start URL (https://...)\n"
+               "     --region REGION    The IAM Identity Center region\n"
+               "     --no-wait          Print the login id and return; kiro-authd finishes the login\n"
                "\n"
                "Secrets are never taken from the command line: tokens and keys are read from files or\n"
                "standard input, and passed to kiro-authd as file descriptors.\n"
@@ -100,6 +113,7 @@ static void help(void) {
                "  2  usage error\n"
                "  3  status: a credential needs a new login, or none is usable\n"
                "  4  no such credential\n"
+               "  130  login cancelled with Ctrl-C\n"
                "\n"
                "See the kiroctl(1) man page ('man kiroctl') for details.\n");
 }
@@ -121,6 +135,8 @@ enum {
         ARG_REGION,
         ARG_REPLACE,
         ARG_LINK,
+        ARG_START_URL,
+        ARG_NO_WAIT,
         ARG_PROXY,
 };
 
@@ -142,6 +158,8 @@ static const struct option options[] = {
         { "region",             required_argument, NULL, ARG_REGION             },
         { "replace",            no_argument,       NULL, ARG_REPLACE            },
         { "link",               no_argument,       NULL, ARG_LINK               },
+        { "start-url",          required_argument, NULL, ARG_START_URL          },
+        { "no-wait",            no_argument,       NULL, ARG_NO_WAIT            },
         { "proxy",              required_argument, NULL, ARG_PROXY              },
         {}
 };
@@ -247,6 +265,14 @@ static int parse_argv(int argc, char **argv) {
                 case ARG_REPLACE:
                         arg_replace = true;
                         break;
+                case ARG_START_URL:
+                        r = set_nonempty(&arg_start_url, c, optarg);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_NO_WAIT:
+                        arg_no_wait = true;
+                        break;
                 case ARG_PROXY:
                         if (!startswith(optarg, "unix:/") && !startswith(optarg, "http://") &&
                             !startswith(optarg, "https://"))
@@ -275,6 +301,7 @@ typedef struct Verb {
         int (*dispatch)(sd_bus *bus, int argc, char **argv);
         const char *action;             /* for "permission denied: <action> needs …"; NULL for reads */
         bool import;                    /* takes the import options */
+        bool login;                     /* takes the login options */
         bool no_bus;                    /* talks to kiro-proxyd, not kiro-authd (bus is NULL) */
 } Verb;
 
@@ -617,6 +644,32 @@ static int verb_usage(sd_bus *bus, int argc, char **argv) {
         return 0;
 }
 
+static int verb_login(sd_bus *bus, int argc, char **argv) {
+        LoginOptions o = {
+                .what = argv[1],
+                .start_url = arg_start_url,
+                .region = arg_region,
+                .id = arg_id,
+                .replace = arg_replace,
+                .no_wait = arg_no_wait,
+                .json = arg_json,
+                .flags = output_flags(),
+        };
+        const char *p, *m;
+
+        if (login_names(argv[1], &p, &m) < 0)
+                return usage_error("unknown login '%s': use builder-id, idc, google, github or kimi", argv[1]);
+        if (streq(argv[1], "idc") && (!arg_start_url || !arg_region))
+                return usage_error("login idc needs --start-url URL and --region REGION");
+        if (!streq(argv[1], "idc") && (arg_start_url || arg_region))
+                return usage_error("--start-url and --region are only valid with 'login idc'");
+        (void) free_and_strdup(&error_info.id, arg_id);
+        int r = login_run(bus, &o, &error_info);
+        if (r == -ECANCELED)
+                login_cancelled = true;
+        return r;
+}
+
 static int verb_models(sd_bus *bus, int argc, char **argv) {
         static const char *const defaults[] = { KIROCTL_PROXY_DEFAULTS };
         _cleanup_free_ char *body = NULL;
@@ -654,15 +707,28 @@ static const Verb verbs[] = {
         { "status",  0, 1, verb_status,  NULL,                    false },
         { "list",    0, 0, verb_list,    NULL,                    false },
         { "import",  0, 0, verb_import,  "importing credentials", true  },
+        { "login",   1, 1, verb_login,   "logging in",            false, true },
         { "refresh", 1, 1, verb_refresh, "refreshing credentials", false },
         { "remove",  1, 1, verb_remove,  "removing credentials",  false },
         { "enable",  1, 1, verb_enable,  "enabling credentials",  false },
         { "disable", 1, 1, verb_enable,  "disabling credentials", false },
         { "usage",   0, 1, verb_usage,   NULL,                    false },
-        { "models",  0, 0, verb_models,  NULL,                    false, true },
+        { "models",  0, 0, verb_models,  NULL,                    false, false, true },
 };
 
 static int check_verb_options(const Verb *v) {
+        if (!v->login) {
+                if (arg_start_url)
+                        return usage_error("--start-url is only valid with 'login idc'");
+                if (arg_no_wait)
+                        return usage_error("--no-wait is only valid with 'login'");
+        } else {
+                if (arg_import != IMPORT_NONE)
+                        return usage_error("--%s is only valid with 'import'", arg_import_option);
+                if (arg_db || arg_file)
+                        return usage_error("--%s is only valid with 'import'", arg_db ? "db" : "file");
+                return 0;
+        }
         if (!v->import) {
                 if (arg_import != IMPORT_NONE)
                         return usage_error("--%s is only valid with 'import'", arg_import_option);
@@ -711,7 +777,8 @@ static int dispatch_verb(int argc, char **argv) {
         if (!v)
                 return usage_error("unknown command '%s'", name);
         if ((unsigned) argc - 1 < v->min_args)
-                return usage_error("'%s' needs a credential ID", v->name);
+                return v->login ? usage_error("'login' needs what to log in with: builder-id, idc, google, github or kimi")
+                                : usage_error("'%s' needs a credential ID", v->name);
         if ((unsigned) argc - 1 > v->max_args)
                 return usage_error("too many arguments for '%s'", v->name);
         for (int i = 1; i < argc; i++)
@@ -765,6 +832,10 @@ int main(int argc, char **argv) {
         r = run(argc, argv);
         if (r >= 0)
                 return exit_status;
+        if (r == -ECANCELED && login_cancelled) {
+                error_info_done(&error_info);
+                return KIROCTL_EXIT_CANCELLED;
+        }
 
         if (error_info.error == 0)
                 (void) error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);

@@ -19,8 +19,9 @@ _kiroctl() {
                 prev=${COMP_WORDS[COMP_CWORD - 1]}
         fi
 
-        local verbs='status list import refresh remove enable disable usage'
+        local verbs='status list import login refresh remove enable disable usage models'
         local opts='-h --help --version --json --system --user --no-pager --no-legend'
+        local login_opts='--start-url --region --id --replace --no-wait'
         local import_opts='--from-kiro-cli --from-kiro-ide --refresh-token-file --api-key-file --db --file
                            --id --region --replace --link'
 
@@ -33,7 +34,7 @@ _kiroctl() {
                 fi
                 return
                 ;;
-        --id|--region)
+        --id|--region|--start-url)
                 return
                 ;;
         esac
@@ -44,7 +45,7 @@ _kiroctl() {
                 --user|--system)
                         bus=("${words[i]}")
                         ;;
-                --refresh-token-file|--api-key-file|--db|--file|--id|--region)
+                --refresh-token-file|--api-key-file|--db|--file|--id|--region|--start-url)
                         ((i++))
                         ;;
                 -*)
@@ -61,6 +62,7 @@ _kiroctl() {
 
         if [[ $cur == -* ]]; then
                 [ "$verb" = import ] && opts+=" $import_opts"
+                [ "$verb" = login ] && opts+=" $login_opts"
                 COMPREPLY=($(compgen -W "$opts" -- "$cur"))
                 return
         fi
@@ -69,6 +71,9 @@ _kiroctl() {
                 return
         fi
         case $verb in
+        login)
+                [ "$nargs" -eq 0 ] && COMPREPLY=($(compgen -W "builder-id idc google github kimi" -- "$cur"))
+                ;;
         status|refresh|remove|enable|disable|usage)
                 [ "$nargs" -eq 0 ] && COMPREPLY=($(compgen -W "$(__kiroctl_ids "${bus[@]}")" -- "$cur"))
                 ;;

@@ -13,13 +13,20 @@ function __kiroctl_ids
         kiroctl $bus --no-legend --no-pager list 2>/dev/null | string replace -r '\s.*$' ''
 end
 
-set -l __kiroctl_verbs status list import refresh remove enable disable usage
+set -l __kiroctl_verbs status list import login refresh remove enable disable usage models
 set -l __kiroctl_id_verbs status refresh remove enable disable usage
 
 complete -c kiroctl -f
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a status -d 'Show credentials and their health'
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a list -d 'List credentials'
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a import -d 'Import a credential'
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a login -d 'Log in with a device code'
+complete -c kiroctl -n '__fish_seen_subcommand_from login; and not __fish_seen_subcommand_from builder-id idc google github kimi' -a 'builder-id idc google github kimi' -d 'Login'
+complete -c kiroctl -n '__fish_seen_subcommand_from login' -l start-url -x -d 'IAM Identity Center start URL'
+complete -c kiroctl -n '__fish_seen_subcommand_from login' -l region -x -d 'IAM Identity Center region'
+complete -c kiroctl -n '__fish_seen_subcommand_from login' -l id -x -d 'Name the new credential'
+complete -c kiroctl -n '__fish_seen_subcommand_from login' -l replace -d 'Log in again into an existing credential'
+complete -c kiroctl -n '__fish_seen_subcommand_from login' -l no-wait -d 'Print the login id and return'
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a refresh -d 'Refresh the access token now'
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a remove -d 'Remove a credential'
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a enable -d 'Let a credential be used'

@@ -3,7 +3,8 @@
 # The Debian 12 packages kirod needs to build, run and test; installs the missing ones (root: apt-get,
 # otherwise via sudo when available).
 KIROD_BUILD_DEPS=(meson ninja-build pkg-config gcc libsystemd-dev libcurl4-gnutls-dev libjson-c-dev
-                  libsqlite3-dev libgnutls28-dev libmicrohttpd-dev libinih-dev zlib1g-dev)
+                  libsqlite3-dev libgnutls28-dev libmicrohttpd-dev libinih-dev zlib1g-dev
+                  libqrencode-dev)
 KIROD_RUN_DEPS=(dbus sqlite3 util-linux curl)
 KIROD_TEST_DEPS=(python3 python3-pytest python3-dbus systemd scdoc debootstrap qemu-system-x86 e2fsprogs
                  nghttp2-proxy openssl strace bash-completion zsh fish)

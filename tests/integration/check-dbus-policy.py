@@ -24,6 +24,7 @@ BUS_NAME = "org.kirod.Auth1"
 # What each non-default policy block may send (interface, member), by role.
 PROXY_MEMBERS = {("org.kirod.Auth1.Manager", "GetToken"), ("org.kirod.Auth1.Manager", "ReportUpstreamError")}
 ADMIN_MEMBERS = {("org.kirod.Auth1.Manager", "Import"), ("org.kirod.Auth1.Manager", "StartLogin"),
+                 ("org.kirod.Auth1.Manager", "CancelLogin"),
                  ("org.kirod.Auth1.Credential", "Refresh"), ("org.kirod.Auth1.Credential", "Remove"),
                  ("org.kirod.Auth1.Credential", "SetEnabled")}
 PLACEHOLDER = re.compile(r"@[A-Za-z_]+@")

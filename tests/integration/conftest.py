@@ -232,12 +232,14 @@ def _secrets_collect_fake_auth(f):
 
 
 _SECRET_KEY = _re.compile(r"token|secret|password", _re.I)
+# Keys that name a secret's metadata, not the secret (client_secret_expires_at holds a date).
+_NOT_SECRET_KEY = _re.compile(r"expir|_at$|type$|url$|uri$", _re.I)
 
 
 def _secrets_from_json(obj):
         if isinstance(obj, dict):
                 for k, v in obj.items():
-                        if isinstance(v, str) and _SECRET_KEY.search(str(k)):
+                        if isinstance(v, str) and _SECRET_KEY.search(str(k)) and not _NOT_SECRET_KEY.search(str(k)):
                                 remember_secret(v, f"credential field {k}")
                         else:
                                 _secrets_from_json(v)

@@ -37,6 +37,7 @@ MATRIX = [
         ((MANAGER_PATH, MANAGER_IFACE, "ReportUpstreamError"), {"root", PROXY_USER}),
         ((MANAGER_PATH, MANAGER_IFACE, "Import"), {"root", TEST_ADMIN}),
         ((MANAGER_PATH, MANAGER_IFACE, "StartLogin"), {"root", TEST_ADMIN}),
+        ((MANAGER_PATH, MANAGER_IFACE, "CancelLogin"), {"root", TEST_ADMIN}),
         ((CRED_PATH, CREDENTIAL_IFACE, "Refresh"), {"root", TEST_ADMIN}),
         ((CRED_PATH, CREDENTIAL_IFACE, "Remove"), {"root", TEST_ADMIN}),
         ((CRED_PATH, CREDENTIAL_IFACE, "SetEnabled"), {"root", TEST_ADMIN}),

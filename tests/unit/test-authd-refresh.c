@@ -18,7 +18,7 @@ static CredentialRecord *cred(AuthMethod m) {
 TEST(social_request) {
         CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
-        ASSERT_OK(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev", "https://oidc.{region}.x", &req, NULL));
+        ASSERT_OK(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev", "https://oidc.{region}.x", "https://auth.kimi.com", &req, NULL));
         ASSERT_STREQ(req.url, "https://prod.eu-west-1.auth.desktop.kiro.dev/refreshToken");
         ASSERT_STREQ(req.body, "{\"refreshToken\":\"rt-1\"}");
         ASSERT_STREQ(req.content_type, "application/json");
@@ -30,7 +30,7 @@ TEST(social_request) {
 TEST(oidc_request_camel_case_json) {
         CredentialRecord *c = cred(AUTH_METHOD_BUILDER_ID);
         RefreshRequest req;
-        ASSERT_OK(refresh_build_request(c, "https://k", "https://oidc.{region}.example:99/base/", &req, NULL));
+        ASSERT_OK(refresh_build_request(c, "https://k", "https://oidc.{region}.example:99/base/", "https://auth.kimi.com", &req, NULL));
         ASSERT_STREQ(req.url, "https://oidc.eu-west-1.example:99/base/token");
         _cleanup_json_ json_object *o = NULL;
         ASSERT_OK(json_parse_bounded(req.body, req.body_size, 4, &o, NULL));
@@ -47,7 +47,7 @@ TEST(external_idp_form) {
         c->token_endpoint = strdup("https://idp.example/oauth2/token");
         c->scopes = strdup("openid offline_access");
         RefreshRequest req;
-        ASSERT_OK(refresh_build_request(c, "https://k", "https://o", &req, NULL));
+        ASSERT_OK(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL));
         ASSERT_STREQ(req.url, "https://idp.example/oauth2/token");
         ASSERT_STREQ(req.body, "grant_type=refresh_token&client_id=cid&refresh_token=rt-1&scope=openid%20offline_access");
         ASSERT_STREQ(req.content_type, "application/x-www-form-urlencoded");
@@ -59,11 +59,11 @@ TEST(refuses_plain_http_off_loopback) {
         CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
         char *msg = NULL;
-        ASSERT_EQ(refresh_build_request(c, "http://evil.example", "https://o", &req, &msg), REFRESH_E_BAD_URL);
+        ASSERT_EQ(refresh_build_request(c, "http://evil.example", "https://o", "https://auth.kimi.com", &req, &msg), REFRESH_E_BAD_URL);
         ASSERT_TRUE(strstr(msg, "https"));
         free(msg);
         c->method = AUTH_METHOD_API_KEY;
-        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", &req, NULL), REFRESH_E_UNSUPPORTED);
+        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL), REFRESH_E_UNSUPPORTED);
         credential_record_free(c);
 }
 
@@ -72,11 +72,11 @@ TEST(domain_errors_positive) {
         CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req;
         c->refresh_token = erase_and_free(c->refresh_token);
-        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", &req, NULL), REFRESH_E_NO_LOGIN);
+        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL), REFRESH_E_NO_LOGIN);
         c->method = AUTH_METHOD_BUILDER_ID;
         c->refresh_token = strdup("rt");
         c->client_secret = erase_and_free(c->client_secret);
-        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", &req, NULL), REFRESH_E_NO_LOGIN);
+        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL), REFRESH_E_NO_LOGIN);
         ASSERT_TRUE(REFRESH_E_NO_LOGIN > 0 && REFRESH_E_BAD_URL > 0 && REFRESH_E_BAD_REGION > 0);
         ASSERT_STREQ(refresh_error_to_string(REFRESH_E_NO_LOGIN),
                      "the credential has no refresh token or client registration");
@@ -96,7 +96,7 @@ TEST(hostile_region_refused) {
                         free(c->region);
                         c->region = strdup(bad[i]);
                         ASSERT_EQ(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev",
-                                                        "https://oidc.{region}.amazonaws.com", &req, &msg),
+                                                        "https://oidc.{region}.amazonaws.com", "https://auth.kimi.com", &req, &msg),
                                   REFRESH_E_BAD_REGION);
                         ASSERT_NULL(req.url);
                         ASSERT_TRUE(strstr(msg, "not a valid region"));
@@ -106,7 +106,7 @@ TEST(hostile_region_refused) {
         /* A template with {region} outside the host is a configuration error, not a URL. */
         CredentialRecord *c = cred(AUTH_METHOD_SOCIAL);
         RefreshRequest req = {};
-        ASSERT_EQ(refresh_build_request(c, "https://k.example/{region}", "https://o", &req, NULL), REFRESH_E_BAD_URL);
+        ASSERT_EQ(refresh_build_request(c, "https://k.example/{region}", "https://o", "https://auth.kimi.com", &req, NULL), REFRESH_E_BAD_URL);
         credential_record_free(c);
 }
 
@@ -184,4 +184,54 @@ TEST(success_parsing) {
         ASSERT_STREQ(res.error, "HTTP 400: invalid_grant (Invalid grant provided)");
         ASSERT_NULL(res.access_token);
         refresh_result_done(&res);
+}
+
+/* Kimi (B §7): form-encoded at the Kimi token endpoint with kimi-cli's client id, User-Agent and
+ * X-Msh-* headers, the device id derived from the stored machine id. */
+TEST(kimi_request_form_and_headers) {
+        CredentialRecord *c = cred(AUTH_METHOD_KIMI_DEVICE);
+        RefreshRequest req;
+        bool device = false, platform = false;
+
+        free(c->client_id);
+        c->client_id = NULL; /* falls back to kimi-cli's client id */
+        free(c->machine_id);
+        c->machine_id = strdup("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        ASSERT_OK(refresh_build_request(c, "https://k", "https://o", "https://auth.kimi.com", &req, NULL));
+        ASSERT_STREQ(req.url, "https://auth.kimi.com/api/oauth/token");
+        ASSERT_STREQ(req.body, "client_id=17e5f671-d194-4dfb-9706-5516cb48c098&grant_type=refresh_token&refresh_token=rt-1");
+        ASSERT_STREQ(req.content_type, "application/x-www-form-urlencoded");
+        ASSERT_TRUE(startswith(req.user_agent, "KimiCLI/"));
+        STRV_FOREACH(h, req.headers) {
+                if (streq(*h, "X-Msh-Device-Id: 0123456789abcdef0123456789abcdef"))
+                        device = true;
+                if (streq(*h, "X-Msh-Platform: kimi_cli"))
+                        platform = true;
+                for (const char *p = *h; *p; p++)
+                        ASSERT_TRUE((unsigned char) *p >= ' ' && (unsigned char) *p < 0x7f);
+        }
+        ASSERT_TRUE(device);
+        ASSERT_TRUE(platform);
+        ASSERT_EQ(strv_length(req.headers), 6U);
+        refresh_request_done(&req);
+
+        /* A Kimi auth URL that is no URL is refused like the others. */
+        ASSERT_EQ(refresh_build_request(c, "https://k", "https://o", "ftp://auth.kimi.com", &req, NULL), REFRESH_E_BAD_URL);
+        credential_record_free(c);
+}
+
+TEST(kimi_answers) {
+        RefreshResult res;
+        const char *b = "{\"access_token\":\"at5\",\"expires_in\":900,\"scope\":\"kimi-code\",\"token_type\":\"Bearer\"}";
+        /* No new refresh token: the old one stays (the manager keeps it when refresh_token is NULL). */
+        ASSERT_EQ(refresh_parse_response(AUTH_METHOD_KIMI_DEVICE, 200, b, strlen(b), &res), REFRESH_OK);
+        ASSERT_STREQ(res.access_token, "at5");
+        ASSERT_NULL(res.refresh_token);
+        ASSERT_EQ(res.expires_in, 900 * USEC_PER_SEC);
+        refresh_result_done(&res);
+        /* 401 and 403 are permanent for Kimi whatever the body says; 429 and 5xx are not. */
+        ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 401, "{\"error\":\"unauthorized\"}"), REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 403, "<html>forbidden</html>"), REFRESH_PERMANENT);
+        ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 429, NULL), REFRESH_TRANSIENT);
+        ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 502, NULL), REFRESH_TRANSIENT);
 }

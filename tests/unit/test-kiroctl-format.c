@@ -59,6 +59,16 @@ TEST(fix_commands) {
         f = fix_of("key", "api-key", "needs-login", "api-key");
         ASSERT_STREQ(f, "kiroctl import --api-key-file FILE --replace --id key");
         free(f);
+        /* A device login (kiroctl login) is fixed by logging in again. */
+        f = fix_of("builder-id-1a2b3c4d", "builder-id", "needs-login", "login");
+        ASSERT_STREQ(f, "kiroctl login builder-id --replace --id builder-id-1a2b3c4d");
+        free(f);
+        f = fix_of("k", "kimi-device", "needs-login", "login");
+        ASSERT_STREQ(f, "kiroctl login kimi --replace --id k");
+        free(f);
+        f = fix_of("g", "social", "needs-login", "login");
+        ASSERT_STREQ(f, "kiroctl login google --replace --id g (or github)");
+        free(f);
         f = fix_of("odd id", "social", "needs-login", "refresh-token");
         ASSERT_STREQ(f, "kiroctl import --refresh-token-file FILE --replace --id 'odd id'");
         free(f);

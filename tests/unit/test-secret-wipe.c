@@ -239,7 +239,7 @@ TEST(credential_file_and_refresh_body_leave_nothing) {
 
         RefreshRequest req = {};
         ASSERT_OK(refresh_build_request(c, "https://prod.{region}.auth.desktop.kiro.dev", "https://oidc.{region}.amazonaws.com",
-                                        &req, NULL));
+                                        "https://auth.kimi.com", &req, NULL));
         ASSERT_STREQ(req.url, "https://oidc.eu-central-1.amazonaws.com/token");
         ASSERT_TRUE(strstr(req.body, MARKER));
         refresh_request_done(&req);
