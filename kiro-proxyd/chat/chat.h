@@ -30,6 +30,8 @@ typedef struct Chat Chat;
 /* A front end. Every callback returns 0 or a negative errno (the client went away: the chat ends). For
  * streamed responses the front end starts the HTTP stream in its first callback. */
 typedef struct ChatRenderer {
+        /* The API's label in metrics and logs ("openai", "anthropic", "responses"). */
+        const char *api;
         /* Optional: called once before the upstream call starts (c->frontend_state is set). */
         int (*begin)(Chat *c);
         int (*text)(Chat *c, const char *s, size_t n);
@@ -81,6 +83,13 @@ struct Chat {
         const char *stop_matched;       /* the stop sequence that matched (in conv->stop) */
 
         uint64_t input_tokens, output_tokens;   /* resolved at the end */
+
+        /* For the log line and metrics (chat_record()). */
+        usec_t first_byte;              /* CLOCK_MONOTONIC of the first answer content, 0 before */
+        const char *outcome;            /* "complete", "truncated", "client-gone", "upstream-error" */
+        char *credential;               /* of the last upstream attempt */
+        unsigned attempts;
+        bool recording;                 /* chat_record() is still to run */
 };
 
 /* Takes ownership of conv. On failure before the upstream starts, the chat renders the error itself. */
