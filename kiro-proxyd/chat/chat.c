@@ -322,6 +322,7 @@ static int on_event(ChatCall *call, const ChatEvent *ev, void *userdata) {
                         e.message = NULL;
                 c->call = NULL; /* the upstream layer frees the call after END */
                 c->outcome = "truncated";
+                resolve_usage(c, NULL);
                 (void) c->renderer->fail(c, &e);
                 failure_done(&e);
                 chat_end(c);

@@ -365,8 +365,11 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
                 if (more) {
                         chat_metrics_upstream(n_endpoints > 1 ? chat_metrics.upstream_failovers : chat_metrics.upstream_retries,
                                               "kiro", reason);
+                        char f_req[64], f_reason[64];
+                        (void) snprintf(f_req, sizeof f_req, "KIROD_REQUEST_ID=%s", call->conv->request_id);
+                        (void) snprintf(f_reason, sizeof f_reason, "KIROD_REASON=%s", reason);
                         if (n_endpoints > 1)
-                                log_struct(LOG_NOTICE, KIROD_MESSAGE_UPSTREAM_FAILOVER, NULL,
+                                log_struct(LOG_NOTICE, KIROD_MESSAGE_UPSTREAM_FAILOVER, (const char *const[]) { f_req, f_reason, NULL },
                                            "Request %s moves to the next Kiro endpoint after %s.", call->conv->request_id, reason);
                         return call_retry(call, call->endpoint % n_endpoints == 0 ? backoff(call) : 0);
                 }
