@@ -73,7 +73,10 @@ static int parse(const char *buf, size_t size, int max_depth, bool secret, json_
         enum json_tokener_error jerr = json_tokener_get_error(tok);
         size_t consumed = json_tokener_get_parse_end(tok);
         tokener_wipe(tok, size);
-        if (secret)
+        /* json_tokener_reset() (json-c 0.16) keeps a pending high surrogate: after a document that
+         * failed right behind "\ud83d", the next document's first \u escape would become U+FFFD. Only a
+         * tokener that finished its document goes back to the cache. */
+        if (secret || jerr != json_tokener_success)
                 json_tokener_free(tok);
         else
                 tokener_put(tok, max_depth);

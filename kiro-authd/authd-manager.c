@@ -18,9 +18,12 @@
 #define REFRESH_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define REFRESH_RESPONSE_MAX (1024 * 1024)
 
+/* For jitter only: without entropy (getrandom() fails only before the pool is ready or on a bad
+ * argument) the clock spreads timers well enough. */
 static uint64_t random_u64(void) {
-        uint64_t v = 0;
-        (void) getrandom(&v, sizeof v, 0);
+        uint64_t v;
+        if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t) sizeof v)
+                v = now(CLOCK_MONOTONIC);
         return v;
 }
 

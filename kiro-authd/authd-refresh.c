@@ -55,16 +55,17 @@ static int set_body_json(RefreshRequest *req, json_object *o) {
 static int build_url(const char *template, const char *region, const char *path, char **ret,
                      char **ret_message) {
         if (!region_is_valid(region)) {
-                if (ret_message)
-                        (void) asprintf(ret_message, "the credential's region '%.*s' is not a valid region",
-                                        REGION_MAX, region);
+                if (ret_message && asprintf(ret_message, "the credential's region '%.*s' is not a valid region",
+                                            REGION_MAX, region) < 0)
+                        *ret_message = NULL;
                 return REFRESH_E_BAD_REGION;
         }
         int r = url_from_template(template, region, path, ret);
         if (r == -EINVAL) {
-                if (ret_message)
-                        (void) asprintf(ret_message, "the refresh URL template '%s' is not a URL with {region} only in its host",
-                                        template);
+                if (ret_message && asprintf(ret_message,
+                                            "the refresh URL template '%s' is not a URL with {region} only in its host",
+                                            template) < 0)
+                        *ret_message = NULL;
                 return REFRESH_E_BAD_URL;
         }
         return r;
@@ -160,9 +161,10 @@ int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, 
         if (r >= 0 && (!req.url || !req.user_agent || !req.body))
                 r = -ENOMEM;
         if (r >= 0 && url_check_scheme(req.url) < 0) {
-                if (ret_message)
-                        (void) asprintf(ret_message, "refusing refresh URL '%s': only https:// (or http:// to loopback) is allowed",
-                                        req.url);
+                if (ret_message && asprintf(ret_message,
+                                            "refusing refresh URL '%s': only https:// (or http:// to loopback) is allowed",
+                                            req.url) < 0)
+                        *ret_message = NULL;
                 r = REFRESH_E_BAD_URL;
         }
         if (r != 0) {
@@ -222,13 +224,17 @@ static bool code_is_permanent(const char *code) {
 
 static RefreshOutcome failure(RefreshResult *res, RefreshOutcome o, long status, const char *code,
                               const char *desc) {
+        int r;
+
         if (status == 0)
-                (void) asprintf(&res->error, "network error: %s", desc ?: "unknown");
+                r = asprintf(&res->error, "network error: %s", desc ?: "unknown");
         else if (code)
-                (void) asprintf(&res->error, "HTTP %ld: %s%s%s%s", status, code, desc ? " (" : "", desc ?: "",
-                                desc ? ")" : "");
+                r = asprintf(&res->error, "HTTP %ld: %s%s%s%s", status, code, desc ? " (" : "", desc ?: "",
+                             desc ? ")" : "");
         else
-                (void) asprintf(&res->error, "HTTP %ld%s%s", status, desc ? ": " : "", desc ?: "");
+                r = asprintf(&res->error, "HTTP %ld%s%s", status, desc ? ": " : "", desc ?: "");
+        if (r < 0)
+                res->error = NULL;
         return o;
 }
 
@@ -292,7 +298,7 @@ RefreshOutcome refresh_parse_response(AuthMethod m, long status, const char *bod
         json_object_erase_strings(j);
         if (!res.access_token) {
                 refresh_result_done(&res);
-                (void) asprintf(&res.error, "out of memory");
+                res.error = strdup("out of memory");
                 *ret = res;
                 return REFRESH_TRANSIENT;
         }

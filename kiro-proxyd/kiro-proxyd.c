@@ -13,10 +13,13 @@
 #include "api/api-error.h"
 #include "http/http-access.h"
 #include "http/http-listen.h"
+#include "api/api-models.h"
 #include "api/api-openai.h"
+#include "api/api-responses.h"
 #include "auth/auth-credinfo.h"
 #include "auth/auth-tokencache.h"
 #include "chat/chat-metrics.h"
+#include "kiro/kiro-models.h"
 #include "kiro/kiro-upstream.h"
 
 typedef struct Proxy {
@@ -24,9 +27,11 @@ typedef struct Proxy {
         sd_bus *bus;
         TokenCache *tokens;
         Upstream *upstream;
+        KiroModels *models;
         HttpServer *http;
         ApiKeys *keys;
         ChatContext chat;
+        ResponsesStore *responses;
         sd_event_source *idle_timer;
         bool activated;
         bool in_after_dispatch;
@@ -40,6 +45,8 @@ typedef struct Proxy {
         HttpLimits limits;
         ApiLimits api;
         usec_t exit_on_idle;
+        size_t responses_store_max;
+        usec_t responses_store_sec;
         /* [Kiro] */
         UpstreamConfig kiro;
         /* [Kimi] */
@@ -54,7 +61,10 @@ static bool arg_user = false;
 static void proxy_done(Proxy *p) {
         p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
         p->http = http_server_free(p->http);
+        p->responses = responses_store_free(p->responses);
+        p->models = kiro_models_free(p->models);
         p->upstream = upstream_free(p->upstream);
+        models_live_clear();
         p->tokens = token_cache_free(p->tokens);
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
@@ -69,6 +79,7 @@ static void proxy_done(Proxy *p) {
         chat_metrics_done();
 }
 
+/* /v1/responses uses OpenAI's error shape and statuses. */
 static ApiShape shape_of_path(const char *path) {
         return startswith(strempty(path), "/v1/messages") ? API_SHAPE_ANTHROPIC : API_SHAPE_OPENAI;
 }
@@ -230,16 +241,19 @@ static int on_request(HttpRequest *r, void *userdata) {
         if (streq(path, "/metrics") && get)
                 return handle_probe(p, r, true);
         if (streq(path, "/v1/models") && get)
-                return openai_handle_models(r);
+                return api_models_handle(&p->chat, r);
         if (streq(path, "/v1/chat/completions") && post)
                 return openai_handle_chat(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages") && post)
                 return anthropic_handle_messages(&p->chat, r, &p->api);
         if (streq(path, "/v1/messages/count_tokens") && post)
                 return anthropic_handle_count_tokens(r, &p->api);
+        if (streq(path, "/v1/responses") && post)
+                return responses_handle(&p->chat, r, &p->api, p->responses);
 
-        bool known = streq(path, "/metrics") || streq(path, "/readyz") || streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
-                     streq(path, "/v1/messages/count_tokens");
+        bool known = streq(path, "/metrics") || streq(path, "/readyz") || streq(path, "/v1/models") ||
+                     streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
+                     streq(path, "/v1/messages/count_tokens") || streq(path, "/v1/responses");
         Failure e = {};
         if (known)
                 (void) failure_set(&e, FAILURE_INVALID_REQUEST, NULL, "Method %s is not allowed on %s.", method, path);
@@ -294,17 +308,22 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "TLSCertificateFile", config_parse_string, &p->tls_certificate_file },
                 { "Proxy", "TLSKeyFile", config_parse_string, &p->tls_key_file },
                 { "Proxy", "MaxConnections", config_parse_unsigned, &p->limits.max_connections },
+                { "Proxy", "MaxConnectionsPerClient", config_parse_unsigned, &p->limits.max_connections_per_client },
                 { "Proxy", "MaxBodyBytes", config_parse_uint64, &max_body },
                 { "Proxy", "IdleTimeoutSec", config_parse_sec, &p->limits.idle_timeout_usec },
                 { "Proxy", "RequestTimeoutSec", config_parse_sec, &p->limits.request_timeout_usec },
+                { "Proxy", "HeaderTimeoutSec", config_parse_sec, &p->limits.header_timeout_usec },
                 { "Proxy", "MaxJSONDepth", config_parse_unsigned, &p->api.max_json_depth },
                 { "Proxy", "MaxMessages", parse_size, &p->api.max_messages },
                 { "Proxy", "MaxContentParts", parse_size, &p->api.max_content_parts },
                 { "Proxy", "MaxTools", parse_size, &p->api.max_tools },
                 { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
+                { "Proxy", "StallTimeoutSec", config_parse_sec, &p->kiro.stall_timeout },
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
                 { "Proxy", "LogFormat", parse_log_format, NULL },
                 { "Proxy", "PingIntervalSec", config_parse_sec, &p->chat.ping_interval },
+                { "Proxy", "ResponsesStoreMax", parse_size, &p->responses_store_max },
+                { "Proxy", "ResponsesStoreSec", config_parse_sec, &p->responses_store_sec },
                 { "Kiro", "Endpoints", parse_endpoints, &p->kiro.endpoints },
                 { "Kiro", "MaxUpstreamPayloadBytes", parse_size, &p->kiro.max_payload_bytes },
                 { "Kiro", "TrimHistory", config_parse_bool, &p->kiro.trim_history },
@@ -527,7 +546,9 @@ static void on_http_idle(void *userdata) {
 
 static int run(int argc, char *argv[]) {
         _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .api = API_LIMITS_DEFAULT,
-                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
+                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT,
+                                          .responses_store_max = RESPONSES_STORE_MAX_DEFAULT,
+                                          .responses_store_sec = RESPONSES_STORE_SEC_DEFAULT };
         sigset_t ss;
         int r;
 
@@ -582,6 +603,14 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
+        r = kiro_models_new(p.upstream, &p.models);
+        if (r < 0)
+                return log_oom();
+        p.chat.catalog = (ChatCatalog) { .ops = &kiro_catalog_ops, .data = p.models };
+
+        r = responses_store_new(p.responses_store_max, p.responses_store_sec, &p.responses);
+        if (r < 0)
+                return log_oom();
 
         bump_nofile(p.limits.max_connections);
         r = http_server_new(p.event, &p.limits, on_request, &p, &p.http);

@@ -11,6 +11,7 @@
 #include "kiroctl-error.h"
 #include "kiroctl-format.h"
 #include "kiroctl-import.h"
+#include "kiroctl-models.h"
 #include "kiroctl-snapshot.h"
 #include "kiroctl-util.h"
 #include "log.h"
@@ -34,6 +35,7 @@ static const char *arg_input = NULL;            /* --refresh-token-file / --api-
 static const char *arg_id = NULL;
 static const char *arg_region = NULL;
 static bool arg_replace = false;
+static const char *arg_proxy = NULL;
 static bool arg_legend = true;
 
 /* The exit status of a run that did not fail: 0, or KIROCTL_EXIT_NOT_USABLE from status. */
@@ -62,6 +64,9 @@ static void help(void) {
                "  remove ID                         Remove the credential\n"
                "  enable ID                         Let the credential be used\n"
                "  disable ID                        Stop using the credential\n"
+               "  models [--proxy ADDR]             Show the model catalog kiro-proxyd serves (context\n"
+               "                                    windows, thinking, aliases); the built-in table when\n"
+               "                                    kiro-proxyd cannot be reached\n"
                "\n"
                "Options:\n"
                "  -h --help             Show this help\n"
@@ -71,6 +76,9 @@ static void help(void) {
                "     --user             Talk to kiro-authd on the user's session bus\n"
                "     --no-pager         Accepted for systemctl habits; kiroctl never pages\n"
                "     --no-legend        Print no column headers and no summary line\n"
+               "     --proxy ADDR       kiro-proxyd for 'models': unix:/PATH or http(s)://HOST:PORT\n"
+               "                        (default: unix:/run/kiro-proxyd/http.sock, then http://127.0.0.1:8399;\n"
+               "                        an API key is taken from $KIRO_PROXY_API_KEY)\n"
                "\n"
                "Import options:\n"
                "     --id ID            Name the credential (default: derived by kiro-authd)\n"
@@ -106,6 +114,7 @@ enum {
         ARG_ID,
         ARG_REGION,
         ARG_REPLACE,
+        ARG_PROXY,
 };
 
 static const struct option options[] = {
@@ -125,6 +134,7 @@ static const struct option options[] = {
         { "id",                 required_argument, NULL, ARG_ID                 },
         { "region",             required_argument, NULL, ARG_REGION             },
         { "replace",            no_argument,       NULL, ARG_REPLACE            },
+        { "proxy",              required_argument, NULL, ARG_PROXY              },
         {}
 };
 
@@ -226,6 +236,12 @@ static int parse_argv(int argc, char **argv) {
                 case ARG_REPLACE:
                         arg_replace = true;
                         break;
+                case ARG_PROXY:
+                        if (!startswith(optarg, "unix:/") && !startswith(optarg, "http://") &&
+                            !startswith(optarg, "https://"))
+                                return usage_error("--proxy takes unix:/PATH or http(s)://HOST:PORT");
+                        arg_proxy = optarg;
+                        break;
                 /* For long options getopt sets optopt to their value (or 0), so name them from argv. */
                 case ':':
                         if (optopt > 0 && optopt < 0x80)
@@ -248,6 +264,7 @@ typedef struct Verb {
         int (*dispatch)(sd_bus *bus, int argc, char **argv);
         const char *action;             /* for "permission denied: <action> needs …"; NULL for reads */
         bool import;                    /* takes the import options */
+        bool no_bus;                    /* talks to kiro-proxyd, not kiro-authd (bus is NULL) */
 } Verb;
 
 static bool stdout_is_tty(void) {
@@ -538,6 +555,39 @@ static int verb_enable(sd_bus *bus, int argc, char **argv) {
         return 0;
 }
 
+static int verb_models(sd_bus *bus, int argc, char **argv) {
+        static const char *const defaults[] = { KIROCTL_PROXY_DEFAULTS };
+        _cleanup_free_ char *body = NULL;
+        size_t size = 0;
+        const char *source = NULL;
+        int r = -ECONNREFUSED;
+
+        for (size_t i = 0; i < (arg_proxy ? 1 : ELEMENTSOF(defaults)); i++) {
+                const char *p = arg_proxy ?: defaults[i];
+                r = models_fetch(p, getenv("KIRO_PROXY_API_KEY"), &body, &size);
+                if (r >= 0) {
+                        source = p;
+                        break;
+                }
+                if (r == -EACCES)
+                        return error_info_set_detail(&error_info, ERROR_CONTEXT_ANY, EACCES,
+                                                     "kiro-proxyd at %s wants an API key: set $KIRO_PROXY_API_KEY", p);
+                if (arg_proxy)
+                        return error_info_set_detail(&error_info, ERROR_CONTEXT_ANY, -r,
+                                                     "cannot get the models from kiro-proxyd at %s", p);
+        }
+        if (!source) {
+                fprintf(stderr, "kiro-proxyd cannot be reached; showing the built-in table (Kiro's own list is "
+                                "known only to a running kiro-proxyd).\n");
+                r = models_builtin_body(&body, &size);
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);
+                source = "built-in table";
+        }
+        r = models_print(stdout, body, size, arg_json, source, output_flags().colors);
+        return r < 0 ? error_info_set_detail(&error_info, ERROR_CONTEXT_ANY, -r, "cannot read the model list") : 0;
+}
+
 static const Verb verbs[] = {
         { "status",  0, 1, verb_status,  NULL,                    false },
         { "list",    0, 0, verb_list,    NULL,                    false },
@@ -546,6 +596,7 @@ static const Verb verbs[] = {
         { "remove",  1, 1, verb_remove,  "removing credentials",  false },
         { "enable",  1, 1, verb_enable,  "enabling credentials",  false },
         { "disable", 1, 1, verb_enable,  "disabling credentials", false },
+        { "models",  0, 0, verb_models,  NULL,                    false, true },
 };
 
 static int check_verb_options(const Verb *v) {
@@ -602,6 +653,11 @@ static int dispatch_verb(int argc, char **argv) {
         r = check_verb_options(v);
         if (r < 0)
                 return r;
+
+        if (arg_proxy && !v->no_bus)
+                return usage_error("--proxy is only valid with 'models'");
+        if (v->no_bus)
+                return v->dispatch(NULL, argc, argv);
 
         error_info.action = v->action;
         error_info.user_bus = arg_user;

@@ -10,6 +10,9 @@ KIROD_TEST_DEPS=(python3 python3-pytest python3-dbus systemd scdoc debootstrap q
                  prometheus)  # promtool and the server for tests/integration/test_metrics.py
 # Building the Debian package (debian/) and linting it: tests/package/check-deb.sh.
 KIROD_PACKAGE_DEPS=(dpkg-dev debhelper fakeroot lintian bash-completion scdoc systemd)
+# The libFuzzer build of tests/fuzz (-Dfuzz=true): clang, its sanitizer and libFuzzer runtimes, and
+# llvm-symbolizer for readable crash reports.
+KIROD_FUZZ_DEPS=(clang libclang-rt-14-dev llvm)
 
 kirod_install_deps() {
         local missing=() p

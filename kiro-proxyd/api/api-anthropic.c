@@ -6,6 +6,7 @@
 #include "json-util.h"
 #include "api/api-anthropic.h"
 #include "api/api-error.h"
+#include "api/api-models.h"
 
 /* A started stream with no output for this long gets a "ping" event, so clients and proxies keep it open
  * (PingIntervalSec= changes it). */
@@ -702,6 +703,10 @@ static const ChatRenderer anthropic_renderer = {
         .fail = render_fail,
 };
 
+static int handle_messages_again(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits, void *extra) {
+        return anthropic_handle_messages(ctx, http, limits);
+}
+
 int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits) {
         _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
@@ -711,6 +716,9 @@ int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, const ApiLimi
         int r;
 
         r = anthropic_parse_messages(body, size, limits, false, &conv, &info, &err);
+        if (r < 0 && err.kind == FAILURE_NOT_FOUND && streq_ptr(err.param, "model") &&
+            api_models_retry_unknown(ctx, http, limits, handle_messages_again, NULL) > 0)
+                return 0;
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)

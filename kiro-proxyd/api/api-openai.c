@@ -2,6 +2,7 @@
 /* The OpenAI chat completions front end: routes, response rendering (SSE chunks or one JSON body). */
 #include "chat/chat.h"
 #include "api/api-error.h"
+#include "api/api-models.h"
 #include "api/api-openai.h"
 
 typedef struct OpenAIState {
@@ -243,6 +244,10 @@ static const ChatRenderer openai_renderer = {
         .fail = render_fail,
 };
 
+static int handle_chat_again(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits, void *extra) {
+        return openai_handle_chat(ctx, http, limits);
+}
+
 int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits) {
         _cleanup_(failure_done) Failure err = {};
         Conversation *conv = NULL;
@@ -252,6 +257,9 @@ int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *lim
         int r;
 
         r = openai_parse_chat(body, size, limits, &conv, &opts, &err);
+        if (r < 0 && err.kind == FAILURE_NOT_FOUND && streq_ptr(err.param, "model") &&
+            api_models_retry_unknown(ctx, http, limits, handle_chat_again, NULL) > 0)
+                return 0;
         if (r == -ENOMEM)
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
@@ -263,28 +271,4 @@ int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *lim
         }
         st->opts = opts;
         return chat_start(ctx, http, conv, &opts.model, &openai_renderer, st, state_free, "chatcmpl-");
-}
-
-int openai_handle_models(HttpRequest *http) {
-        _cleanup_(buf_done) Buf b = {};
-        int r = buf_puts(&b, "{\"object\":\"list\",\"data\":[");
-        bool first = true;
-        for (size_t i = 0; r >= 0 && i < models_count(); i++) {
-                const ModelInfo *m = models_get(i);
-                for (int thinking = 0; r >= 0 && thinking <= (m->list_thinking_variant ? 1 : 0); thinking++) {
-                        r = buf_putf(&b,
-                                     "%s{\"id\":\"%s%s\",\"object\":\"model\",\"created\":1735689600,\"owned_by\":\"%s\","
-                                     "\"display_name\":\"%s%s\",\"context_window\":%llu,\"max_output_tokens\":%llu}",
-                                     first ? "" : ",", m->id, thinking ? "-thinking" : "",
-                                     model_provider_to_string(m->provider), m->display_name,
-                                     thinking ? " (thinking)" : "", (unsigned long long) m->context_window,
-                                     (unsigned long long) m->max_output_tokens);
-                        first = false;
-                }
-        }
-        if (r >= 0)
-                r = buf_puts(&b, "]}");
-        if (r < 0)
-                return http_request_respond_error(http, 500, "Out of memory.");
-        return http_request_respond(http, 200, "application/json", b.data, b.size, NULL);
 }

@@ -18,6 +18,5 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *limits, Co
 
 #include "chat/chat.h"
 
-/* POST /v1/chat/completions and GET /v1/models. */
+/* POST /v1/chat/completions. */
 int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits);
-int openai_handle_models(HttpRequest *http);

@@ -6,6 +6,10 @@
 
 #include "chat/chat-models.h"
 
+/* Limits for a model Kiro lists without tokenLimits and the table does not know. */
+#define MODEL_CONTEXT_WINDOW_UNKNOWN 200000U
+#define MODEL_MAX_OUTPUT_UNKNOWN 32000U
+
 /* Longest client model name we look at; longer ones cannot be in the table. */
 #define MODEL_NAME_MAX 128U
 
@@ -120,6 +124,152 @@ static void dots_for_dashes(char *s) {
                         s[i] = '.';
 }
 
+/* ---- the live list ---------------------------------------------------------------------------------- */
+
+/* Interned model strings: never freed while the process runs (a handful of ids). */
+typedef struct LiveEntry {
+        char *id;
+        char *display_name;
+        uint64_t context_window, max_output_tokens;
+        bool thinking;
+        bool listed;            /* in the current list */
+} LiveEntry;
+
+static LiveEntry *live = NULL;
+static size_t n_live = 0;
+static bool live_known = false;
+static size_t *listed_idx = NULL;       /* indices into live, in Kiro's order */
+static size_t n_listed = 0;
+
+static LiveEntry *live_find(const char *id) {
+        for (size_t i = 0; i < n_live; i++)
+                if (strcasecmp(live[i].id, id) == 0)
+                        return live + i;
+        return NULL;
+}
+
+int models_live_set(ModelProvider p, const ModelLive *list, size_t n) {
+        if (p != MODEL_PROVIDER_KIRO)
+                return -EOPNOTSUPP;
+        size_t *idx = calloc(n ?: 1, sizeof *idx), k = 0;
+        if (!idx)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_live; i++)
+                live[i].listed = false;
+        for (size_t i = 0; i < n; i++) {
+                if (isempty(list[i].id))
+                        continue;
+                LiveEntry *e = live_find(list[i].id);
+                if (!e) {
+                        LiveEntry *a = realloc(live, (n_live + 1) * sizeof *live);
+                        if (!a) {
+                                free(idx);
+                                return -ENOMEM;
+                        }
+                        live = a;
+                        e = live + n_live;
+                        *e = (LiveEntry) { .id = strdup(list[i].id) };
+                        if (!e->id) {
+                                free(idx);
+                                return -ENOMEM;
+                        }
+                        n_live++;
+                }
+                if (list[i].display_name && !streq_ptr(e->display_name, list[i].display_name)) {
+                        /* Interned too: the old name may still be referenced. Only the first name is kept. */
+                        if (!e->display_name && !(e->display_name = strdup(list[i].display_name))) {
+                                free(idx);
+                                return -ENOMEM;
+                        }
+                }
+                e->context_window = list[i].context_window;
+                e->max_output_tokens = list[i].max_output_tokens;
+                e->thinking = list[i].thinking;
+                if (!e->listed)
+                        idx[k++] = (size_t) (e - live);
+                e->listed = true;
+        }
+        free(listed_idx);
+        listed_idx = idx;
+        n_listed = k;
+        live_known = true;
+        return 0;
+}
+
+bool models_live_known(void) {
+        return live_known;
+}
+
+void models_live_clear(void) {
+        for (size_t i = 0; i < n_live; i++) {
+                free(live[i].id);
+                free(live[i].display_name);
+        }
+        free(live);
+        live = NULL;
+        free(listed_idx);
+        listed_idx = NULL;
+        n_listed = 0;
+        n_live = 0;
+        live_known = false;
+}
+
+/* The listed entries in Kiro's order. */
+static const LiveEntry *live_listed(size_t k) {
+        return k < n_listed ? live + listed_idx[k] : NULL;
+}
+
+static size_t live_n_listed(void) {
+        return n_listed;
+}
+
+size_t models_catalog_count(void) {
+        return live_known && live_n_listed() > 0 ? live_n_listed() : ELEMENTSOF(models) - 1 /* not Kimi */;
+}
+
+static const ModelInfo *table_find(const char *id) {
+        for (size_t i = 0; i < ELEMENTSOF(models); i++)
+                if (strcasecmp(models[i].id, id) == 0)
+                        return models + i;
+        return NULL;
+}
+
+bool models_catalog_get(size_t i, ModelCatalogEntry *ret) {
+        if (!(live_known && live_n_listed() > 0)) {
+                if (i >= ELEMENTSOF(models) || models[i].provider != MODEL_PROVIDER_KIRO)
+                        return false;
+                *ret = (ModelCatalogEntry) {
+                        .id = models[i].id, .display_name = models[i].display_name, .provider = MODEL_PROVIDER_KIRO,
+                        .context_window = models[i].context_window, .max_output_tokens = models[i].max_output_tokens,
+                        .thinking = models[i].list_thinking_variant, .in_table = true,
+                };
+                return true;
+        }
+        const LiveEntry *e = live_listed(i);
+        if (!e)
+                return false;
+        const ModelInfo *t = table_find(e->id);
+        *ret = (ModelCatalogEntry) {
+                .id = t ? t->id : e->id,
+                .display_name = e->display_name ?: t ? t->display_name : e->id,
+                .provider = MODEL_PROVIDER_KIRO,
+                .context_window = e->context_window ?: t ? t->context_window : MODEL_CONTEXT_WINDOW_UNKNOWN,
+                .max_output_tokens = e->max_output_tokens ?: t ? t->max_output_tokens : MODEL_MAX_OUTPUT_UNKNOWN,
+                .thinking = e->thinking || (t && t->list_thinking_variant),
+                .listed_upstream = true,
+                .in_table = t,
+        };
+        return true;
+}
+
+size_t models_aliases(const char *id, const char **ret, size_t max) {
+        size_t n = 0;
+        for (size_t i = 0; i < ELEMENTSOF(aliases) && n < max; i++)
+                if (streq(aliases[i].id, id))
+                        ret[n++] = aliases[i].alias;
+        return n;
+}
+
 int models_resolve(const char *name, ModelInfo *ret, bool *ret_thinking) {
         char n[MODEL_NAME_MAX + 1];
         const ModelInfo *m;
@@ -161,10 +311,39 @@ int models_resolve(const char *name, ModelInfo *ret, bool *ret_thinking) {
                 dots_for_dashes(n);
                 m = lookup(n);
         }
-        if (!m || m->provider != MODEL_PROVIDER_KIRO)
+        if (!m) {
+                /* A model Kiro lists that the table does not know: usable under its own id. */
+                const LiveEntry *e = live_find(name);
+                bool th = false;
+                if (!e) {
+                        char raw[MODEL_NAME_MAX + 1];
+                        strcpy(raw, name);
+                        th = strip_suffix(raw, "-thinking");
+                        e = th ? live_find(raw) : NULL;
+                }
+                if (!e || !e->listed)
+                        return -ENOENT;
+                *ret = (ModelInfo) {
+                        .id = e->id, .upstream_id = e->id, .display_name = e->display_name ?: e->id,
+                        .provider = MODEL_PROVIDER_KIRO,
+                        .context_window = e->context_window ?: MODEL_CONTEXT_WINDOW_UNKNOWN,
+                        .max_output_tokens = e->max_output_tokens ?: MODEL_MAX_OUTPUT_UNKNOWN,
+                        .list_thinking_variant = e->thinking,
+                };
+                if (ret_thinking)
+                        *ret_thinking = th;
+                return 0;
+        }
+        if (m->provider != MODEL_PROVIDER_KIRO)
                 return -ENOENT;
 
         *ret = *m;
+        /* Kiro's own limits win over the table's where it gives them. */
+        const LiveEntry *e = live_find(m->upstream_id);
+        if (e && e->listed && e->context_window > 0)
+                ret->context_window = e->context_window;
+        if (e && e->listed && e->max_output_tokens > 0)
+                ret->max_output_tokens = e->max_output_tokens;
         if (ret_thinking)
                 *ret_thinking = thinking;
         return 0;

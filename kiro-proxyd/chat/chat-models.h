@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "macro.h"
+#include "chat/chat-catalog.h"
 
 typedef enum ModelProvider {
         MODEL_PROVIDER_KIRO,
@@ -40,6 +41,34 @@ typedef struct ModelInfo {
  * claude-3.7/3.5-sonnet → claude-sonnet-4, claude-3.5-haiku → claude-haiku-4.5).
  * ret_thinking may be NULL; it is set to false when no "-thinking" suffix was present. */
 int models_resolve(const char *name, ModelInfo *ret, bool *ret_thinking);
+
+/* The live list: the models a back end lists (Kiro's ListAvailableModels), merged with the table by
+ * models_resolve() and the catalog below. Strings handed out stay valid for the life of the process (ids are
+ * interned: a ModelInfo resolved before an update keeps valid pointers). */
+/* Replaces the live list of provider p (copies everything). */
+int models_live_set(ModelProvider p, const ModelLive *list, size_t n);
+/* Whether a live list was ever set. */
+bool models_live_known(void);
+/* Frees the live list (at exit, for leak checkers). */
+void models_live_clear(void);
+
+/* The catalog served on /v1/models and by kiroctl models: the live list (each entry completed from the
+ * table: context window, output limit, thinking where Kiro gives none) when one is known, else the table. */
+typedef struct ModelCatalogEntry {
+        const char *id;
+        const char *display_name;
+        ModelProvider provider;
+        uint64_t context_window;
+        uint64_t max_output_tokens;
+        bool thinking;                  /* reasoning can be asked for ("-thinking" variant, reasoning effort) */
+        bool listed_upstream;           /* Kiro listed it */
+        bool in_table;                  /* the built-in table knows it */
+} ModelCatalogEntry;
+
+size_t models_catalog_count(void);
+bool models_catalog_get(size_t i, ModelCatalogEntry *ret);
+/* The aliases that reach id (table aliases and the "-thinking" variant), at most max, returns how many. */
+size_t models_aliases(const char *id, const char **ret, size_t max);
 
 /* Iteration over the listed models (Kiro first, then Kimi), for /v1/models and kiroctl models. */
 size_t models_count(void) _pure_;

@@ -166,6 +166,10 @@ void chat_usage(Chat *c, uint64_t *ret_input, uint64_t *ret_output) {
         *ret_output = c->output_tokens;
 }
 
+uint64_t chat_usage_cached(Chat *c) {
+        return c->cached_tokens;
+}
+
 static int emit_text(Chat *c, const char *s, size_t n) {
         if (n == 0)
                 return 0;
@@ -247,8 +251,10 @@ static void resolve_usage(Chat *c, const ChatUsage *u) {
                 u = &empty;
         /* Exact numbers when Kiro reports them; otherwise our estimator, the one count_tokens uses, so that
          * the two agree (contextUsagePercentage is too coarse to be worth the disagreement). */
-        if (u->has_tokens)
+        if (u->has_tokens) {
                 chat_usage_resolve(u, c->model.context_window, c->input_estimate, &c->input_tokens, &c->output_tokens);
+                c->cached_tokens = u->cache_read_input_tokens;
+        }
         else {
                 c->input_tokens = c->input_estimate;
                 c->output_tokens = token_counter_get(&c->output_counter);

@@ -6,6 +6,7 @@
 #include "buf.h"
 #include "http/http.h"
 #include "chat/chat-backend.h"
+#include "chat/chat-catalog.h"
 #include "chat/chat-failure.h"
 #include "chat/chat-models.h"
 #include "chat/chat-thinking.h"
@@ -49,6 +50,7 @@ typedef struct ChatRenderer {
 typedef struct ChatContext {
         ChatBackend backends[_MODEL_PROVIDER_MAX];      /* by the provider of the requested model */
         usec_t ping_interval;           /* PingIntervalSec=: Anthropic "ping" events; 0 = default, infinity = none */
+        ChatCatalog catalog;            /* the live model list (ops NULL: the built-in table only) */
 } ChatContext;
 
 struct Chat {
@@ -83,6 +85,7 @@ struct Chat {
         const char *stop_matched;       /* the stop sequence that matched (in conv->stop) */
 
         uint64_t input_tokens, output_tokens;   /* resolved at the end */
+        uint64_t cached_tokens;                 /* of input_tokens, read from Kiro's prompt cache (when reported) */
 
         /* For the log line and metrics (chat_record()). */
         usec_t first_byte;              /* CLOCK_MONOTONIC of the first answer content, 0 before */
@@ -103,3 +106,5 @@ const char *chat_stop_reason_openai(ChatStop s);
 const char *chat_stop_reason_anthropic(ChatStop s);
 /* Usage as KIRO-PROTOCOL A.6 resolves it; valid in finish(). */
 void chat_usage(Chat *c, uint64_t *ret_input, uint64_t *ret_output);
+/* Of the input tokens, those Kiro read from its prompt cache (0 when it reports none); valid in finish(). */
+uint64_t chat_usage_cached(Chat *c);

@@ -27,9 +27,18 @@
  * notification (one registration per connection, not two epoll_ctl() per suspension). A hang-up marks
  * the connection; a request suspended on it (then or later) is resumed with client_gone set, the
  * handler or the content reader then fails, MHD closes the connection and the completion callback runs
- * the abort handler. (A client that half-closes its sending side after the request counts as gone; HTTP clients
- * do not do that.) MHD's own connection timeout is an idle timeout (any byte resets it); a per-connection
- * deadline timer bounds the time to receive a whole request and shuts the socket down when it passes. */
+ * the abort handler. (A client that half-closes its sending side looks the same: a parked request then gets a
+ * 400 and the app is aborted, and a POST that arrives half-closed gets a 400 without reaching the app; see
+ * request_refuse_half_closed().) MHD's own connection timeout is an idle timeout (any byte resets it); a per-connection
+ * deadline timer bounds the time to receive the headers (HeaderTimeoutSec=) and the whole request
+ * (RequestTimeoutSec=) and shuts the socket down when it passes.
+ *
+ * Slow-loris: a connection whose deadline is armed is waiting for its client (a request arriving, or an
+ * idle keep-alive). Those sit in a list, oldest first. When a new connection would cross MaxConnections=
+ * (or its client's MaxConnectionsPerClient=), the oldest waiting connection (of that client) is shut
+ * down to make room: a connection busy with a request is never pushed out, and a client that trickles
+ * its headers can hold a slot only until someone else needs it. MHD's own connection limit is set a
+ * little higher so that it keeps accepting while pushed-out connections are being closed. */
 
 
 #define STREAM_BLOCK_SIZE (4U * 1024U)
@@ -59,6 +68,9 @@ struct HttpServer {
         HttpRequest *requests;          /* attached to a connection */
         size_t n_requests;
         unsigned n_connections;
+        unsigned n_evicted;             /* pushed out, not yet closed by MHD */
+        HttpConnection *connections;    /* all of them, for the per-client count */
+        HttpConnection *waiting_head, *waiting_tail;    /* deadline armed, oldest first: the evictable */
 
         HttpServerPost post;
         void *post_userdata;
@@ -88,6 +100,15 @@ struct HttpConnection {
         sd_event_source *hangup;        /* EPOLLRDHUP, edge-triggered, for the connection's lifetime */
         HttpRequest *suspended;         /* the request parked on this connection, if any */
         bool peer_gone;                 /* the hang-up was seen */
+        bool in_request;                /* a request is being received or answered */
+        bool has_peer;                  /* an IP peer: counted against MaxConnectionsPerClient= */
+        bool waiting;                   /* in the waiting list */
+        bool evicted;                   /* shut down to make room, MHD has not closed it yet */
+        bool bad_target;                /* the request target decoded to something with a NUL */
+        uint8_t peer[16];               /* the peer address (IPv4 as v4-mapped IPv6) */
+        uint64_t armed_usec;             /* when the current deadline started (CLOCK_MONOTONIC) */
+        HttpConnection *prev, *next;            /* server->connections */
+        HttpConnection *wprev, *wnext;          /* server->waiting_* */
 };
 
 typedef enum RequestState {
@@ -119,6 +140,9 @@ struct HttpRequest {
         bool client_gone;       /* make MHD drop the connection at the next chance */
         bool too_large;
         bool detached;          /* the connection is gone, the app still holds r */
+        bool http10;            /* an HTTP/1.0 request */
+        bool bad_version;       /* neither HTTP/1.0 nor HTTP/1.1 */
+        bool close;             /* the response says "Connection: close" (framing errors) */
 
         unsigned n_ref;         /* the server's (while attached) and the app's */
         bool server_ref;        /* one of them is the server's: dropped when MHD completes the request */
@@ -144,10 +168,14 @@ void listener_kick(HttpListener *l);
 void server_post(HttpServer *s);
 void connection_arm_deadline(HttpConnection *conn);
 void connection_disarm_deadline(HttpConnection *conn);
+void connection_headers_in(HttpConnection *conn);
+void connection_request_done(HttpConnection *conn);
+size_t http_unescape(void *cls, struct MHD_Connection *c, char *s);
 
 /* http-request.c */
 void request_resume(HttpRequest *r);
 void request_suspend(HttpRequest *r);
+int request_refuse_half_closed(HttpRequest *r);
 enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                const char *version, const char *upload_data, size_t *upload_data_size,
                                void **con_cls);

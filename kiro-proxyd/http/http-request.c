@@ -163,6 +163,10 @@ static int request_queue(HttpRequest *r, unsigned status, const char *content_ty
         resp = MHD_create_response_from_buffer(size, (void *) (size > 0 ? body : ""), MHD_RESPMEM_MUST_COPY);
         if (!resp)
                 return -ENOMEM;
+        if (r->close && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES) {
+                MHD_destroy_response(resp);
+                return -ENOMEM;
+        }
         k = response_queue(r, status, resp, content_type, extra_headers);
         if (k < 0)
                 return k;
@@ -207,7 +211,7 @@ static void request_fail_hard(HttpRequest *r) {
 /* ── Requests: MHD callbacks ──────────────────────────────────────────────────────────────────────── */
 
 static int request_new(HttpListener *l, struct MHD_Connection *c, const char *method, const char *url,
-                       HttpRequest **ret) {
+                       const char *version, HttpRequest **ret) {
         HttpServer *s = l->server;
         const union MHD_ConnectionInfo *ci;
         HttpRequest *r;
@@ -236,8 +240,12 @@ static int request_new(HttpListener *l, struct MHD_Connection *c, const char *me
         r->server = s;
         r->listener = l;
         r->connection = c;
+        r->http10 = version && streq(version, MHD_HTTP_VERSION_1_0);
+        r->bad_version = !version || (!r->http10 && !streq(version, MHD_HTTP_VERSION_1_1));
         ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->conn = ci ? ci->socket_context : NULL;
+        if (r->conn)
+                r->conn->in_request = true;
 
         r->next = s->requests;
         if (s->requests)
@@ -275,12 +283,98 @@ static enum MHD_Result request_reject_too_large(HttpRequest *r) {
         return request_queue_error(r, 413, msg) < 0 ? MHD_NO : MHD_YES;
 }
 
+/* MHD's decoding of the request target (path and query) as before, but a %00 marks the connection: an
+ * embedded NUL would cut the path short where we look at it and stay in it where others might. */
+size_t http_unescape(void *cls, struct MHD_Connection *c, char *s) {
+        const union MHD_ConnectionInfo *ci;
+        size_t n = MHD_http_unescape(s);
+
+        if (memchr(s, 0, n)) {
+                ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+                if (ci && ci->socket_context)
+                        ((HttpConnection *) ci->socket_context)->bad_target = true;
+        }
+        return n;
+}
+
+typedef struct HeaderCount {
+        unsigned host, content_length, transfer_encoding;
+} HeaderCount;
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        HeaderCount *n = cls;
+
+        if ((strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0))
+                n->host++;
+        else if ((strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0))
+                n->content_length++;
+        else if ((strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0))
+                n->transfer_encoding++;
+        return MHD_YES;
+}
+
+/* Exactly "chunked" in any case, as libmicrohttpd reads it: it takes "chunked " (trailing white space) as
+ * some other coding and would read the body as the next request. */
+static bool is_chunked(const char *v) {
+        return strcasecmp(v, "chunked") == 0;
+}
+
+/* RFC 9112 where libmicrohttpd is lenient: a message whose framing two parsers could read differently
+ * (request smuggling) or that would wait for a body that never ends is refused before anything else.
+ * Returns the reason, or NULL if the framing is sound. */
+static const char *request_check_framing(HttpRequest *r) {
+        HeaderCount n = {};
+        const char *v;
+        uint64_t length;
+
+        /* MHD's request line parser stops at a raw NUL and takes what it saw ("GET /a\0b HTTP/1.1" is
+         * "GET /a" without a version); HTTP/2 prefaces and typos end up here too. */
+        if (r->bad_version)
+                return "Bad request: malformed request line.";
+        if (r->conn && r->conn->bad_target)
+                return "Bad request: the request target contains a NUL byte.";
+        (void) MHD_get_connection_values(r->connection, MHD_HEADER_KIND, count_header, &n);
+        if (n.host > 1)
+                return "Bad request: more than one Host header.";
+        if (n.host == 0 && !r->http10)
+                return "Bad request: HTTP/1.1 requires a Host header.";
+        if (n.content_length > 1)
+                return "Bad request: more than one Content-Length header.";
+        if (n.transfer_encoding > 1)
+                return "Bad request: more than one Transfer-Encoding header.";
+        if (n.transfer_encoding > 0) {
+                if (n.content_length > 0)
+                        return "Bad request: both Content-Length and Transfer-Encoding.";
+                if (r->http10)
+                        return "Bad request: Transfer-Encoding in an HTTP/1.0 request.";
+                v = MHD_lookup_connection_value(r->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+                if (!v || !is_chunked(v))
+                        return "Bad request: the only Transfer-Encoding accepted is 'chunked'.";
+        }
+        if (n.content_length > 0) {
+                v = MHD_lookup_connection_value(r->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+                if (parse_content_length(v, &length) == -EINVAL)
+                        return "Bad request: Content-Length is not a number.";
+        }
+        return NULL;
+}
+
 /* First call: the headers are in, the body (if any) is not read yet. */
 static enum MHD_Result request_headers_in(HttpRequest *r) {
         HttpServer *s = r->server;
-        const char *cl;
+        const char *cl, *bad;
         uint64_t length;
         int k;
+
+        connection_headers_in(r->conn);
+
+        /* Framing errors first: the connection cannot be trusted to carry another request, so it closes. */
+        bad = request_check_framing(r);
+        if (bad) {
+                log_debug("Refusing %s request: %s", LOG_ESC(r->method), bad);
+                r->close = true;
+                return request_queue_error(r, 400, bad) < 0 ? MHD_NO : MHD_YES;
+        }
 
         /* Everything here is answered before the body is read: MHD then discards the body and closes
          * the connection, and an "Expect: 100-continue" client does not even send it. The app's check
@@ -337,6 +431,48 @@ static int request_append_body(HttpRequest *r, const char *data, size_t size) {
         return 0;
 }
 
+#define HALF_CLOSE_MESSAGE "Bad request: the client closed its sending side before the response (half-close)."
+
+/* The app holds r, parked without an answer, and the client shut down its sending side (or went away
+ * altogether: the two look alike). The app is told as for a disconnect (abort handler, r detached) and
+ * the client gets a 400, which reaches it if it only half-closed. */
+int request_refuse_half_closed(HttpRequest *r) {
+        HttpRequestCallback cb = r->on_abort;
+        int k;
+
+        assert(r->state == REQUEST_OWNED && !r->responded);
+
+        r->close = true;
+        k = request_queue_error(r, 400, HALF_CLOSE_MESSAGE);
+        if (k < 0)
+                return k;
+        log_debug("HTTP client of %s '%s' closed its sending side while the response was pending.",
+                  LOG_ESC(r->method), LOG_ESC(r->path));
+        r->detached = true;
+        r->on_abort = NULL;
+        if (cb) {
+                /* The server's reference keeps r alive through the callback. */
+                http_request_ref(r);
+                cb(r, r->abort_userdata);
+                http_request_unref(r);
+        }
+        return 0;
+}
+
+/* The client shut down its sending side after the request: we cannot tell that from a client that went
+ * away altogether (the hang-up watch treats both alike), so rather than start work whose answer would
+ * be thrown away (an upstream call costs the user's quota), a POST gets a 400 (which reaches a client
+ * that only half-closed). A GET costs nothing and is answered ("printf 'GET /healthz …' | nc" works). */
+static bool client_half_closed(HttpRequest *r) {
+        char c;
+
+        if (!r->conn || r->conn->fd < 0)
+                return false;
+        if (r->conn->peer_gone)
+                return true;
+        return recv(r->conn->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 /* Final call: the whole request is in (or the connection was resumed to be dropped). */
 static enum MHD_Result request_complete(HttpRequest *r) {
         HttpServer *s = r->server;
@@ -362,6 +498,12 @@ static enum MHD_Result request_complete(HttpRequest *r) {
 
         if (r->too_large)
                 return request_reject_too_large(r);
+        if (!streq(r->method, "GET") && !streq(r->method, "HEAD") && client_half_closed(r)) {
+                log_debug("Refusing %s '%s': the client closed its sending side.", LOG_ESC(r->method),
+                          LOG_ESC(r->path));
+                r->close = true;
+                return request_queue_error(r, 400, HALF_CLOSE_MESSAGE) < 0 ? MHD_NO : MHD_YES;
+        }
         if (!r->body) {
                 log_oom();
                 return MHD_NO;
@@ -403,7 +545,7 @@ enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const char *
         int k;
 
         if (!r) {
-                k = request_new(l, c, method, url, &r);
+                k = request_new(l, c, method, url, version, &r);
                 if (k < 0) {
                         log_oom();
                         return MHD_NO;
@@ -434,7 +576,7 @@ void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum
         /* The next request on this keep-alive connection has its own time to arrive. */
         ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         if (ci && ci->socket_context)
-                connection_arm_deadline(ci->socket_context);
+                connection_request_done(ci->socket_context);
 
         if (!r)
                 return;

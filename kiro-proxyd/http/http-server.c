@@ -11,47 +11,138 @@
 
 #include "escape.h"
 #include "log.h"
+#include "time-util.h"
 #include "http/http-internal.h"
 #include "http/http-listen.h"
 
+static bool peer_key(const struct sockaddr *addr, uint8_t ret[static 16]);
+
 /* ── Connections ──────────────────────────────────────────────────────────────────────────────────── */
+
+static void waiting_remove(HttpConnection *conn) {
+        HttpServer *s = conn->listener->server;
+
+        if (!conn->waiting)
+                return;
+        if (conn->wprev)
+                conn->wprev->wnext = conn->wnext;
+        else
+                s->waiting_head = conn->wnext;
+        if (conn->wnext)
+                conn->wnext->wprev = conn->wprev;
+        else
+                s->waiting_tail = conn->wprev;
+        conn->wprev = conn->wnext = NULL;
+        conn->waiting = false;
+}
+
+static void waiting_append(HttpConnection *conn) {
+        HttpServer *s = conn->listener->server;
+
+        waiting_remove(conn);
+        conn->wprev = s->waiting_tail;
+        if (s->waiting_tail)
+                s->waiting_tail->wnext = conn;
+        else
+                s->waiting_head = conn;
+        s->waiting_tail = conn;
+        conn->waiting = true;
+}
+
+/* Shuts the socket down; MHD sees the hang-up on its next run and closes the connection properly. */
+static void connection_drop(HttpConnection *conn) {
+        HttpServer *s = conn->listener->server;
+
+        waiting_remove(conn);
+        connection_disarm_deadline(conn);
+        if (!conn->evicted) {
+                conn->evicted = true;
+                s->n_evicted++;
+        }
+        if (conn->fd >= 0)
+                (void) shutdown(conn->fd, SHUT_RDWR);
+        listener_kick(conn->listener);
+}
 
 static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         HttpConnection *conn = userdata;
 
-        /* A complete request did not arrive in time, however slowly the bytes came: drop the connection.
-         * MHD sees the hang-up on its next run and closes it properly. */
+        /* A complete request did not arrive in time, however slowly the bytes came: drop the connection. */
         log_debug("HTTP connection on %s did not deliver a complete request in time, closing it.",
                   conn->listener->description);
-        if (conn->fd >= 0)
-                (void) shutdown(conn->fd, SHUT_RDWR);
+        connection_drop(conn);
         return 0;
 }
 
-void connection_arm_deadline(HttpConnection *conn) {
+static void connection_set_deadline(HttpConnection *conn, usec_t usec) {
         HttpServer *s = conn->listener->server;
         int r;
 
-        if (s->limits.request_timeout_usec == USEC_INFINITY)
-                return;
         if (!conn->deadline) {
-                r = sd_event_add_time_relative(s->event, &conn->deadline, CLOCK_MONOTONIC,
-                                               s->limits.request_timeout_usec, 0, on_deadline, conn);
-                if (r < 0)
+                r = sd_event_add_time(s->event, &conn->deadline, CLOCK_MONOTONIC, usec, 0, on_deadline, conn);
+                if (r < 0) {
                         log_warning_errno(r, "Failed to add request deadline timer, continuing without: %m");
-                else
-                        (void) sd_event_source_set_description(conn->deadline, "http-request-deadline");
+                        return;
+                }
+                (void) sd_event_source_set_description(conn->deadline, "http-request-deadline");
                 return;
         }
-        r = sd_event_source_set_time_relative(conn->deadline, s->limits.request_timeout_usec);
+        r = sd_event_source_set_time(conn->deadline, usec);
         if (r >= 0)
                 r = sd_event_source_set_enabled(conn->deadline, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_warning_errno(r, "Failed to re-arm request deadline timer: %m");
 }
 
+static usec_t deadline_after(usec_t base, uint64_t timeout) {
+        return timeout == USEC_INFINITY || base > USEC_INFINITY - 1 - timeout ? USEC_INFINITY : base + timeout;
+}
+
+/* The connection waits for a request (a new connection, or a keep-alive one after a response): it has
+ * HeaderTimeoutSec= for the headers and can be pushed out to make room. */
+void connection_arm_deadline(HttpConnection *conn) {
+        HttpServer *s = conn->listener->server;
+        uint64_t t = MIN(s->limits.header_timeout_usec, s->limits.request_timeout_usec);
+
+        if (conn->evicted)
+                return;
+        conn->armed_usec = now(CLOCK_MONOTONIC);
+        waiting_append(conn);
+        if (t == USEC_INFINITY)
+                return;
+        connection_set_deadline(conn, deadline_after(conn->armed_usec, t));
+}
+
+/* The headers are in: the whole request has until RequestTimeoutSec= after the wait began. */
+void connection_headers_in(HttpConnection *conn) {
+        HttpServer *s;
+
+        if (!conn || conn->evicted || !conn->waiting)
+                return;
+        s = conn->listener->server;
+        if (s->limits.request_timeout_usec == USEC_INFINITY) {
+                connection_disarm_deadline(conn);
+                return;
+        }
+        connection_set_deadline(conn, deadline_after(conn->armed_usec, s->limits.request_timeout_usec));
+}
+
+/* A response is complete: the connection waits for the next request, unless the client has already
+ * shut down its sending side. */
+void connection_request_done(HttpConnection *conn) {
+        conn->in_request = false;
+        if (conn->peer_gone)
+                connection_drop(conn);
+        else
+                connection_arm_deadline(conn);
+}
+
+/* The request is with the app: the time it takes is not the client's fault, and the connection is busy. */
 void connection_disarm_deadline(HttpConnection *conn) {
-        if (conn && conn->deadline)
+        if (!conn)
+                return;
+        waiting_remove(conn);
+        if (conn->deadline)
                 (void) sd_event_source_set_enabled(conn->deadline, SD_EVENT_OFF);
 }
 
@@ -62,8 +153,17 @@ static int on_hangup(sd_event_source *source, int fd, uint32_t revents, void *us
         /* The client closed (or reset) its side. MHD notices that itself unless the connection is
          * suspended: then let MHD close it, which runs the abort handler from the completion callback. */
         conn->peer_gone = true;
-        if (!r)
+        if (!r) {
+                /* Between requests a client that closed its sending side can send no other: MHD would
+                 * keep the connection until the idle timeout. */
+                if (!conn->in_request)
+                        connection_drop(conn);
                 return 0;
+        }
+        if (r->state == REQUEST_OWNED && !r->responded && request_refuse_half_closed(r) >= 0) {
+                server_post(conn->listener->server);
+                return 0;
+        }
         log_debug("HTTP client of %s '%s' went away while the response was pending.", LOG_ESC(r->method), LOG_ESC(r->path));
         r->client_gone = true;
         request_resume(r);
@@ -87,8 +187,22 @@ static void connection_watch_hangup(HttpConnection *conn) {
 }
 
 static HttpConnection *connection_free(HttpConnection *conn) {
+        HttpServer *s;
+
         if (!conn)
                 return NULL;
+        s = conn->listener->server;
+        waiting_remove(conn);
+        if (conn->evicted) {
+                assert(s->n_evicted > 0);
+                s->n_evicted--;
+        }
+        if (conn->prev)
+                conn->prev->next = conn->next;
+        else
+                s->connections = conn->next;
+        if (conn->next)
+                conn->next->prev = conn->prev;
         if (conn->suspended)
                 conn->suspended->conn = NULL;
         sd_event_source_disable_unref(conn->hangup);
@@ -149,6 +263,12 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                 }
                 conn->listener = l;
                 conn->fd = ci ? ci->connect_fd : -EBADF;
+                ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+                conn->has_peer = ci && ci->client_addr && peer_key(ci->client_addr, conn->peer);
+                conn->next = s->connections;
+                if (s->connections)
+                        s->connections->prev = conn;
+                s->connections = conn;
                 s->n_connections++;
                 connection_arm_deadline(conn);
                 connection_watch_hangup(conn);
@@ -167,13 +287,67 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         }
 }
 
+/* MHD's own limit: room above MaxConnections= for pushed-out connections that MHD has not closed yet. */
+static unsigned connection_limit(HttpServer *s) {
+        return s->limits.max_connections + MIN(s->limits.max_connections / 8 + 8, 1024U);
+}
+
+/* The peer address as 16 bytes (IPv4 v4-mapped); false for anything else (unix sockets). */
+static bool peer_key(const struct sockaddr *addr, uint8_t ret[static 16]) {
+        if (addr->sa_family == AF_INET6) {
+                memcpy(ret, &((const struct sockaddr_in6 *) addr)->sin6_addr, 16);
+                return true;
+        }
+        if (addr->sa_family == AF_INET) {
+                memset(ret, 0, 10);
+                ret[10] = ret[11] = 0xff;
+                memcpy(ret + 12, &((const struct sockaddr_in *) addr)->sin_addr, 4);
+                return true;
+        }
+        return false;
+}
+
+/* Makes room by pushing out the connection that has waited longest for its request (of one client if key
+ * is given). False if there is none: every connection is busy with a request. */
+static bool server_evict_oldest(HttpServer *s, const uint8_t *key) {
+        for (HttpConnection *c = s->waiting_head; c; c = c->wnext) {
+                if (key && (!c->has_peer || memcmp(c->peer, key, 16) != 0))
+                        continue;
+                log_debug("Closing the HTTP connection on %s that waited longest for a request, to make room.",
+                          c->listener->description);
+                connection_drop(c);
+                return true;
+        }
+        return false;
+}
+
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen) {
         HttpListener *l = cls;
         HttpServer *s = l->server;
+        uint8_t key[16];
 
-        if (s->n_connections >= s->limits.max_connections) {
-                log_debug("Refusing HTTP connection on %s: %u connections open (MaxConnections=%u).",
-                          l->description, s->n_connections, s->limits.max_connections);
+        if (addr && addrlen >= sizeof(sa_family_t) && peer_key(addr, key)) {
+                unsigned n = 0;
+
+                for (HttpConnection *c = s->connections; c; c = c->next)
+                        if (c->has_peer && !c->evicted && memcmp(c->peer, key, 16) == 0)
+                                n++;
+                if (n >= s->limits.max_connections_per_client && !server_evict_oldest(s, key)) {
+                        log_debug("Refusing HTTP connection on %s: the client has %u connections busy "
+                                  "(MaxConnectionsPerClient=%u).", l->description, n,
+                                  s->limits.max_connections_per_client);
+                        return MHD_NO;
+                }
+        }
+
+        if (s->n_connections - s->n_evicted >= s->limits.max_connections && !server_evict_oldest(s, NULL)) {
+                log_debug("Refusing HTTP connection on %s: %u connections busy (MaxConnections=%u).",
+                          l->description, s->n_connections - s->n_evicted, s->limits.max_connections);
+                return MHD_NO;
+        }
+        if (s->n_connections >= connection_limit(s)) {
+                log_debug("Refusing HTTP connection on %s: %u connections still closing.", l->description,
+                          s->n_evicted);
                 return MHD_NO;
         }
         return MHD_YES;
@@ -261,7 +435,7 @@ static void listener_run(HttpListener *l) {
          * when a connection closed while we were at MaxConnections=: MHD took its listening socket out of
          * its epoll set at the limit and puts it back only at the start of a run, so without another run
          * now a client waiting in the backlog would wait for the next connection timeout. */
-        if (l->kicked || (s->n_connections < before && before >= s->limits.max_connections)) {
+        if (l->kicked || (s->n_connections < before && before >= connection_limit(s))) {
                 listener_arm_timer(l, 0);
                 return;
         }
@@ -375,7 +549,8 @@ int http_server_add_listener(HttpServer *s, int fd, const char *description, con
                         http_on_access, l,
                         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
                         MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
-                        MHD_OPTION_CONNECTION_LIMIT, s->limits.max_connections,
+                        MHD_OPTION_CONNECTION_LIMIT, connection_limit(s),
+                        MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, l,
                         MHD_OPTION_CONNECTION_TIMEOUT, timeout_sec,
                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, s->limits.max_header_bytes,
                         MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, l,
@@ -445,6 +620,11 @@ int http_server_new(sd_event *e, const HttpLimits *limits, HttpHandler handler, 
         s->limits = limits ? *limits : d;
         if (s->limits.max_connections == 0)
                 s->limits.max_connections = d.max_connections;
+        s->limits.max_connections = MIN(s->limits.max_connections, UINT_MAX / 2);
+        if (s->limits.max_connections_per_client == 0)
+                s->limits.max_connections_per_client = d.max_connections_per_client;
+        if (s->limits.header_timeout_usec == 0)
+                s->limits.header_timeout_usec = d.header_timeout_usec;
         if (s->limits.max_body_bytes == 0)
                 s->limits.max_body_bytes = d.max_body_bytes;
         /* The body buffer is a size_t and one byte more for the NUL. */

@@ -14,7 +14,11 @@ typedef struct HttpTLS HttpTLS;
 
 /* Limits, normally from [Proxy] in kiro-proxyd.conf. Zero fields are replaced by the defaults. */
 typedef struct HttpLimits {
-        unsigned max_connections;       /* MaxConnections=: over all listeners; more are refused at accept */
+        unsigned max_connections;       /* MaxConnections=: over all listeners. At the limit a new connection
+                                         * pushes out the one that has waited longest for its request to
+                                         * arrive; if every connection is busy with a request, it is refused */
+        unsigned max_connections_per_client; /* MaxConnectionsPerClient=: per peer IP address (unix socket
+                                         * peers are not limited); the same rule within one client */
         uint64_t max_body_bytes;        /* MaxBodyBytes=: larger bodies get 413 (from Content-Length before
                                          * reading the body; chunked bodies when they cross the cap) */
         uint64_t idle_timeout_usec;     /* IdleTimeoutSec=: a connection that makes no progress in either
@@ -22,11 +26,13 @@ typedef struct HttpLimits {
         uint64_t request_timeout_usec;  /* a complete request (headers and body) must arrive within this
                                          * from accept or from the end of the previous response, however
                                          * steadily the bytes trickle in (slow-loris) */
+        uint64_t header_timeout_usec;   /* HeaderTimeoutSec=: the same for the request line and headers */
         size_t max_header_bytes;        /* request line and headers; larger → 431/414 from libmicrohttpd */
         size_t max_pending_bytes;       /* per streamed response: bytes queued but not yet sent */
 } HttpLimits;
 
 #define HTTP_MAX_CONNECTIONS_DEFAULT 1024U
+#define HTTP_MAX_CONNECTIONS_PER_CLIENT_DEFAULT 256U
 /* Kiro takes about 600 kB (MaxUpstreamPayloadBytes=); images travel base64 in both bodies, so a client body
  * much larger than that can only be served by TrimHistory=. 8 MiB is ~14 times the upstream limit: room for
  * a long client-side history to trim, or for MaxUpstreamPayloadBytes= raised to the 2 MB some sources
@@ -34,15 +40,18 @@ typedef struct HttpLimits {
 #define HTTP_MAX_BODY_BYTES_DEFAULT ((uint64_t) 8 * 1024 * 1024)
 #define HTTP_IDLE_TIMEOUT_USEC_DEFAULT ((uint64_t) 120 * USEC_PER_SEC)
 #define HTTP_REQUEST_TIMEOUT_USEC_DEFAULT ((uint64_t) 120 * USEC_PER_SEC)
+#define HTTP_HEADER_TIMEOUT_USEC_DEFAULT ((uint64_t) 20 * USEC_PER_SEC)
 #define HTTP_MAX_HEADER_BYTES_DEFAULT ((size_t) 32 * 1024)
 #define HTTP_MAX_PENDING_BYTES_DEFAULT ((size_t) 64 * 1024 * 1024)
 
 #define HTTP_LIMITS_DEFAULT                                             \
         ((HttpLimits) {                                                 \
                 .max_connections = HTTP_MAX_CONNECTIONS_DEFAULT,        \
+                .max_connections_per_client = HTTP_MAX_CONNECTIONS_PER_CLIENT_DEFAULT, \
                 .max_body_bytes = HTTP_MAX_BODY_BYTES_DEFAULT,          \
                 .idle_timeout_usec = HTTP_IDLE_TIMEOUT_USEC_DEFAULT,    \
                 .request_timeout_usec = HTTP_REQUEST_TIMEOUT_USEC_DEFAULT, \
+                .header_timeout_usec = HTTP_HEADER_TIMEOUT_USEC_DEFAULT, \
                 .max_header_bytes = HTTP_MAX_HEADER_BYTES_DEFAULT,      \
                 .max_pending_bytes = HTTP_MAX_PENDING_BYTES_DEFAULT,    \
         })

@@ -207,9 +207,10 @@ int kiro_error_parse(const void *body, size_t size, const char *type_hint, int h
                 free(e.message);
                 if (e.type)
                         e.message = strdup(e.type);
-                else if (http_status > 0)
-                        (void) asprintf(&e.message, "HTTP status %d", http_status);
-                else
+                else if (http_status > 0) {
+                        if (asprintf(&e.message, "HTTP status %d", http_status) < 0)
+                                e.message = NULL;
+                } else
                         e.message = strdup("unknown upstream error");
                 if (!e.message)
                         return -ENOMEM;

@@ -11,10 +11,6 @@
 #include "chat/chat-metrics.h"
 #include "kiro/kiro-upstream.h"
 
-/* Header values that make us look like the Kiro IDE (KIRO-PROTOCOL A.2, B §3.2): one place to change. */
-#define KIRO_IDE_VERSION "0.11.63"
-#define KIRO_SDK_UA "aws-sdk-js/1.0.34 ua/2.1 os/linux lang/js md/nodejs#20.18.0 api/codewhispererstreaming#1.0.34 m/E"
-#define KIRO_SDK_XUA "aws-sdk-js/1.0.34"
 #define KIRO_CHAT_PATH "/generateAssistantResponse"
 #define ERROR_BODY_MAX (64 * 1024)
 /* Easy handles kept for reuse (curl_easy_reset, not init/cleanup per attempt): allocation and set-up of
@@ -127,6 +123,18 @@ void upstream_trim(Upstream *u) {
 
 CurlGlue *upstream_glue(Upstream *u) {
         return u ? u->glue : NULL;
+}
+
+TokenCache *upstream_tokens(Upstream *u) {
+        return u->tokens;
+}
+
+const UpstreamConfig *upstream_config(Upstream *u) {
+        return u->config;
+}
+
+sd_event *upstream_event(Upstream *u) {
+        return u->event;
 }
 
 Upstream *upstream_free(Upstream *u) {

@@ -10,6 +10,11 @@
 #include "kiro/kiro-stream.h"
 #include "auth/auth-tokencache.h"
 
+/* Header values that make us look like the Kiro IDE (KIRO-PROTOCOL A.2, B §3.2): one place to change. */
+#define KIRO_IDE_VERSION "0.11.63"
+#define KIRO_SDK_UA "aws-sdk-js/1.0.34 ua/2.1 os/linux lang/js md/nodejs#20.18.0 api/codewhispererstreaming#1.0.34 m/E"
+#define KIRO_SDK_XUA "aws-sdk-js/1.0.34"
+
 typedef struct UpstreamConfig {
         char **endpoints;               /* Endpoints=: URL templates with {region}, tried in order */
         char *ca_file;                  /* CAFile= */
@@ -35,6 +40,10 @@ typedef struct UpstreamCall UpstreamCall;
 int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstream **ret);
 Upstream *upstream_free(Upstream *u);
 CurlGlue *upstream_glue(Upstream *u);
+/* What other calls to Kiro (kiro-models.c) share with the chat: tokens, configuration, loop. */
+TokenCache *upstream_tokens(Upstream *u);
+const UpstreamConfig *upstream_config(Upstream *u);
+sd_event *upstream_event(Upstream *u);
 /* Frees the easy handles kept for reuse (when idle). */
 void upstream_trim(Upstream *u);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Upstream *, upstream_free);

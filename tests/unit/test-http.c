@@ -6,6 +6,7 @@
 #include <ftw.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1155,10 +1156,43 @@ TEST(max_connections) {
         l.max_connections = 2;
         server_start(&l);
 
+        /* a and b only wait for a request: the third connection pushes out the oldest (a) and is kept. */
         Client *c = client_spawn(child_max_connections, NULL);
         client_wait(c);
-        ASSERT_STREQ(c->buf, "0 0 1 served");
+        ASSERT_STREQ(c->buf, "1 0 0 served");
         client_free(c);
+
+        server_stop();
+}
+
+static void child_max_connections_busy(int out, const void *arg) {
+        static const char req[] = "GET /park HTTP/1.1\r\nHost: test\r\n\r\n";
+        int a = raw_connect(false), b = raw_connect(false), c;
+        int ka, kb, kc;
+
+        /* Both connections are busy with a request the app holds: nothing can be pushed out. */
+        write_all(a, req, sizeof(req) - 1);
+        write_all(b, req, sizeof(req) - 1);
+        usleep(300 * 1000);
+        c = raw_connect(true);
+        kc = wait_closed(c, 2000);
+        ka = wait_closed(a, 100);
+        kb = wait_closed(b, 100);
+        client_report(out, "%d %d %d", ka, kb, kc);
+}
+
+TEST(max_connections_busy_refused) {
+        HttpLimits l = HTTP_LIMITS_DEFAULT;
+
+        l.max_connections = 2;
+        server_start(&l);
+
+        Client *c = client_spawn(child_max_connections_busy, NULL);
+        client_wait(c);
+        ASSERT_STREQ(c->buf, "0 0 1");
+        ASSERT_EQ(T.n_handled, 2);
+        client_free(c);
+        T.parked = http_request_unref(T.parked);
 
         server_stop();
 }
@@ -1469,6 +1503,324 @@ TEST(apikeys_http) {
                 }
                 client_free(c);
         }
+
+        server_stop();
+}
+
+/* ── RFC 9112 framing and slow-loris ─────────────────────────────────────────────────────────────── */
+
+typedef struct RawCase {
+        const char *name;
+        const char *request;
+        size_t size;            /* 0: strlen(request) */
+        bool half_close;        /* shut down the sending side right after the last byte */
+        unsigned status;
+        const char *expect;     /* in the response */
+        bool handled;           /* the handler ran */
+        unsigned half_close_after_ms;   /* instead: the whole request, then the half-close this much later */
+} RawCase;
+
+/* Sends c->request (the last byte and the FIN in one segment when half-closing), reads until EOF (5 s at
+ * most) and reports "eof|open <ms>\n<response>". */
+static void child_raw(int out, const void *arg) {
+        const RawCase *c = arg;
+        size_t size = c->size ?: strlen(c->request), n = 0;
+        usec_t t0 = now(CLOCK_MONOTONIC);
+        static char resp[16384];
+        bool eof = false;
+        int fd = raw_connect(false);
+
+        if (c->half_close_after_ms > 0) {
+                write_all(fd, c->request, size);
+                usleep(c->half_close_after_ms * 1000);
+                (void) shutdown(fd, SHUT_WR);
+        } else if (c->half_close) {
+                write_all(fd, c->request, size - 1);
+                usleep(50 * 1000);
+                if (send(fd, c->request + size - 1, 1, MSG_MORE | MSG_NOSIGNAL) != 1)
+                        _exit(6);
+                (void) shutdown(fd, SHUT_WR);
+        } else
+                write_all(fd, c->request, size);
+
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                if (poll(&p, 1, 5000) <= 0)
+                        break;
+                ssize_t k = read(fd, resp + n, sizeof(resp) - 1 - n);
+                if (k <= 0) {
+                        eof = true;
+                        break;
+                }
+                n += (size_t) k;
+        }
+        resp[n] = 0;
+        client_report(out, "%s %" PRIu64 "\n", eof ? "eof" : "open", (now(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC);
+        write_all(out, resp, n);
+}
+
+TEST(framing_rfc9112) {
+        /* libmicrohttpd's parser ends the target at a raw NUL and passes nothing after it: the request is
+         * for "/hel" (here a 404) — what follows the NUL is never seen by anyone. */
+        static const char nul_raw[] = "GET /hel\0lo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        static const RawCase cases[] = {
+                { "duplicate Content-Length",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+                  0, false, 400, "more than one Content-Length" },
+                { "conflicting Content-Length",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 2\r\n\r\nhello",
+                  0, false, 400, "more than one Content-Length" },
+                { "negative Content-Length",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\nhello",
+                  0, false, 400, "Content-Length" },
+                { "Content-Length with a sign",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\nhello",
+                  0, false, 400, "Content-Length" },
+                { "missing Host in HTTP/1.1",
+                  "GET /hello HTTP/1.1\r\n\r\n",
+                  0, false, 400, "requires a Host header" },
+                { "two Host headers",
+                  "GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                  0, false, 400, "more than one Host" },
+                { "NUL in the path (percent-encoded)",
+                  "GET /hello%00.json HTTP/1.1\r\nHost: t\r\n\r\n",
+                  0, false, 400, "NUL byte" },
+                { "NUL in the query (percent-encoded)",
+                  "GET /query?a=b%00c HTTP/1.1\r\nHost: t\r\n\r\n",
+                  0, false, 400, "NUL byte" },
+                { "NUL in the path (raw)", nul_raw, sizeof(nul_raw) - 1, false, 404, "No such endpoint", true },
+                { "no HTTP version", "GET /hello\r\nHost: t\r\n\r\n", 0, false, 400, "" },
+                { "HTTP/1.2", "GET /hello HTTP/1.2\r\nHost: t\r\n\r\n", 0, false, 400, "" },
+                { "Transfer-Encoding: chunked, identity",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                  0, false, 400, "only Transfer-Encoding accepted" },
+                { "Transfer-Encoding: identity",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\nhello",
+                  0, false, 400, "only Transfer-Encoding accepted" },
+                { "Transfer-Encoding: chunked with trailing white space",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked \r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                  0, false, 400, "only Transfer-Encoding accepted" },
+                { "Transfer-Encoding and Content-Length",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                  0, false, 400, "both Content-Length and Transfer-Encoding" },
+                { "two Transfer-Encoding headers",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                  0, false, 400, "more than one Transfer-Encoding" },
+                { "Transfer-Encoding in HTTP/1.0",
+                  "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                  0, false, 400, "HTTP/1.0" },
+                { "half-close after a full POST",
+                  "POST /park HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+                  0, true, 400, "half-close" },
+                { "half-close while the request is parked",
+                  "POST /park HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+                  0, false, 400, "half-close", true, 300 },
+                /* What must still work. */
+                { "HTTP/1.0 without Host", "GET /hello HTTP/1.0\r\n\r\n", 0, false, 200, "hello world", true },
+                { "chunked (any case)",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                  0, false, 200, "X-Body-Size: 5", true },
+                { "one Content-Length",
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                  0, false, 200, "hello", true },
+                { "a half-close after a GET (costs nothing: answered)",
+                  "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 0, true, 200, "hello world", true },
+        };
+
+        server_start(NULL);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const RawCase *rc = &cases[i];
+                unsigned handled = T.n_handled, status = 0;
+                unsigned long ms = 0;
+                char state[8] = "";
+                const char *resp;
+
+                fprintf(stderr, "  %s\n", rc->name);
+                Client *c = client_spawn(child_raw, rc);
+                client_wait(c);
+                ASSERT_EQ(sscanf(c->buf, "%7s %lu", state, &ms), 2);
+                resp = strchr(c->buf, '\n') + 1;
+                (void) sscanf(resp, "HTTP/1.%*u %u", &status);
+                if (status != rc->status || !strstr(resp, rc->expect))
+                        ASSERT_FAIL("%s: expected %u with '%s', got: %s", rc->name, rc->status, rc->expect, resp);
+                /* Refused framing closes the connection at once (nothing hangs to a deadline). */
+                ASSERT_STREQ(state, "eof");
+                ASSERT_TRUE(ms < 2000);
+                if (rc->status == 400 && rc->size == 0)
+                        ASSERT_NOT_NULL(strcasestr(resp, "\r\nConnection: close\r\n"));
+                ASSERT_EQ(T.n_handled - handled, rc->handled ? 1U : 0U);
+                if (rc->half_close_after_ms > 0) {
+                        /* The app was told, as for a disconnect (its handler let go of r). */
+                        ASSERT_EQ(T.n_aborted, 1U);
+                        ASSERT_NULL(T.parked);
+                }
+                client_free(c);
+                RUN_UNTIL(http_server_n_requests(T.server) == 0, 5);
+        }
+        /* The server still serves. */
+        CurlSpec s = { .path = "/hello" };
+        Client *c = curl_run(&s);
+        ASSERT_EQ(c->status, 200);
+        client_free(c);
+
+        server_stop();
+}
+
+typedef struct Loris {
+        const char *source;     /* bind to this loopback address */
+        unsigned n;             /* connections to open */
+        unsigned seconds;       /* how long to trickle */
+} Loris;
+
+/* Opens n connections from l->source, each sending a request line and then one header byte per 200ms
+ * on every connection still open. Reports how many the server closed. */
+static void child_loris(int out, const void *arg) {
+        const Loris *l = arg;
+        static const char start[] = "GET /hello HTTP/1.1\r\nHost: test\r\nX-Slow: ";
+        int fds[512];
+        unsigned closed = 0;
+        usec_t t0;
+
+        if (l->n > ELEMENTSOF(fds))
+                _exit(7);
+        for (unsigned i = 0; i < l->n; i++) {
+                struct sockaddr_in src = { .sin_family = AF_INET }, dst = { .sin_family = AF_INET, .sin_port = htons(T.port) };
+                fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fds[i] < 0 || inet_pton(AF_INET, l->source, &src.sin_addr) != 1 ||
+                    bind(fds[i], (struct sockaddr *) &src, sizeof(src)) < 0)
+                        _exit(8);
+                dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+                if (connect(fds[i], (struct sockaddr *) &dst, sizeof(dst)) < 0)
+                        _exit(9);
+                (void) send(fds[i], start, sizeof(start) - 1, MSG_NOSIGNAL);
+        }
+        t0 = now(CLOCK_MONOTONIC);
+        while (now(CLOCK_MONOTONIC) - t0 < l->seconds * USEC_PER_SEC) {
+                usleep(200 * 1000);
+                for (unsigned i = 0; i < l->n; i++) {
+                        if (fds[i] < 0)
+                                continue;
+                        if (send(fds[i], "a", 1, MSG_NOSIGNAL) < 0 || wait_closed(fds[i], 0) != 0) {
+                                fds[i] = safe_close(fds[i]);
+                                closed++;
+                        }
+                }
+        }
+        client_report(out, "%u", closed);
+}
+
+/* While a loris holds connections, six clients must each be served at once. */
+static void check_served_during_loris(const Loris *loris, unsigned *ret_closed) {
+        Client *lc = client_spawn(child_loris, loris), *c[6];
+        usec_t t0;
+
+        run_for(700 * USEC_PER_MSEC);
+        t0 = now(CLOCK_MONOTONIC);
+        for (size_t i = 0; i < ELEMENTSOF(c); i++) {
+                CurlSpec s = { .path = "/hello" };
+                c[i] = client_spawn(child_curl, &s);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(c); i++) {
+                client_wait(c[i]);
+                ASSERT_EQ(c[i]->status, 200);
+                client_free(c[i]);
+        }
+        fprintf(stderr, "six clients served in %" PRIu64 "ms during a loris of %u connections from %s\n",
+                (now(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC, loris->n, loris->source);
+        ASSERT_TRUE(now(CLOCK_MONOTONIC) - t0 < 3 * USEC_PER_SEC);
+        client_wait(lc);
+        *ret_closed = (unsigned) strtoul(lc->buf, NULL, 10);
+        client_free(lc);
+}
+
+TEST(slowloris_per_client_limit) {
+        HttpLimits l = HTTP_LIMITS_DEFAULT;
+        unsigned closed;
+
+        /* Timeouts far away: only the limits protect the other clients here. */
+        l.max_connections = 64;
+        l.max_connections_per_client = 10;
+        l.header_timeout_usec = 60 * USEC_PER_SEC;
+        l.request_timeout_usec = 60 * USEC_PER_SEC;
+        server_start(&l);
+
+        Loris loris = { .source = "127.0.0.2", .n = 100, .seconds = 3 };
+        check_served_during_loris(&loris, &closed);
+        /* The loris keeps at most its own ten. */
+        fprintf(stderr, "the server closed %u of the loris's %u connections\n", closed, loris.n);
+        ASSERT_TRUE(closed >= loris.n - l.max_connections_per_client);
+        ASSERT_EQ(T.n_handled, 6);
+
+        server_stop();
+}
+
+TEST(slowloris_same_address_pushed_out) {
+        HttpLimits l = HTTP_LIMITS_DEFAULT;
+        unsigned closed;
+
+        /* The loris shares the clients' address and fills every slot: the waiting ones are pushed out. */
+        l.max_connections = 32;
+        l.max_connections_per_client = 32;
+        l.header_timeout_usec = 60 * USEC_PER_SEC;
+        l.request_timeout_usec = 60 * USEC_PER_SEC;
+        server_start(&l);
+
+        Loris loris = { .source = "127.0.0.1", .n = 100, .seconds = 3 };
+        check_served_during_loris(&loris, &closed);
+        ASSERT_TRUE(closed >= loris.n - l.max_connections);
+        ASSERT_EQ(T.n_handled, 6);
+        ASSERT_TRUE(http_server_n_connections(T.server) <= 32 + 16);
+
+        server_stop();
+}
+
+static void child_slow_body(int out, const void *arg) {
+        static const char head[] = "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 20\r\nConnection: close\r\n\r\n";
+        char resp[1024];
+        size_t n = 0;
+        int fd = raw_connect(false);
+
+        /* The headers at once, then the body over two seconds: past the header timeout, within the request
+         * timeout. */
+        write_all(fd, head, sizeof(head) - 1);
+        for (unsigned i = 0; i < 20; i++) {
+                usleep(100 * 1000);
+                write_all(fd, "b", 1);
+        }
+        for (;;) {
+                ssize_t k = read(fd, resp + n, sizeof(resp) - 1 - n);
+                if (k <= 0)
+                        break;
+                n += (size_t) k;
+        }
+        resp[n] = 0;
+        client_report(out, "%s", startswith(resp, "HTTP/1.1 200") && strstr(resp, "X-Body-Size: 20") ? "served" : resp);
+}
+
+TEST(header_timeout) {
+        HttpLimits l = HTTP_LIMITS_DEFAULT;
+
+        l.header_timeout_usec = 1 * USEC_PER_SEC;
+        l.request_timeout_usec = 5 * USEC_PER_SEC;
+        l.idle_timeout_usec = 10 * USEC_PER_SEC;
+        server_start(&l);
+
+        /* Headers trickled: dropped after the header timeout, long before the request timeout. */
+        Client *c = client_spawn(child_slow_loris, NULL);
+        client_wait(c);
+        unsigned long ms = strtoul(c->buf, NULL, 10);
+        fprintf(stderr, "slow headers dropped after %lums\n", ms);
+        ASSERT_TRUE(ms >= 800);
+        ASSERT_TRUE(ms < 2500);
+        client_free(c);
+
+        /* A slow body after quick headers has the whole request timeout. */
+        c = client_spawn(child_slow_body, NULL);
+        client_wait(c);
+        ASSERT_STREQ(c->buf, "served");
+        client_free(c);
+        ASSERT_EQ(T.n_handled, 1);
 
         server_stop();
 }

@@ -177,3 +177,68 @@ TEST(iteration) {
         ASSERT_EQ(kiro, 13);
         ASSERT_EQ(kimi, 1);
 }
+
+TEST(live_list) {
+        ModelInfo m;
+        ModelCatalogEntry e;
+        bool t;
+
+        /* Before any list: the table, without Kimi. */
+        ASSERT_FALSE(models_live_known());
+        ASSERT_EQ(models_catalog_count(), 13U);
+        ASSERT_TRUE(models_catalog_get(0, &e));
+        ASSERT_STREQ(e.id, "auto");
+        ASSERT_TRUE(e.in_table && !e.listed_upstream);
+        ASSERT_ERROR(models_resolve("claude-nova-9", &m, NULL), ENOENT);
+
+        const ModelLive l[] = {
+                { "claude-nova-9", "Claude Nova 9", 512000, 96000, true },
+                { "claude-sonnet-4.5", NULL, 400000, 0, false },
+                { "glm-5", "GLM 5", 0, 0, false },
+        };
+        ASSERT_OK(models_live_set(MODEL_PROVIDER_KIRO, l, ELEMENTSOF(l)));
+        ASSERT_TRUE(models_live_known());
+        ASSERT_EQ(models_catalog_count(), 3U);
+
+        /* Kiro's order; the table completes what Kiro leaves out. */
+        ASSERT_TRUE(models_catalog_get(0, &e));
+        ASSERT_STREQ(e.id, "claude-nova-9");
+        ASSERT_TRUE(e.listed_upstream && !e.in_table && e.thinking);
+        ASSERT_EQ(e.context_window, 512000U);
+        ASSERT_TRUE(models_catalog_get(1, &e));
+        ASSERT_STREQ(e.display_name, "Claude Sonnet 4.5");
+        ASSERT_EQ(e.context_window, 400000U);           /* Kiro's figure wins */
+        ASSERT_EQ(e.max_output_tokens, 64000U);         /* the table's where Kiro gives none */
+        ASSERT_TRUE(e.thinking);
+        ASSERT_TRUE(models_catalog_get(2, &e));
+        ASSERT_EQ(e.context_window, 200000U);
+        ASSERT_FALSE(models_catalog_get(3, &e));
+
+        /* Usable under its own id, case-insensitively, with -thinking. */
+        ASSERT_OK(models_resolve("claude-nova-9", &m, &t));
+        ASSERT_STREQ(m.upstream_id, "claude-nova-9");
+        ASSERT_EQ(m.context_window, 512000U);
+        ASSERT_FALSE(t);
+        ASSERT_OK(models_resolve("Claude-Nova-9-thinking", &m, &t));
+        ASSERT_STREQ(m.upstream_id, "claude-nova-9");
+        ASSERT_TRUE(t);
+        ASSERT_OK(models_resolve("claude-sonnet-4-5-20250929", &m, NULL));
+        ASSERT_EQ(m.context_window, 400000U);
+
+        /* Aliases that reach a model. */
+        const char *al[8];
+        size_t n = models_aliases("claude-opus-4.5", al, ELEMENTSOF(al));
+        ASSERT_EQ(n, 2U);
+        ASSERT_STREQ(al[0], "claude-opus-4");
+
+        /* A later list without it: no longer usable, but a ModelInfo resolved before keeps valid strings. */
+        const char *kept = m.upstream_id;
+        ASSERT_OK(models_resolve("claude-nova-9", &m, NULL));
+        kept = m.upstream_id;
+        ASSERT_OK(models_live_set(MODEL_PROVIDER_KIRO, l + 1, 2));
+        ASSERT_ERROR(models_resolve("claude-nova-9", &m, NULL), ENOENT);
+        ASSERT_STREQ(kept, "claude-nova-9");
+        ASSERT_EQ(models_catalog_count(), 2U);
+        models_live_clear();
+        ASSERT_FALSE(models_live_known());
+}

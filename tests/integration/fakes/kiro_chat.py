@@ -107,6 +107,37 @@ class _Server(ThreadingHTTPServer):
         daemon_threads = True
 
 CHAT_PATH = "/generateAssistantResponse"
+MODELS_PATH = "/ListAvailableModels"
+
+
+def _model(mid, name, max_in, max_out, thinking=True):
+        m = {"modelId": mid, "modelName": name, "description": name, "rateMultiplier": 1.0, "rateUnit": "credit",
+             "supportedInputTypes": ["TEXT", "IMAGE"], "supportsPromptCache": True}
+        if max_in:
+                m["tokenLimits"] = {"maxInputTokens": max_in, "maxOutputTokens": max_out}
+        if thinking:
+                m["additionalModelRequestFieldsSchema"] = {"type": "object", "properties": {
+                        "thinking": {"type": "object", "properties": {"type": {"enum": ["adaptive", "disabled"]}}}}}
+        return m
+
+
+# What ListAvailableModels answers by default (B §5.2 shape), the models of the built-in table with its limits;
+# a test replaces it with set_models().
+DEFAULT_MODELS = [
+        _model("auto", "Auto", 1000000, 64000),
+        _model("claude-sonnet-4", "Claude Sonnet 4", 200000, 64000),
+        _model("claude-sonnet-4.5", "Claude Sonnet 4.5", 200000, 64000),
+        _model("claude-sonnet-4.6", "Claude Sonnet 4.6", 1000000, 64000),
+        _model("claude-haiku-4.5", "Claude Haiku 4.5", 200000, 64000),
+        _model("claude-opus-4.5", "Claude Opus 4.5", 200000, 64000),
+        _model("claude-opus-4.6", "Claude Opus 4.6", 1000000, 64000),
+        _model("claude-opus-4.7", "Claude Opus 4.7", 1000000, 128000),
+        _model("deepseek-3.2", "DeepSeek 3.2", 163840, 32000, thinking=False),
+        _model("glm-5", "GLM 5", None, None, thinking=False),
+        _model("minimax-m2.1", "MiniMax M2.1", 196608, 32000, thinking=False),
+        _model("minimax-m2.5", "MiniMax M2.5", 196608, 32000, thinking=False),
+        _model("qwen3-coder-next", "Qwen3 Coder Next", 262144, 32000, thinking=False),
+]
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 
 MSG_IMPROPER = "Improperly formed request."
@@ -663,6 +694,10 @@ class FakeKiroChat:
                 self._threads = []
                 self.url = None
                 self.control_url = None
+                self.models = None              # None: DEFAULT_MODELS
+                self.models_page_size = 100
+                self.models_status = None       # an int: ListAvailableModels answers that status
+                self.model_requests = []        # (path, query dict, headers) of each ListAvailableModels
 
         # ---- test API ------------------------------------------------------------------------
 
@@ -705,6 +740,14 @@ class FakeKiroChat:
                 with self.lock:
                         for sc in scenarios:
                                 self._queue.append([dict(sc), max(1, int(sc.get("repeat", 1)))])
+
+        def set_models(self, models=None, page_size=100, status=None):
+                """What ListAvailableModels answers: a list of model objects (None: DEFAULT_MODELS), in
+                pages of page_size with nextToken; status: answer that HTTP error instead."""
+                with self.lock:
+                        self.models = None if models is None else list(models)
+                        self.models_page_size = page_size
+                        self.models_status = status
 
         def set_default(self, scenario=None):
                 if scenario is not None:
@@ -791,10 +834,36 @@ class FakeKiroChat:
                                         self.close_connection = True
 
                         def do_GET(self):
+                                if self.path.split("?")[0] == MODELS_PATH:
+                                        return fake._handle_models(self)
                                 body = b'{"message":"Method not allowed"}'
                                 _send_raw(self, 405, body, {"Content-Type": "application/json"})
 
                 return Handler
+
+        def _handle_models(self, h):
+                """GET /ListAvailableModels?origin=AI_EDITOR&profileArn=…[&nextToken=N] (B §5.2, REST form)."""
+                headers = {k.lower(): v for k, v in h.headers.items()}
+                q = {k: v[0] for k, v in urllib.parse.parse_qs(h.path.partition("?")[2]).items()}
+                token = _bearer(headers)
+                with self.lock:
+                        self.model_requests.append((h.path, q, headers))
+                        accepted = token in self.tokens
+                        models = DEFAULT_MODELS if self.models is None else self.models
+                        page, status = self.models_page_size, self.models_status
+                if not accepted:
+                        return _send_json(h, 403, {"message": MSG_BAD_TOKEN}, {"x-amzn-errortype": "AccessDeniedException"})
+                if q.get("origin") != "AI_EDITOR":
+                        return _send_json(h, 400, {"message": MSG_IMPROPER, "reason": None},
+                                          {"x-amzn-errortype": "ValidationException"})
+                if status:
+                        etype, msg, _ = ERROR_DEFAULTS.get(status, ("InternalServerException", MSG_HIGH_LOAD, None))
+                        return _send_json(h, status, {"message": msg}, {"x-amzn-errortype": etype})
+                start = int(q.get("nextToken", "0"))
+                out = {"models": models[start:start + page], "defaultModel": models[0] if models else None}
+                if start + page < len(models):
+                        out["nextToken"] = str(start + page)
+                return _send_json(h, 200, out)
 
         def _read_body(self, h):
                 if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
