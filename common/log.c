@@ -141,15 +141,15 @@ void log_event(int level, const char *message_id, const char *format, ...) {
         log_full(level, "%s", buf);
 }
 
-void log_struct(int level, const char *message_id, const char *const *fields, const char *format, ...) {
+static void log_structv(int level, const char *message_id, const char *const *fields, const char *format,
+                        va_list ap) _printf_(4, 0);
+static void log_structv(int level, const char *message_id, const char *const *fields, const char *format,
+                        va_list ap) {
         char buf[2048], prio[16], mid[64];
-        va_list ap;
 
         if (level > max_level)
                 return;
-        va_start(ap, format);
         (void) vsnprintf(buf, sizeof buf, format, ap);
-        va_end(ap);
 
         if (get_format() == LOG_FORMAT_JSON)
                 return log_json(level, message_id, fields, buf);
@@ -172,4 +172,31 @@ void log_struct(int level, const char *message_id, const char *const *fields, co
                 }
         }
         log_full(level, "%s", buf);
+}
+
+void log_struct(int level, const char *message_id, const char *const *fields, const char *format, ...) {
+        va_list ap;
+        va_start(ap, format);
+        log_structv(level, message_id, fields, format, ap);
+        va_end(ap);
+}
+
+void log_credential_event(int level, const char *message_id, const char *credential, const char *reason,
+                          const char *format, ...) {
+        char f_cred[256], f_reason[128];
+        const char *fields[3] = {};
+        size_t n = 0;
+        va_list ap;
+
+        if (level > max_level)
+                return;
+        (void) snprintf(f_cred, sizeof f_cred, "KIROD_CREDENTIAL=%s", strempty(credential));
+        fields[n++] = f_cred;
+        if (reason) {
+                (void) snprintf(f_reason, sizeof f_reason, "KIROD_REASON=%s", reason);
+                fields[n++] = f_reason;
+        }
+        va_start(ap, format);
+        log_structv(level, message_id, fields, format, ap);
+        va_end(ap);
 }

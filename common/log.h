@@ -26,6 +26,10 @@ void log_event(int level, const char *message_id, const char *format, ...) _prin
 void log_struct(int level, const char *message_id, const char *const *fields, const char *format, ...)
         _printf_(4, 5);
 
+/* log_struct() with KIROD_CREDENTIAL= (an id, never a secret) and, when reason is set, KIROD_REASON=. */
+void log_credential_event(int level, const char *message_id, const char *credential, const char *reason,
+                          const char *format, ...) _printf_(5, 6);
+
 typedef enum LogFormat {
         LOG_FORMAT_TEXT,
         LOG_FORMAT_JSON,        /* one object per line: {"PRIORITY":"6","MESSAGE":"…","MESSAGE_ID":"…",…} */
@@ -69,3 +73,7 @@ void log_set_format(LogFormat f);
 #define KIROD_MESSAGE_UPSTREAM_THROTTLED   "d5a3e8c2f4b04d9e1a7c3f5b9d1e4a62"
 #define KIROD_MESSAGE_UPSTREAM_QUOTA       "e6b4f9d3a5c14e0f2b8d4a6c0e2f5b73"
 #define KIROD_MESSAGE_UPSTREAM_FAILOVER    "f7c5a0e4b6d24f1a3c9e5b7d1f3a6c84"
+/* kiro-authd: credential state changes. */
+#define KIROD_MESSAGE_CREDENTIAL_REFRESHED "0a8b6c4d2e0f4a1b9c7d5e3f1a2b4c6d"
+#define KIROD_MESSAGE_CREDENTIAL_COOLDOWN  "1b9c7d5e3f1a4b2c0d8e6f4a2b3c5d7e"
+#define KIROD_MESSAGE_CREDENTIAL_SUSPENDED "2c0d8e6f4a2b4c3d1e9f7a5b3c4d6e8f"

@@ -475,14 +475,18 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
                         cred->token_rejected = true;
                         (void) credential_start_refresh(cred, true);
                 }
-        } else if (streq(kind, "throttled"))
-                c->cooldown_until = n + (retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : 30 * USEC_PER_SEC);
-        else if (streq(kind, "quota-exhausted"))
-                c->cooldown_until = n + (retry_after ? retry_after : 3600 * USEC_PER_SEC);
-        else if (streq(kind, "suspended")) {
+        } else if (streq(kind, "throttled") || streq(kind, "quota-exhausted")) {
+                c->cooldown_until = n + (streq(kind, "throttled")
+                                         ? (retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : 30 * USEC_PER_SEC)
+                                         : (retry_after ? retry_after : 3600 * USEC_PER_SEC));
+                log_credential_event(LOG_NOTICE, KIROD_MESSAGE_CREDENTIAL_COOLDOWN, c->id, kind,
+                                     "Credential '%s' cools down for %llus: the proxy reported %s.", c->id,
+                                     (unsigned long long) ((c->cooldown_until - n) / USEC_PER_SEC), kind);
+        } else if (streq(kind, "suspended")) {
                 c->enabled = false;
                 (void) free_and_strdup(&c->last_error, "suspended by the upstream service");
-                log_warning("Credential '%s' was reported suspended upstream and is now disabled.", c->id);
+                log_credential_event(LOG_WARNING, KIROD_MESSAGE_CREDENTIAL_SUSPENDED, c->id, kind,
+                                     "Credential '%s' was reported suspended upstream and is now disabled.", c->id);
         } else if (streq(kind, "server-error"))
                 (void) free_and_strdup(&c->last_error, "upstream server error");
         else
