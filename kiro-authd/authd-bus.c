@@ -514,22 +514,27 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
                         cred->token_rejected = true;
                         (void) credential_start_refresh(cred, true);
                 }
-        } else if (streq(kind, "throttled")) {
-                /* Retry-After (or 5 s) for the first one, doubled for each repeat without a success between,
-                 * at most an hour. A single throttled account still serves: kiro-proxyd sends a request to the
-                 * credential whose cooldown ends first when all are cooling down. */
-                c->throttle_count = MIN(c->throttle_count + 1, 12u);
-                usec_t base = retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : THROTTLE_COOLDOWN_USEC;
-                c->cooldown_until = n + MIN(base << (c->throttle_count - 1), 3600 * USEC_PER_SEC);
-                (void) free_and_strdup(&c->cooldown_reason, "throttled");
-        } else if (streq(kind, "quota-exhausted")) {
-                /* Until the reset date of the last usage limits when known (authd-usage-manager.h). */
-                c->cooldown_until = credential_quota_reset_at(cred) ?: n + (retry_after ? retry_after : 3600 * USEC_PER_SEC);
-                (void) free_and_strdup(&c->cooldown_reason, "quota-exhausted");
+        } else if (streq(kind, "throttled") || streq(kind, "quota-exhausted")) {
+                if (streq(kind, "throttled")) {
+                        /* Retry-After (or 5 s) for the first one, doubled for each repeat without a success
+                         * between, at most an hour. A single throttled account still serves: kiro-proxyd sends
+                         * a request to the credential whose cooldown ends first when all are cooling down. */
+                        c->throttle_count = MIN(c->throttle_count + 1, 12u);
+                        usec_t base = retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : THROTTLE_COOLDOWN_USEC;
+                        c->cooldown_until = n + MIN(base << (c->throttle_count - 1), 3600 * USEC_PER_SEC);
+                } else
+                        /* Until the reset date of the last usage limits when known (authd-usage-manager.h). */
+                        c->cooldown_until = credential_quota_reset_at(cred) ?: n + (retry_after ? retry_after : 3600 * USEC_PER_SEC);
+                (void) free_and_strdup(&c->cooldown_reason, kind);
+                log_credential_event(LOG_NOTICE, KIROD_MESSAGE_CREDENTIAL_COOLDOWN, c->id, kind,
+                                     "Credential '%s' cools down for %llus: the proxy reported %s.", c->id,
+                                     (unsigned long long) ((c->cooldown_until > n ? c->cooldown_until - n : 0) / USEC_PER_SEC),
+                                     kind);
         } else if (streq(kind, "suspended")) {
                 c->enabled = false;
                 (void) free_and_strdup(&c->last_error, "suspended by the upstream service");
-                log_warning("Credential '%s' was reported suspended upstream and is now disabled.", c->id);
+                log_credential_event(LOG_WARNING, KIROD_MESSAGE_CREDENTIAL_SUSPENDED, c->id, kind,
+                                     "Credential '%s' was reported suspended upstream and is now disabled.", c->id);
         } else if (streq(kind, "server-error"))
                 (void) free_and_strdup(&c->last_error, "upstream server error");
         else if (streq(kind, "ok")) {

@@ -525,8 +525,8 @@ static void credential_mark_needs_login(Credential *cred, const char *error) {
                          ? "log in again with 'kiroctl login builder-id|idc|google|github --replace --id"
                          : fix[c->method],
                  c->id);
-        log_event(LOG_WARNING, KIROD_MESSAGE_NEEDS_LOGIN,
-                  "Credential '%s' needs a new login (%s): %s.", c->id, strna(error), hint);
+        log_credential_event(LOG_WARNING, KIROD_MESSAGE_NEEDS_LOGIN, c->id, "needs-login",
+                             "Credential '%s' needs a new login (%s): %s.", c->id, strna(error), hint);
 }
 
 static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
@@ -590,8 +590,9 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                         credential_fail_waiters(cred, KIROD_ERROR_STORAGE_FAILED,
                                           "The credential was refreshed but could not be stored.");
                 } else {
-                        log_info("Refreshed credential '%s', valid for %llus.", c->id,
-                                 (unsigned long long) (res.expires_in / USEC_PER_SEC));
+                        log_credential_event(LOG_INFO, KIROD_MESSAGE_CREDENTIAL_REFRESHED, c->id, "ok",
+                                             "Refreshed credential '%s', valid for %llus.", c->id,
+                                             (unsigned long long) (res.expires_in / USEC_PER_SEC));
                         credential_link_write_back(cred);
                         credential_answer_waiters(cred);
                 }
@@ -614,9 +615,10 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 backoff = backoff * 8 / 10 + (backoff ? random_u64() % (backoff * 4 / 10 + 1) : 0);
                 cred->retry_at = n + backoff;
                 (void) credential_save(cred);
-                log_event(LOG_WARNING, KIROD_MESSAGE_REFRESH_FAILED,
-                          "Refreshing credential '%s' failed (%s), attempt %u; retrying in %llus.", c->id,
-                          strna(res.error), c->consecutive_failures, (unsigned long long) (backoff / USEC_PER_SEC));
+                log_credential_event(LOG_WARNING, KIROD_MESSAGE_REFRESH_FAILED, c->id, "transient",
+                                     "Refreshing credential '%s' failed (%s), attempt %u; retrying in %llus.", c->id,
+                                     strna(res.error), c->consecutive_failures,
+                                     (unsigned long long) (backoff / USEC_PER_SEC));
                 /* Waiters still get the current token while it is valid. */
                 credential_answer_waiters(cred);
                 break;

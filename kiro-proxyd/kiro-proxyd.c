@@ -16,8 +16,10 @@
 #include "api/api-models.h"
 #include "api/api-openai.h"
 #include "api/api-responses.h"
+#include "auth/auth-credinfo.h"
 #include "auth/auth-providers.h"
 #include "auth/auth-tokencache.h"
+#include "chat/chat-metrics.h"
 #include "kimi/kimi-upstream.h"
 #include "kiro/kiro-models.h"
 #include "kiro/kiro-upstream.h"
@@ -83,6 +85,7 @@ static void proxy_done(Proxy *p) {
         free(p->tls_key_file);
         free(p->kimi_api_base);
         p->event = sd_event_unref(p->event);
+        chat_metrics_done();
 }
 
 /* /v1/responses uses OpenAI's error shape and statuses. */
@@ -120,8 +123,119 @@ static int on_headers(HttpRequest *r, void *userdata) {
         if (k != 0)
                 return k < 0 ? k : 0;
         /* Refuse a wrong key before reading a large body; the health check needs none. */
-        if (apikeys_count(p->keys) > 0 && !streq(http_request_path(r), "/healthz") && !apikeys_check(p->keys, r))
+        if (apikeys_count(p->keys) > 0 && !streq(http_request_path(r), "/healthz") &&
+            !streq(http_request_path(r), "/readyz") && !apikeys_check(p->keys, r))
                 return check_key(p, r);
+        return 0;
+}
+
+/* Per-credential series, rebuilt from kiro-authd's ObjectManager at each scrape. */
+static struct {
+        Metric *authd_up, *usable, *state, *enabled, *expiry, *cooldown, *failures;
+} credential_metrics;
+
+static int credential_metrics_init(void) {
+        static const char *const l_id[] = { "credential", "provider", NULL };
+        static const char *const l_state[] = { "credential", "provider", "state", NULL };
+        MetricsRegistry *g = chat_metrics.registry;
+        credential_metrics.authd_up = metrics_register(g, METRIC_GAUGE, "kirod_authd_up",
+                                                       "1 when kiro-authd answered the credential list for this scrape.", NULL, NULL, 0);
+        credential_metrics.usable = metrics_register(g, METRIC_GAUGE, "kirod_credentials_usable",
+                                                     "Credentials enabled and active or refreshing.", NULL, NULL, 0);
+        credential_metrics.state = metrics_register(g, METRIC_GAUGE, "kirod_credential_state",
+                                                    "1 for the state a credential is in.", l_state, NULL, 0);
+        credential_metrics.enabled = metrics_register(g, METRIC_GAUGE, "kirod_credential_enabled",
+                                                      "1 when the credential is enabled.", l_id, NULL, 0);
+        credential_metrics.expiry = metrics_register(g, METRIC_GAUGE, "kirod_credential_access_token_expiry_timestamp_seconds",
+                                                     "When the credential's access token expires (0: unknown).", l_id, NULL, 0);
+        credential_metrics.cooldown = metrics_register(g, METRIC_GAUGE, "kirod_credential_cooldown_until_timestamp_seconds",
+                                                       "Until when the credential cools down (0: not cooling down).", l_id, NULL, 0);
+        credential_metrics.failures = metrics_register(g, METRIC_GAUGE, "kirod_credential_consecutive_failures",
+                                                       "Consecutive refresh or upstream failures of the credential.", l_id, NULL, 0);
+        if (!credential_metrics.authd_up || !credential_metrics.usable || !credential_metrics.state ||
+            !credential_metrics.enabled || !credential_metrics.expiry || !credential_metrics.cooldown || !credential_metrics.failures)
+                return -ENOMEM;
+        return 0;
+}
+
+static void credential_metrics_fill(int error, const CredInfo *l, size_t n) {
+        size_t usable = 0;
+        metric_clear(credential_metrics.state);
+        metric_clear(credential_metrics.enabled);
+        metric_clear(credential_metrics.expiry);
+        metric_clear(credential_metrics.cooldown);
+        metric_clear(credential_metrics.failures);
+        metric_set(credential_metrics.authd_up, NULL, error < 0 ? 0 : 1);
+        for (size_t i = 0; i < n; i++) {
+                const char *const id[] = { strempty(l[i].id), strempty(l[i].provider) };
+                const char *const st[] = { strempty(l[i].id), strempty(l[i].provider), strempty(l[i].state) };
+                usable += credinfo_usable(&l[i]);
+                metric_set(credential_metrics.state, st, 1);
+                metric_set(credential_metrics.enabled, id, l[i].enabled);
+                metric_set(credential_metrics.expiry, id, (double) (l[i].expires_at / USEC_PER_SEC));
+                metric_set(credential_metrics.cooldown, id, (double) (l[i].cooldown_until / USEC_PER_SEC));
+                metric_set(credential_metrics.failures, id, l[i].failures);
+        }
+        metric_set(credential_metrics.usable, NULL, (double) usable);
+}
+
+typedef struct Probe {
+        HttpRequest *r;
+        bool metrics;
+} Probe;
+
+static void on_credinfo(int error, const char *message, const CredInfo *l, size_t n, void *userdata) {
+        Probe *pr = userdata;
+        _cleanup_(buf_done) Buf b = {};
+        int r;
+
+        if (pr->metrics) {
+                credential_metrics_fill(error, l, n);
+                r = metrics_render(chat_metrics.registry, &b);
+                if (r >= 0)
+                        (void) http_request_respond(pr->r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.size, NULL);
+                else
+                        (void) http_request_respond_error(pr->r, 500, "Out of memory while rendering the metrics.");
+        } else {
+                size_t usable = 0;
+                for (size_t i = 0; i < n; i++)
+                        usable += credinfo_usable(&l[i]);
+                if (error < 0)
+                        r = buf_puts(&b, "{\"status\":\"not-ready\",\"reason\":\"authd-unreachable\",\"message\":");
+                else if (usable == 0)
+                        r = buf_putf(&b, "{\"status\":\"not-ready\",\"reason\":\"no-usable-credential\",\"credentials\":%zu,"
+                                         "\"message\":", n);
+                else
+                        r = buf_putf(&b, "{\"status\":\"ready\",\"credentials\":%zu,\"usable_credentials\":%zu}", n, usable);
+                if (r >= 0 && (error < 0 || usable == 0)) {
+                        const char *msg = error < 0 ? strna(message)
+                                          : n == 0 ? "kiro-authd holds no credential; import one with 'kiroctl import'."
+                                                   : "No credential is enabled and active; see 'kiroctl status'.";
+                        r = buf_put_json_string(&b, msg, strlen(msg));
+                        if (r >= 0)
+                                r = buf_puts(&b, "}");
+                }
+                if (r >= 0)
+                        (void) http_request_respond(pr->r, error < 0 || usable == 0 ? 503 : 200, "application/json",
+                                                    b.data, b.size, NULL);
+                else
+                        (void) http_request_respond_error(pr->r, 500, "Out of memory.");
+        }
+        http_request_unref(pr->r);
+        free(pr);
+}
+
+static int handle_probe(Proxy *p, HttpRequest *r, bool metrics) {
+        Probe *pr = calloc(1, sizeof *pr);
+        if (!pr)
+                return -ENOMEM;
+        pr->r = http_request_ref(r);
+        pr->metrics = metrics;
+        int k = credinfo_fetch(p->bus, on_credinfo, pr);
+        if (k < 0) {
+                /* No bus call possible: answer now as if kiro-authd did not reply. */
+                on_credinfo(k, "Cannot call kiro-authd on the bus", NULL, 0, pr);
+        }
         return 0;
 }
 
@@ -134,9 +248,13 @@ static int on_request(HttpRequest *r, void *userdata) {
                 static const char ok[] = "{\"status\":\"ok\"}";
                 return http_request_respond(r, 200, "application/json", ok, sizeof ok - 1, NULL);
         }
+        if (streq(path, "/readyz") && get)
+                return handle_probe(p, r, false);
         if (apikeys_count(p->keys) > 0 && !apikeys_check(p->keys, r))
                 return check_key(p, r);
 
+        if (streq(path, "/metrics") && get)
+                return handle_probe(p, r, true);
         if (streq(path, "/v1/models") && get)
                 return api_models_handle(&p->chat, r);
         if (streq(path, "/v1/chat/completions") && post)
@@ -148,7 +266,8 @@ static int on_request(HttpRequest *r, void *userdata) {
         if (streq(path, "/v1/responses") && post)
                 return responses_handle(&p->chat, r, &p->api, p->responses);
 
-        bool known = streq(path, "/v1/models") || streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
+        bool known = streq(path, "/metrics") || streq(path, "/readyz") || streq(path, "/v1/models") ||
+                     streq(path, "/v1/chat/completions") || streq(path, "/v1/messages") ||
                      streq(path, "/v1/messages/count_tokens") || streq(path, "/v1/responses");
         Failure e = {};
         if (known)
@@ -184,6 +303,14 @@ static int parse_endpoints(const char *v, void *data) {
         return 0;
 }
 
+static int parse_log_format(const char *v, void *data) {
+        int f = log_format_from_string(v);
+        if (f < 0)
+                return f;
+        log_set_format(f);
+        return 0;
+}
+
 static int parse_config(Proxy *p) {
         uint64_t max_body = HTTP_MAX_BODY_BYTES_DEFAULT;
         const ConfigItem table[] = {
@@ -208,6 +335,7 @@ static int parse_config(Proxy *p) {
                 { "Proxy", "FirstTokenTimeoutSec", config_parse_sec, &p->kiro.first_token_timeout },
                 { "Proxy", "StallTimeoutSec", config_parse_sec, &p->kiro.stall_timeout },
                 { "Proxy", "ExitOnIdleSec", config_parse_sec, &p->exit_on_idle },
+                { "Proxy", "LogFormat", parse_log_format, NULL },
                 { "Proxy", "PingIntervalSec", config_parse_sec, &p->chat.ping_interval },
                 { "Proxy", "ResponsesStoreMax", parse_size, &p->responses_store_max },
                 { "Proxy", "ResponsesStoreSec", config_parse_sec, &p->responses_store_sec },
@@ -465,6 +593,11 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return r;
         (void) kirod_bus_errors_register();
+        r = chat_metrics_init();
+        if (r >= 0)
+                r = credential_metrics_init();
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the metrics: %m");
 
         r = sd_event_default(&p.event);
         if (r < 0)

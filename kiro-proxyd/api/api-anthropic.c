@@ -716,6 +716,7 @@ static int render_begin(Chat *c) {
 }
 
 static const ChatRenderer anthropic_renderer = {
+        .api = "anthropic",
         .begin = render_begin,
         .text = render_text,
         .thinking = render_thinking,

@@ -234,6 +234,7 @@ static int render_fail(Chat *c, const Failure *e) {
 }
 
 static const ChatRenderer openai_renderer = {
+        .api = "openai",
         .text = render_text,
         .thinking = render_thinking,
         .tool_start = render_tool_start,

@@ -596,6 +596,7 @@ static int render_fail(Chat *c, const Failure *e) {
 }
 
 static const ChatRenderer responses_renderer = {
+        .api = "responses",
         .text = render_text,
         .thinking = render_thinking,
         .tool_start = render_tool_start,

@@ -6,6 +6,7 @@
 #include "escape.h"
 #include "log.h"
 #include "auth/auth-tokencache.h"
+#include "chat/chat-metrics.h"
 
 /* A cached token is used while it has at least this much life left; below that a fresh one is fetched. */
 #define TOKEN_RENEW_BEFORE_USEC (120 * USEC_PER_SEC)
@@ -276,6 +277,7 @@ static int on_get_token_reply(sd_bus_message *m, void *userdata, sd_bus_error *r
         int r;
 
         e->call = sd_bus_slot_unref(e->call);
+        metric_add(chat_metrics.token_cache_calls, (const char *const[]) { err ? "error" : "ok" }, 1);
         if (err) {
                 /* The renewal a little before expiry failed only because kiro-authd is away: the token
                  * still works for a while. */
@@ -328,6 +330,7 @@ int token_cache_get(TokenCache *tc, const char *provider, const char *credential
         if (!e)
                 return -ENOMEM;
         if (token_good(e->token, now(CLOCK_REALTIME))) {
+                metric_add(chat_metrics.token_cache_hits, NULL, 1);
                 *ret_token = e->token;
                 return 1;
         }

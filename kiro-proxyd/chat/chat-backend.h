@@ -34,6 +34,9 @@ typedef struct ChatBackendOps {
         void (*call_pause)(ChatCall *call, bool pause);
         /* Usage reported so far (NULL when none). */
         const ChatUsage *(*call_usage)(ChatCall *call);
+        /* For the request's log line and metrics: the credential of the last attempt (NULL when none) and
+         * the number of attempts so far. NULL is fine. */
+        void (*call_info)(ChatCall *call, const char **ret_credential, unsigned *ret_attempts);
 } ChatBackendOps;
 
 typedef struct ChatBackend {

@@ -117,6 +117,7 @@ typedef struct Conversation {
 
         bool stream;
         char *session_id;       /* becomes the Kiro conversationId when set */
+        char request_id[37];    /* the client request's id (a UUID, x-request-id), "" when none */
 } Conversation;
 
 int conversation_new(Conversation **ret);

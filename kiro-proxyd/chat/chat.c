@@ -4,9 +4,11 @@
 #include <stdarg.h>
 #include <systemd/sd-id128.h>
 
+#include "escape.h"
 #include "json-util.h"
 #include "log.h"
 #include "chat/chat.h"
+#include "chat/chat-metrics.h"
 
 /* Pause reading upstream while this much is queued for a slow client. */
 #define CHAT_PENDING_HIGH (1024 * 1024)
@@ -27,15 +29,87 @@ const char *chat_stop_reason_anthropic(ChatStop s) {
         return t[s];
 }
 
+static void take_call_info(Chat *c, ChatCall *call) {
+        const char *cred = NULL;
+        unsigned n = 0;
+        if (!call || !c->backend->ops || !c->backend->ops->call_info)
+                return;
+        c->backend->ops->call_info(call, &cred, &n);
+        c->attempts = n;
+        if (cred && !streq_ptr(cred, c->credential)) {
+                free(c->credential);
+                c->credential = strdup(cred);
+        }
+}
+
+static const char *status_class(unsigned status) {
+        static const char *const t[] = { "none", "1xx", "2xx", "3xx", "4xx", "5xx" };
+        return status / 100 < ELEMENTSOF(t) ? t[status / 100] : "none";
+}
+
+/* The request is over: one log line with its journal fields, and its metrics. Runs once, from chat_free(). */
+static void chat_record(Chat *c) {
+        ChatMetrics *m = &chat_metrics;
+        usec_t end = now(CLOCK_MONOTONIC), start = http_request_started(c->http);
+        unsigned status = http_request_status(c->http);
+        const char *api = c->renderer->api ?: "other", *model = chat_metrics_model_label(&c->model);
+        const char *outcome = c->outcome ?: "client-gone";
+        bool ok = streq(outcome, "complete");
+        double ttfb = c->first_byte > 0 ? (double) (c->first_byte - start) / USEC_PER_SEC : -1;
+        double total = (double) (end - start) / USEC_PER_SEC;
+        char st[8];
+
+        (void) snprintf(st, sizeof st, "%u", status);
+        metric_add(m->requests, (const char *const[]) { api, model, status_class(status), outcome }, 1);
+        if (ttfb >= 0)
+                metric_observe(m->first_byte_seconds, (const char *const[]) { api }, ttfb);
+        metric_observe(m->duration_seconds, (const char *const[]) { api }, total);
+        metric_add(m->tokens, (const char *const[]) { model, "input" }, (double) c->input_tokens);
+        metric_add(m->tokens, (const char *const[]) { model, "output" }, (double) c->output_tokens);
+        metric_add(m->bytes_out, (const char *const[]) { api }, (double) http_request_bytes_out(c->http));
+        metric_add(m->open_streams, NULL, -1);
+        if (c->credential)
+                metric_add(m->credential_requests, (const char *const[]) { c->credential, ok ? "ok" : "error" }, 1);
+
+        if (log_get_max_level() < LOG_INFO)
+                return;
+        char f_req[64], f_cred[160], f_model[160], f_out[48], f_api[48], f_st[32], f_att[32], f_ttfb[48], f_end[48],
+                f_in[48], f_outt[48];
+        long long ms_ttfb = ttfb >= 0 ? (long long) (ttfb * 1000) : -1, ms_end = (long long) (total * 1000);
+        (void) snprintf(f_req, sizeof f_req, "KIROD_REQUEST_ID=%s", http_request_id(c->http));
+        (void) snprintf(f_cred, sizeof f_cred, "KIROD_CREDENTIAL=%s", strempty(c->credential));
+        (void) snprintf(f_model, sizeof f_model, "KIROD_MODEL=%s", LOG_ESC(strempty(c->conv->model)));
+        (void) snprintf(f_out, sizeof f_out, "KIROD_OUTCOME=%s", outcome);
+        (void) snprintf(f_api, sizeof f_api, "KIROD_API=%s", api);
+        (void) snprintf(f_st, sizeof f_st, "KIROD_STATUS=%u", status);
+        (void) snprintf(f_att, sizeof f_att, "KIROD_ATTEMPTS=%u", c->attempts);
+        (void) snprintf(f_ttfb, sizeof f_ttfb, "KIROD_FIRST_BYTE_MS=%lld", ms_ttfb);
+        (void) snprintf(f_end, sizeof f_end, "KIROD_DURATION_MS=%lld", ms_end);
+        (void) snprintf(f_in, sizeof f_in, "KIROD_INPUT_TOKENS=%" PRIu64, c->input_tokens);
+        (void) snprintf(f_outt, sizeof f_outt, "KIROD_OUTPUT_TOKENS=%" PRIu64, c->output_tokens);
+        const char *const fields[] = { f_req, f_cred, f_model, f_out, f_api, f_st, f_att, f_ttfb, f_end, f_in, f_outt, NULL };
+        log_struct(LOG_INFO, KIROD_MESSAGE_REQUEST_FINISHED, fields,
+                   "%s %s %s model='%s' credential=%s status=%s outcome=%s attempts=%u first-byte=%lldms end=%lldms "
+                   "tokens=%" PRIu64 "/%" PRIu64 " id=%s",
+                   http_request_method(c->http), LOG_ESC(http_request_path(c->http)), api, LOG_ESC(strempty(c->conv->model)),
+                   c->credential ?: "-", st, outcome, c->attempts, ms_ttfb, ms_end, c->input_tokens, c->output_tokens,
+                   http_request_id(c->http));
+}
+
 static void chat_free(Chat *c) {
         if (!c)
                 return;
+        if (c->recording) {
+                c->recording = false;
+                chat_record(c);
+        }
         if (c->call && c->backend->ops->call_cancel)
                 c->backend->ops->call_cancel(c->call);
         conversation_free(c->conv);
         if (c->frontend_state_free)
                 c->frontend_state_free(c->frontend_state);
         free(c->id);
+        free(c->credential);
         buf_done(&c->text);
         buf_done(&c->reasoning);
         buf_done(&c->signature);
@@ -60,6 +134,9 @@ static void chat_end(Chat *c) {
 
 static void on_http_abort(HttpRequest *r, void *userdata) {
         Chat *c = userdata;
+        if (c->call)
+                take_call_info(c, c->call);
+        c->outcome = "client-gone";
         /* The client is gone: stop the upstream call and free everything (r stays valid for our reference,
          * which chat_free() drops). */
         chat_free(c);
@@ -189,6 +266,12 @@ static int on_event(ChatCall *call, const ChatEvent *ev, void *userdata) {
         ChatToolCall *t;
         int r = 0;
 
+        if (ev->type == CHAT_EVENT_END || ev->type == CHAT_EVENT_ERROR)
+                take_call_info(c, call);
+        else if (c->first_byte == 0) {
+                c->first_byte = now(CLOCK_MONOTONIC);
+                take_call_info(c, call);
+        }
         if (c->stopped && ev->type != CHAT_EVENT_END && ev->type != CHAT_EVENT_ERROR)
                 return 0;
         switch (ev->type) {
@@ -197,6 +280,7 @@ static int on_event(ChatCall *call, const ChatEvent *ev, void *userdata) {
                 if (r >= 0 && c->stopped) {
                         /* A stop sequence matched: the answer is complete, upstream is not needed. */
                         c->call = NULL;
+                        c->outcome = "complete";
                         resolve_usage(c, c->backend->ops->call_usage ? c->backend->ops->call_usage(call) : NULL);
                         r = c->renderer->finish(c, CHAT_STOP_STOP_SEQUENCE);
                         chat_end(c);
@@ -243,6 +327,8 @@ static int on_event(ChatCall *call, const ChatEvent *ev, void *userdata) {
                              ev->error ? strna(ev->error->message) : "unknown error") < 0)
                         e.message = NULL;
                 c->call = NULL; /* the upstream layer frees the call after END */
+                c->outcome = "truncated";
+                resolve_usage(c, NULL);
                 (void) c->renderer->fail(c, &e);
                 failure_done(&e);
                 chat_end(c);
@@ -263,6 +349,7 @@ static int on_event(ChatCall *call, const ChatEvent *ev, void *userdata) {
                                         : CHAT_STOP_END_TURN;
                 if (r >= 0)
                         r = c->renderer->finish(c, stop);
+                c->outcome = r >= 0 ? "complete" : "client-gone";
                 chat_end(c);
                 return 0;
         }
@@ -272,6 +359,7 @@ static int on_event(ChatCall *call, const ChatEvent *ev, void *userdata) {
         if (r < 0) {
                 /* The client went away or we ran out of memory: stop here. */
                 c->call = NULL;
+                c->outcome = "client-gone";
                 if (c->http && c->started)
                         (void) http_request_stream_abort(c->http);
                 else if (c->http)
@@ -284,7 +372,9 @@ static int on_event(ChatCall *call, const ChatEvent *ev, void *userdata) {
 
 static void on_fail(ChatCall *call, const Failure *err, void *userdata) {
         Chat *c = userdata;
+        take_call_info(c, call);
         c->call = NULL;
+        c->outcome = "upstream-error";
         (void) c->renderer->fail(c, err);
         chat_end(c);
 }
@@ -316,6 +406,9 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
         assert(model->provider >= 0 && model->provider < _MODEL_PROVIDER_MAX);
         c->backend = &ctx->backends[model->provider];
         c->created = now(CLOCK_REALTIME);
+        c->recording = true;
+        metric_add(chat_metrics.open_streams, NULL, 1);
+        (void) snprintf(conv->request_id, sizeof conv->request_id, "%s", http_request_id(http));
         r = sd_id128_randomize(&rnd);
         if (r < 0 || asprintf(&c->id, "%s" SD_ID128_FORMAT_STR, id_prefix, SD_ID128_FORMAT_VAL(rnd)) < 0) {
                 chat_free(c);
@@ -334,6 +427,7 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
                 Failure f = {};
                 (void) failure_set(&f, FAILURE_INVALID_REQUEST, "model", "No back end serves the model '%s' (provider %s).",
                                    strna(conv->model), model_provider_to_string(model->provider));
+                c->outcome = "upstream-error";
                 (void) renderer->fail(c, &f);
                 failure_done(&f);
                 chat_end(c);
@@ -342,6 +436,7 @@ int chat_start(ChatContext *ctx, HttpRequest *http, Conversation *conv, const Mo
         r = c->backend->ops->call_start(c->backend->data, c->conv, &call_handler, c, &c->call);
         if (r < 0) {
                 Failure e = { .kind = FAILURE_INTERNAL, .message = strdup("Cannot start the upstream request.") };
+                c->outcome = "upstream-error";
                 (void) renderer->fail(c, &e);
                 failure_done(&e);
                 chat_end(c);

@@ -31,6 +31,8 @@ typedef struct Chat Chat;
 /* A front end. Every callback returns 0 or a negative errno (the client went away: the chat ends). For
  * streamed responses the front end starts the HTTP stream in its first callback. */
 typedef struct ChatRenderer {
+        /* The API's label in metrics and logs ("openai", "anthropic", "responses"). */
+        const char *api;
         /* Optional: called once before the upstream call starts (c->frontend_state is set). */
         int (*begin)(Chat *c);
         int (*text)(Chat *c, const char *s, size_t n);
@@ -88,6 +90,13 @@ struct Chat {
 
         uint64_t input_tokens, output_tokens;   /* resolved at the end */
         uint64_t cached_tokens;                 /* of input_tokens, read from Kiro's prompt cache (when reported) */
+
+        /* For the log line and metrics (chat_record()). */
+        usec_t first_byte;              /* CLOCK_MONOTONIC of the first answer content, 0 before */
+        const char *outcome;            /* "complete", "truncated", "client-gone", "upstream-error" */
+        char *credential;               /* of the last upstream attempt */
+        unsigned attempts;
+        bool recording;                 /* chat_record() is still to run */
 };
 
 /* Takes ownership of conv. On failure before the upstream starts, the chat renders the error itself. */

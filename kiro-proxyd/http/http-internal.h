@@ -4,6 +4,7 @@
 #pragma once
 
 #include <microhttpd.h>
+#include <systemd/sd-id128.h>
 
 #include "http/http.h"
 
@@ -155,6 +156,11 @@ struct HttpRequest {
         void *drain_userdata;
         void *userdata;
         char **response_headers;        /* http_request_add_response_header() */
+
+        char id[SD_ID128_UUID_STRING_MAX];      /* the request id, sent back as x-request-id */
+        unsigned status;                /* of the response queued, 0 before */
+        uint64_t bytes_out;             /* body bytes handed to MHD (complete body or stream writes) */
+        usec_t started;                 /* CLOCK_MONOTONIC when the headers arrived */
 };
 
 /* http-server.c */

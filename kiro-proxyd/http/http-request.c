@@ -139,6 +139,10 @@ static int response_queue(HttpRequest *r, unsigned status, struct MHD_Response *
         int k = response_add_headers(resp, content_type, extra_headers);
         if (k >= 0)
                 k = response_add_headers(resp, NULL, (const char *const *) r->response_headers);
+        if (k >= 0 && MHD_add_response_header(resp, "x-request-id", r->id) != MHD_YES)
+                k = -EINVAL;
+        if (k >= 0)
+                r->status = status;
         if (k >= 0 && MHD_queue_response(r->connection, status, resp) != MHD_YES)
                 k = -EIO;
         MHD_destroy_response(resp);
@@ -167,6 +171,7 @@ static int request_queue(HttpRequest *r, unsigned status, const char *content_ty
         if (k < 0)
                 return k;
 
+        r->bytes_out += size;
         r->responded = true;
         r->state = REQUEST_DONE;
         request_resume(r);
@@ -222,6 +227,14 @@ static int request_new(HttpListener *l, struct MHD_Connection *c, const char *me
                 return -ENOMEM;
         }
         r->body_alloc = 1;
+        /* Version 4 and the RFC 4122 variant are set by sd_id128_randomize(). */
+        sd_id128_t id;
+        if (sd_id128_randomize(&id) < 0) {
+                request_free(r);
+                return -EIO;
+        }
+        (void) sd_id128_to_uuid_string(id, r->id);
+        r->started = now(CLOCK_MONOTONIC);
         r->n_ref = 1;
         r->server_ref = true;
         r->server = s;
@@ -760,6 +773,7 @@ int http_request_stream_write(HttpRequest *r, const void *data, size_t size) {
         if (size == 0)
                 return 0;
 
+        r->bytes_out += size;
         pending = r->out_end - r->out_start;
         if (size > r->server->limits.max_pending_bytes - MIN(pending, r->server->limits.max_pending_bytes))
                 return -ENOBUFS;
@@ -874,4 +888,24 @@ int http_request_add_response_header(HttpRequest *r, const char *line) {
         if (strpbrk(line, "\r\n") || !strchr(line, ':'))
                 return -EINVAL;
         return strv_extend(&r->response_headers, line);
+}
+
+const char *http_request_id(HttpRequest *r) {
+        assert(r);
+        return r->id;
+}
+
+unsigned http_request_status(HttpRequest *r) {
+        assert(r);
+        return r->status;
+}
+
+uint64_t http_request_bytes_out(HttpRequest *r) {
+        assert(r);
+        return r->bytes_out;
+}
+
+usec_t http_request_started(HttpRequest *r) {
+        assert(r);
+        return r->started;
 }

@@ -6,6 +6,7 @@
 #include <systemd/sd-event.h>
 
 #include "macro.h"
+#include "time-util.h"
 
 typedef struct HttpServer HttpServer;
 typedef struct HttpRequest HttpRequest;
@@ -191,3 +192,9 @@ size_t http_request_stream_pending(HttpRequest *r);
 bool http_request_is_unix(HttpRequest *r);
 /* A "Name: value" line (no CR/LF) added to whatever response r gets, errors included (for CORS). */
 int http_request_add_response_header(HttpRequest *r, const char *line);
+/* The request's id (a UUID, sent to the client as x-request-id and used in logs and upstream). */
+const char *http_request_id(HttpRequest *r);
+/* The status of the response queued (0 before one is); body bytes queued so far; CLOCK_MONOTONIC arrival. */
+unsigned http_request_status(HttpRequest *r);
+uint64_t http_request_bytes_out(HttpRequest *r);
+usec_t http_request_started(HttpRequest *r);

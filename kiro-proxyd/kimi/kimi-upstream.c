@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "chat/chat-metrics.h"
 #include "kimi/kimi-request.h"
 #include "kimi/kimi-stream.h"
 #include "kimi/kimi-upstream.h"
@@ -178,11 +179,13 @@ static void call_decide(KimiCall *call, ChatErrorKind kind, const char *message)
         _cleanup_free_ char *msg = strdup(strna(message));
 
         log_debug("Kimi attempt %u failed: %s (%s).", call->attempt, chat_error_kind_to_string(kind), strna(msg));
+        chat_metrics_upstream(chat_metrics.upstream_failures, "kimi", chat_error_kind_to_string(kind));
         switch (kind) {
         case CHAT_ERROR_UNAUTHORIZED:
                 report(call, "unauthorized");
                 if (!call->unauthorized_retried) {
                         call->unauthorized_retried = true;
+                        chat_metrics_upstream(chat_metrics.upstream_retries, "kimi", chat_error_kind_to_string(kind));
                         return call_retry(call);
                 }
                 return call_fail(call, FAILURE_UNAVAILABLE, 0,
@@ -441,6 +444,7 @@ static int attempt_begin(KimiCall *call) {
         int r;
 
         call->attempt++;
+        chat_metrics_upstream(chat_metrics.upstream_attempts, "kimi", NULL);
         r = token_cache_get(call->upstream->tokens, "kimi", NULL, on_token, call, &t, &call->token_request);
         if (r < 0) {
                 call_fail(call, FAILURE_INTERNAL, 0, "Cannot ask kiro-authd for a token: %s.", strerror(-r));
@@ -483,10 +487,17 @@ static const ChatUsage *backend_call_usage(ChatCall *c) {
         return call && call->stream ? kimi_stream_usage(call->stream) : NULL;
 }
 
+static void backend_call_info(ChatCall *c, const char **ret_credential, unsigned *ret_attempts) {
+        KimiCall *call = (KimiCall *) c;
+        *ret_credential = call->token ? call->token->credential_id : NULL;
+        *ret_attempts = call->attempt;
+}
+
 const ChatBackendOps kimi_backend_ops = {
         .name = "kimi",
         .call_start = backend_call_start,
         .call_cancel = backend_call_cancel,
         .call_pause = backend_call_pause,
         .call_usage = backend_call_usage,
+        .call_info = backend_call_info,
 };

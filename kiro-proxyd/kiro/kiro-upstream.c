@@ -5,8 +5,10 @@
 #include <systemd/sd-id128.h>
 
 #include "bus-names.h"
+#include "escape.h"
 #include "log.h"
 #include "url-util.h"
+#include "chat/chat-metrics.h"
 #include "kiro/kiro-upstream.h"
 
 #define KIRO_CHAT_PATH "/generateAssistantResponse"
@@ -59,6 +61,7 @@ struct UpstreamCall {
         usec_t retry_after;
 
         unsigned attempt;       /* 1-based, counts every try */
+        char *credential;       /* of the last attempt that got a token, for logs and metrics */
         unsigned endpoint;      /* index into the endpoint list, advanced on server/transport errors */
         bool unauthorized_retried;
         char *avoid_id;         /* this request moves away from this credential (403 even after a refresh) */
@@ -200,6 +203,7 @@ static void call_free(UpstreamCall *call) {
         call_reset_attempt(call);
         free(call->avoid_id);
         free(call->pinned_id);
+        free(call->credential);
         free(call);
 }
 
@@ -306,14 +310,33 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
         size_t n_endpoints = MAX(strv_length(cfg->endpoints), (size_t) 1);
         usec_t ra = call->retry_after;
         _cleanup_free_ char *msg = strdup(strna(message));
+        const char *reason = fk == ATTEMPT_TIMEOUT ? "first-token-timeout" : fk == ATTEMPT_TRANSPORT ? "network"
+                                                                            : chat_error_kind_to_string(kind);
 
-        log_debug("Upstream attempt %u failed: %s (%s).", call->attempt,
-                  fk == ATTEMPT_TIMEOUT ? "first-token timeout" : fk == ATTEMPT_TRANSPORT ? "transport" : chat_error_kind_to_string(kind),
-                  strna(msg));
+        log_debug("Upstream attempt %u failed: %s (%s).", call->attempt, reason, strna(msg));
+        chat_metrics_upstream(chat_metrics.upstream_failures, "kiro", reason);
+        {
+                /* For the operator: which credential failed how, for which request (Kiro's message is
+                 * server text, escaped). */
+                char f_cred[160], f_req[64], f_reason[64];
+                (void) snprintf(f_cred, sizeof f_cred, "KIROD_CREDENTIAL=%s", strempty(call->credential));
+                (void) snprintf(f_req, sizeof f_req, "KIROD_REQUEST_ID=%s", call->conv->request_id);
+                (void) snprintf(f_reason, sizeof f_reason, "KIROD_REASON=%s", reason);
+                const char *const fields[] = { f_cred, f_req, f_reason, NULL };
+                bool limit = kind == CHAT_ERROR_THROTTLED || kind == CHAT_ERROR_QUOTA;
+                log_struct(limit ? LOG_NOTICE : LOG_WARNING,
+                           kind == CHAT_ERROR_THROTTLED ? KIROD_MESSAGE_UPSTREAM_THROTTLED
+                           : kind == CHAT_ERROR_QUOTA   ? KIROD_MESSAGE_UPSTREAM_QUOTA
+                                                        : KIROD_MESSAGE_UPSTREAM_FAILED,
+                           fields, "Upstream attempt %u of request %s with credential '%s' failed: %s (%s).",
+                           call->attempt, call->conv->request_id, strna(call->credential), reason, LOG_ESC(strna(msg)));
+        }
 
         if (fk == ATTEMPT_TIMEOUT) {
-                if (more)
+                if (more) {
+                        chat_metrics_upstream(chat_metrics.upstream_retries, "kiro", reason);
                         return call_retry(call, 0);
+                }
                 return call_fail(call, FAILURE_TIMEOUT, 0, "Kiro sent no answer within %llus (%u attempts).",
                                  (unsigned long long) (cfg->first_token_timeout / USEC_PER_SEC), call->attempt);
         }
@@ -328,34 +351,46 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
                         /* Once on the same credential with the refreshed token. */
                         if (call->token && free_and_strdup(&call->pinned_id, call->token->credential_id) < 0)
                                 return call_fail(call, FAILURE_INTERNAL, 0, "Out of memory.");
+                        chat_metrics_upstream(chat_metrics.upstream_retries, "kiro", reason);
                         return call_retry(call, 0);
                 }
                 /* Refused even after a refresh: another credential may serve this request. */
                 if (more && can_fail_over(call)) {
                         if (free_and_strdup(&call->avoid_id, call->token->credential_id) < 0)
                                 return call_fail(call, FAILURE_INTERNAL, 0, "Out of memory.");
+                        chat_metrics_upstream(chat_metrics.upstream_failovers, "kiro", reason);
                         return call_retry(call, 0);
                 }
                 return call_fail(call, FAILURE_UNAVAILABLE, 0,
                                  "Kiro refused the access token even after a refresh (%s); see 'kiroctl status'.", strna(msg));
         case CHAT_ERROR_QUOTA:
                 report(call, "quota-exhausted", ra);
-                if (more)
+                if (more) {
+                        chat_metrics_upstream(chat_metrics.upstream_retries, "kiro", reason);
                         return call_retry(call, 0);
+                }
                 return call_fail(call, FAILURE_RATE_LIMIT, ra, "The Kiro quota is exhausted: %s", strna(msg));
         case CHAT_ERROR_SUSPENDED:
                 report(call, "suspended", 0);
-                if (more)
+                if (more) {
+                        chat_metrics_upstream(chat_metrics.upstream_retries, "kiro", reason);
                         return call_retry(call, 0);
+                }
                 return call_fail(call, FAILURE_PERMISSION, 0, "The Kiro account is suspended: %s", strna(msg));
         case CHAT_ERROR_THROTTLED:
                 report(call, "throttled", ra);
-                if (more)
-                        return call_retry(call, can_fail_over(call) ? 0 : MAX(backoff(call), MIN(ra, cfg->backoff_max)));
+                if (more) {
+                        bool over = can_fail_over(call);
+                        chat_metrics_upstream(over ? chat_metrics.upstream_failovers : chat_metrics.upstream_retries,
+                                              "kiro", reason);
+                        return call_retry(call, over ? 0 : MAX(backoff(call), MIN(ra, cfg->backoff_max)));
+                }
                 return call_fail(call, FAILURE_RATE_LIMIT, ra ?: USEC_PER_SEC, "Kiro is rate limiting: %s", strna(msg));
         case CHAT_ERROR_OVERLOADED:
-                if (more)
+                if (more) {
+                        chat_metrics_upstream(chat_metrics.upstream_retries, "kiro", reason);
                         return call_retry(call, backoff(call));
+                }
                 return call_fail(call, FAILURE_OVERLOADED, ra, "The model is overloaded: %s", strna(msg));
         case CHAT_ERROR_VALIDATION:
                 return call_fail(call, FAILURE_INVALID_REQUEST, 0, "Kiro rejected the request: %s", strna(msg));
@@ -370,8 +405,17 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
                 if (kind == CHAT_ERROR_SERVER && fk == ATTEMPT_KIRO)
                         report(call, "server-error", 0);
                 call->endpoint++;
-                if (more)
+                if (more) {
+                        chat_metrics_upstream(n_endpoints > 1 ? chat_metrics.upstream_failovers : chat_metrics.upstream_retries,
+                                              "kiro", reason);
+                        char f_req[64], f_reason[64];
+                        (void) snprintf(f_req, sizeof f_req, "KIROD_REQUEST_ID=%s", call->conv->request_id);
+                        (void) snprintf(f_reason, sizeof f_reason, "KIROD_REASON=%s", reason);
+                        if (n_endpoints > 1)
+                                log_struct(LOG_NOTICE, KIROD_MESSAGE_UPSTREAM_FAILOVER, (const char *const[]) { f_req, f_reason, NULL },
+                                           "Request %s moves to the next Kiro endpoint after %s.", call->conv->request_id, reason);
                         return call_retry(call, call->endpoint % n_endpoints == 0 ? backoff(call) : 0);
+                }
                 return call_fail(call, FAILURE_BAD_GATEWAY, 0, "Kiro failed after %u attempts: %s", call->attempt,
                                  strna(msg));
         }
@@ -609,9 +653,15 @@ static int start_transfer(UpstreamCall *call) {
             asprintf(&xua, "%s KiroIDE-%s-%s", KIRO_SDK_XUA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
             asprintf(&auth, "Bearer %s", call->token->access_token) < 0)
                 return -ENOMEM;
-        r = kiro_uuid4(uuid);
-        if (r < 0)
-                return r;
+        /* The request id (a v4 UUID) is the invocation id: the same across the attempts of one request, as
+         * amz-sdk-request counts them, so that Kiro's logs and ours name the request alike. */
+        if (call->conv->request_id[0])
+                (void) snprintf(uuid, sizeof uuid, "%s", call->conv->request_id);
+        else {
+                r = kiro_uuid4(uuid);
+                if (r < 0)
+                        return r;
+        }
         snprintf(attempt, sizeof attempt, "attempt=%u; max=%u", call->attempt, cfg->max_attempts);
 
         const char *headers[CALL_HEADERS_MAX][2] = {
@@ -688,6 +738,10 @@ static void on_token(Token *t, const sd_bus_error *error, void *userdata) {
                                  strna(error ? error->message : NULL));
         }
         call->token = token_ref(t);
+        if (!streq_ptr(call->credential, t->credential_id)) {
+                free(call->credential);
+                call->credential = t->credential_id ? strdup(t->credential_id) : NULL;
+        }
         r = start_transfer(call);
         if (r < 0)
                 call_fail(call, FAILURE_INTERNAL, 0, "Cannot start the upstream request: %s.", strerror(-r));
@@ -716,6 +770,7 @@ static int attempt_begin(UpstreamCall *call) {
                         return r;
                 }
         }
+        chat_metrics_upstream(chat_metrics.upstream_attempts, "kiro", NULL);
         r = token_cache_get(call->upstream->tokens, "kiro", id, on_token, call, &t, &call->token_request);
         free(call->pinned_id);
         call->pinned_id = NULL;
@@ -760,10 +815,17 @@ static const ChatUsage *backend_call_usage(ChatCall *call) {
         return call ? upstream_call_usage((UpstreamCall *) call) : NULL;
 }
 
+static void backend_call_info(ChatCall *call, const char **ret_credential, unsigned *ret_attempts) {
+        UpstreamCall *c = (UpstreamCall *) call;
+        *ret_credential = c->credential;
+        *ret_attempts = c->attempt;
+}
+
 const ChatBackendOps kiro_backend_ops = {
         .name = "kiro",
         .call_start = backend_call_start,
         .call_cancel = backend_call_cancel,
         .call_pause = backend_call_pause,
         .call_usage = backend_call_usage,
+        .call_info = backend_call_info,
 };

@@ -257,7 +257,7 @@ class Proxyd(kirodtest.Daemon):
         def _bound_port(self):
                 for line in reversed(tail(self.log_path, 10**6).splitlines()):
                         if line.startswith("Bound TCP port ") or "Bound TCP port " in line:
-                                return int(line.rsplit("Bound TCP port ", 1)[1].rstrip(". \n"))
+                                return int(line.rsplit("Bound TCP port ", 1)[1].rstrip('.}" \n'))
                 return None
 
         def log_text(self):

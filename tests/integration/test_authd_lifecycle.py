@@ -441,3 +441,29 @@ def test_state_dir_mode_is_made_private(users, authd, fake_auth, dbus):
         log = a.log_text()
         assert f"'{a.state_dir}' had mode 0755, open to other users; changed it to 0700." in log
         assert f"'{a.credentials_dir}' had mode 0750, open to other users; changed it to 0700." in log
+
+
+# ---- credential events in the journal carry the credential id (issue 14) --------------------------------
+
+MESSAGE_REFRESHED = "0a8b6c4d2e0f4a1b9c7d5e3f1a2b4c6d"
+MESSAGE_COOLDOWN = "1b9c7d5e3f1a4b2c0d8e6f4a2b3c5d7e"
+
+
+def test_credential_events_have_journal_fields(users, journal_authd, fake_auth, dbus):
+        a = journal_authd()
+        fake_auth.seed("rt-ev-0", lineage="ev")
+        bus_import(dbus, "refresh-token", "rt-ev-0", cred_id="ev")
+        refresh(dbus, "ev")
+        dbus("ReportUpstreamError", "sstt", ["ev", "throttled", 7 * 1000000, 0])
+        entries = kirodtest.wait_until(
+                lambda: [e for e in a.entries() if e.get("MESSAGE_ID") == MESSAGE_COOLDOWN] and a.entries(),
+                timeout=5, what="the cooldown entry")
+        refreshed = [e for e in entries if e.get("MESSAGE_ID") == MESSAGE_REFRESHED]
+        assert refreshed and refreshed[-1]["KIROD_CREDENTIAL"] == "ev" and refreshed[-1]["KIROD_REASON"] == "ok"
+        assert refreshed[-1]["PRIORITY"] == "6"
+        cool = [e for e in entries if e.get("MESSAGE_ID") == MESSAGE_COOLDOWN]
+        assert len(cool) == 1, cool
+        assert cool[0]["KIROD_CREDENTIAL"] == "ev" and cool[0]["KIROD_REASON"] == "throttled"
+        assert cool[0]["PRIORITY"] == "5" and "cools down for 7s" in cool[0]["MESSAGE"], cool
+        # No secret in any entry.
+        assert fake_auth.latest_refresh_token("ev") not in json.dumps(entries)

@@ -5,7 +5,7 @@
   api/ (front ends)      include no back end (kiro/, kimi/)
   kiro/, kimi/ (back ends) include no front end (api/), no other back end, and of chat/ only the form:
                          chat-conversation.h, chat-event.h, chat-backend.h, chat-catalog.h, chat-failure.h,
-                         chat-tokens.h
+                         chat-tokens.h, chat-metrics.h
   chat/ (the form)       includes no api/, back end, auth/ or http/ (except chat.c/chat.h: http/http.h)
   http/ (HTTP server)    includes no api/, chat/, back end or auth/
   nothing                includes kiro-proxyd.c
@@ -18,7 +18,8 @@ import re
 import sys
 
 BACKENDS = ("kiro", "kimi")
-FORM = {"chat-conversation.h", "chat-event.h", "chat-backend.h", "chat-catalog.h", "chat-failure.h", "chat-tokens.h"}
+FORM = {"chat-conversation.h", "chat-event.h", "chat-backend.h", "chat-catalog.h", "chat-failure.h", "chat-tokens.h",
+        "chat-metrics.h"}
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^">]+)[">]')
 
 
