@@ -30,7 +30,8 @@ import pytest
 import kiroide
 from kirodtest import wait_until
 from proxyd_fixture import CHAT_PATH, needs_proxyd, proxy_stack  # noqa: F401
-from test_authd import bus_import
+from kirodtest import CREDENTIAL_IFACE
+from test_authd import bus_import, cred_path
 
 STORED_RE = re.compile(r"Credential '([^']+)': the refresh answer was on disk (\d+) us after it arrived "
                        r"\(CLOCK_MONOTONIC (\d+) to (\d+) us\)")
@@ -147,3 +148,72 @@ def test_kill9_against_single_use_tokens(users, authd, fake_auth, dbus, capsys):
         assert statistics.median(windows) < 200_000, report
         # Nothing else was refused on the way: the rewinds kept the lineage usable.
         assert not [r for r in fake_auth.requests if r.outcome == "invalid_grant"], report
+
+
+# ---- what happens between the answer and the write ---------------------------------------------------
+
+SYSCALL_RE = re.compile(r"^(\d+)\s+(\d+):(\d+):(\d+\.\d+) (\w+)\((.*?)\)\s+= (.*?) <(\d+\.\d+)>$")
+# Memory management (ASan's allocator maps shadow and arena pages on demand) is not I/O.
+MEMORY = {"mmap", "munmap", "madvise", "brk", "mremap", "mprotect"}
+# The whole of write_file_atomic_at() (common/fileio.c), in order.
+ATOMIC_WRITE = ["getrandom", "openat", "write", "fchmod", "fsync", "renameat", "fsync"]
+
+
+def parse_strace(path):
+        calls = []
+        for line in path.read_text().splitlines():
+                m = SYSCALL_RE.match(line)
+                if m:
+                        t = int(m[2]) * 3600 + int(m[3]) * 60 + float(m[4])
+                        calls.append({"t": t, "name": m[5], "args": m[6], "ret": m[7], "dur": float(m[8])})
+        return calls
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="strace is not installed (tools/deps.sh)")
+def test_nothing_between_the_answer_and_its_write(users, authd, fake_auth, dbus, capsys):
+        """Invariant 5 at the syscall level: after the recvfrom() that brings a refresh answer, kiro-authd's
+        next system calls are the atomic write of the credential file and nothing else (no log line, no bus
+        message) until the directory is synced."""
+        a = authd(start=False)
+        command, out = a.command, a.dir / "strace.out"
+        a.command = lambda: ["strace", "-f", "-tt", "-T", "-s", "0", "-o", str(out)] + command()
+        a.extra_env = {"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}    # LSan cannot run under ptrace
+        a.start()
+        traced = int(open(f"/proc/{a.pid}/task/{a.pid}/children").read().split()[0])
+        fake_auth.seed("rt-trace-0", lineage="trace")
+        bus_import(dbus, "kiro-ide-json", json.dumps(kiroide.social_token(refresh_token="rt-trace-0")), cred_id="trace")
+        n = 20
+        for _ in range(n):
+                dbus("Refresh", "t", [0], path=cred_path("trace"), interface=CREDENTIAL_IFACE)
+        assert fake_auth.rotations("trace") == n
+        # SIGTERM to kiro-authd itself (strace would only detach on its own SIGTERM); strace exits with it.
+        os.kill(traced, signal.SIGTERM)
+        assert a.proc.wait(timeout=15) == 0
+        a._ended = True
+
+        calls = parse_strace(out)
+        saves = [i for i, c in enumerate(calls) if c["name"] == "openat" and '".#trace.json.' in c["args"]]
+        windows = []
+        for i in saves:
+                j = i - 1
+                while calls[j]["name"] in MEMORY or calls[j]["name"] == "getrandom":
+                        j -= 1
+                if calls[j]["name"] != "recvfrom":
+                        continue        # not a refresh answer (the import's first write)
+                recv = calls[j]
+                seq, k = [], j + 1
+                while len(seq) < len(ATOMIC_WRITE):
+                        if calls[k]["name"] not in MEMORY:
+                                seq.append(calls[k]["name"])
+                        k += 1
+                assert seq == ATOMIC_WRITE, f"between the answer and its write: {seq}"
+                rename = next(c for c in calls[j:k] if c["name"] == "renameat")
+                windows.append((rename["t"] + rename["dur"] - (recv["t"] + recv["dur"]),
+                                calls[k - 1]["t"] + calls[k - 1]["dur"] - (recv["t"] + recv["dur"])))
+        assert len(windows) == n, f"{len(windows)} refresh answers followed by a write, expected {n}"
+        to_rename = sorted(w[0] * 1e6 for w in windows)
+        to_sync = sorted(w[1] * 1e6 for w in windows)
+        with capsys.disabled():
+                print(f"\nunder strace, {n} refreshes: recvfrom to rename done median {statistics.median(to_rename):.0f} us, "
+                      f"max {to_rename[-1]:.0f} us; to directory fsync done median {statistics.median(to_sync):.0f} us, "
+                      f"max {to_sync[-1]:.0f} us")
