@@ -217,3 +217,171 @@ def test_nothing_between_the_answer_and_its_write(users, authd, fake_auth, dbus,
                 print(f"\nunder strace, {n} refreshes: recvfrom to rename done median {statistics.median(to_rename):.0f} us, "
                       f"max {to_rename[-1]:.0f} us; to directory fsync done median {statistics.median(to_sync):.0f} us, "
                       f"max {to_sync[-1]:.0f} us")
+
+
+# ---- kiro-authd or the bus dying under proxy traffic --------------------------------------------------
+
+MODEL = "claude-sonnet-4.5"
+
+
+def judge(r, stream):
+        """'ok', 'error' (a clean error in the API's shape) or a description of what is wrong."""
+        if stream and r.status == 200:
+                if not r.complete:
+                        return "stream cut without its terminating chunk"
+                if any(isinstance(d, dict) and "error" in d for d in r.data()):
+                        return "error"
+                text = "".join(d["choices"][0]["delta"].get("content") or "" for d in r.data() if d.get("choices"))
+                return "ok" if r.done and text else f"stream without text or [DONE]: {r.raw[-300:]!r}"
+        if r.status == 200:
+                d = r.json()
+                return "ok" if d["choices"][0]["message"]["content"] else f"200 without text: {d}"
+        try:
+                e = r.json()
+        except ValueError:
+                return f"{r.status} with a non-JSON body {r.body[:200]!r}"
+        ok = set(e) == {"error"} and isinstance(e["error"], dict) and e["error"].get("message")
+        return "error" if ok and r.status >= 500 else f"bad error {r.status} {e}"
+
+
+def traffic(s, stop, n_clients=4):
+        """n_clients threads chatting through kiro-proxyd (half of them streaming) until stop is set.
+        Returns the list the threads append (t_start, t_end, stream, verdict) to, and the threads."""
+        results, lock = [], threading.Lock()
+
+        def client(i):
+                stream = i % 2 == 1
+                k = 0
+                while not stop.is_set():
+                        body = {"model": MODEL, "stream": stream,
+                                "messages": [{"role": "user", "content": f"client {i} message {k}"}]}
+                        t0 = time.monotonic()
+                        try:
+                                r = s.stream(CHAT_PATH, body, timeout=20) if stream else s.post(CHAT_PATH, body, timeout=20)
+                                v = judge(r, stream)
+                        except Exception as e:          # a hang (timeout) or a connection closed without an answer
+                                v = f"no answer: {type(e).__name__}: {e}"
+                        with lock:
+                                results.append((t0, time.monotonic(), stream, v))
+                        k += 1
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n_clients)]
+        for t in threads:
+                t.start()
+        return results, threads
+
+
+def finish(stop, threads):
+        stop.set()
+        for t in threads:
+                t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads), "a client is still waiting for an answer"
+
+
+@needs_proxyd
+def test_authd_killed_under_proxy_traffic(proxy_stack, capsys):
+        """kiro-authd SIGKILLed and restarted 2 s later while four clients chat through kiro-proxyd for
+        ~10 s: with the proxy's token cache warm, no request fails (requests in flight finish, the ones
+        while kiro-authd is away are served from the cache, the ones after ask the new instance), and
+        every request upstream carries a valid token."""
+        s = proxy_stack()
+        assert s.post(CHAT_PATH, {"model": MODEL, "messages": [{"role": "user", "content": "warm"}]}).status == 200
+        stop = threading.Event()
+        results, threads = traffic(s, stop)
+        time.sleep(3)
+        t_kill = time.monotonic()
+        s.authd.kill(signal.SIGKILL)
+        time.sleep(2)
+        s.authd.start()
+        t_back = time.monotonic()
+        wait_until(lambda: "dropped 1 token(s) of the previous instance" in s.proxyd.log_text(), timeout=5,
+                   what="kiro-proxyd to drop the token of the killed kiro-authd")
+        time.sleep(5)
+        finish(stop, threads)
+
+        during = [r for r in results if r[1] >= t_kill and r[0] <= t_back]
+        after = [r for r in results if r[0] > t_back]
+        bad = [r for r in results if r[3] != "ok"]
+        with capsys.disabled():
+                print(f"\n{len(results)} requests ({len(during)} overlapping kiro-authd's absence, {len(after)} after "
+                      f"its return), {len(bad)} not ok: {[r[3] for r in bad][:5]}")
+        assert len(during) >= 8 and len(after) >= 8, (len(during), len(after))
+        assert not bad, bad[:10]
+        assert s.chat.count(outcome="denied") == 0
+        owners = re.findall(r"Got a token for kiro/'proxytest' from kiro-authd (:\S+)\.", s.proxyd.log_text())
+        assert len(owners) == 2 and owners[0] != owners[1], owners
+
+
+@needs_proxyd
+def test_authd_killed_with_cold_cache_fails_cleanly(proxy_stack):
+        """Without a cached token, the requests while kiro-authd is away get a clean 503 in the API's shape
+        at once (no hang, no dropped connection), and the first one after its return succeeds."""
+        s = proxy_stack()
+        s.authd.kill(signal.SIGKILL)
+        wait_until(lambda: "kiro-authd left the bus" in s.proxyd.log_text(), timeout=5, what="the owner change")
+        for stream in (False, True, False):
+                body = {"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": "x"}]}
+                t0 = time.monotonic()
+                r = s.stream(CHAT_PATH, body, timeout=20) if stream else s.post(CHAT_PATH, body, timeout=20)
+                assert r.status == 503 and judge(r, stream) == "error", (r.status, r.body[:300])
+                assert time.monotonic() - t0 < 5
+        s.authd.start()
+        r = s.post(CHAT_PATH, {"model": MODEL, "messages": [{"role": "user", "content": "back"}]})
+        assert judge(r, False) == "ok", r
+
+
+@needs_proxyd
+def test_bus_restarted_under_proxy_traffic(proxy_stack, bus_daemon, capsys):
+        """The private dbus-daemon killed: both daemons exit non-zero at once (by design: sd-bus does not
+        reconnect, Restart=on-failure does); requests meanwhile get an answer or a refused connection,
+        never a hang; after the bus and both daemons are started again (as systemd would), traffic works."""
+        s = proxy_stack()
+        assert s.post(CHAT_PATH, {"model": MODEL, "messages": [{"role": "user", "content": "warm"}]}).status == 200
+        stop = threading.Event()
+        results, threads = traffic(s, stop)
+        time.sleep(2)
+        t_kill = time.monotonic()
+        bus_daemon.proc.send_signal(signal.SIGKILL)
+        bus_daemon.proc.wait(timeout=5)
+        rc_authd = s.authd.proc.wait(timeout=5)
+        rc_proxyd = s.proxyd.proc.wait(timeout=5)
+        s.authd.check_exit = s.proxyd.check_exit = False    # these runs end by themselves, on purpose
+        t_dead = time.monotonic()
+        finish(stop, threads)
+        assert rc_authd == 1, (rc_authd, s.authd.log_text()[-2000:])
+        assert rc_proxyd == 1, (rc_proxyd, s.proxyd.log_text()[-2000:])
+        assert t_dead - t_kill < 3
+        assert "Lost the connection to the bus" in s.authd.log_text()
+        assert "Lost the connection to the system bus" in s.proxyd.log_text()
+        for log in (s.authd.log_text(), s.proxyd.log_text()):
+                assert "Sanitizer" not in log, log[-5000:]
+        # Before the kill everything was served; a request cut by the proxy's exit gets no answer (the
+        # process is gone), but none hung: every client thread finished.
+        before = [r for r in results if r[1] < t_kill]
+        assert before and all(r[3] == "ok" for r in before), [r[3] for r in before if r[3] != "ok"][:5]
+        # kiro-proxyd exits at once: what it had accepted is closed without an answer, later connections
+        # are refused; nothing waits for a timeout.
+        after = [r[3].split(":")[1].strip() if r[3].startswith("no answer") else r[3]
+                 for r in results if r[1] >= t_kill]
+        kinds = {v: after.count(v) for v in set(after)}
+        assert set(kinds) <= {"ok", "error", "stream cut without its terminating chunk", "RemoteDisconnected",
+                              "ConnectionResetError", "ConnectionRefusedError"}, kinds
+        assert all(r[1] - r[0] < 5 for r in results), "a request waited for an answer"
+        with capsys.disabled():
+                print(f"\nbus killed: {len(before)} requests served before, after the kill: {kinds}")
+
+        # What systemd does: the bus first, then the daemons (Restart=on-failure).
+        bus_daemon.start()
+        s.proxyd.bus_address = bus_daemon.address
+        s.authd.start()
+        s.proxyd.start()
+        s.authd.check_exit = s.proxyd.check_exit = True      # the new runs must end cleanly
+        stop = threading.Event()
+        results, threads = traffic(s, stop)
+        time.sleep(3)
+        finish(stop, threads)
+        bad = [r for r in results if r[3] != "ok"]
+        with capsys.disabled():
+                print(f"\nafter the bus restart: {len(results)} requests, {len(bad)} not ok")
+        assert len(results) >= 8 and not bad, bad[:5]
+        assert s.chat.count(outcome="denied") == 0
