@@ -26,6 +26,7 @@ typedef struct AuthdConfig {
         char *proxy_user;
         unsigned max_parallel_refresh;
         usec_t usage_refresh;
+        unsigned quota_warn_percent;    /* 0: no warning */
         /* [Endpoints]: URL templates with {region} */
         char *kiro_auth_url;
         char *oidc_url;

@@ -55,6 +55,9 @@ struct Credential {
         size_t n_token_waiters;
         sd_bus_message **refresh_waiters; /* Refresh() calls parked on this refresh */
         size_t n_refresh_waiters;
+
+        struct CredentialUsage *usage;  /* usage limits (authd-usage-manager.h), NULL until asked */
+        struct CredentialLink *link;    /* the followed source (authd-link.h), NULL when owned */
 };
 
 struct Manager {

@@ -153,6 +153,7 @@ int credential_status_json(const Credential *c, json_object **ret) {
             (r = json_add_string_or_null(o, "last_error", c->last_error)) < 0 ||
             (r = json_add(o, "cooldown_until_usec", json_object_new_uint64(c->cooldown_until))) < 0 ||
             (r = json_add_string(o, "source", c->source)) < 0 ||
+            (r = json_add_string(o, "link", c->link)) < 0 ||
             (r = json_add(o, "unsaved", json_object_new_boolean(c->unsaved))) < 0 ||
             (r = json_add_string_or_null(o, "fix", fix)) < 0)
                 return r;
@@ -405,6 +406,11 @@ int credential_print_status(FILE *f, const Credential *c, const OutputFlags *fla
         fprintf(f, "       State: %s%s%s%s\n", on, strna(c->state), off, c->enabled ? "" : " (disabled)");
         fputs("      Source: ", f);
         put_line_safe(f, c->source);
+        if (!isempty(c->link)) {
+                fputs(" (linked: ", f);
+                put_line_safe(f, c->link);
+                fputc(')', f);
+        }
         fputs("\n      Region: ", f);
         put_line_safe(f, c->region);
         fputc('\n', f);

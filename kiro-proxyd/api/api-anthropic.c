@@ -197,9 +197,6 @@ int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *l, 
                 return failure_set(err, FAILURE_NOT_FOUND, "model", "model: %s", model);
         if (r < 0)
                 return r;
-        if (info.provider != MODEL_PROVIDER_KIRO)
-                return failure_set(err, FAILURE_INVALID_REQUEST, "model",
-                                     "model: Kimi models need a Kimi login, which this kiro-proxyd does not support yet");
 
         r = conversation_new(&c);
         if (r < 0)

@@ -283,9 +283,6 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Convers
         c->model_id = strdup(info.upstream_id);
         if (!c->model || !c->model_id)
                 return -ENOMEM;
-        if (info.provider != MODEL_PROVIDER_KIRO)
-                return failure_set(err, FAILURE_INVALID_REQUEST, "model",
-                                     "Kimi models need a Kimi login, which this kiro-proxyd does not support yet.");
         opts->model = info;
 
         bool in_system_prefix = true;

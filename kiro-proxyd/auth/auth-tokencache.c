@@ -54,6 +54,9 @@ Token *token_unref(Token *t) {
         free(t->profile_arn);
         free(t->auth_method);
         free(t->machine_id);
+        free(t->api_base);
+        free(t->user_agent);
+        strv_free(t->headers);
         free(t);
         return NULL;
 }
@@ -211,7 +214,21 @@ static int parse_reply(sd_bus_message *m, Token **ret) {
                         dst = &t->auth_method;
                 else if (streq(key, "machine_id"))
                         dst = &t->machine_id;
-                if (dst && sd_bus_message_read(m, "v", "s", &val) >= 0) {
+                else if (streq(key, "api_base"))
+                        dst = &t->api_base;
+                else if (streq(key, "user_agent"))
+                        dst = &t->user_agent;
+                if (streq(key, "headers")) {
+                        strv_free(t->headers);
+                        t->headers = NULL;
+                        r = sd_bus_message_enter_container(m, 'v', "as");
+                        if (r >= 0)
+                                r = sd_bus_message_read_strv(m, &t->headers);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(m);
+                        if (r < 0)
+                                return r;
+                } else if (dst && sd_bus_message_read(m, "v", "s", &val) >= 0) {
                         if (free_and_strdup(dst, val) < 0)
                                 return -ENOMEM;
                 } else {
