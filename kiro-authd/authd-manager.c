@@ -537,6 +537,8 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
         RefreshOutcome o;
         long status = 0;
         int r;
+        /* When curl handed over the whole answer: the start of the crash window of docs/SECURITY.md. */
+        usec_t answered = now(CLOCK_MONOTONIC);
 
         if (result == CURLE_OK)
                 (void) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
@@ -552,7 +554,9 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
         usec_t n = now(CLOCK_REALTIME);
         switch (o) {
         case REFRESH_OK:
-                /* The rotated refresh token must be on disk before the new access token leaves. */
+                /* The rotated refresh token must be on disk before the new access token leaves, and
+                 * nothing else (no log line, no bus message) happens between the answer and that write:
+                 * a crash in between loses a login the server has already rotated. */
                 erase_and_free(c->access_token);
                 c->access_token = TAKE_PTR(res.access_token);
                 if (res.refresh_token) {
@@ -563,9 +567,6 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                         free(c->profile_arn);
                         c->profile_arn = TAKE_PTR(res.profile_arn);
                 }
-                if (res.profile_arn_rejected)
-                        log_warning("Ignoring the profile ARN of the refresh answer for '%s': its region is not a valid region.",
-                                    c->id);
                 c->expires_at = n + res.expires_in;
                 cred->token_rejected = false;
                 c->last_refresh_at = n;
@@ -574,6 +575,16 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 c->last_error = (free(c->last_error), NULL);
                 cred->retry_at = 0;
                 r = credential_save(cred);
+                if (r >= 0) {
+                        usec_t stored = now(CLOCK_MONOTONIC);
+                        log_debug("Credential '%s': the refresh answer was on disk %llu us after it arrived "
+                                  "(CLOCK_MONOTONIC %llu to %llu us).", c->id,
+                                  (unsigned long long) (stored - answered), (unsigned long long) answered,
+                                  (unsigned long long) stored);
+                }
+                if (res.profile_arn_rejected)
+                        log_warning("Ignoring the profile ARN of the refresh answer for '%s': its region is not a valid region.",
+                                    c->id);
                 if (r < 0) {
                         /* Keep the new tokens in memory and try to write them again soon; hand out nothing
                          * the disk does not have. The server has already replaced the stored refresh token,

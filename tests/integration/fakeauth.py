@@ -13,8 +13,17 @@ client presents the token immediately before the newest one of its lineage, and 
 not been presented yet, the server replays its last answer (same refresh and access token) instead
 of failing. That is what lets a client that crashed after the server rotated but before it wrote
 the new token to disk recover: it presents the old token again and gets the new one. Anything older,
-or the previous token once the newest has been used, is `invalid_grant`. With the grace off, every
-reuse is `invalid_grant`.
+or the previous token once the newest has been used, is `invalid_grant`. With the grace off
+(`FakeAuth(reuse_grace=False)`, the strict single-use mode), every reuse is `invalid_grant`: a
+rotated token the client never stored is a lost login.
+
+The server rotates on receipt (as real ones do: the new token is committed before the answer is
+written) and can be made to take its time between the two with `answer_delay` (seconds or a callable
+returning seconds). Each Request records `arrived` (the request was read) and `answered` (the whole
+answer was written to the socket, or the write failed), both `time.monotonic()` (CLOCK_MONOTONIC,
+comparable with kiro-authd's debug timestamps); `answered` is None while the answer is pending.
+`rewind(lineage, token)` makes an issued token the newest again (a test's way of starting over
+after a lost login).
 
 Tests script failures with `script([...])`: one action is consumed per request, in order, before
 the normal handling:
@@ -33,6 +42,7 @@ A scripted error does not touch the lineage: the presented token stays valid.
 import dataclasses
 import json
 import secrets
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,6 +73,9 @@ class Request:
         content_type: str
         body: dict | None
         outcome: str             # "rotated", "replayed", "scripted", or the OAuth error code
+        arrived: float | None = None     # time.monotonic() when the request had been read
+        answered: float | None = None    # time.monotonic() when the answer had been written (or failed)
+        answer_ok: bool = False          # the whole answer was written without an error
 
 
 @dataclasses.dataclass
@@ -102,12 +115,14 @@ class FakeAuth:
                 self.expires_in = expires_in
                 self.reuse_grace = reuse_grace
                 self.delay = 0.0           # seconds, or a callable returning seconds, per request
+                self.answer_delay = 0.0    # the same, between rotating and writing the answer
                 self.requests = []
                 self._script = []
                 self._lineages = {}
                 self._token_index = {}     # refresh token -> (lineage name, index)
                 self._clients = {}         # client id -> secret
                 self._servers = []
+                self._connections = 0      # client connections being served (both servers)
                 self._threads = []
                 self.kiro_url = self._start("kiro")
                 self.oidc_url = self._start("oidc")
@@ -152,6 +167,28 @@ class FakeAuth:
                 """Every token of the lineage answers invalid_grant from now on."""
                 with self.lock:
                         self._lineages[lineage].revoked = True
+
+        def rewind(self, lineage, token):
+                """Makes token (issued in lineage) its newest again, forgetting the ones issued after it."""
+                with self.lock:
+                        lin = self._lineages[lineage]
+                        idx = lin.tokens.index(token)
+                        for t in lin.tokens[idx + 1:]:
+                                del self._token_index[t]
+                        del lin.tokens[idx + 1:]
+                        del lin.access_tokens[idx + 1:]
+                        lin.used = {i for i in lin.used if i < idx}
+
+        def pending(self):
+                """Requests whose answer is still being prepared or written."""
+                with self.lock:
+                        return [r for r in self.requests if r.arrived is not None and r.answered is None]
+
+        def open_connections(self):
+                """Client connections still being served: after a client dies, 0 once every request it
+                sent has been read, handled and answered."""
+                with self.lock:
+                        return self._connections
 
         def latest_refresh_token(self, lineage):
                 with self.lock:
@@ -210,6 +247,18 @@ class FakeAuth:
                         def log_message(self, *args):
                                 pass
 
+                        def setup(self):
+                                with fake.lock:
+                                        fake._connections += 1
+                                super().setup()
+
+                        def finish(self):
+                                try:
+                                        super().finish()
+                                finally:
+                                        with fake.lock:
+                                                fake._connections -= 1
+
                         def do_POST(self):
                                 fake._handle(which, self)
 
@@ -233,6 +282,7 @@ class FakeAuth:
         def _handle(self, which, h):
                 length = int(h.headers.get("Content-Length") or 0)
                 raw = h.rfile.read(length) if length > 0 else b""
+                arrived = time.monotonic()
                 ctype = h.headers.get("Content-Type", "")
                 try:
                         body = json.loads(raw) if raw else None
@@ -294,8 +344,15 @@ class FakeAuth:
 
                 with self.lock:
                         status, payload, lineage, outcome = self._rotate(which, token, body)
-                self._log(which, h.path, token, status, lineage, ctype, body, outcome)
-                self._send(h, status, payload)
+                req = self._log(which, h.path, token, status, lineage, ctype, body, outcome)
+                req.arrived = arrived
+                delay = self.answer_delay() if callable(self.answer_delay) else self.answer_delay
+                if delay:
+                        time.sleep(delay)
+                ok = self._send(h, status, payload)
+                with self.lock:
+                        req.answered = time.monotonic()
+                        req.answer_ok = ok
 
         def _rotate(self, which, token, body):
                 """Called with the lock held. Returns (status, payload, lineage name, outcome)."""
@@ -340,9 +397,10 @@ class FakeAuth:
                 self._send(h, 400, self._error_payload(code))
 
         def _log(self, which, path, token, status, lineage, ctype, body, outcome):
+                req = Request(time.time(), which, path, token, status, lineage, ctype, body, outcome)
                 with self.lock:
-                        self.requests.append(Request(time.time(), which, path, token, status, lineage,
-                                                     ctype, body, outcome))
+                        self.requests.append(req)
+                return req
 
         @staticmethod
         def _send(h, status, payload, headers=None):
@@ -353,7 +411,11 @@ class FakeAuth:
                         h.send_header("Content-Length", str(len(data)))
                         for k, v in (headers or {}).items():
                                 h.send_header(k, v)
-                        h.end_headers()
-                        h.wfile.write(data)
+                        # The whole answer in one segment: written in two, the body would wait in the
+                        # kernel for the client's delayed ACK (Nagle), and "answered" would be ~40 ms early.
+                        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        h._headers_buffer.append(b"\r\n" + data)
+                        h.flush_headers()
+                        return True
                 except (BrokenPipeError, ConnectionResetError):
-                        pass   # the client went away (e.g. kiro-authd was killed mid-request)
+                        return False   # the client went away (e.g. kiro-authd was killed mid-request)
