@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 
 #include "authd-bus.h"
+#include "authd-ids.h"
+#include "authd-link.h"
+#include "authd-usage-manager.h"
 #include "authd-import.h"
 #include "bus-names.h"
 #include "log.h"
@@ -475,17 +478,35 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
                         cred->token_rejected = true;
                         (void) credential_start_refresh(cred, true);
                 }
-        } else if (streq(kind, "throttled"))
-                c->cooldown_until = n + (retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : 30 * USEC_PER_SEC);
-        else if (streq(kind, "quota-exhausted"))
-                c->cooldown_until = n + (retry_after ? retry_after : 3600 * USEC_PER_SEC);
-        else if (streq(kind, "suspended")) {
+        } else if (streq(kind, "throttled")) {
+                /* Retry-After (or 5 s) for the first one, doubled for each repeat without a success between,
+                 * at most an hour. A single throttled account still serves: kiro-proxyd sends a request to the
+                 * credential whose cooldown ends first when all are cooling down. */
+                c->throttle_count = MIN(c->throttle_count + 1, 12u);
+                usec_t base = retry_after ? MIN(retry_after, 3600 * USEC_PER_SEC) : THROTTLE_COOLDOWN_USEC;
+                c->cooldown_until = n + MIN(base << (c->throttle_count - 1), 3600 * USEC_PER_SEC);
+                (void) free_and_strdup(&c->cooldown_reason, "throttled");
+        } else if (streq(kind, "quota-exhausted")) {
+                /* Until the reset date of the last usage limits when known (authd-usage-manager.h). */
+                c->cooldown_until = credential_quota_reset_at(cred) ?: n + (retry_after ? retry_after : 3600 * USEC_PER_SEC);
+                (void) free_and_strdup(&c->cooldown_reason, "quota-exhausted");
+        } else if (streq(kind, "suspended")) {
                 c->enabled = false;
                 (void) free_and_strdup(&c->last_error, "suspended by the upstream service");
                 log_warning("Credential '%s' was reported suspended upstream and is now disabled.", c->id);
         } else if (streq(kind, "server-error"))
                 (void) free_and_strdup(&c->last_error, "upstream server error");
-        else
+        else if (streq(kind, "ok")) {
+                /* A success ends a throttling cooldown and its escalation; a spent quota stays spent. */
+                if (c->throttle_count == 0 && !streq_ptr(c->cooldown_reason, "throttled"))
+                        return sd_bus_reply_method_return(msg, NULL);
+                c->throttle_count = 0;
+                if (streq_ptr(c->cooldown_reason, "throttled")) {
+                        c->cooldown_until = 0;
+                        free(c->cooldown_reason);
+                        c->cooldown_reason = NULL;
+                }
+        } else
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown upstream error kind '%s'.", kind);
 
         if (!streq(kind, "unauthorized")) {
@@ -497,7 +518,8 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
 }
 
 static int read_import_options(sd_bus_message *msg, const char **id, const char **region, int *replace,
-                               int *registration_fd, const char **source_path, sd_bus_error *error) {
+                               int *registration_fd, const char **source_path, int *link_dir_fd,
+                               const char **link_name, sd_bus_error *error) {
         int r = sd_bus_message_enter_container(msg, 'a', "{sv}");
         if (r < 0)
                 return r;
@@ -521,6 +543,10 @@ static int read_import_options(sd_bus_message *msg, const char **id, const char 
                         r = sd_bus_message_read(msg, "v", "h", registration_fd);
                 else if (streq(key, "source_path"))
                         r = sd_bus_message_read(msg, "v", "s", source_path);
+                else if (streq(key, "link_dir"))
+                        r = sd_bus_message_read(msg, "v", "h", link_dir_fd);
+                else if (streq(key, "link_name"))
+                        r = sd_bus_message_read(msg, "v", "s", link_name);
                 else
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown import option '%s'.", key);
                 if (r < 0)
@@ -552,9 +578,9 @@ static bool printable(const char *s, size_t max) {
 
 static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        const char *format_s, *id = NULL, *region = NULL, *source_path = NULL;
-        int fd, registration_fd = -EBADF, replace = false;
-        _cleanup_free_ char *message = NULL;
+        const char *format_s, *id = NULL, *region = NULL, *source_path = NULL, *link_name = NULL;
+        int fd, registration_fd = -EBADF, replace = false, link_dir_fd = -EBADF;
+        _cleanup_free_ char *message = NULL, *derived_id = NULL;
         CredentialRecord *c = NULL;
         int r;
 
@@ -564,7 +590,8 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = sd_bus_message_read(msg, "sh", &format_s, &fd);
         if (r < 0)
                 return r;
-        r = read_import_options(msg, &id, &region, &replace, &registration_fd, &source_path, error);
+        r = read_import_options(msg, &id, &region, &replace, &registration_fd, &source_path, &link_dir_fd,
+                                &link_name, error);
         if (r < 0)
                 return r;
         r = read_flags(msg, error);
@@ -576,6 +603,10 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, KIROD_ERROR_UNSUPPORTED_FORMAT,
                                          "Unknown import format '%s' (kiro-cli-sqlite, kiro-ide-json, refresh-token, api-key).",
                                          format_s);
+        if ((link_dir_fd >= 0) != !!link_name || (link_name && (f != IMPORT_KIRO_IDE_JSON || registration_fd >= 0)))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "Options 'link_dir' and 'link_name' go together, with format 'kiro-ide-json' "
+                                        "of a login without a client registration (social or external IdP).");
         if (registration_fd >= 0 && f != IMPORT_KIRO_IDE_JSON)
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
                                         "Option 'registration' only applies to format 'kiro-ide-json'.");
@@ -592,9 +623,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (r < 0)
                 return r;
 
-        if (isempty(id))
-                id = import_format_default_id(f);
-        Credential *existing = manager_find(m, id);
+        Credential *existing = isempty(id) ? NULL : manager_find(m, id);
         if (existing && !replace)
                 return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_EXISTS,
                                          "Credential '%s' exists already; pass --replace to update it or --id to add another.",
@@ -602,6 +631,21 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 
         /* Parse everything first: a bad source must not touch what is stored. */
         r = import_from_fds(f, fd, registration_fd, &c, &message);
+        if (r == 0 && isempty(id)) {
+                /* No id given: one derived from the account (authd-ids.h), or the account's existing one. */
+                r = manager_import_default_id(m, c, &derived_id, &existing);
+                if (r < 0) {
+                        credential_record_free(c);
+                        return r;
+                }
+                id = derived_id;
+                if (existing && !replace) {
+                        credential_record_free(c);
+                        return sd_bus_error_setf(error, KIROD_ERROR_CREDENTIAL_EXISTS,
+                                                 "This account is imported already as credential '%s'; pass --replace to update it or --id to add it again under another id.",
+                                                 id);
+                }
+        }
         if (r != 0) {
                 /* > 0: what is wrong with the source; < 0: a system error while reading it. */
                 const char *name = r == IMPORT_E_TOO_LARGE              ? KIROD_ERROR_SOURCE_TOO_LARGE
@@ -637,6 +681,13 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 if (r < 0)
                         return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
         }
+        if (link_name) {
+                r = credential_link_attach(cred, link_dir_fd, link_name);
+                if (r < 0)
+                        return sd_bus_error_set_errnof(error, r, "Imported credential '%s', but cannot follow its source: %m",
+                                                       cred->record->id);
+        } else if (existing)
+                credential_link_free(cred);     /* an owned login replaces a linked one */
         log_event(LOG_INFO, KIROD_MESSAGE_CREDENTIAL_IMPORTED, "%s credential '%s' (%s, %s) from %s.",
                   existing ? "Replaced" : "Imported", cred->record->id, auth_method_to_string(cred->record->method),
                   strna(cred->record->region), format_s);
@@ -774,8 +825,10 @@ static int method_set_enabled(sd_bus_message *msg, void *userdata, sd_bus_error 
         if (cred->record->enabled != !!enabled) {
                 bool old = cred->record->enabled;
                 cred->record->enabled = enabled;
-                if (enabled)
+                if (enabled) {
                         cred->record->cooldown_until = 0;
+                        cred->record->throttle_count = 0;
+                }
                 r = credential_save(cred);
                 if (r < 0) {
                         cred->record->enabled = old;
@@ -808,6 +861,7 @@ CREDENTIAL_STRING_PROPERTY(auth_method, auth_method_to_string(cred->record->meth
 CREDENTIAL_STRING_PROPERTY(source, cred->record->source_path ?: cred->record->source_format)
 CREDENTIAL_STRING_PROPERTY(state, credential_state_to_string(credential_state(cred)))
 CREDENTIAL_STRING_PROPERTY(last_error, cred->record->last_error)
+CREDENTIAL_STRING_PROPERTY(cooldown_reason, cred->record->cooldown_until > 0 ? cred->record->cooldown_reason : NULL)
 CREDENTIAL_STRING_PROPERTY(region, cred->record->region)
 CREDENTIAL_STRING_PROPERTY(profile_arn, cred->record->profile_arn)
 CREDENTIAL_TIME_PROPERTY(expires_at, cred->record->expires_at)
@@ -833,6 +887,11 @@ static int property_get_failures(sd_bus *bus, const char *path, const char *inte
         return sd_bus_message_append(reply, "u", (uint32_t) cred->record->consecutive_failures);
 }
 
+static int property_get_link(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", credential_link_state(userdata));
+}
+
 #define EC SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
 static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_VTABLE_START(0),
@@ -848,15 +907,19 @@ static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_PROPERTY("ConsecutiveFailures", "u", property_get_failures, 0, EC),
         SD_BUS_PROPERTY("LastError", "s", property_get_last_error, 0, EC),
         SD_BUS_PROPERTY("CooldownUntil", "t", property_get_cooldown_until, 0, EC),
+        SD_BUS_PROPERTY("CooldownReason", "s", property_get_cooldown_reason, 0, EC),
         SD_BUS_PROPERTY("Region", "s", property_get_region, 0, EC),
         SD_BUS_PROPERTY("ProfileArn", "s", property_get_profile_arn, 0, EC),
         SD_BUS_PROPERTY("Unsaved", "b", property_get_unsaved, 0, EC),
+        SD_BUS_PROPERTY("Link", "s", property_get_link, 0, EC),
         SD_BUS_METHOD_WITH_ARGS("Refresh", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_refresh,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Remove", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_remove,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetEnabled", SD_BUS_ARGS("b", enabled, "t", flags), SD_BUS_NO_RESULT,
                                 method_set_enabled, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetUsage", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("a{sv}", usage),
+                                method_get_usage, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 #undef EC

@@ -11,6 +11,7 @@
 static const char *const policy_table[_SELECTION_POLICY_MAX] = {
         [SELECTION_STICKY] = "sticky",
         [SELECTION_ROUND_ROBIN] = "round-robin",
+        [SELECTION_LEAST_USED] = "least-used",
 };
 
 const char *selection_policy_to_string(SelectionPolicy p) {
@@ -35,6 +36,7 @@ int authd_config_init(AuthdConfig *c) {
                 .policy = SELECTION_STICKY,
                 .max_parallel_refresh = 8,
                 .usage_refresh = 3600 * USEC_PER_SEC,
+                .quota_warn_percent = 90,
         };
         if (!(c->admin_group = strdup(KIROD_ADMIN_GROUP)) || !(c->proxy_user = strdup(KIROD_PROXY_USER)) ||
             !(c->kiro_auth_url = strdup("https://prod.{region}.auth.desktop.kiro.dev")) ||
@@ -96,6 +98,7 @@ int authd_config_parse(AuthdConfig *c, const char *path) {
                 { "Auth", "ProxyUser", config_parse_string, &c->proxy_user },
                 { "Auth", "MaxParallelRefresh", config_parse_unsigned, &c->max_parallel_refresh },
                 { "Auth", "UsageRefreshSec", config_parse_sec, &c->usage_refresh },
+                { "Auth", "QuotaWarnPercent", config_parse_unsigned, &c->quota_warn_percent },
                 { "Endpoints", "KiroAuthURL", parse_url_template, &c->kiro_auth_url },
                 { "Endpoints", "OIDCURL", parse_url_template, &c->oidc_url },
                 { "Endpoints", "KimiAuthURL", parse_url_template, &c->kimi_auth_url },
@@ -108,6 +111,8 @@ int authd_config_parse(AuthdConfig *c, const char *path) {
         int r = config_parse_files(path, table, config_warn_log, c);
         if (r < 0)
                 return log_error_errno(r, "Failed to parse configuration '%s': %m", path);
+        if (c->quota_warn_percent > 100)
+                c->quota_warn_percent = 100;
         if (c->max_parallel_refresh == 0)
                 c->max_parallel_refresh = 1;
         if (c->refresh_jitter == USEC_INFINITY)

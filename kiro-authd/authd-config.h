@@ -8,6 +8,7 @@
 typedef enum SelectionPolicy {
         SELECTION_STICKY,
         SELECTION_ROUND_ROBIN,
+        SELECTION_LEAST_USED,   /* counted by kiro-proxyd, which picks; GetToken("") alone rotates */
         _SELECTION_POLICY_MAX,
         _SELECTION_POLICY_INVALID = -EINVAL,
 } SelectionPolicy;
@@ -26,6 +27,7 @@ typedef struct AuthdConfig {
         char *proxy_user;
         unsigned max_parallel_refresh;
         usec_t usage_refresh;
+        unsigned quota_warn_percent;    /* 0: no warning */
         /* [Endpoints]: URL templates with {region} */
         char *kiro_auth_url;
         char *oidc_url;

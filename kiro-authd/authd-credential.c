@@ -91,6 +91,7 @@ CredentialRecord *credential_record_free(CredentialRecord *c) {
         free(c->source_format);
         free(c->source_path);
         free(c->last_error);
+        free(c->cooldown_reason);
         if (c->doc) {
                 json_object_erase_strings(c->doc);
                 json_object_put(c->doc);
@@ -259,6 +260,11 @@ int credential_record_from_json(const char *text, size_t size, CredentialRecord 
                 if (json_get_string(o, "last_error", &s) >= 0)
                         c->last_error = strdup(s);
                 (void) get_time(o, "cooldown_until", &c->cooldown_until);
+                if (json_get_string(o, "cooldown_reason", &s) >= 0 &&
+                    (streq(s, "throttled") || streq(s, "quota-exhausted")))
+                        c->cooldown_reason = strdup(s);
+                if (json_get_int64(o, "throttle_count", &n) >= 0 && n >= 0 && n < 64)
+                        c->throttle_count = (unsigned) n;
                 (void) get_time(o, "last_refresh_at", &c->last_refresh_at);
         }
         if (!c->access_token && !c->refresh_token)
@@ -334,6 +340,9 @@ int credential_record_to_json(CredentialRecord *c, char **ret) {
         if (r >= 0)
                 r = set_time(o, "cooldown_until", c->cooldown_until);
         if (r >= 0)
+                r = json_set_string(o, "cooldown_reason", c->cooldown_reason);
+        json_object_object_add(o, "throttle_count", json_object_new_int64(c->throttle_count));
+        if (r >= 0)
                 r = set_time(o, "last_refresh_at", c->last_refresh_at);
         json_object_object_add(doc, "health", o);
         if (r < 0)
@@ -373,6 +382,9 @@ int credential_record_take_login(CredentialRecord *dst, CredentialRecord *src) {
         dst->health = HEALTH_OK;
         dst->consecutive_failures = 0;
         dst->cooldown_until = 0;
+        dst->throttle_count = 0;
+        free(dst->cooldown_reason);
+        dst->cooldown_reason = NULL;
         free(dst->last_error);
         dst->last_error = NULL;
         return 0;

@@ -81,6 +81,8 @@ typedef struct CredentialRecord {
         unsigned consecutive_failures;
         char *last_error;
         usec_t cooldown_until;
+        char *cooldown_reason;          /* "throttled", "quota-exhausted" or NULL: why cooldown_until is set */
+        unsigned throttle_count;        /* throttled reports since the last success: the cooldown escalates */
         usec_t last_refresh_at;
 
         /* The document as last read or written, so unknown fields survive a rewrite. */

@@ -21,13 +21,6 @@ static const char *const format_table[_IMPORT_FORMAT_MAX] = {
         [IMPORT_API_KEY] = "api-key",
 };
 
-static const char *const default_id_table[_IMPORT_FORMAT_MAX] = {
-        [IMPORT_KIRO_CLI_SQLITE] = "kiro-cli",
-        [IMPORT_KIRO_IDE_JSON] = "kiro-ide",
-        [IMPORT_REFRESH_TOKEN] = "refresh-token",
-        [IMPORT_API_KEY] = "api-key",
-};
-
 const char *import_format_to_string(ImportFormat f) {
         return f >= 0 && f < _IMPORT_FORMAT_MAX ? format_table[f] : NULL;
 }
@@ -37,10 +30,6 @@ ImportFormat import_format_from_string(const char *s) {
                 if (streq_ptr(s, format_table[i]))
                         return i;
         return _IMPORT_FORMAT_INVALID;
-}
-
-const char *import_format_default_id(ImportFormat f) {
-        return f >= 0 && f < _IMPORT_FORMAT_MAX ? default_id_table[f] : NULL;
 }
 
 /* Sets *ret_message and returns error: an ImportError (> 0) or a negative errno. */

@@ -41,8 +41,7 @@ typedef enum ImportError {
 
 const char *import_format_to_string(ImportFormat f);
 ImportFormat import_format_from_string(const char *s);
-/* The id a credential from this source gets when the caller names none. */
-const char *import_format_default_id(ImportFormat f);
+/* The id a credential gets when the caller names none: authd-ids.h. */
 
 /* Return 0, an ImportError > 0, or a negative errno. *ret_message gets a specific, secret-free explanation
  * for every ImportError (and for failed reads). Regions (the token's, the registration's, the profile

@@ -11,6 +11,8 @@
 
 #include "authd-import.h"
 #include "authd-manager.h"
+#include "authd-link.h"
+#include "authd-usage-manager.h"
 #include "bus-names.h"
 #include "fileio.h"
 #include "log.h"
@@ -59,6 +61,8 @@ static Credential *credential_free(Credential *cred) {
         if (!cred)
                 return NULL;
         credential_fail_waiters(cred, SD_BUS_ERROR_NO_SERVER, "kiro-authd is shutting down.");
+        credential_usage_free(cred);
+        credential_link_free(cred);
         if (cred->curl) {
                 curl_glue_remove(cred->manager->glue, cred->curl);
                 curl_easy_cleanup(cred->curl);
@@ -581,6 +585,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 } else {
                         log_info("Refreshed credential '%s', valid for %llus.", c->id,
                                  (unsigned long long) (res.expires_in / USEC_PER_SEC));
+                        credential_link_write_back(cred);
                         credential_answer_waiters(cred);
                 }
                 break;
@@ -746,7 +751,7 @@ Credential *manager_select(Manager *m, Provider p, sd_bus_error *error) {
                         return cred;
         }
         for (size_t k = 0; k < m->n_credentials; k++) {
-                size_t i = m->config.policy == SELECTION_ROUND_ROBIN ? (m->rr_next + k) % m->n_credentials : k;
+                size_t i = m->config.policy != SELECTION_STICKY ? (m->rr_next + k) % m->n_credentials : k;
                 Credential *cred = m->credentials[i];
                 if (cred->record->provider != p)
                         continue;
@@ -759,7 +764,7 @@ Credential *manager_select(Manager *m, Provider p, sd_bus_error *error) {
                         cooling++;
                 if (!credential_usable_for(cred, p, n))
                         continue;
-                if (m->config.policy == SELECTION_ROUND_ROBIN)
+                if (m->config.policy != SELECTION_STICKY)
                         m->rr_next = (i + 1) % m->n_credentials;
                 else
                         (void) free_and_strdup(&m->sticky_id, cred->record->id);

@@ -55,6 +55,9 @@ struct Credential {
         size_t n_token_waiters;
         sd_bus_message **refresh_waiters; /* Refresh() calls parked on this refresh */
         size_t n_refresh_waiters;
+
+        struct CredentialUsage *usage;  /* usage limits (authd-usage-manager.h), NULL until asked */
+        struct CredentialLink *link;    /* the followed source (authd-link.h), NULL when owned */
 };
 
 struct Manager {
@@ -90,6 +93,8 @@ struct Manager {
 #define TOKEN_MIN_VALIDITY_USEC (60 * USEC_PER_SEC)
 /* A forced refresh after an upstream 403 is skipped when the token is this fresh. */
 #define UNAUTHORIZED_REFRESH_GRACE_USEC (5 * USEC_PER_SEC)
+/* The first throttling cooldown without Retry-After; doubled on each repeat without a success between. */
+#define THROTTLE_COOLDOWN_USEC (5 * USEC_PER_SEC)
 
 int manager_new(sd_event *e, Manager **ret);
 Manager *manager_free(Manager *m);

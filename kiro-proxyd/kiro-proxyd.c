@@ -16,7 +16,9 @@
 #include "api/api-models.h"
 #include "api/api-openai.h"
 #include "api/api-responses.h"
+#include "auth/auth-providers.h"
 #include "auth/auth-tokencache.h"
+#include "kimi/kimi-upstream.h"
 #include "kiro/kiro-models.h"
 #include "kiro/kiro-upstream.h"
 
@@ -24,7 +26,10 @@ typedef struct Proxy {
         sd_event *event;
         sd_bus *bus;
         TokenCache *tokens;
+        CredentialSelector *selector;
         Upstream *upstream;
+        KimiUpstream *kimi_upstream;
+        ProviderWatch *providers;
         KiroModels *models;
         HttpServer *http;
         ApiKeys *keys;
@@ -49,6 +54,7 @@ typedef struct Proxy {
         UpstreamConfig kiro;
         /* [Kimi] */
         char *kimi_api_base;
+        KimiConfig kimi;
         /* [Network] */
         char *egress_proxy;
         char *egress_noproxy;
@@ -56,6 +62,7 @@ typedef struct Proxy {
         /* Upstream configurations replaced by reloads: calls in flight may still point into them. */
         UpstreamConfig *retired;
         size_t n_retired;
+        char **retired_strings;
 } Proxy;
 
 static char *arg_config = NULL;
@@ -78,21 +85,31 @@ static void proxy_config_done(Proxy *p) {
 static void proxy_done(Proxy *p) {
         p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
         p->http = http_server_free(p->http);
+        p->kimi_upstream = kimi_upstream_free(p->kimi_upstream);
         p->responses = responses_store_free(p->responses);
         p->models = kiro_models_free(p->models);
         p->upstream = upstream_free(p->upstream);
         models_live_clear();
+        p->selector = credential_selector_free(p->selector);
         p->tokens = token_cache_free(p->tokens);
+        p->providers = provider_watch_free(p->providers);
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
         proxy_config_done(p);
         for (size_t i = 0; i < p->n_retired; i++)
                 upstream_config_done(&p->retired[i]);
         free(p->retired);
+        strv_free(p->retired_strings);
         p->event = sd_event_unref(p->event);
 }
 
 /* /v1/responses uses OpenAI's error shape and statuses. */
+/* GET /v1/models lists Kimi models only while kiro-authd holds a Kimi credential (issue 12). */
+static bool provider_listed(ModelProvider provider, void *userdata) {
+        Proxy *p = userdata;
+        return provider != MODEL_PROVIDER_KIMI || provider_watch_has(p->providers, "kimi");
+}
+
 static ApiShape shape_of_path(const char *path) {
         return startswith(strempty(path), "/v1/messages") ? API_SHAPE_ANTHROPIC : API_SHAPE_OPENAI;
 }
@@ -237,6 +254,22 @@ static int parse_config(Proxy *p) {
                 return r;
         if (p->kiro.max_attempts == 0)
                 p->kiro.max_attempts = 1;
+        /* [Kimi] APIBase= wins over the credential's API base (kiro-authd's KimiAPIBase=); https only, or
+         * http to a loopback host. */
+        if (!isempty(p->kimi_api_base)) {
+                _cleanup_free_ char *u = NULL;
+                r = kimi_chat_url(p->kimi_api_base, &u);
+                if (r < 0)
+                        return log_error_errno(r, "Invalid [Kimi] APIBase= '%s' (https only, or http to a loopback host): %m",
+                                               p->kimi_api_base);
+        }
+        p->kimi = (KimiConfig) {
+                .api_base = isempty(p->kimi_api_base) ? NULL : p->kimi_api_base,
+                .ca_file = p->kiro.ca_file,
+                .first_token_timeout = p->kiro.first_token_timeout,
+                .stall_timeout = p->kiro.stall_timeout,
+                .max_line = p->kiro.max_frame_bytes,
+        };
         if (p->api.max_json_depth == 0 || p->api.max_json_depth > 1000)
                 p->api.max_json_depth = API_MAX_JSON_DEPTH_DEFAULT;
         if (p->api.max_messages == 0)
@@ -315,6 +348,18 @@ static int proxy_apply_reload(Proxy *p, Proxy *n) {
         /* The upstream connection cache is set up with them once. */
         n->kiro.glue_limits = p->kiro.glue_limits;
 
+        /* Room to retire the old strings first: nothing fails once p starts to change. */
+        UpstreamConfig *t = reallocarray(p->retired, p->n_retired + 1, sizeof *t);
+        if (!t)
+                return log_oom();
+        p->retired = t;
+        size_t n_strings = strv_length(p->retired_strings);
+        char **rs = reallocarray(p->retired_strings, n_strings + 2, sizeof(char *));
+        if (!rs)
+                return log_oom();
+        rs[n_strings] = NULL;
+        p->retired_strings = rs;
+
         SWAP_FIELD(p->egress_proxy, n->egress_proxy);
         SWAP_FIELD(p->egress_noproxy, n->egress_noproxy);
         r = apply_network(p);
@@ -323,18 +368,20 @@ static int proxy_apply_reload(Proxy *p, Proxy *n) {
                 SWAP_FIELD(p->egress_noproxy, n->egress_noproxy);
                 return r;
         }
-        UpstreamConfig *t = reallocarray(p->retired, p->n_retired + 1, sizeof *t);
-        if (!t)
-                return log_oom();
-        p->retired = t;
+        /* Kiro and Kimi calls in flight may still point into the old strings: kept until exit. */
         p->retired[p->n_retired++] = p->kiro;
         p->kiro = n->kiro;
         n->kiro = (UpstreamConfig) {};
+        if (p->kimi_api_base) {
+                rs[n_strings] = p->kimi_api_base;
+                rs[n_strings + 1] = NULL;
+        }
+        p->kimi_api_base = TAKE_PTR(n->kimi_api_base);
+        p->kimi = n->kimi;      /* points into p->kiro and p->kimi_api_base now */
 
         SWAP_FIELD(p->keys, keys);
         SWAP_FIELD(p->access, n->access);
         SWAP_FIELD(p->api_keys_file, n->api_keys_file);
-        SWAP_FIELD(p->kimi_api_base, n->kimi_api_base);
         p->api = n->api;
         p->chat.ping_interval = n->chat.ping_interval;
         p->limits.max_connections_per_client = n->limits.max_connections_per_client;
@@ -600,10 +647,23 @@ static int run(int argc, char *argv[]) {
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
-        r = upstream_new(p.event, p.tokens, &p.kiro, &p.upstream);
+        r = provider_watch_new(p.bus, &p.providers);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch kiro-authd's credentials: %m");
+        r = credential_selector_new(p.bus, p.tokens, &p.selector);
+        if (r < 0)
+                return log_error_errno(r, "Failed to follow kiro-authd's credentials: %m");
+        r = upstream_new(p.event, p.tokens, p.selector, &p.kiro, &p.upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
+        /* Kimi shares the Kiro back end's curl multi: one event-loop glue, one connection cap, one trust store. */
+        r = kimi_upstream_new(p.event, upstream_glue(p.upstream), p.tokens, &p.kimi, &p.kimi_upstream);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the Kimi back end: %m");
+        p.chat.backends[MODEL_PROVIDER_KIMI] = (ChatBackend) { .ops = &kimi_backend_ops, .data = p.kimi_upstream };
+        p.chat.provider_listed = provider_listed;
+        p.chat.provider_listed_userdata = &p;
         r = kiro_models_new(p.upstream, &p.models);
         if (r < 0)
                 return log_oom();

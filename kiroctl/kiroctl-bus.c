@@ -18,8 +18,10 @@ void credential_done(Credential *c) {
         free(c->provider);
         free(c->auth_method);
         free(c->source);
+        free(c->link);
         free(c->state);
         free(c->last_error);
+        free(c->cooldown_reason);
         free(c->region);
         free(c->profile_arn);
         *c = (Credential) {};
@@ -43,6 +45,7 @@ static const PropertyMap credential_properties[] = {
         { "Provider",             's', offsetof(Credential, provider)                },
         { "AuthMethod",           's', offsetof(Credential, auth_method)             },
         { "Source",               's', offsetof(Credential, source)                  },
+        { "Link",                 's', offsetof(Credential, link)                    },
         { "State",                's', offsetof(Credential, state)                   },
         { "Enabled",              'b', offsetof(Credential, enabled)                 },
         { "AccessTokenExpiresAt", 't', offsetof(Credential, access_token_expires_at) },
@@ -51,6 +54,7 @@ static const PropertyMap credential_properties[] = {
         { "ConsecutiveFailures",  'u', offsetof(Credential, consecutive_failures)    },
         { "LastError",            's', offsetof(Credential, last_error)              },
         { "CooldownUntil",        't', offsetof(Credential, cooldown_until)          },
+        { "CooldownReason",       's', offsetof(Credential, cooldown_reason)         },
         { "Region",               's', offsetof(Credential, region)                  },
         { "ProfileArn",           's', offsetof(Credential, profile_arn)             },
         { "Unsaved",              'b', offsetof(Credential, unsaved)                 },
@@ -368,6 +372,11 @@ int bus_import(sd_bus *bus, const char *format, int fd, const ImportOptions *o, 
         }
         if (o->registration_fd >= 0) {
                 r = sd_bus_message_append(m, "{sv}", "registration", "h", o->registration_fd);
+                if (r < 0)
+                        return r;
+        }
+        if (o->link_dir_fd >= 0 && o->link_name) {
+                r = sd_bus_message_append(m, "{sv}{sv}", "link_dir", "h", o->link_dir_fd, "link_name", "s", o->link_name);
                 if (r < 0)
                         return r;
         }

@@ -16,6 +16,7 @@ typedef struct Credential {
         char *provider;
         char *auth_method;
         char *source;
+        char *link;                     /* "" owned; else "following", "source-changed", ... */
         char *state;
         bool enabled;
         uint64_t access_token_expires_at;
@@ -24,6 +25,7 @@ typedef struct Credential {
         uint32_t consecutive_failures;
         char *last_error;
         uint64_t cooldown_until;
+        char *cooldown_reason;
         char *region;
         char *profile_arn;
         bool unsaved;                   /* a rotated refresh token kiro-authd could not write yet */
@@ -56,9 +58,11 @@ typedef struct ImportOptions {
         const char *source_path;        /* informational */
         bool replace;
         int registration_fd;            /* -EBADF: none */
+        int link_dir_fd;                /* -EBADF: an owned copy; else the directory to follow link_name in */
+        const char *link_name;
 } ImportOptions;
 
-#define IMPORT_OPTIONS_NULL ((ImportOptions) { .registration_fd = -EBADF })
+#define IMPORT_OPTIONS_NULL ((ImportOptions) { .registration_fd = -EBADF, .link_dir_fd = -EBADF })
 
 /* Manager.Import(format, fd, options, 0). Returns the new object's path. */
 int bus_import(sd_bus *bus, const char *format, int fd, const ImportOptions *o, char **ret_path,

@@ -152,7 +152,9 @@ int credential_status_json(const Credential *c, json_object **ret) {
             (r = json_add(o, "consecutive_failures", json_object_new_int64(c->consecutive_failures))) < 0 ||
             (r = json_add_string_or_null(o, "last_error", c->last_error)) < 0 ||
             (r = json_add(o, "cooldown_until_usec", json_object_new_uint64(c->cooldown_until))) < 0 ||
+            (r = json_add_string_or_null(o, "cooldown_reason", c->cooldown_reason)) < 0 ||
             (r = json_add_string(o, "source", c->source)) < 0 ||
+            (r = json_add_string(o, "link", c->link)) < 0 ||
             (r = json_add(o, "unsaved", json_object_new_boolean(c->unsaved))) < 0 ||
             (r = json_add_string_or_null(o, "fix", fix)) < 0)
                 return r;
@@ -405,6 +407,11 @@ int credential_print_status(FILE *f, const Credential *c, const OutputFlags *fla
         fprintf(f, "       State: %s%s%s%s\n", on, strna(c->state), off, c->enabled ? "" : " (disabled)");
         fputs("      Source: ", f);
         put_line_safe(f, c->source);
+        if (!isempty(c->link)) {
+                fputs(" (linked: ", f);
+                put_line_safe(f, c->link);
+                fputc(')', f);
+        }
         fputs("\n      Region: ", f);
         put_line_safe(f, c->region);
         fputc('\n', f);
@@ -426,8 +433,10 @@ int credential_print_status(FILE *f, const Credential *c, const OutputFlags *fla
                 fprintf(f, "     Unsaved: %s%s%s\n", flags->colors ? ANSI_RED : "", UNSAVED_TEXT,
                         flags->colors ? ANSI_NORMAL : "");
         if (c->cooldown_until > flags->now)
-                fprintf(f, "    Cooldown: until %s\n",
-                        format_long_time(buf, sizeof buf, c->cooldown_until, flags));
+                fprintf(f, "    Cooldown: until %s%s%s%s\n",
+                        format_long_time(buf, sizeof buf, c->cooldown_until, flags),
+                        isempty(c->cooldown_reason) ? "" : " (", strempty(c->cooldown_reason),
+                        isempty(c->cooldown_reason) ? "" : ")");
         if (fix)
                 fprintf(f, "         Fix: %s%s%s\n",
                         flags->colors ? ANSI_RED : "", fix, flags->colors ? ANSI_NORMAL : "");

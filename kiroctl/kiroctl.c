@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* kiroctl: the command line client of kiro-authd. */
 #include <assert.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <sys/ioctl.h>
 
 #include "bus-names.h"
 #include "config.h"
 #include "json-util.h"
+#include "kiroctl-usage.h"
 #include "kiroctl-bus.h"
 #include "kiroctl-error.h"
 #include "kiroctl-format.h"
@@ -35,6 +37,7 @@ static const char *arg_input = NULL;            /* --refresh-token-file / --api-
 static const char *arg_id = NULL;
 static const char *arg_region = NULL;
 static bool arg_replace = false;
+static bool arg_link = false;
 static const char *arg_proxy = NULL;
 static bool arg_legend = true;
 
@@ -64,6 +67,7 @@ static void help(void) {
                "  remove ID                         Remove the credential\n"
                "  enable ID                         Let the credential be used\n"
                "  disable ID                        Stop using the credential\n"
+               "  usage [ID]                        Show plan, credits used and left, and the reset date\n"
                "  models [--proxy ADDR]             Show the model catalog kiro-proxyd serves (context\n"
                "                                    windows, thinking, aliases); the built-in table when\n"
                "                                    kiro-proxyd cannot be reached\n"
@@ -71,7 +75,7 @@ static void help(void) {
                "Options:\n"
                "  -h --help             Show this help\n"
                "     --version          Show the version\n"
-               "     --json             Print JSON (status, list, import, refresh)\n"
+               "     --json             Print JSON (status, list, import, refresh, usage)\n"
                "     --system           Talk to kiro-authd on the system bus (default)\n"
                "     --user             Talk to kiro-authd on the user's session bus\n"
                "     --no-pager         Accepted for systemctl habits; kiroctl never pages\n"
@@ -84,6 +88,8 @@ static void help(void) {
                "     --id ID            Name the credential (default: derived by kiro-authd)\n"
                "     --region REGION    Override the region of the login\n"
                "     --replace          Replace an existing credential with the same id\n"
+               "     --link             import --from-kiro-ide: follow the IDE's file (read its new logins,\n"
+               "                        write rotated tokens back) instead of taking a copy\n"
                "\n"
                "Secrets are never taken from the command line: tokens and keys are read from files or\n"
                "standard input, and passed to kiro-authd as file descriptors.\n"
@@ -114,6 +120,7 @@ enum {
         ARG_ID,
         ARG_REGION,
         ARG_REPLACE,
+        ARG_LINK,
         ARG_PROXY,
 };
 
@@ -134,6 +141,7 @@ static const struct option options[] = {
         { "id",                 required_argument, NULL, ARG_ID                 },
         { "region",             required_argument, NULL, ARG_REGION             },
         { "replace",            no_argument,       NULL, ARG_REPLACE            },
+        { "link",               no_argument,       NULL, ARG_LINK               },
         { "proxy",              required_argument, NULL, ARG_PROXY              },
         {}
 };
@@ -232,6 +240,9 @@ static int parse_argv(int argc, char **argv) {
                         r = set_nonempty(&arg_region, c, optarg);
                         if (r < 0)
                                 return r;
+                        break;
+                case ARG_LINK:
+                        arg_link = true;
                         break;
                 case ARG_REPLACE:
                         arg_replace = true;
@@ -412,7 +423,8 @@ static void print_expiry(const Credential *c) {
 static int verb_import(sd_bus *bus, int argc, char **argv) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *source_path = NULL, *object_path = NULL, *registration_path = NULL, *ide_path = NULL;
-        _cleanup_close_ int fd = -EBADF, registration_fd = -EBADF;
+        _cleanup_close_ int fd = -EBADF, registration_fd = -EBADF, link_dir_fd = -EBADF;
+        _cleanup_free_ char *link_name = NULL;
         _cleanup_(credential_done) Credential c = {};
         ImportOptions o = IMPORT_OPTIONS_NULL;
         const char *format;
@@ -441,6 +453,18 @@ static int verb_import(sd_bus *bus, int argc, char **argv) {
                 r = import_kiro_ide(ide_path, &error_info, &fd, &registration_fd, &registration_path);
                 if (r < 0)
                         return r;
+                if (arg_link) {
+                        /* kiro-authd follows the file through this directory fd, never by its path. */
+                        _cleanup_free_ char *dir = NULL;
+                        const char *slash = strrchr(ide_path, '/');
+                        r = path_dirname(ide_path, &dir);
+                        if (r >= 0 && !(link_name = strdup(slash ? slash + 1 : ide_path)))
+                                r = -ENOMEM;
+                        if (r >= 0 && (link_dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+                                r = -errno;
+                        if (r < 0)
+                                return error_info_set(&error_info, ERROR_CONTEXT_KIRO_IDE, r, NULL);
+                }
                 source_path = TAKE_PTR(ide_path);
                 break;
 
@@ -467,6 +491,8 @@ static int verb_import(sd_bus *bus, int argc, char **argv) {
         o.replace = arg_replace;
         o.source_path = source_path;
         o.registration_fd = registration_fd;
+        o.link_dir_fd = link_dir_fd;
+        o.link_name = link_name;
 
         (void) free_and_strdup(&error_info.id, arg_id);
         r = bus_import(bus, format, fd, &o, &object_path, &e);
@@ -555,6 +581,42 @@ static int verb_enable(sd_bus *bus, int argc, char **argv) {
         return 0;
 }
 
+static int verb_usage(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(credential_list_done) CredentialList l = {};
+        _cleanup_json_ json_object *a = NULL;
+        int r;
+
+        if (argc <= 1) {
+                r = bus_list_credentials(bus, &l, &e);
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_MANAGER, r, &e);
+        }
+        a = json_object_new_array();
+        if (!a)
+                return error_info_set(&error_info, ERROR_CONTEXT_ANY, -ENOMEM, NULL);
+        for (size_t i = 0; i < (argc > 1 ? 1 : l.n); i++) {
+                const char *id = argc > 1 ? argv[1] : l.items[i].id;
+                json_object *u = NULL;
+
+                (void) free_and_strdup(&error_info.id, id);
+                r = bus_credential_get_usage(bus, id, &u, &e);
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_CREDENTIAL, r, &e);
+                if (arg_json)
+                        r = json_object_array_add(a, u) < 0 ? -ENOMEM : 0;
+                else {
+                        r = usage_print(stdout, u);
+                        json_object_put(u);
+                }
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);
+        }
+        if (arg_json)
+                return print_json(a);
+        return 0;
+}
+
 static int verb_models(sd_bus *bus, int argc, char **argv) {
         static const char *const defaults[] = { KIROCTL_PROXY_DEFAULTS };
         _cleanup_free_ char *body = NULL;
@@ -596,6 +658,7 @@ static const Verb verbs[] = {
         { "remove",  1, 1, verb_remove,  "removing credentials",  false },
         { "enable",  1, 1, verb_enable,  "enabling credentials",  false },
         { "disable", 1, 1, verb_enable,  "disabling credentials", false },
+        { "usage",   0, 1, verb_usage,   NULL,                    false },
         { "models",  0, 0, verb_models,  NULL,                    false, true },
 };
 
@@ -613,6 +676,8 @@ static int check_verb_options(const Verb *v) {
                         return usage_error("--region is only valid with 'import'");
                 if (arg_replace)
                         return usage_error("--replace is only valid with 'import'");
+                if (arg_link)
+                        return usage_error("--link is only valid with 'import --from-kiro-ide'");
                 return 0;
         }
 
@@ -623,6 +688,8 @@ static int check_verb_options(const Verb *v) {
                 return usage_error("--db is only valid with --from-kiro-cli");
         if (arg_file && arg_import != IMPORT_KIRO_IDE)
                 return usage_error("--file is only valid with --from-kiro-ide");
+        if (arg_link && arg_import != IMPORT_KIRO_IDE)
+                return usage_error("--link is only valid with --from-kiro-ide (kiro-cli databases cannot be linked yet)");
         return 0;
 }
 

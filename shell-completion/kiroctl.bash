@@ -19,10 +19,10 @@ _kiroctl() {
                 prev=${COMP_WORDS[COMP_CWORD - 1]}
         fi
 
-        local verbs='status list import refresh remove enable disable'
+        local verbs='status list import refresh remove enable disable usage'
         local opts='-h --help --version --json --system --user --no-pager --no-legend'
         local import_opts='--from-kiro-cli --from-kiro-ide --refresh-token-file --api-key-file --db --file
-                           --id --region --replace'
+                           --id --region --replace --link'
 
         case $prev in
         --refresh-token-file|--api-key-file|--db|--file)
@@ -69,7 +69,7 @@ _kiroctl() {
                 return
         fi
         case $verb in
-        status|refresh|remove|enable|disable)
+        status|refresh|remove|enable|disable|usage)
                 [ "$nargs" -eq 0 ] && COMPREPLY=($(compgen -W "$(__kiroctl_ids "${bus[@]}")" -- "$cur"))
                 ;;
         esac

@@ -13,8 +13,8 @@ function __kiroctl_ids
         kiroctl $bus --no-legend --no-pager list 2>/dev/null | string replace -r '\s.*$' ''
 end
 
-set -l __kiroctl_verbs status list import refresh remove enable disable
-set -l __kiroctl_id_verbs status refresh remove enable disable
+set -l __kiroctl_verbs status list import refresh remove enable disable usage
+set -l __kiroctl_id_verbs status refresh remove enable disable usage
 
 complete -c kiroctl -f
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a status -d 'Show credentials and their health'
@@ -24,6 +24,7 @@ complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a ref
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a remove -d 'Remove a credential'
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a enable -d 'Let a credential be used'
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a disable -d 'Stop using a credential'
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a usage -d 'Show credits used and left'
 complete -c kiroctl -n "__fish_seen_subcommand_from $__kiroctl_id_verbs" -a '(__kiroctl_ids)' -d 'Credential'
 
 complete -c kiroctl -s h -l help -d 'Show the help'
@@ -42,3 +43,4 @@ complete -c kiroctl -n '__fish_seen_subcommand_from import' -l file -rF -d 'The 
 complete -c kiroctl -n '__fish_seen_subcommand_from import' -l id -x -d 'Name the imported credential'
 complete -c kiroctl -n '__fish_seen_subcommand_from import' -l region -x -d 'Override the region of the login'
 complete -c kiroctl -n '__fish_seen_subcommand_from import' -l replace -d 'Replace a credential with the same id'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l link -d 'Follow the Kiro IDE token file instead of copying it'

@@ -61,11 +61,18 @@ static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const c
                 if (json_get_object(blk, "source", &o) < 0)
                         return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s.source: Field required", where);
                 const char *st = json_string_or_null(o, "type");
+                char sw[128];
+                snprintf(sw, sizeof sw, "%s.source", where);
                 if (streq_ptr(st, "base64") && json_get_string(o, "media_type", &s) >= 0 &&
-                    json_get_string(o, "data", &s2) >= 0)
-                        return conv_message_add_image(m, s, s2);
-                if (streq_ptr(st, "url") && json_get_string(o, "url", &s) >= 0)
-                        return conv_message_add_image(m, NULL, s); /* the builder refuses URLs clearly */
+                    json_get_string(o, "data", &s2) >= 0) {
+                        r = api_check_image(s, s2, sw, err);
+                        return r < 0 ? r : conv_message_add_image(m, s, s2);
+                }
+                if (streq_ptr(st, "url") && json_get_string(o, "url", &s) >= 0) {
+                        /* Kiro cannot fetch an image: refused, unless it is a data: URL. */
+                        r = api_check_image(NULL, s, sw, err);
+                        return r < 0 ? r : conv_message_add_image(m, NULL, s);
+                }
                 return failure_set(err, FAILURE_INVALID_REQUEST, where,
                                      "%s.source: needs type 'base64' with 'media_type' and 'data'", where);
         }
@@ -76,8 +83,12 @@ static int parse_block(ConvMessage *m, bool assistant, json_object *blk, const c
                 if (json_get_string(blk, "id", &s) < 0 || json_get_string(blk, "name", &s2) < 0)
                         return failure_set(err, FAILURE_INVALID_REQUEST, where, "%s: needs string 'id' and 'name'", where);
                 const char *input = "{}";
-                if (json_object_object_get_ex(blk, "input", &o) && o)
+                if (json_object_object_get_ex(blk, "input", &o) && o) {
+                        if (!json_object_is_type(o, json_type_object))
+                                return failure_set(err, FAILURE_INVALID_REQUEST, where,
+                                                   "%s.input: must be an object (the tool's arguments)", where);
                         input = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+                }
                 return conv_message_add_tool_use(m, s, s2, input);
         }
         if (streq(type, "tool_result")) {
@@ -145,8 +156,12 @@ static int parse_tools(Conversation *c, json_object *req, const ApiLimits *l, Fa
                 if (r < 0)
                         return r;
         }
-        if (json_get_object(req, "tool_choice", &choice) < 0)
-                return 0;
+        r = api_get_object(req, "tool_choice", "tool_choice", &choice, err);
+        if (r <= 0)
+                return r;
+        r = api_get_bool(choice, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use", &(bool) { false }, err);
+        if (r < 0)
+                return r;
         const char *type = json_string_or_null(choice, "type");
         if (streq_ptr(type, "auto"))
                 c->tool_choice = CONV_TOOL_CHOICE_AUTO;
@@ -176,7 +191,7 @@ int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *l, 
         uint64_t n;
         int r;
 
-        r = api_parse_body(body, size, l, &req, err);
+        r = api_parse_body(body, size, l, API_PATH_DOTS, &req, err);
         if (r < 0)
                 return r;
         r = api_get_string(req, "model", "model", &model, err);
@@ -197,9 +212,6 @@ int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *l, 
                 return failure_set(err, FAILURE_NOT_FOUND, "model", "model: %s", model);
         if (r < 0)
                 return r;
-        if (info.provider != MODEL_PROVIDER_KIRO)
-                return failure_set(err, FAILURE_INVALID_REQUEST, "model",
-                                     "model: Kimi models need a Kimi login, which this kiro-proxyd does not support yet");
 
         r = conversation_new(&c);
         if (r < 0)
@@ -266,7 +278,10 @@ int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *l, 
                         return failure_set(err, FAILURE_INVALID_REQUEST, "stream", "stream: must be a boolean");
                 c->stream = json_object_get_boolean(v);
         }
-        if (json_get_array(req, "stop_sequences", &v) >= 0)
+        if (json_object_object_get_ex(req, "stop_sequences", &v) && v) {
+                if (!json_object_is_type(v, json_type_array))
+                        return failure_set(err, FAILURE_INVALID_REQUEST, "stop_sequences",
+                                           "stop_sequences: must be an array of strings");
                 for (size_t i = 0; i < json_object_array_length(v); i++) {
                         json_object *s = json_object_array_get_idx(v, i);
                         if (!json_object_is_type(s, json_type_string))
@@ -275,14 +290,20 @@ int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *l, 
                         if (!isempty(json_object_get_string(s)) && strv_extend(&c->stop, json_object_get_string(s)) < 0)
                                 return -ENOMEM;
                 }
-        r = api_get_number(req, "temperature", "temperature", &c->temperature, err);
+        }
+        /* Kiro takes no sampling parameters, but Anthropic's ranges hold: a client gets the 400 it would get
+         * there. */
+        r = api_get_number(req, "temperature", "temperature", 0, 1, &c->temperature, err);
         if (r < 0)
                 return r;
         c->has_temperature = r > 0;
-        r = api_get_number(req, "top_p", "top_p", &c->top_p, err);
+        r = api_get_number(req, "top_p", "top_p", 0, 1, &c->top_p, err);
         if (r < 0)
                 return r;
         c->has_top_p = r > 0;
+        r = api_get_integer(req, "top_k", "top_k", 0, API_MAX_TOKENS_MAX, &n, err);
+        if (r < 0)
+                return r;
         if (json_get_object(req, "metadata", &o) >= 0) {
                 const char *uid = json_string_or_null(o, "user_id");
                 if (!isempty(uid)) {
@@ -297,7 +318,10 @@ int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *l, 
                                 c->session_id = strdup(uid);
                 }
         }
-        if (json_get_object(req, "thinking", &o) >= 0) {
+        r = api_get_object(req, "thinking", "thinking", &o, err);
+        if (r < 0)
+                return r;
+        if (r > 0) {
                 const char *type = json_string_or_null(o, "type");
                 if (streq_ptr(type, "enabled")) {
                         r = api_get_integer(o, "budget_tokens", "thinking.budget_tokens", 1, API_MAX_TOKENS_MAX, &n, err);

@@ -63,15 +63,23 @@ static int put_anthropic(Buf *b, const ModelCatalogEntry *e, bool *first) {
         return r;
 }
 
-int api_models_render(bool anthropic, char **ret, size_t *ret_size) {
+int api_models_render(ChatContext *ctx, bool anthropic, char **ret, size_t *ret_size) {
         _cleanup_(buf_done) Buf b = {};
         ModelCatalogEntry e;
+        const char *first_id = NULL, *last_id = NULL;
         bool first = true;
         int r = buf_puts(&b, anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[");
         size_t n = models_catalog_count();
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                if (!models_catalog_get(i, &e))
-                        continue;
+        /* Kiro's catalog, then Kimi's table entries when ctx lists Kimi (a Kimi credential exists). */
+        bool kimi = !ctx || !ctx->provider_listed || ctx->provider_listed(MODEL_PROVIDER_KIMI, ctx->provider_listed_userdata);
+        for (size_t i = 0; r >= 0; i++) {
+                if (i < n) {
+                        if (!models_catalog_get(i, &e))
+                                continue;
+                } else if (!kimi || !models_table_get(MODEL_PROVIDER_KIMI, i - n, &e))
+                        break;
+                first_id = first_id ?: e.id;
+                last_id = e.id;
                 if (anthropic)
                         r = put_anthropic(&b, &e, &first);
                 else {
@@ -81,15 +89,13 @@ int api_models_render(bool anthropic, char **ret, size_t *ret_size) {
                 }
         }
         if (r >= 0 && anthropic) {
-                ModelCatalogEntry a, z;
-                bool any = n > 0 && models_catalog_get(0, &a) && models_catalog_get(n - 1, &z);
                 r = buf_puts(&b, "],\"has_more\":false,\"first_id\":");
                 if (r >= 0)
-                        r = any ? buf_put_json_string_utf8(&b, a.id, strlen(a.id)) : buf_puts(&b, "null");
+                        r = first_id ? buf_put_json_string_utf8(&b, first_id, strlen(first_id)) : buf_puts(&b, "null");
                 if (r >= 0)
                         r = buf_puts(&b, ",\"last_id\":");
                 if (r >= 0)
-                        r = any ? buf_put_json_string_utf8(&b, z.id, strlen(z.id)) : buf_puts(&b, "null");
+                        r = last_id ? buf_put_json_string_utf8(&b, last_id, strlen(last_id)) : buf_puts(&b, "null");
                 if (r >= 0)
                         r = buf_puts(&b, "}");
         } else if (r >= 0)
@@ -101,10 +107,10 @@ int api_models_render(bool anthropic, char **ret, size_t *ret_size) {
         return *ret ? 0 : -ENOMEM;
 }
 
-static int respond_models(HttpRequest *http) {
+static int respond_models(ChatContext *ctx, HttpRequest *http) {
         _cleanup_free_ char *body = NULL;
         size_t size;
-        int r = api_models_render(!!http_request_header(http, "anthropic-version"), &body, &size);
+        int r = api_models_render(ctx, !!http_request_header(http, "anthropic-version"), &body, &size);
         if (r < 0)
                 return http_request_respond_error(http, 500, "Out of memory.");
         return http_request_respond(http, 200, "application/json", body, size, NULL);
@@ -154,7 +160,7 @@ static void on_catalog(void *userdata) {
                 http_request_set_userdata(w->http, &retried_marker);
                 (void) w->handler(w->ctx, w->http, w->limits, w->extra);
         } else
-                (void) respond_models(w->http);
+                (void) respond_models(w->ctx, w->http);
         waiter_free(w);
 }
 
@@ -185,7 +191,7 @@ int api_models_handle(ChatContext *ctx, HttpRequest *http) {
                 return 0;
         if (r < 0)
                 log_debug_errno(r, "Cannot refresh the model catalog, serving what is known: %m");
-        return respond_models(http);
+        return respond_models(ctx, http);
 }
 
 int api_models_retry_unknown(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits, ApiHandler handler,

@@ -10,8 +10,9 @@
 /* GET /v1/models: waits for the catalog when it is stale (first use, or older than its refresh interval). */
 int api_models_handle(ChatContext *ctx, HttpRequest *http);
 
-/* The body of /v1/models as it stands (anthropic: Anthropic's shape). */
-int api_models_render(bool anthropic, char **ret, size_t *ret_size);
+/* The body of /v1/models as it stands (anthropic: Anthropic's shape), without the providers ctx does not
+ * list (ctx may be NULL: all). */
+int api_models_render(ChatContext *ctx, bool anthropic, char **ret, size_t *ret_size);
 
 typedef int (*ApiHandler)(ChatContext *ctx, HttpRequest *http, const ApiLimits *limits, void *extra);
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* OpenAI chat completions request → conversation form. */
+#include <assert.h>
 #include <strings.h>
 
 #include "json-util.h"
@@ -66,15 +67,13 @@ static int parse_user_content(ConvMessage *m, json_object *content, const char *
                         if (!s)
                                 return failure_set(err, FAILURE_INVALID_REQUEST, pw, "'%s.image_url.url' must be a string",
                                                      pw);
-                        if (strncasecmp(s, "http://", 7) == 0 || strncasecmp(s, "https://", 8) == 0) {
-                                /* Refused here, where the client's message index is known (the Kiro request
-                                 * builder counts without the leading system messages). */
-                                char uw[160];
-                                snprintf(uw, sizeof uw, "%s.image_url.url", pw);
-                                return failure_set(err, FAILURE_INVALID_REQUEST, uw,
-                                                     "'%s': image URLs are not supported; send the image inline as "
-                                                     "a base64 data: URL", uw);
-                        }
+                        /* Refused here, where the client's message index is known (the Kiro request
+                         * builder counts without the leading system messages). */
+                        char uw[160];
+                        snprintf(uw, sizeof uw, "%s.image_url.url", pw);
+                        r = api_check_image(NULL, s, uw, err);
+                        if (r < 0)
+                                return r;
                         r = conv_message_add_image(m, NULL, s);
                 } else
                         return failure_set(err, FAILURE_INVALID_REQUEST, pw,
@@ -98,6 +97,13 @@ static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in
                 return failure_set(err, FAILURE_INVALID_REQUEST, where, "'%s' must be an object", where);
         if (json_get_string(msg, "role", &role) < 0)
                 return failure_set(err, FAILURE_INVALID_REQUEST, where, "'%s.role' must be a string", where);
+        if (!STR_IN(role, "system", "developer", "user", "assistant", "tool", "function")) {
+                char rw[80];
+                snprintf(rw, sizeof rw, "%s.role", where);
+                return failure_set(err, FAILURE_INVALID_REQUEST, rw,
+                                   "'%s' '%s' is not a role (system, developer, user, assistant, tool and function are)",
+                                   rw, role);
+        }
         (void) json_object_object_get_ex(msg, "content", &content);
 
         if (streq(role, "system") || streq(role, "developer")) {
@@ -179,9 +185,8 @@ static int parse_message(Conversation *c, json_object *msg, size_t idx, bool *in
                 return 0;
         }
 
-        /* Unknown roles become user turns (KIRO-PROTOCOL A.4). */
-        r = conversation_add_message(c, CONV_ROLE_OTHER, &m);
-        return r < 0 ? r : parse_user_content(m, content, cw, err);
+        assert(false);  /* every role was checked above */
+        return -EINVAL;
 }
 
 static int parse_tools(Conversation *c, json_object *req, const ApiLimits *l, Failure *err) {
@@ -250,7 +255,7 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Convers
         int r;
 
         *opts = (OpenAIOptions) {};
-        r = api_parse_body(body, size, l, &req, err);
+        r = api_parse_body(body, size, l, API_PATH_BRACKETS, &req, err);
         if (r < 0)
                 return r;
         r = api_get_string(req, "model", "model", &model, err);
@@ -283,9 +288,6 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Convers
         c->model_id = strdup(info.upstream_id);
         if (!c->model || !c->model_id)
                 return -ENOMEM;
-        if (info.provider != MODEL_PROVIDER_KIRO)
-                return failure_set(err, FAILURE_INVALID_REQUEST, "model",
-                                     "Kimi models need a Kimi login, which this kiro-proxyd does not support yet.");
         opts->model = info;
 
         bool in_system_prefix = true;
@@ -307,8 +309,14 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Convers
                 c->stream = json_object_get_boolean(v);
         }
         json_object *so;
-        if (json_get_object(req, "stream_options", &so) >= 0)
-                (void) json_get_bool(so, "include_usage", &opts->include_usage);
+        r = api_get_object(req, "stream_options", "stream_options", &so, err);
+        if (r > 0) {
+                r = api_get_bool(so, "include_usage", "stream_options.include_usage", &opts->include_usage, err);
+                if (r >= 0)
+                        r = api_get_bool(so, "include_obfuscation", "stream_options.include_obfuscation", &(bool) { false }, err);
+        }
+        if (r < 0)
+                return r;
         r = api_get_integer(req, "n", "n", 0, API_MAX_TOKENS_MAX, &n, err);
         if (r < 0)
                 return r;
@@ -319,11 +327,12 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Convers
                 r = api_get_integer(req, "max_tokens", "max_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
         if (r < 0)
                 return r;
-        r = api_get_number(req, "temperature", "temperature", &c->temperature, err);
+        /* Kiro takes no sampling parameters, but OpenAI's ranges hold: a client gets the 400 it would get there. */
+        r = api_get_number(req, "temperature", "temperature", 0, 2, &c->temperature, err);
         if (r < 0)
                 return r;
         c->has_temperature = r > 0;
-        r = api_get_number(req, "top_p", "top_p", &c->top_p, err);
+        r = api_get_number(req, "top_p", "top_p", 0, 1, &c->top_p, err);
         if (r < 0)
                 return r;
         c->has_top_p = r > 0;
@@ -346,12 +355,14 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Convers
                 if (r < 0)
                         return r;
         }
-        r = json_get_string(req, "reasoning_effort", &s);
-        if (r >= 0) {
+        r = api_get_string(req, "reasoning_effort", "reasoning_effort", &s, err);
+        if (r < 0)
+                return r;
+        if (r > 0 && !streq(s, "none")) {
                 uint32_t budget;
                 if (conv_thinking_budget_from_effort(s, &budget) < 0)
                         return failure_set(err, FAILURE_INVALID_REQUEST, "reasoning_effort",
-                                             "'reasoning_effort' must be 'low', 'medium' or 'high'.");
+                                           "'reasoning_effort' must be 'none', 'minimal', 'low', 'medium', 'high' or 'xhigh'.");
                 c->thinking = true;
                 c->thinking_budget = budget;
         }

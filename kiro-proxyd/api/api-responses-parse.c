@@ -7,14 +7,6 @@
 
 #define WHERE_MAX 96
 
-static bool str_in(const char *s, const char *const *set) {
-        for (; *set; set++)
-                if (streq(s, *set))
-                        return true;
-        return false;
-}
-#define STR_IN(s, ...) str_in((s), (const char *const[]) { __VA_ARGS__, NULL })
-
 static bool strv_has(char **l, const char *s) {
         STRV_FOREACH(i, l)
                 if (streq(*i, s))
@@ -117,6 +109,9 @@ static int add_user_content(ConvMessage *m, json_object *content, const char *wh
                                 return failure_set(err, FAILURE_INVALID_REQUEST, pw,
                                                    "'%s.image_url': image URLs are not supported; send the image inline "
                                                    "as a base64 data: URL", pw);
+                        r = api_check_image(NULL, s, pw, err);
+                        if (r < 0)
+                                return r;
                         r = conv_message_add_image(m, NULL, s);
                 } else
                         return failure_set(err, FAILURE_INVALID_REQUEST, pw,
@@ -470,7 +465,7 @@ int responses_parse(const char *body, size_t size, const ApiLimits *l, Responses
         int r;
 
         *opts = (ResponsesOptions) { .store = true, .parallel_tool_calls = true };
-        r = api_parse_body(body, size, l, &req, err);
+        r = api_parse_body(body, size, l, API_PATH_BRACKETS, &req, err);
         if (r < 0)
                 return r;
         r = api_get_string(req, "model", "model", &model, err);
@@ -623,11 +618,12 @@ int responses_parse(const char *body, size_t size, const ApiLimits *l, Responses
         r = api_get_integer(req, "max_output_tokens", "max_output_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
         if (r < 0)
                 return r;
-        r = api_get_number(req, "temperature", "temperature", &c->temperature, err);
+        /* Kiro takes no sampling parameters, but OpenAI's ranges hold. */
+        r = api_get_number(req, "temperature", "temperature", 0, 2, &c->temperature, err);
         if (r < 0)
                 return r;
         c->has_temperature = r > 0;
-        r = api_get_number(req, "top_p", "top_p", &c->top_p, err);
+        r = api_get_number(req, "top_p", "top_p", 0, 1, &c->top_p, err);
         if (r < 0)
                 return r;
         c->has_top_p = r > 0;
@@ -637,6 +633,9 @@ int responses_parse(const char *body, size_t size, const ApiLimits *l, Responses
         if (r == -EMEDIUMTYPE)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "reasoning", "'reasoning' must be an object.");
         if (r >= 0) {
+                r = api_get_string(reasoning, "summary", "reasoning.summary", &s, err);
+                if (r < 0)
+                        return r;
                 r = api_get_string(reasoning, "effort", "reasoning.effort", &s, err);
                 if (r < 0)
                         return r;

@@ -24,6 +24,7 @@ struct TokenRequest {
 /* One entry per (provider, credential id) key: "" id means "whatever kiro-authd selects". */
 typedef struct Entry {
         struct Entry *next;
+        struct TokenCache *cache;
         char *provider;
         char *credential_id;
         Token *token;
@@ -54,6 +55,9 @@ Token *token_unref(Token *t) {
         free(t->profile_arn);
         free(t->auth_method);
         free(t->machine_id);
+        free(t->api_base);
+        free(t->user_agent);
+        strv_free(t->headers);
         free(t);
         return NULL;
 }
@@ -90,8 +94,12 @@ static int on_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *err
         }
         for (Entry *e = tc->entries; e; e = e->next)
                 if (e->token && !streq_ptr(e->token_owner, new_owner)) {
+                        /* One token may sit under "" and under its credential's id: count it once. */
+                        bool again = false;
+                        for (Entry *f = e->next; f && !again; f = f->next)
+                                again = f->token == e->token;
                         entry_drop_token(e);
-                        n++;
+                        n += !again;
                 }
         log_info("kiro-authd is on the bus as %s; dropped %u token(s) of the previous instance.",
                  LOG_ESC(new_owner), n);
@@ -166,6 +174,7 @@ static Entry *entry_get(TokenCache *tc, const char *provider, const char *id) {
                 free(e);
                 return NULL;
         }
+        e->cache = tc;
         e->next = tc->entries;
         tc->entries = e;
         return e;
@@ -211,7 +220,21 @@ static int parse_reply(sd_bus_message *m, Token **ret) {
                         dst = &t->auth_method;
                 else if (streq(key, "machine_id"))
                         dst = &t->machine_id;
-                if (dst && sd_bus_message_read(m, "v", "s", &val) >= 0) {
+                else if (streq(key, "api_base"))
+                        dst = &t->api_base;
+                else if (streq(key, "user_agent"))
+                        dst = &t->user_agent;
+                if (streq(key, "headers")) {
+                        strv_free(t->headers);
+                        t->headers = NULL;
+                        r = sd_bus_message_enter_container(m, 'v', "as");
+                        if (r >= 0)
+                                r = sd_bus_message_read_strv(m, &t->headers);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(m);
+                        if (r < 0)
+                                return r;
+                } else if (dst && sd_bus_message_read(m, "v", "s", &val) >= 0) {
                         if (free_and_strdup(dst, val) < 0)
                                 return -ENOMEM;
                 } else {
@@ -282,6 +305,17 @@ static int on_get_token_reply(sd_bus_message *m, void *userdata, sd_bus_error *r
         e->token_owner = strdup(strempty(sd_bus_message_get_sender(m)));
         log_debug("Got a token for %s/'%s' from kiro-authd %s.", e->provider, LOG_ESC(t->credential_id),
                   LOG_ESC(e->token_owner));
+        /* A token kiro-authd chose (credential "") serves later requests for that credential by name too,
+         * as they come once the credential selector has read kiro-authd's list. */
+        if (isempty(e->credential_id) && !isempty(t->credential_id)) {
+                TokenCache *tc = e->cache;
+                Entry *named = entry_get(tc, e->provider, t->credential_id);
+                if (named && !named->call && !token_good(named->token, now(CLOCK_REALTIME))) {
+                        entry_drop_token(named);
+                        named->token = token_ref(t);
+                        named->token_owner = strdup(strempty(e->token_owner));
+                }
+        }
         entry_succeed(e, t);
         return 0;
 }

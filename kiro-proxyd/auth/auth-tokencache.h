@@ -18,6 +18,10 @@ typedef struct Token {
         char *profile_arn;
         char *auth_method;
         char *machine_id;
+        /* Kimi (B §7): API base, User-Agent and the X-Msh-* headers ("Name: value") of kimi-cli. */
+        char *api_base;
+        char *user_agent;
+        char **headers;
 } Token;
 
 Token *token_ref(Token *t);

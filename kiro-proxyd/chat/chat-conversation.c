@@ -45,6 +45,26 @@ const char *conv_part_type_to_string(ConvPartType t) {
         return part_type_table[t];
 }
 
+const char *conv_image_format(const char *mt, size_t len) {
+        static const struct {
+                const char *media_type;
+                const char *format;
+        } table[] = {
+                { "image/jpeg", "jpeg" },
+                { "image/jpg",  "jpeg" },
+                { "image/png",  "png" },
+                { "image/gif",  "gif" },
+                { "image/webp", "webp" },
+        };
+
+        if (!mt)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                if (strlen(table[i].media_type) == len && strncasecmp(mt, table[i].media_type, len) == 0)
+                        return table[i].format;
+        return NULL;
+}
+
 int conv_thinking_budget_from_effort(const char *effort, uint32_t *ret) {
         static const struct {
                 const char *name;

@@ -10,8 +10,8 @@
 #include "macro.h"
 
 /* Roles. A front end maps its role strings with conv_role_from_string(): "user" and "assistant" map to
- * themselves, every other string (OpenAI "system"/"developer" messages inside the list, anything
- * unknown) to CONV_ROLE_OTHER, which the Kiro request builder turns into a user turn at step 2 of
+ * themselves, every other string (OpenAI "system"/"developer" messages inside the list; the front ends
+ * refuse roles their API does not have) to CONV_ROLE_OTHER, which the Kiro request builder turns into a user turn at step 2 of
  * KIRO-PROTOCOL A.4. The top-level system prompt goes to Conversation.system instead. Tool results
  * (OpenAI role "tool", Anthropic tool_result blocks) are CONV_PART_TOOL_RESULT parts of a user
  * message. */
@@ -38,10 +38,15 @@ typedef enum ConvPartType {
 
 const char *conv_part_type_to_string(ConvPartType t) _pure_;
 
+/* The image media types every client API and Kiro take: the Kiro format name ("jpeg", "png", "gif",
+ * "webp") of the media type mt[0..len), any case ("image/jpg" too), or NULL. */
+const char *conv_image_format(const char *mt, size_t len) _pure_;
+
 /* One content part. Which fields are used depends on the type; unused ones stay NULL.
  *   TEXT:        text
- *   IMAGE:       data = base64 or a "data:<media type>;base64,…" URL (or whatever URL the client sent,
- *                which the builder rejects); media_type = "image/png" etc., may be NULL for data URLs
+ *   IMAGE:       data = base64 or a "data:<media type>;base64,…" URL (the front ends refuse anything else,
+ *                api_check_image(); the builder checks again); media_type = "image/png" etc., may be NULL
+ *                for data URLs
  *   TOOL_USE:    id, name, input = JSON text of the arguments (NULL or "" = {})
  *   TOOL_RESULT: id = the tool_use id answered, text = result content, is_error
  *   THINKING:    text, signature (may be NULL) */

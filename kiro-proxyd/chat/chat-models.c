@@ -234,6 +234,20 @@ static const ModelInfo *table_find(const char *id) {
         return NULL;
 }
 
+bool models_table_get(ModelProvider p, size_t j, ModelCatalogEntry *ret) {
+        for (size_t i = 0; i < ELEMENTSOF(models); i++)
+                if (models[i].provider == p && j-- == 0) {
+                        *ret = (ModelCatalogEntry) {
+                                .id = models[i].id, .display_name = models[i].display_name, .provider = p,
+                                .context_window = models[i].context_window,
+                                .max_output_tokens = models[i].max_output_tokens,
+                                .thinking = models[i].list_thinking_variant, .in_table = true,
+                        };
+                        return true;
+                }
+        return false;
+}
+
 bool models_catalog_get(size_t i, ModelCatalogEntry *ret) {
         if (!(live_known && live_n_listed() > 0)) {
                 if (i >= ELEMENTSOF(models) || models[i].provider != MODEL_PROVIDER_KIRO)

@@ -67,6 +67,9 @@ typedef struct ModelCatalogEntry {
 
 size_t models_catalog_count(void);
 bool models_catalog_get(size_t i, ModelCatalogEntry *ret);
+/* The j-th entry of provider p in the built-in table (for Kimi, whose models the catalog above leaves
+ * out: /v1/models adds them when a Kimi credential exists). false past the end. */
+bool models_table_get(ModelProvider p, size_t j, ModelCatalogEntry *ret);
 /* The aliases that reach id (table aliases and the "-thinking" variant), at most max, returns how many. */
 size_t models_aliases(const char *id, const char **ret, size_t max);
 

@@ -49,6 +49,10 @@ typedef struct ChatContext {
         ChatBackend backends[_MODEL_PROVIDER_MAX];      /* by the provider of the requested model */
         usec_t ping_interval;           /* PingIntervalSec=: Anthropic "ping" events; 0 = default, infinity = none */
         ChatCatalog catalog;            /* the live model list (ops NULL: the built-in table only) */
+        /* Whether GET /v1/models lists a provider's models now (NULL: all); Kimi's only while kiro-authd
+         * holds a Kimi credential. */
+        bool (*provider_listed)(ModelProvider p, void *userdata);
+        void *provider_listed_userdata;
 } ChatContext;
 
 struct Chat {

@@ -121,24 +121,8 @@ static int message_insert_text(KiroConversation *k, size_t index, ConvRole role,
 
 /* ---- input validation and the working copy ------------------------------------------------------ */
 
-static const char *image_format_from_media_type(const char *mt) {
-        static const struct {
-                const char *media_type;
-                const char *format;
-        } table[] = {
-                { "image/jpeg", "jpeg" },
-                { "image/jpg",  "jpeg" },
-                { "image/png",  "png" },
-                { "image/gif",  "gif" },
-                { "image/webp", "webp" },
-        };
-
-        for (size_t i = 0; i < ELEMENTSOF(table); i++)
-                if (strcasecmp(mt, table[i].media_type) == 0)
-                        return table[i].format;
-        return NULL;
-}
-
+/* The front ends refuse what fails here already (api_check_image(), naming the client's field, for
+ * count_tokens too); this stays as the builder's own guard for whatever fills a Conversation. */
 static int image_parse(KiroConversation *k, size_t i, size_t j, const ConvPart *p, KiroPart *w) {
         static const char base64_chars[] =
                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=";
@@ -174,7 +158,7 @@ static int image_parse(KiroConversation *k, size_t i, size_t j, const ConvPart *
 
         if (isempty(mt))
                 return fail(k, -EINVAL, "messages[%zu].content[%zu]: image without a media type", i, j);
-        w->format = image_format_from_media_type(mt);
+        w->format = conv_image_format(mt, strlen(mt));
         if (!w->format)
                 return fail(k, -EINVAL,
                             "messages[%zu].content[%zu]: unsupported image type '%s' (supported: image/jpeg, "

@@ -20,6 +20,7 @@ struct Upstream {
         sd_event *event;
         CurlGlue *glue;
         TokenCache *tokens;
+        CredentialSelector *selector;
         UpstreamConfig *config;
         CURL *easy_pool[EASY_POOL_MAX];
         size_t n_easy_pool;
@@ -60,6 +61,8 @@ struct UpstreamCall {
         unsigned attempt;       /* 1-based, counts every try */
         unsigned endpoint;      /* index into the endpoint list, advanced on server/transport errors */
         bool unauthorized_retried;
+        char *avoid_id;         /* this request moves away from this credential (403 even after a refresh) */
+        char *pinned_id;        /* the next attempt stays on this credential (retry after a forced refresh) */
         bool committed;
         bool paused;
         bool in_curl;           /* inside a curl callback: removing the handle must wait */
@@ -94,12 +97,14 @@ void upstream_config_done(UpstreamConfig *c) {
         *c = (UpstreamConfig) {};
 }
 
-int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstream **ret) {
+int upstream_new(sd_event *e, TokenCache *tokens, CredentialSelector *selector, UpstreamConfig *config,
+                 Upstream **ret) {
         Upstream *u = calloc(1, sizeof *u);
         if (!u)
                 return -ENOMEM;
         u->event = sd_event_ref(e);
         u->tokens = tokens;
+        u->selector = selector;
         u->config = config;
         int r = curl_glue_new(e, &u->glue);
         if (r >= 0)
@@ -193,6 +198,8 @@ static void call_reset_attempt(UpstreamCall *call) {
 
 static void call_free(UpstreamCall *call) {
         call_reset_attempt(call);
+        free(call->avoid_id);
+        free(call->pinned_id);
         free(call);
 }
 
@@ -272,8 +279,24 @@ static usec_t backoff(UpstreamCall *call) {
 }
 
 static void report(UpstreamCall *call, const char *kind, usec_t retry_after) {
-        if (call->token)
-                token_cache_report(call->upstream->tokens, call->token->credential_id, kind, retry_after);
+        if (!call->token)
+                return;
+        /* Locally first, so that the retry of this very request already moves to another credential. */
+        credential_selector_note(call->upstream->selector, call->token->credential_id, kind, retry_after);
+        token_cache_report(call->upstream->tokens, call->token->credential_id, kind, retry_after);
+}
+
+/* A success on a credential that was throttled ends its cooldown in kiro-authd (and its escalation); the
+ * others cost no bus message. */
+static void report_success(UpstreamCall *call) {
+        if (call->token && credential_selector_throttled(call->upstream->selector, call->token->credential_id))
+                report(call, "ok", 0);
+}
+
+/* Whether the next attempt can go to another credential at once (a failover needs no backoff). */
+static bool can_fail_over(UpstreamCall *call) {
+        return call->token &&
+                credential_selector_has_other(call->upstream->selector, "kiro", call->token->credential_id);
 }
 
 /* The retry decision of KIRO-PROTOCOL A.10, before anything reached the client. */
@@ -302,6 +325,15 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
                 report(call, "unauthorized", 0);
                 if (more && !call->unauthorized_retried) {
                         call->unauthorized_retried = true;
+                        /* Once on the same credential with the refreshed token. */
+                        if (call->token && free_and_strdup(&call->pinned_id, call->token->credential_id) < 0)
+                                return call_fail(call, FAILURE_INTERNAL, 0, "Out of memory.");
+                        return call_retry(call, 0);
+                }
+                /* Refused even after a refresh: another credential may serve this request. */
+                if (more && can_fail_over(call)) {
+                        if (free_and_strdup(&call->avoid_id, call->token->credential_id) < 0)
+                                return call_fail(call, FAILURE_INTERNAL, 0, "Out of memory.");
                         return call_retry(call, 0);
                 }
                 return call_fail(call, FAILURE_UNAVAILABLE, 0,
@@ -319,7 +351,7 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
         case CHAT_ERROR_THROTTLED:
                 report(call, "throttled", ra);
                 if (more)
-                        return call_retry(call, MAX(backoff(call), MIN(ra, cfg->backoff_max)));
+                        return call_retry(call, can_fail_over(call) ? 0 : MAX(backoff(call), MIN(ra, cfg->backoff_max)));
                 return call_fail(call, FAILURE_RATE_LIMIT, ra ?: USEC_PER_SEC, "Kiro is rate limiting: %s", strna(msg));
         case CHAT_ERROR_OVERLOADED:
                 if (more)
@@ -385,6 +417,7 @@ static int on_kiro_event(const ChatEvent *ev, void *userdata) {
                         return 0;
                 call->committed = true;
                 call->timer = sd_event_source_disable_unref(call->timer);
+                report_success(call);
         }
         int r = call->handler.on_event((ChatCall *) call, ev, call->userdata);
         if (r < 0)
@@ -483,6 +516,7 @@ static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
                 if (r >= 0 && call->ended) {
                         /* A complete answer without content: pass END on. */
                         call->committed = true;
+                        report_success(call);
                         ChatEvent end = call->end_event;
                         (void) call->handler.on_event((ChatCall *) call, &end, call->userdata);
                         call_free(call);
@@ -664,7 +698,27 @@ static int attempt_begin(UpstreamCall *call) {
         int r;
 
         call->attempt++;
-        r = token_cache_get(call->upstream->tokens, "kiro", NULL, on_token, call, &t, &call->token_request);
+        const char *id = NULL;
+        if (call->pinned_id)
+                id = call->pinned_id;
+        else if (call->upstream->selector) {
+                usec_t back_at = 0;
+                r = credential_selector_pick(call->upstream->selector, "kiro", call->conv->session_id,
+                                             call->avoid_id, &id, &back_at);
+                if (r == -ENOKEY) {
+                        usec_t n = now(CLOCK_REALTIME);
+                        if (back_at > n)
+                                call_fail(call, FAILURE_RATE_LIMIT, back_at - n,
+                                          "Every Kiro credential has spent its quota or is cooling down; see 'kiroctl status'.");
+                        else
+                                call_fail(call, FAILURE_UNAVAILABLE, 0,
+                                          "No usable Kiro credential (all disabled or needing a login); see 'kiroctl status'.");
+                        return r;
+                }
+        }
+        r = token_cache_get(call->upstream->tokens, "kiro", id, on_token, call, &t, &call->token_request);
+        free(call->pinned_id);
+        call->pinned_id = NULL;
         if (r < 0) {
                 call_fail(call, FAILURE_INTERNAL, 0, "Cannot ask kiro-authd for a token: %s.", strerror(-r));
                 return r;

@@ -8,6 +8,7 @@
 #include "curl-glue.h"
 #include "chat/chat-backend.h"
 #include "kiro/kiro-stream.h"
+#include "auth/auth-select.h"
 #include "auth/auth-tokencache.h"
 
 /* Header values that make us look like the Kiro IDE (KIRO-PROTOCOL A.2, B §3.2): one place to change. */
@@ -37,7 +38,9 @@ void upstream_config_done(UpstreamConfig *c);
 typedef struct Upstream Upstream;
 typedef struct UpstreamCall UpstreamCall;
 
-int upstream_new(sd_event *e, TokenCache *tokens, UpstreamConfig *config, Upstream **ret);
+/* selector (optional) picks the credential of each attempt; without it kiro-authd chooses. */
+int upstream_new(sd_event *e, TokenCache *tokens, CredentialSelector *selector, UpstreamConfig *config,
+                 Upstream **ret);
 Upstream *upstream_free(Upstream *u);
 CurlGlue *upstream_glue(Upstream *u);
 /* What other calls to Kiro (kiro-models.c) share with the chat: tokens, configuration, loop. */

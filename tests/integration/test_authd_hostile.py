@@ -172,7 +172,7 @@ def test_database_with_triggers_imports(authd, dbus, tmp_path):
                         "CREATE TRIGGER t AFTER INSERT ON auth_kv BEGIN INSERT INTO log WITH RECURSIVE "
                         "c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c; END;")
         import_bytes(dbus, "kiro-cli-sqlite", data, user=TEST_ADMIN)
-        assert a.read_credential("kiro-cli")["refresh_token"] == "rt-h"
+        assert a.read_credential("kiro-social")["refresh_token"] == "rt-h"
 
 
 # ---- regions (item 4) ------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_import_with_hostile_region_is_refused(authd, dbus, tmp_path, region):
         assert a.credential_files() == {}
         # A real region passes the same way.
         import_bytes(dbus, "refresh-token", "rt-gov", region="us-gov-west-1")
-        assert a.read_credential("refresh-token")["region"] == "us-gov-west-1"
+        assert a.read_credential("kiro-social")["region"] == "us-gov-west-1"
 
 
 def test_refresh_answer_with_hostile_profile_arn(authd, fake_auth, dbus):

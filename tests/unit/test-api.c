@@ -19,18 +19,21 @@ static char *openai_refused(const char *body, size_t size, const char *param) {
         ASSERT_ERROR(openai_parse_chat(body, size, &limits, &c, &opts, &f), EINVAL);
         ASSERT_TRUE(c == NULL);
         ASSERT_EQ(f.kind, FAILURE_INVALID_REQUEST);
-        ASSERT_STREQ(f.param, param);
+        if (param)
+                ASSERT_STREQ(f.param, param);
+        else
+                ASSERT_TRUE(!f.param);
         ASSERT_EQ(api_error_status(API_SHAPE_OPENAI, f.kind), 400);
         char *m = TAKE_PTR(f.message);
         failure_done(&f);
         return m;
 }
 
-static char *anthropic_refused(const char *body, size_t size, const char *param) {
+static char *anthropic_refused_as(const char *body, size_t size, bool count_only, const char *param) {
         Conversation *c = NULL;
         Failure f = {};
 
-        ASSERT_ERROR(anthropic_parse_messages(body, size, &limits, false, &c, NULL, &f), EINVAL);
+        ASSERT_ERROR(anthropic_parse_messages(body, size, &limits, count_only, &c, NULL, &f), EINVAL);
         ASSERT_TRUE(c == NULL);
         ASSERT_EQ(f.kind, FAILURE_INVALID_REQUEST);
         if (param)
@@ -40,6 +43,10 @@ static char *anthropic_refused(const char *body, size_t size, const char *param)
         char *m = TAKE_PTR(f.message);
         failure_done(&f);
         return m;
+}
+
+static char *anthropic_refused(const char *body, size_t size, const char *param) {
+        return anthropic_refused_as(body, size, false, param);
 }
 
 #define OPENAI(extra) "{\"model\":\"claude-sonnet-4.5\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]" extra "}"
@@ -115,16 +122,11 @@ TEST(model_with_nul_refused) {
         ASSERT_NOT_NULL(strstr(m2, "NUL"));
 }
 
-/* A client's invalid UTF-8, echoed in the error message, must still give a valid JSON body. */
-TEST(invalid_utf8_model_echoed_as_valid_json) {
-        static const char body[] = "{\"model\":\"gpt-\xff\xfe\xc3(\xe2\x82-x\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-        Conversation *c = NULL;
-        OpenAIOptions opts;
-        Failure f = {};
+/* Bytes that are not UTF-8, echoed in an error message, must still give a valid JSON body. (Requests with
+ * them are refused before any message could echo them; the renderer does not rely on that.) */
+TEST(invalid_utf8_echoed_as_valid_json) {
+        Failure f = { .kind = FAILURE_NOT_FOUND, .message = (char *) "The model 'gpt-\xff\xfe\xc3(\xe2\x82-x' does not exist." };
 
-        ASSERT_ERROR(openai_parse_chat(body, sizeof body - 1, &limits, &c, &opts, &f), ENOENT);
-        ASSERT_EQ(f.kind, FAILURE_NOT_FOUND);
-        ASSERT_NOT_NULL(strstr(f.message, "\xff\xfe"));
         for (ApiShape shape = 0; shape < _API_SHAPE_MAX; shape++) {
                 _cleanup_free_ char *out = NULL;
                 _cleanup_json_ json_object *j = NULL;
@@ -141,7 +143,299 @@ TEST(invalid_utf8_model_echoed_as_valid_json) {
                 /* Each invalid byte became U+FFFD; the valid text around it stayed. */
                 ASSERT_NOT_NULL(strstr(msg, "'gpt-\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd-x'"));
         }
-        failure_done(&f);
+}
+
+/* RFC 3629: what is not UTF-8, anywhere in a string or a key, is a 400 naming the place, on every front
+ * end (count_tokens too). */
+static const char *const not_utf8[] = {
+        "\x80",                 /* lone continuation byte */
+        "\xc0\xaf",             /* overlong '/' */
+        "\xc0\x80",             /* overlong NUL */
+        "\xc1\xbf",             /* overlong 2-byte */
+        "\xe0\x80\xaf",         /* overlong 3-byte */
+        "\xe0\x9f\xbf",         /* overlong U+07FF */
+        "\xf0\x8f\xbf\xbf",     /* overlong U+FFFF */
+        "\xed\xa0\x80",         /* U+D800 as UTF-8 (CESU-8) */
+        "\xed\xbf\xbf",         /* U+DFFF */
+        "\xed\xa0\xbd\xed\xb8\x80", /* a whole surrogate pair as CESU-8 */
+        "\xf4\x90\x80\x80",     /* U+110000 */
+        "\xf5\x80\x80\x80",
+        "\xff",
+        "\xfe",
+        "\xe2\x82",             /* truncated */
+        "\xf0\x9f\x98",         /* truncated 4-byte */
+        "\xe2\x28\xa1",         /* bad continuation */
+};
+
+TEST(invalid_utf8_refused_naming_the_field) {
+        for (size_t i = 0; i < ELEMENTSOF(not_utf8); i++) {
+                _cleanup_free_ char *o = NULL, *a = NULL, *k = NULL, *t = NULL;
+
+                ASSERT_TRUE(asprintf(&o, "{\"model\":\"claude-sonnet-4.5\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+                                     "{\"role\":\"user\",\"content\":\"h%si\"}]}", not_utf8[i]) > 0);
+                _cleanup_free_ char *m1 = openai_refused(o, strlen(o), "messages[1].content");
+                ASSERT_NOT_NULL(strstr(m1, "UTF-8"));
+
+                ASSERT_TRUE(asprintf(&a, "{\"model\":\"claude-sonnet-4.5\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\","
+                                     "\"content\":[{\"type\":\"text\",\"text\":\"ok\"},{\"type\":\"text\",\"text\":\"%s\"}]}]}",
+                                     not_utf8[i]) > 0);
+                _cleanup_free_ char *m2 = anthropic_refused(a, strlen(a), "messages.0.content.1.text");
+                _cleanup_free_ char *m3 = anthropic_refused_as(a, strlen(a), true, "messages.0.content.1.text");
+                ASSERT_NOT_NULL(strstr(m3, "UTF-8"));
+
+                /* In a key, and deep in a tool's schema. */
+                _cleanup_free_ char *key = NULL;
+                ASSERT_TRUE(asprintf(&key, "x%s", not_utf8[i]) > 0);
+                ASSERT_TRUE(asprintf(&k, OPENAI(",\"%s\":1"), key) > 0);
+                _cleanup_free_ char *m5 = openai_refused(k, strlen(k), key);
+                ASSERT_TRUE(asprintf(&t, OPENAI(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+                                     "\"parameters\":{\"type\":\"object\",\"description\":\"%s\"}}}]"), not_utf8[i]) > 0);
+                _cleanup_free_ char *m4 = openai_refused(t, strlen(t), "tools[0].function.parameters.description");
+        }
+}
+
+/* The edges that are UTF-8: U+0080, U+07FF, U+0800, U+D7FF, U+E000, U+FFFF, U+10000, U+10FFFF, and
+ * escaped surrogate pairs. */
+TEST(valid_utf8_edges_accepted) {
+        static const char body[] = ANTHROPIC(",\"max_tokens\":5,\"system\":\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xed\x9f\xbf"
+                                             "\xee\x80\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf \\ud83d\\ude00 \\uD83D\\uDE00\"");
+        _cleanup_(conversation_freep) Conversation *c = NULL;
+        Failure f = {};
+
+        ASSERT_OK(anthropic_parse_messages(body, sizeof body - 1, &limits, true, &c, NULL, &f));
+        ASSERT_STREQ(c->system, "\xc2\x80\xdf\xbf\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80\xef\xbf\xbf\xf0\x90\x80\x80"
+                                "\xf4\x8f\xbf\xbf \xf0\x9f\x98\x80 \xf0\x9f\x98\x80");
+}
+
+/* json-c turns an escaped surrogate without its other half into U+FFFD: refused as Anthropic does ("not
+ * valid JSON"), before json-c sees it. */
+TEST(lone_surrogate_escape_refused) {
+        static const char *const lone[] = {
+                "\\ud800", "\\uDBFF", "\\udc00", "\\uDFFF", "\\ud800x", "\\ud800\\u0041", "\\ud800\\ud800",
+                "\\ude00\\ud83d", "a\\\\\\ud800",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(lone); i++) {
+                _cleanup_free_ char *o = NULL, *a = NULL;
+                ASSERT_TRUE(asprintf(&o, OPENAI(",\"user\":\"%s\""), lone[i]) > 0);
+                _cleanup_free_ char *m1 = openai_refused(o, strlen(o), NULL);
+                ASSERT_NOT_NULL(strstr(m1, "surrogate"));
+                ASSERT_NOT_NULL(strstr(m1, "not valid JSON"));
+                ASSERT_TRUE(asprintf(&a, ANTHROPIC(",\"max_tokens\":5,\"system\":\"%s\""), lone[i]) > 0);
+                _cleanup_free_ char *m2 = anthropic_refused_as(a, strlen(a), true, NULL);
+                ASSERT_NOT_NULL(strstr(m2, "surrogate"));
+        }
+        /* Found after plain text of any length (the scan takes eight bytes at a time), and after an escaped
+         * quote that does not end the string. */
+        for (size_t n = 0; n < 24; n++) {
+                _cleanup_free_ char *a = NULL, *b = NULL;
+                ASSERT_TRUE(asprintf(&a, ANTHROPIC(",\"max_tokens\":5,\"system\":\"%.*s\\\"{[\\udfff\""), (int) n,
+                                     "abcdefghijklmnopqrstuvwxyz") > 0);
+                _cleanup_free_ char *m = anthropic_refused(a, strlen(a), NULL);
+                ASSERT_NOT_NULL(strstr(m, "'\\udfff'"));
+                ASSERT_TRUE(asprintf(&b, ANTHROPIC(",\"max_tokens\":5,\"system\":\"%.*s\\\"\xed\xa0\x80\""), (int) n,
+                                     "abcdefghijklmnopqrstuvwxyz") > 0);
+                _cleanup_free_ char *m2 = anthropic_refused(b, strlen(b), "system");
+        }
+        /* An escaped backslash before "ud800" is no escape. */
+        _cleanup_(conversation_freep) Conversation *c = NULL;
+        static const char ok[] = ANTHROPIC(",\"max_tokens\":5,\"system\":\"\\\\ud800\"");
+        Failure f = {};
+        ASSERT_OK(anthropic_parse_messages(ok, sizeof ok - 1, &limits, false, &c, NULL, &f));
+        ASSERT_STREQ(c->system, "\\ud800");
+}
+
+/* count_tokens validates the conversation as /v1/messages does: images, tool_use input. */
+TEST(anthropic_images_and_tool_input_refused_on_both_paths) {
+        static const struct {
+                const char *content, *param, *word;
+        } cases[] = {
+                { "[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"!!!\"}}]",
+                  "messages.0.content.0.source", "base64" },
+                { "[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"AA=A\"}}]",
+                  "messages.0.content.0.source", "base64" },
+                { "[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"A\"}}]",
+                  "messages.0.content.0.source", "base64" },
+                { "[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"\"}}]",
+                  "messages.0.content.0.source", "no data" },
+                { "[{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"http://example.com/a.png\"}}]",
+                  "messages.0.content.0.source", "URLs are not supported" },
+                { "[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/svg+xml\",\"data\":\"AAAA\"}}]",
+                  "messages.0.content.0.source", "'image/svg+xml' is not supported" },
+                { "[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/pngx\",\"data\":\"AAAA\"}}]",
+                  "messages.0.content.0.source", "not supported" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *b = NULL;
+                ASSERT_TRUE(asprintf(&b, "{\"model\":\"claude-sonnet-4.5\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\","
+                                     "\"content\":%s}]}", cases[i].content) > 0);
+                for (int count = 0; count < 2; count++) {
+                        _cleanup_free_ char *m = anthropic_refused_as(b, strlen(b), count, cases[i].param);
+                        if (!strstr(m, cases[i].word))
+                                ASSERT_FAIL("'%s' not in '%s'", cases[i].word, m);
+                }
+        }
+        static const char *const inputs[] = { "\"x\"", "1", "[]", "true" };
+        for (size_t i = 0; i < ELEMENTSOF(inputs); i++) {
+                _cleanup_free_ char *b = NULL;
+                ASSERT_TRUE(asprintf(&b, "{\"model\":\"claude-sonnet-4.5\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\","
+                                     "\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\","
+                                     "\"name\":\"f\",\"input\":%s}]}]}", inputs[i]) > 0);
+                for (int count = 0; count < 2; count++) {
+                        _cleanup_free_ char *m = anthropic_refused_as(b, strlen(b), count, "messages.1.content.0");
+                        ASSERT_NOT_NULL(strstr(m, "messages.1.content.0.input"));
+                }
+        }
+
+        /* What the API takes: the four types (any case, image/jpg too), padded or not, data: URL sources. */
+        static const char ok[] =
+                "{\"model\":\"claude-sonnet-4.5\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":["
+                "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"iVBORw0KGgo=\"}},"
+                "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"IMAGE/JPEG\",\"data\":\"/9j/4A==\"}},"
+                "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/jpg\",\"data\":\"/9j/4A\"}},"
+                "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/gif\",\"data\":\"R0lGOD\"}},"
+                "{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"data:image/webp;base64,UklGRg==\"}}]},"
+                "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"f\",\"input\":{\"a\":1}},"
+                "{\"type\":\"tool_use\",\"id\":\"t2\",\"name\":\"g\"}]}]}";
+        for (int count = 0; count < 2; count++) {
+                _cleanup_(conversation_freep) Conversation *c = NULL;
+                Failure f = {};
+                if (anthropic_parse_messages(ok, sizeof ok - 1, &limits, count, &c, NULL, &f) < 0)
+                        ASSERT_FAIL("refused: %s", f.message);
+                ASSERT_EQ(c->messages[0].n_parts, 5U);
+                ASSERT_STREQ(c->messages[1].parts[0].input, "{\"a\":1}");
+                ASSERT_STREQ(c->messages[1].parts[1].input, "{}");
+        }
+}
+
+TEST(openai_images_refused) {
+        static const struct {
+                const char *url, *word;
+        } cases[] = {
+                { "http://example.com/x.png", "URLs are not supported" },
+                { "data:image/png;base64,%%%%", "base64" },
+                { "data:image/x-evil;base64,AAAA", "'image/x-evil' is not supported" },
+                { "data:image/png,AAAA", "must be base64-encoded" },
+                { "data:image/png;base64", "not a data: URL" },
+                { "data:;base64,AAAA", "no media type" },
+                { "AAAA", "no media type" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *b = NULL;
+                ASSERT_TRUE(asprintf(&b, "{\"model\":\"claude-sonnet-4.5\",\"messages\":[{\"role\":\"user\",\"content\":["
+                                     "{\"type\":\"text\",\"text\":\"x\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"%s\"}}]}]}",
+                                     cases[i].url) > 0);
+                _cleanup_free_ char *m = openai_refused(b, strlen(b), "messages[0].content[1].image_url.url");
+                if (!strstr(m, cases[i].word))
+                        ASSERT_FAIL("'%s' not in '%s'", cases[i].word, m);
+        }
+}
+
+/* Fields kiro-proxyd carries but does not send are still checked as the official APIs check them. */
+TEST(openai_unsent_fields_checked) {
+        static const struct {
+                const char *body, *param;
+        } refused[] = {
+                { OPENAI(",\"temperature\":-1"), "temperature" },
+                { OPENAI(",\"temperature\":2.01"), "temperature" },
+                { OPENAI(",\"top_p\":5"), "top_p" },
+                { OPENAI(",\"top_p\":-0.1"), "top_p" },
+                { OPENAI(",\"stream_options\":\"x\""), "stream_options" },
+                { OPENAI(",\"stream_options\":[]"), "stream_options" },
+                { OPENAI(",\"stream_options\":{\"include_usage\":\"yes\"}"), "stream_options.include_usage" },
+                { OPENAI(",\"stream_options\":{\"include_obfuscation\":1}"), "stream_options.include_obfuscation" },
+                { OPENAI(",\"reasoning_effort\":1"), "reasoning_effort" },
+                { OPENAI(",\"reasoning_effort\":\"extreme\""), "reasoning_effort" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
+                _cleanup_free_ char *m = openai_refused(refused[i].body, strlen(refused[i].body), refused[i].param);
+                ASSERT_NOT_NULL(strstr(m, refused[i].param));
+        }
+
+        static const char ok[] = OPENAI(",\"temperature\":2,\"top_p\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true,"
+                                        "\"include_obfuscation\":false},\"reasoning_effort\":\"none\"");
+        _cleanup_(conversation_freep) Conversation *c = NULL;
+        OpenAIOptions opts;
+        Failure f = {};
+        ASSERT_OK(openai_parse_chat(ok, sizeof ok - 1, &limits, &c, &opts, &f));
+        ASSERT_TRUE(c->has_temperature && c->temperature == 2.0);
+        ASSERT_TRUE(c->has_top_p && c->top_p == 0.0);
+        ASSERT_TRUE(opts.include_usage);
+        ASSERT_FALSE(c->thinking);
+        conversation_free(TAKE_PTR(c));
+
+        static const char nulls[] = OPENAI(",\"temperature\":null,\"top_p\":null,\"stream_options\":null,\"reasoning_effort\":"
+                                           "\"minimal\"");
+        ASSERT_OK(openai_parse_chat(nulls, sizeof nulls - 1, &limits, &c, &opts, &f));
+        ASSERT_FALSE(c->has_temperature);
+        ASSERT_FALSE(opts.include_usage);
+        ASSERT_TRUE(c->thinking);
+        ASSERT_EQ(c->thinking_budget, 4000U);
+}
+
+TEST(openai_unknown_role_refused) {
+        static const char wizard[] = "{\"model\":\"claude-sonnet-4.5\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+                                     "{\"role\":\"wizard\",\"content\":\"hi\"}]}";
+        _cleanup_free_ char *m = openai_refused(wizard, sizeof wizard - 1, "messages[1].role");
+        ASSERT_NOT_NULL(strstr(m, "'wizard'"));
+        static const char upper[] = "{\"model\":\"claude-sonnet-4.5\",\"messages\":[{\"role\":\"User\",\"content\":\"hi\"}]}";
+        _cleanup_free_ char *m2 = openai_refused(upper, sizeof upper - 1, "messages[0].role");
+
+        /* Every role OpenAI has. */
+        static const char all[] = "{\"model\":\"claude-sonnet-4.5\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+                "{\"role\":\"developer\",\"content\":\"d\"},{\"role\":\"user\",\"content\":\"u\"},"
+                "{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+                "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"},"
+                "{\"role\":\"function\",\"name\":\"f\",\"content\":\"r2\"},{\"role\":\"system\",\"content\":\"late\"}]}";
+        _cleanup_(conversation_freep) Conversation *c = NULL;
+        OpenAIOptions opts;
+        Failure f = {};
+        ASSERT_OK(openai_parse_chat(all, sizeof all - 1, &limits, &c, &opts, &f));
+        ASSERT_STREQ(c->system, "s\n\nd");
+        ASSERT_EQ(c->n_messages, 5U);
+        ASSERT_EQ(c->messages[4].role, CONV_ROLE_OTHER);
+}
+
+TEST(anthropic_unsent_fields_checked) {
+        static const struct {
+                const char *body, *param;
+        } refused[] = {
+                { ANTHROPIC(",\"max_tokens\":5,\"stop_sequences\":\"stop\""), "stop_sequences" },
+                { ANTHROPIC(",\"max_tokens\":5,\"stop_sequences\":{}"), "stop_sequences" },
+                { ANTHROPIC(",\"max_tokens\":5,\"stop_sequences\":[1]"), "stop_sequences" },
+                { ANTHROPIC(",\"max_tokens\":5,\"tool_choice\":\"auto\""), "tool_choice" },
+                { ANTHROPIC(",\"max_tokens\":5,\"tool_choice\":{\"type\":\"magic\"}"), "tool_choice" },
+                { ANTHROPIC(",\"max_tokens\":5,\"tool_choice\":{\"type\":\"auto\",\"disable_parallel_tool_use\":\"y\"}"),
+                  "tool_choice.disable_parallel_tool_use" },
+                { ANTHROPIC(",\"max_tokens\":5,\"thinking\":\"on\""), "thinking" },
+                { ANTHROPIC(",\"max_tokens\":5,\"thinking\":true"), "thinking" },
+                { ANTHROPIC(",\"max_tokens\":5,\"thinking\":{\"type\":1}"), "thinking" },
+                { ANTHROPIC(",\"max_tokens\":5,\"temperature\":1.5"), "temperature" },
+                { ANTHROPIC(",\"max_tokens\":5,\"temperature\":-0.5"), "temperature" },
+                { ANTHROPIC(",\"max_tokens\":5,\"top_p\":2"), "top_p" },
+                { ANTHROPIC(",\"max_tokens\":5,\"top_k\":-1"), "top_k" },
+                { ANTHROPIC(",\"max_tokens\":5,\"top_k\":\"5\""), "top_k" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
+                _cleanup_free_ char *m = anthropic_refused(refused[i].body, strlen(refused[i].body), refused[i].param);
+                ASSERT_NOT_NULL(strstr(m, refused[i].param));
+        }
+
+        static const char ok[] = ANTHROPIC(",\"max_tokens\":5,\"temperature\":1,\"top_p\":0.9,\"top_k\":40,"
+                                           "\"stop_sequences\":[\"END\"],\"tool_choice\":{\"type\":\"any\","
+                                           "\"disable_parallel_tool_use\":true},\"thinking\":{\"type\":\"disabled\"}");
+        _cleanup_(conversation_freep) Conversation *c = NULL;
+        Failure f = {};
+        ASSERT_OK(anthropic_parse_messages(ok, sizeof ok - 1, &limits, false, &c, NULL, &f));
+        ASSERT_TRUE(c->has_temperature && c->temperature == 1.0);
+        ASSERT_STREQ(c->stop[0], "END");
+        ASSERT_EQ(c->tool_choice, CONV_TOOL_CHOICE_ANY);
+        ASSERT_FALSE(c->thinking);
+        conversation_free(TAKE_PTR(c));
+        static const char nulls[] = ANTHROPIC(",\"max_tokens\":5,\"stop_sequences\":null,\"tool_choice\":null,\"thinking\":null,"
+                                              "\"temperature\":null");
+        ASSERT_OK(anthropic_parse_messages(nulls, sizeof nulls - 1, &limits, false, &c, NULL, &f));
+        ASSERT_NULL(c->stop);
+        ASSERT_FALSE(c->has_temperature);
 }
 
 static char *many_messages(size_t n, size_t parts_per_message) {

@@ -298,7 +298,6 @@ TEST(format_names) {
         ASSERT_EQ(import_format_from_string("kiro-cli-sqlite"), IMPORT_KIRO_CLI_SQLITE);
         ASSERT_EQ(import_format_from_string("api-key"), IMPORT_API_KEY);
         ASSERT_ERROR(import_format_from_string("nope"), EINVAL);
-        ASSERT_STREQ(import_format_default_id(IMPORT_KIRO_IDE_JSON), "kiro-ide");
 }
 
 /* Hostile databases (issue 9 item 3): each is refused quickly with a message naming what is wrong. */

@@ -208,6 +208,44 @@ TEST(refusals_name_the_field) {
         refused(REQ("[42]", ""), "input[0]", NULL);
 }
 
+/* Checked as OpenAI checks them, though Kiro gets none of them; and the body's text strictly UTF-8. */
+TEST(unsent_fields_and_text_checked) {
+        refused(REQ("\"q\"", ",\"temperature\":-1"), "temperature", "0 to 2");
+        refused(REQ("\"q\"", ",\"temperature\":2.5"), "temperature", NULL);
+        refused(REQ("\"q\"", ",\"top_p\":1.5"), "top_p", "0 to 1");
+        refused(REQ("\"q\"", ",\"reasoning\":\"high\""), "reasoning", NULL);
+        refused(REQ("\"q\"", ",\"reasoning\":{\"summary\":1}"), "reasoning.summary", NULL);
+        refused(REQ("\"q\"", ",\"reasoning\":{\"effort\":2}"), "reasoning.effort", NULL);
+        refused(REQ("\"q\"", ",\"text\":\"json\""), "text", NULL);
+        refused(REQ("\"q\"", ",\"text\":{\"format\":1}"), "text.format", NULL);
+        refused(REQ("\"h\xed\xa0\x80i\"", ""), "input", "UTF-8");
+        refused(REQ("[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"\xc0\xaf\"}]}]", ""),
+                "input[0].content[0].text", "UTF-8");
+        refused(REQ("[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":\"data:image/png;base64,%%\"}]}]", ""),
+                "input[0].content[0]", "base64");
+        refused(REQ("[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":"
+                    "\"data:image/svg+xml;base64,AAAA\"}]}]", ""), "input[0].content[0]", "image/svg+xml");
+
+        Conversation *c = NULL;
+        ResponsesOptions o;
+        Failure f = {};
+        static const char lone[] = REQ("\"\\ud800\"", "");
+        ASSERT_TRUE(responses_parse(lone, sizeof lone - 1, &limits, NULL, &c, &o, &f) < 0);
+        responses_options_done(&o);
+        ASSERT_NULL(f.param);
+        ASSERT_NOT_NULL(strstr(f.message, "surrogate"));
+        failure_done(&f);
+
+        ResponsesOptions ok;
+        c = parse_ok(REQ("\"q\"", ",\"temperature\":0,\"top_p\":1,\"reasoning\":{\"effort\":\"low\",\"summary\":\"auto\"},"
+                         "\"text\":{\"verbosity\":\"low\"}"), &ok);
+        ASSERT_TRUE(c->has_temperature && c->temperature == 0.0);
+        ASSERT_TRUE(c->has_top_p && c->top_p == 1.0);
+        ASSERT_TRUE(c->thinking);
+        responses_options_done(&ok);
+        conversation_free(c);
+}
+
 TEST(unknown_model_not_found) {
         Conversation *c = NULL;
         ResponsesOptions o;

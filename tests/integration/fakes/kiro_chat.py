@@ -17,6 +17,7 @@ short text answer echoing the end of the current user message, see default_text(
   name                 label, recorded with the request (debugging only)
   repeat               N: this scenario answers the next N requests (default 1)
   match                str: only a request whose raw body contains this string takes the scenario
+  match_token          str | callable → str: only a request carrying this bearer token takes the scenario
                        (tests put a nonce in their prompt, so concurrent or stray requests cannot
                        steal each other's scenarios); scenarios without `match` go to any request
   -- content, in the order emitted --
@@ -162,7 +163,7 @@ ERROR_DEFAULTS = {
 _NO_REASON = {403, 500, 502, 504}
 
 SCENARIO_KEYS = {
-        "name", "repeat", "match",
+        "name", "repeat", "match", "match_token",
         "reasoning", "reasoning_signature", "thinking_text", "thinking_chunk_size", "text", "repeat_text",
         "large_text_bytes", "large_chunk_bytes", "tool_calls", "extra_events", "metadata_usage", "metering",
         "context_usage", "omit_closing_events",
@@ -798,11 +799,14 @@ class FakeKiroChat:
                 if seconds and seconds > 0:
                         self._stopping.wait(float(seconds))
 
-        def _next_scenario(self, raw):
+        def _next_scenario(self, raw, token=None):
                 with self.lock:
                         for i, (sc, n) in enumerate(self._queue):
                                 m = sc.get("match")
                                 if m is not None and str(m).encode() not in raw:
+                                        continue
+                                mt = sc.get("match_token")
+                                if mt is not None and (mt() if callable(mt) else mt) != token:
                                         continue
                                 if n <= 1:
                                         self._queue.pop(i)
@@ -919,7 +923,7 @@ class FakeKiroChat:
                         return _send_json(h, 400, {"message": msg, "reason": reason},
                                           {"x-amzn-errortype": "ValidationException"})
 
-                sc = self._next_scenario(raw)
+                sc = self._next_scenario(raw, token)
                 rec.scenario = sc
                 self._sleep(sc.get("first_byte_delay"))
 

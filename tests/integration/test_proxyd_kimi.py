@@ -1,0 +1,278 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""kiro-proxyd's Kimi back end end to end (issue 12; KIRO-PROTOCOL.md B §7): the real kiro-authd with a
+Kimi credential from a device login against the loopback Kimi OAuth fake (fakelogin.py), the real
+kiro-proxyd, and the loopback Kimi chat fake (fakes/kimi_chat.py) speaking Kimi's SSE wire format.
+Chat through /v1/chat/completions and /v1/messages with a kimi-* model, streaming and not, tools and
+reasoning; the headers Kimi received; 401 → refresh → retry before the first byte; a cut stream; HTML
+and 500 answers; /v1/models listing Kimi models only with a Kimi credential."""
+
+import json
+import time
+
+import pytest
+
+import kirodtest
+from proxyd_fixture import CHAT_PATH, MESSAGES_PATH, needs_proxyd, proxy_stack, stack  # noqa: F401
+from fakes.kimi_chat import FakeKimiChat
+
+try:
+        import fakelogin
+except ImportError:             # the device logins (branch 'login') are not merged yet
+        fakelogin = None
+
+pytestmark = needs_proxyd
+MODEL = "kimi-for-coding"
+
+
+@pytest.fixture
+def kimi_fakes():
+        if fakelogin is None:
+                pytest.skip("needs kiro-authd's Kimi device login (fakelogin.py)")
+        login = fakelogin.FakeLogin()
+        issued = lambda: [at for kind, at, _rt in login.issued if kind == "kimi"]  # noqa: E731
+        # Tokens from the fake's device login and refreshes all start with "at-".
+        chat = FakeKimiChat(accept=lambda t: bool(t) and t.startswith("at-")).start()
+        yield login, chat, issued
+        chat.stop()
+        login.close()
+
+
+def kimi_login(address, login):
+        login.plan = ["ok"]
+        before = set(kirodtest.bus_call(address, "ListCredentials", "t", [0])[0])
+        kirodtest.bus_call(address, "StartLogin", "ssa{sv}t", ["kimi", "device", {}, 0])
+        new = []
+
+        def done():
+                nonlocal new
+                new = [p for p in kirodtest.bus_call(address, "ListCredentials", "t", [0])[0] if p not in before]
+                return bool(new)
+        kirodtest.wait_until(done, timeout=20)
+        return new[0]
+
+
+@pytest.fixture
+def kimi_stack(proxy_stack, bus_daemon, kimi_fakes):
+        login, chat, issued = kimi_fakes
+
+        def make(proxy_api_base=False, **kw):
+                # The API base reaches the proxy through GetToken (kiro-authd's KimiAPIBase=), or through
+                # the proxy's own [Kimi] APIBase=.
+                endpoints = dict(login.endpoints())
+                extra = ""
+                if proxy_api_base:
+                        extra = f"[Kimi]\nAPIBase={chat.url}\n"
+                        endpoints["KimiAPIBase"] = "https://api.kimi.example/coding/v1"
+                else:
+                        endpoints["KimiAPIBase"] = chat.url
+                s = proxy_stack(Auth={"endpoints": endpoints, "LoginMinPollIntervalSec": "0.2"}, extra_config=extra, **kw)
+                s.kimi = chat
+                s.login = login
+                s.kimi_issued = issued
+                s.bus_address = bus_daemon.address
+                s.kimi_path = kimi_login(bus_daemon.address, login)
+                return s
+        return make
+
+
+def ask(model=MODEL, text="hi", **kw):
+        return dict({"model": model, "messages": [{"role": "user", "content": text}]}, **kw)
+
+
+def check_kimi_headers(req, token):
+        h = req.headers
+        assert h["authorization"] == f"Bearer {token}"
+        assert h["user-agent"].startswith("KimiCLI/"), h["user-agent"]
+        assert h["x-msh-platform"] == "kimi_cli"
+        for k in ("x-msh-version", "x-msh-device-name", "x-msh-device-model", "x-msh-os-version"):
+                assert h.get(k), k
+        assert len(h["x-msh-device-id"]) == 32
+        assert h["accept"] == "text/event-stream"
+
+
+# ---- no Kimi credential ---------------------------------------------------------------------------
+
+def test_no_kimi_credential(stack):
+        r = stack.get("/v1/models")
+        assert r.status == 200
+        ids = [m["id"] for m in r.json()["data"]]
+        assert "claude-sonnet-4.5" in ids and not [i for i in ids if i.startswith("kimi")], ids
+        r = stack.post(CHAT_PATH, ask())
+        assert r.status == 503, r
+        assert "kimi" in r.json()["error"]["message"].lower()
+
+
+# ---- OpenAI front end -------------------------------------------------------------------------------
+
+def test_openai_text_non_stream_and_models(kimi_stack):
+        s = kimi_stack()
+        # /v1/models follows kiro-authd's credentials through its signals.
+        kirodtest.wait_until(lambda: any(m["id"] == MODEL for m in s.get("/v1/models").json()["data"]), timeout=5)
+        s.kimi.enqueue({"text": ["Hello ", "there."], "usage": {"prompt_tokens": 30, "completion_tokens": 4,
+                                                               "total_tokens": 34}})
+        r = s.post(CHAT_PATH, ask(text="hi kimi", temperature=0.3, max_tokens=50))
+        assert r.status == 200, r
+        b = r.json()
+        assert b["choices"][0]["message"]["content"] == "Hello there."
+        assert b["choices"][0]["finish_reason"] == "stop"
+        assert b["usage"]["prompt_tokens"] == 30 and b["usage"]["completion_tokens"] == 4
+        req = s.kimi.last()
+        check_kimi_headers(req, s.kimi_issued()[-1])
+        assert req.body["model"] == MODEL and req.body["stream"] is True
+        assert req.body["messages"] == [{"role": "user", "content": "hi kimi"}]
+        assert req.body["temperature"] == 0.3 and req.body["max_tokens"] == 50
+
+        # Anthropic's shape of /v1/models lists it too; once the credential is removed, neither does.
+        r = s.get("/v1/models", {"anthropic-version": "2023-06-01"})
+        assert MODEL in [m["id"] for m in r.json()["data"]] and r.json()["last_id"] == MODEL
+        kirodtest.bus_call(s.bus_address, "Remove", "t", [0], path=s.kimi_path,
+                           interface="org.kirod.Auth1.Credential")
+        kirodtest.wait_until(lambda: not [m for m in s.get("/v1/models").json()["data"] if m["id"].startswith("kimi")],
+                             timeout=5)
+        assert "claude-sonnet-4.5" in [m["id"] for m in s.get("/v1/models").json()["data"]]
+
+
+def test_openai_stream_reasoning_and_tools(kimi_stack):
+        s = kimi_stack(proxy_api_base=True)
+        s.kimi.enqueue({"reasoning": ["Let me ", "look."], "text": ["Checking."],
+                        "tool_calls": [{"id": "call_a", "name": "read_file", "args": ["{\"path\":", "\"/etc\"}"]}]})
+        tools = [{"type": "function", "function": {"name": "read_file", "parameters": {
+                "type": "object", "properties": {"path": {"type": "string"}}}}}]
+        ev = s.stream(CHAT_PATH, ask(text="read it", stream=True, tools=tools, reasoning_effort="high"))
+        assert ev.status == 200 and ev.done
+        deltas = [d["choices"][0]["delta"] for d in ev.data() if d.get("choices")]
+        reasoning = "".join(d.get("reasoning_content") or "" for d in deltas)
+        text = "".join(d.get("content") or "" for d in deltas)
+        assert reasoning == "Let me look." and text == "Checking."
+        calls = [tc for d in deltas for tc in d.get("tool_calls") or []]
+        assert calls[0]["id"] == "call_a" and calls[0]["function"]["name"] == "read_file"
+        assert "".join(tc["function"].get("arguments") or "" for tc in calls) == "{\"path\":\"/etc\"}"
+        finish = [d["choices"][0]["finish_reason"] for d in ev.data() if d.get("choices")]
+        assert "tool_calls" in finish
+        req = s.kimi.last()
+        assert req.path == "/coding/v1/chat/completions"       # [Kimi] APIBase= of the proxy won
+        assert req.body["thinking"] == {"type": "enabled"}
+        assert req.body["tools"][0]["function"]["name"] == "read_file"
+        assert "temperature" not in req.body
+
+        # The answer replayed: the assistant tool call carries its reasoning, the result goes as "tool".
+        s.kimi.enqueue({"text": ["Done."]})
+        msgs = [{"role": "developer", "content": "be terse"},
+                {"role": "user", "content": "read it"},
+                {"role": "assistant", "content": "Checking.", "reasoning_content": "Let me look.",
+                 "tool_calls": [{"id": "call_a", "type": "function",
+                                 "function": {"name": "read_file", "arguments": "{\"path\":\"/etc\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_a", "content": "passwd"}]
+        r = s.post(CHAT_PATH, {"model": MODEL, "messages": msgs, "tools": tools, "reasoning_effort": "high",
+                               "temperature": 0.7})
+        assert r.status == 200, r
+        sent = s.kimi.last().body["messages"]
+        assert sent[0]["role"] == "system" and sent[0]["content"] == "be terse"       # no "developer" (B §7)
+        a = sent[2]
+        assert a["role"] == "assistant" and a["reasoning_content"] == "Let me look."
+        assert a["tool_calls"][0]["id"] == "call_a"
+        assert sent[3] == {"role": "tool", "tool_call_id": "call_a", "content": "passwd"}
+        assert "temperature" not in s.kimi.last().body                 # reasoning: only 1 is allowed
+
+
+# ---- Anthropic front end ----------------------------------------------------------------------------
+
+def test_anthropic_thinking_both_ways(kimi_stack):
+        s = kimi_stack()
+        s.kimi.enqueue({"reasoning": ["Hmm."], "text": ["Sure."]})
+        body = {"model": MODEL, "max_tokens": 100, "thinking": {"type": "enabled", "budget_tokens": 2000},
+                "messages": [{"role": "user", "content": "q1"},
+                             {"role": "assistant", "content": [
+                                     {"type": "thinking", "thinking": "earlier thought", "signature": "x"},
+                                     {"type": "tool_use", "id": "tu1", "name": "ls", "input": {"d": "/"}}]},
+                             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1",
+                                                           "content": "a b"}]}],
+                "tools": [{"name": "ls", "input_schema": {"type": "object"}}]}
+        r = s.post(MESSAGES_PATH, body)
+        assert r.status == 200, r
+        blocks = r.json()["content"]
+        assert blocks[0]["type"] == "thinking" and blocks[0]["thinking"] == "Hmm."
+        assert blocks[-1] == {"type": "text", "text": "Sure."}
+        sent = s.kimi.last().body["messages"]
+        assert sent[1]["role"] == "assistant" and sent[1]["reasoning_content"] == "earlier thought"
+        assert sent[1]["tool_calls"][0]["function"]["arguments"] == json.dumps({"d": "/"}, separators=(",", ":"))
+        assert sent[2] == {"role": "tool", "tool_call_id": "tu1", "content": "a b"}
+
+        s.kimi.enqueue({"text": ["x"], "tool_calls": [{"id": "c9", "name": "ls", "args": ["{\"d\":", "1}"]}]})
+        ev = s.stream(MESSAGES_PATH, dict(body, stream=True))
+        assert ev.status == 200
+        names = ev.names()
+        assert names[0] == "message_start" and names[-1] == "message_stop"
+        starts = [e.json["content_block"] for e in ev.events if e.name == "content_block_start"]
+        assert starts[-1]["type"] == "tool_use" and starts[-1]["id"] == "c9"
+        args = "".join(e.json["delta"].get("partial_json", "") for e in ev.events if e.name == "content_block_delta")
+        assert args == "{\"d\":1}"
+        stop = [e.json["delta"]["stop_reason"] for e in ev.events if e.name == "message_delta"]
+        assert stop == ["tool_use"]
+
+
+# ---- bad answers --------------------------------------------------------------------------------------
+
+def test_401_refresh_and_retry(kimi_stack):
+        s = kimi_stack()
+        assert s.post(CHAT_PATH, ask(text="before 401")).status == 200
+        first = s.kimi.last().headers["authorization"][len("Bearer "):]
+        time.sleep(5.5)         # kiro-authd refreshes on "unauthorized" only 5 s after the last refresh
+        s.kimi.rejected.add(first)      # Kimi revoked it server-side: only a refreshed token works
+        r = s.post(CHAT_PATH, ask(text="after 401"))
+        reqs = s.kimi.requests[-2:]
+        assert r.status == 200, r
+        assert [q.status for q in reqs] == [401, 200]
+        assert reqs[0].headers["authorization"] == f"Bearer {first}"
+        second = reqs[1].headers["authorization"]
+        assert second.startswith("Bearer at-") and second != f"Bearer {first}"
+        # kiro-authd refreshed at Kimi's token endpoint in between.
+        assert [q for q in s.login.requests_to("/kimi/api/oauth/token") if q.body.get("grant_type") == "refresh_token"]
+
+
+def test_401_twice_is_a_clear_error(kimi_stack):
+        s = kimi_stack()
+        s.kimi.refuse_next = 5
+        r = s.post(CHAT_PATH, ask(text="refused"))
+        assert r.status == 503, r
+        msg = r.json()["error"]["message"]
+        assert "Kimi refused the access token" in msg and "kiroctl" in msg
+        assert [q.status for q in s.kimi.requests] == [401, 401]
+
+
+@pytest.mark.parametrize("status,body,ctype,want", [
+        (500, "<html><body>Internal error</body></html>", "text/html", 502),
+        (502, "garbage \x00\x01", "text/plain", 502),
+        (429, {"error": {"type": "rate_limit_reached_error", "message": "slow down"}}, "application/json", 429),
+        (400, {"error": {"type": "invalid_request_error", "message": "bad temperature"}}, "application/json", 400),
+], ids=["html-500", "garbage-502", "429", "400"])
+def test_error_answers(kimi_stack, status, body, ctype, want):
+        s = kimi_stack()
+        s.kimi.enqueue({"status": status, "body": body, "ctype": ctype})
+        r = s.post(CHAT_PATH, ask(text="boom"))
+        assert r.status == want, r
+        msg = r.json()["error"]["message"]
+        assert f"HTTP {status}" in msg
+        if isinstance(body, dict):
+                assert body["error"]["message"] in msg
+        else:
+                assert "<html>" not in msg
+
+
+def test_cut_stream_is_an_error_event(kimi_stack):
+        s = kimi_stack()
+        s.kimi.enqueue({"text": ["part one, ", "part two"], "cut_after": 3})
+        ev = s.stream(CHAT_PATH, ask(text="cut", stream=True))
+        assert ev.status == 200
+        text = "".join((d["choices"][0]["delta"].get("content") or "") for d in ev.data() if d.get("choices"))
+        assert text == "part one, part two"
+        finish = [d["choices"][0].get("finish_reason") for d in ev.data() if d.get("choices")]
+        assert "stop" not in finish, "a cut stream must not end with a normal stop"
+        assert any("error" in d for d in ev.data()), ev.raw[-500:]
+
+        s.kimi.enqueue({"text": ["half"], "cut_after": 2})
+        ev = s.stream(MESSAGES_PATH, {"model": MODEL, "max_tokens": 10, "stream": True,
+                                      "messages": [{"role": "user", "content": "cut2"}]})
+        assert ev.status == 200
+        assert "error" in ev.names(), ev.names()
+        assert "end_turn" not in ev.raw
