@@ -139,6 +139,7 @@ static int apply_network(Manager *m) {
  * flight finish with what they started with; timers are set again with the new margins. */
 static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Manager *m = userdata;
+        SelectionPolicy policy = m->config.policy;
         char buf[64];
         int r;
 
@@ -156,6 +157,10 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         }
         for (size_t i = 0; i < m->n_credentials; i++)
                 credential_schedule(m->credentials[i]);
+        /* kiro-proxyd follows the policy through this signal. */
+        if (m->config.policy != policy)
+                (void) sd_bus_emit_properties_changed(m->bus, KIROD_MANAGER_PATH, KIROD_MANAGER_INTERFACE,
+                                                      "SelectionPolicy", NULL);
         log_info("Configuration reloaded.");
         (void) sd_notify(false, "READY=1\nSTATUS=Serving credentials.");
         return 0;

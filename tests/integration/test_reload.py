@@ -187,3 +187,17 @@ def test_authd_reload_policy_and_margin(authd, dbus, bus_daemon, fake_auth):
         reload_and_wait(a, what="Reloading failed; the previous configuration stays in effect.")
         assert _get(dbus, MANAGER_PATH, MANAGER_IFACE, "SelectionPolicy") == "round-robin"
         assert a.running()
+
+
+def test_authd_policy_reload_reaches_proxyd(proxy_stack):
+        """kiro-proxyd picks credentials with kiro-authd's SelectionPolicy=: a reload of kiro-authd that
+        changes it emits PropertiesChanged, and kiro-proxyd reads it again."""
+        s = proxy_stack()
+        wait_until(lambda: "Selection policy: sticky" in s.proxyd.log_text(), timeout=5, what="the policy read")
+        a = s.authd
+        a.config_path.write_text(a.config_path.read_text().replace("SelectionPolicy=sticky",
+                                                                   "SelectionPolicy=round-robin"))
+        reload_and_wait(a)
+        wait_until(lambda: "Selection policy: round-robin" in s.proxyd.log_text(), timeout=5,
+                   what="kiro-proxyd to follow the new policy")
+        assert s.post(CHAT_PATH, chat()).status == 200
