@@ -688,6 +688,11 @@ static int glue_apply_limits(CurlGlue *g, CURL *c) {
 }
 
 int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
+        return curl_glue_add_proxied(g, c, NULL, NULL, done, userdata);
+}
+
+int curl_glue_add_proxied(CurlGlue *g, CURL *c, const char *proxy, const char *noproxy, CurlGlueDone done,
+                          void *userdata) {
         GlueTrust *trust = NULL;
         Transfer *t = calloc(1, sizeof *t);
         if (!t)
@@ -703,7 +708,7 @@ int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
             curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_PREREQDATA, t) != CURLE_OK ||
             glue_apply_limits(g, c) < 0 ||
-            curl_glue_setup_proxy(c, g->proxy, g->noproxy) < 0 ||
+            curl_glue_setup_proxy(c, proxy ?: g->proxy, proxy && noproxy ? noproxy : g->noproxy) < 0 ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, g) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) != CURLE_OK ||

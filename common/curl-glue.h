@@ -23,6 +23,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(CurlGlue *, curl_glue_free);
  * open/close socket callbacks while c is added (the caller must not set them). done() may add and remove
  * transfers, but must not free the glue. */
 int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata);
+/* The same through proxy (a URL curl_glue_proxy_check() accepts, "env", or NULL: the glue's own
+ * Proxy=) instead of the glue's setting (a credential's own proxy); noproxy NULL: the glue's. */
+int curl_glue_add_proxied(CurlGlue *g, CURL *c, const char *proxy, const char *noproxy, CurlGlueDone done,
+                          void *userdata);
 /* Stops c (added with curl_glue_add()) without calling done(). */
 void curl_glue_remove(CurlGlue *g, CURL *c);
 

@@ -9,6 +9,7 @@
 #include "authd-usage-manager.h"
 #include "authd-import.h"
 #include "bus-names.h"
+#include "curl-glue.h"
 #include "log.h"
 #include "url-util.h"
 
@@ -360,6 +361,9 @@ static int bus_reply_token(Credential *cred, sd_bus_message *call) {
                 r = sd_bus_message_append(reply, "{sv}", "auth_method", "s", auth_method_to_string(c->method));
         if (r >= 0 && c->machine_id)
                 r = sd_bus_message_append(reply, "{sv}", "machine_id", "s", c->machine_id);
+        /* The credential's egress proxy, for kiro-proxyd's calls with this token. */
+        if (r >= 0 && c->proxy)
+                r = sd_bus_message_append(reply, "{sv}", "proxy", "s", c->proxy);
         if (r < 0)
                 return r;
         r = sd_bus_message_close_container(reply);
@@ -519,7 +523,7 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
 
 static int read_import_options(sd_bus_message *msg, const char **id, const char **region, int *replace,
                                int *registration_fd, const char **source_path, int *link_dir_fd,
-                               const char **link_name, sd_bus_error *error) {
+                               const char **link_name, const char **proxy, sd_bus_error *error) {
         int r = sd_bus_message_enter_container(msg, 'a', "{sv}");
         if (r < 0)
                 return r;
@@ -547,6 +551,8 @@ static int read_import_options(sd_bus_message *msg, const char **id, const char 
                         r = sd_bus_message_read(msg, "v", "h", link_dir_fd);
                 else if (streq(key, "link_name"))
                         r = sd_bus_message_read(msg, "v", "s", link_name);
+                else if (streq(key, "proxy"))
+                        r = sd_bus_message_read(msg, "v", "s", proxy);
                 else
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown import option '%s'.", key);
                 if (r < 0)
@@ -578,7 +584,7 @@ static bool printable(const char *s, size_t max) {
 
 static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        const char *format_s, *id = NULL, *region = NULL, *source_path = NULL, *link_name = NULL;
+        const char *format_s, *id = NULL, *region = NULL, *source_path = NULL, *link_name = NULL, *proxy = NULL;
         int fd, registration_fd = -EBADF, replace = false, link_dir_fd = -EBADF;
         _cleanup_free_ char *message = NULL, *derived_id = NULL;
         CredentialRecord *c = NULL;
@@ -591,7 +597,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (r < 0)
                 return r;
         r = read_import_options(msg, &id, &region, &replace, &registration_fd, &source_path, &link_dir_fd,
-                                &link_name, error);
+                                &link_name, &proxy, error);
         if (r < 0)
                 return r;
         r = read_flags(msg, error);
@@ -615,6 +621,9 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          "Invalid credential id '%s': use 1-64 letters, digits, '.', '_' or '-'.", id);
         if (region && !region_is_valid(region))
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid region (expected one like 'us-east-1').");
+        if (proxy && (curl_glue_proxy_check(proxy) < 0 || streq(proxy, CURL_GLUE_PROXY_ENV)))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "Invalid proxy (expected http://, https:// or socks5h://HOST:PORT).");
         if (source_path && !printable(source_path, 4096))
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid source path.");
         r = check_source_fd(fd, error);
@@ -656,6 +665,10 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, name, "Cannot import %s: %s.", format_s, strna(message));
         }
         if (region && free_and_strdup(&c->region, region) < 0) {
+                credential_record_free(c);
+                return -ENOMEM;
+        }
+        if (proxy && free_and_strdup(&c->proxy, proxy) < 0) {
                 credential_record_free(c);
                 return -ENOMEM;
         }

@@ -22,7 +22,7 @@ _kiroctl() {
         local verbs='status list import refresh remove enable disable usage'
         local opts='-h --help --version --json --system --user --no-pager --no-legend'
         local import_opts='--from-kiro-cli --from-kiro-ide --refresh-token-file --api-key-file --db --file
-                           --id --region --replace --link'
+                           --id --region --egress-proxy --replace --link'
 
         case $prev in
         --refresh-token-file|--api-key-file|--db|--file)
@@ -33,7 +33,7 @@ _kiroctl() {
                 fi
                 return
                 ;;
-        --id|--region)
+        --id|--region|--egress-proxy)
                 return
                 ;;
         esac
@@ -44,7 +44,7 @@ _kiroctl() {
                 --user|--system)
                         bus=("${words[i]}")
                         ;;
-                --refresh-token-file|--api-key-file|--db|--file|--id|--region)
+                --refresh-token-file|--api-key-file|--db|--file|--id|--region|--egress-proxy)
                         ((i++))
                         ;;
                 -*)

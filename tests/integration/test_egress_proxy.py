@@ -198,3 +198,37 @@ def test_authd_refresh_through_tinyproxy(authd, bus_daemon, fake_auth, scratch, 
         log = a.log_text()
         assert f"Egress proxy: http://kirod:***@127.0.0.1:{tp.port}" in log
         assert PASSWORD not in log
+
+
+def test_credential_egress_proxy_from_import(proxy_stack, kiroctl, scratch, proxies):
+        """kiroctl import --egress-proxy: kiro-authd refreshes that credential through it, and kiro-proxyd's
+        calls with its token go through it too (GetToken's extra 'proxy'), while neither daemon has a
+        Proxy=; the password shows nowhere."""
+        tp = Tinyproxy(scratch)
+        proxies.append(tp)
+        s = proxy_stack(start=False)
+        url = f"http://kirod:{PASSWORD}@127.0.0.1:{tp.port}"
+        # The stack's lineage is named by its refresh token: import that again, with the proxy; the
+        # credential has no access token then, so kiro-authd refreshes at once.
+        # The URL with its password through the environment, out of the process list.
+        env = kirodtest.base_env(DBUS_SYSTEM_BUS_ADDRESS=s.authd.bus.address, KIROCTL_EGRESS_PROXY=url)
+        subprocess.run([str(kirodtest.BUILD_DIR / "kiroctl" / "kiroctl"), "import", "--refresh-token-file", "-",
+                        "--id", s.cred_id, "--replace"], input=s.lineage + "\n", text=True, env=env, check=True,
+                       capture_output=True)
+        wait_until(lambda: s.fake_auth.rotations(s.lineage) >= 1, timeout=10, what="the refresh")
+        auth_port = s.fake_auth.kiro_url.rstrip("/").rsplit(":", 1)[1]
+        wait_until(lambda: f"http://127.0.0.1:{auth_port}/" in tp.text(), timeout=5,
+                   what="the refresh in tinyproxy's log")
+        s.proxyd.start()
+        chat_port = s.chat.url.rstrip("/").rsplit(":", 1)[1]
+        assert f"http://127.0.0.1:{chat_port}/" not in tp.text()
+        r = s.post(CHAT_PATH, chat())
+        assert r.status == 200, r
+        assert f"http://127.0.0.1:{chat_port}/" in tp.text()
+        status = kiroctl("status", "--json").stdout
+        for text in (s.proxyd.log_text(), s.authd.log_text(), status):
+                assert PASSWORD not in text
+        # A scheme kiro-authd does not take is refused at import.
+        bad = kiroctl("import", "--refresh-token-file", "-", "--id", "badproxy", "--egress-proxy",
+                      "ftp://127.0.0.1:1", input="rt-bad\n", check=False)
+        assert bad.returncode != 0 and "invalid proxy" in bad.stderr.lower(), bad
