@@ -141,7 +141,6 @@ def test_proxyd_through_microsocks_socks5h(proxy_stack, proxies):
         # Without the proxy the upstream is unreachable for kiro-proxyd, although it is up.
         ms.stop()
         proxies.remove(ms)
-        s.proxyd.log_path  # noqa: B018
         r = s.post(CHAT_PATH, chat())
         assert r.status >= 500, r
         assert s.chat.count() == 1
