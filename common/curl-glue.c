@@ -54,6 +54,8 @@ struct CurlGlue {
         sd_event_source *idle;  /* the idle sweep, armed while no transfer runs */
         bool multiplexing;      /* an upstream connection negotiated HTTP/2 */
         bool cap_changed;       /* apply it outside curl's callbacks (curl refuses multi calls there) */
+        char *proxy;            /* Proxy=: NULL none (the environment ignored), "env", or a URL */
+        char *noproxy;          /* NoProxy= */
 };
 
 static GlueSocket *glue_socket(CurlGlue *g, int fd, bool create) {
@@ -653,6 +655,8 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
                 g->share = NULL;
         sd_event_source_disable_unref(g->idle);
         free(g->sockets);
+        free(g->proxy);
+        free(g->noproxy);
         sd_event_source_disable_unref(g->io);
         safe_close(g->epoll_fd);
         sd_event_source_disable_unref(g->timer);
@@ -684,6 +688,11 @@ static int glue_apply_limits(CurlGlue *g, CURL *c) {
 }
 
 int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
+        return curl_glue_add_proxied(g, c, NULL, NULL, done, userdata);
+}
+
+int curl_glue_add_proxied(CurlGlue *g, CURL *c, const char *proxy, const char *noproxy, CurlGlueDone done,
+                          void *userdata) {
         GlueTrust *trust = NULL;
         Transfer *t = calloc(1, sizeof *t);
         if (!t)
@@ -699,6 +708,7 @@ int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
             curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_PREREQDATA, t) != CURLE_OK ||
             glue_apply_limits(g, c) < 0 ||
+            curl_glue_setup_proxy(c, proxy ?: g->proxy, proxy && noproxy ? noproxy : g->noproxy) < 0 ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, g) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) != CURLE_OK ||
@@ -716,6 +726,94 @@ int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata) {
         if (g->idle)
                 (void) sd_event_source_set_enabled(g->idle, SD_EVENT_OFF);
         return 0;
+}
+
+int curl_glue_setup_proxy(CURL *c, const char *proxy, const char *noproxy) {
+        /* "env": curl's own reading of http_proxy, https_proxy, all_proxy and no_proxy. Otherwise never
+         * the environment: "" is "no proxy" to curl, where NULL would fall back to the variables. */
+        if (!streq_ptr(proxy, CURL_GLUE_PROXY_ENV) &&
+            curl_easy_setopt(c, CURLOPT_PROXY, strempty(proxy)) != CURLE_OK)
+                return -EIO;
+        if ((noproxy || !streq_ptr(proxy, CURL_GLUE_PROXY_ENV)) &&
+            curl_easy_setopt(c, CURLOPT_NOPROXY, noproxy) != CURLE_OK)
+                return -EIO;
+        return 0;
+}
+
+int curl_glue_set_proxy(CurlGlue *g, const char *proxy, const char *noproxy) {
+        _cleanup_free_ char *p = NULL, *n = NULL;
+
+        if (proxy && curl_glue_proxy_check(proxy) < 0)
+                return -EINVAL;
+        if ((proxy && !(p = strdup(proxy))) || (noproxy && !(n = strdup(noproxy))))
+                return -ENOMEM;
+        free(g->proxy);
+        g->proxy = TAKE_PTR(p);
+        free(g->noproxy);
+        g->noproxy = TAKE_PTR(n);
+        return 0;
+}
+
+int curl_glue_proxy_check(const char *proxy) {
+        _cleanup_(curl_url_cleanupp) CURLU *u = NULL;
+        char *host = NULL;
+        int r;
+
+        if (!proxy)
+                return -EINVAL;
+        if (streq(proxy, CURL_GLUE_PROXY_ENV))
+                return 0;
+        /* socks5h: the proxy resolves the host name, so no DNS query for it leaves from here. */
+        if (strncasecmp(proxy, "http://", 7) != 0 && strncasecmp(proxy, "https://", 8) != 0 &&
+            strncasecmp(proxy, "socks5h://", 10) != 0)
+                return -EPROTONOSUPPORT;
+        u = curl_url();
+        if (!u)
+                return -ENOMEM;
+        if (curl_url_set(u, CURLUPART_URL, proxy, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+                return -EINVAL;
+        r = isempty(host) ? -EINVAL : 0;
+        curl_free(host);
+        return r;
+}
+
+int curl_glue_parse_proxy(const char *value, void *data) {
+        int r;
+
+        if (isempty(value)) {
+                free(*(char **) data);
+                *(char **) data = NULL;
+                return 0;
+        }
+        r = curl_glue_proxy_check(value);
+        if (r < 0)
+                return r;
+        return free_and_strdup(data, value);
+}
+
+int curl_glue_proxy_mask(const char *proxy, char **ret) {
+        _cleanup_(curl_url_cleanupp) CURLU *u = NULL;
+        char *pw = NULL, *s = NULL;
+
+        if (!proxy)
+                return (*ret = strdup("none")) ? 0 : -ENOMEM;
+        u = curl_url();
+        if (!u)
+                return -ENOMEM;
+        /* Whatever cannot be parsed is not shown at all: it might be a password. */
+        if (curl_url_set(u, CURLUPART_URL, proxy, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+                return (*ret = strdup(streq(proxy, CURL_GLUE_PROXY_ENV) ? proxy : "(unparsable)")) ? 0 : -ENOMEM;
+        if (curl_url_get(u, CURLUPART_PASSWORD, &pw, 0) == CURLUE_OK) {
+                curl_free(pw);
+                if (curl_url_set(u, CURLUPART_PASSWORD, "***", 0) != CURLUE_OK)
+                        return -ENOMEM;
+        }
+        if (curl_url_get(u, CURLUPART_URL, &s, 0) != CURLUE_OK)
+                return -ENOMEM;
+        *ret = strdup(s);
+        curl_free(s);
+        return *ret ? 0 : -ENOMEM;
 }
 
 void curl_glue_remove(CurlGlue *g, CURL *c) {

@@ -23,6 +23,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(CurlGlue *, curl_glue_free);
  * open/close socket callbacks while c is added (the caller must not set them). done() may add and remove
  * transfers, but must not free the glue. */
 int curl_glue_add(CurlGlue *g, CURL *c, CurlGlueDone done, void *userdata);
+/* The same through proxy (a URL curl_glue_proxy_check() accepts, "env", or NULL: the glue's own
+ * Proxy=) instead of the glue's setting (a credential's own proxy); noproxy NULL: the glue's. */
+int curl_glue_add_proxied(CurlGlue *g, CURL *c, const char *proxy, const char *noproxy, CurlGlueDone done,
+                          void *userdata);
 /* Stops c (added with curl_glue_add()) without calling done(). */
 void curl_glue_remove(CurlGlue *g, CURL *c);
 
@@ -94,6 +98,24 @@ uint64_t curl_glue_n_connects(CurlGlue *g);
 /* With no transfer in flight, closes every cached connection now (what the idle sweep does) and returns
  * true; otherwise does nothing and returns false. */
 bool curl_glue_sweep(CurlGlue *g);
+
+/* Egress proxy (Proxy=, NoProxy=), applied by curl_glue_add() to every transfer of the glue: proxy NULL
+ * means none, and the environment (http_proxy, https_proxy, all_proxy, no_proxy) is ignored;
+ * CURL_GLUE_PROXY_ENV uses those variables as curl reads them; anything else is a proxy URL, http://,
+ * https:// or socks5h:// (the proxy resolves the names), possibly with user:password@. noproxy: curl's
+ * CURLOPT_NOPROXY list (comma separated hosts or domains, "*" for all), NULL for none. Changes apply to
+ * transfers added afterwards. -EINVAL for a proxy curl_glue_proxy_check() refuses. */
+#define CURL_GLUE_PROXY_ENV "env"
+int curl_glue_set_proxy(CurlGlue *g, const char *proxy, const char *noproxy);
+/* The same on one easy handle (what curl_glue_add() does with the glue's setting). */
+int curl_glue_setup_proxy(CURL *c, const char *proxy, const char *noproxy);
+/* 0 for "env" and http://, https://, socks5h:// URLs with a host; -EPROTONOSUPPORT for another scheme,
+ * -EINVAL for the rest. */
+int curl_glue_proxy_check(const char *proxy);
+/* A config parser (ConfigItem) for Proxy=: data is a char **, "" sets NULL. */
+int curl_glue_parse_proxy(const char *value, void *data);
+/* The proxy URL fit for logs: a password replaced with "***" (NULL: "none"). */
+int curl_glue_proxy_mask(const char *proxy, char **ret);
 
 /* Checks that a URL is https://, or http:// to a loopback host (tests): 0 for https://, and for http:// to a loopback host (127.0.0.0/8, localhost, [::1]); -EPERM for other
  * http:// URLs, -EPROTONOSUPPORT for other schemes. */

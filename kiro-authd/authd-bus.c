@@ -11,6 +11,7 @@
 #include "authd-kimi.h"
 #include "authd-login.h"
 #include "bus-names.h"
+#include "curl-glue.h"
 #include "log.h"
 #include "url-util.h"
 
@@ -396,6 +397,9 @@ static int bus_reply_token(Credential *cred, sd_bus_message *call) {
                 r = sd_bus_message_append(reply, "{sv}", "machine_id", "s", c->machine_id);
         if (r >= 0 && c->provider == PROVIDER_KIMI)
                 r = append_kimi_extra(cred->manager, c, reply);
+        /* The credential's egress proxy, for kiro-proxyd's calls with this token. */
+        if (r >= 0 && c->proxy)
+                r = sd_bus_message_append(reply, "{sv}", "proxy", "s", c->proxy);
         if (r < 0)
                 return r;
         r = sd_bus_message_close_container(reply);
@@ -560,7 +564,7 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
 
 static int read_import_options(sd_bus_message *msg, const char **id, const char **region, int *replace,
                                int *registration_fd, const char **source_path, int *link_dir_fd,
-                               const char **link_name, sd_bus_error *error) {
+                               const char **link_name, const char **proxy, sd_bus_error *error) {
         int r = sd_bus_message_enter_container(msg, 'a', "{sv}");
         if (r < 0)
                 return r;
@@ -588,6 +592,8 @@ static int read_import_options(sd_bus_message *msg, const char **id, const char 
                         r = sd_bus_message_read(msg, "v", "h", link_dir_fd);
                 else if (streq(key, "link_name"))
                         r = sd_bus_message_read(msg, "v", "s", link_name);
+                else if (streq(key, "proxy"))
+                        r = sd_bus_message_read(msg, "v", "s", proxy);
                 else
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown import option '%s'.", key);
                 if (r < 0)
@@ -619,7 +625,7 @@ static bool printable(const char *s, size_t max) {
 
 static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        const char *format_s, *id = NULL, *region = NULL, *source_path = NULL, *link_name = NULL;
+        const char *format_s, *id = NULL, *region = NULL, *source_path = NULL, *link_name = NULL, *proxy = NULL;
         int fd, registration_fd = -EBADF, replace = false, link_dir_fd = -EBADF;
         _cleanup_free_ char *message = NULL, *derived_id = NULL;
         CredentialRecord *c = NULL;
@@ -632,7 +638,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (r < 0)
                 return r;
         r = read_import_options(msg, &id, &region, &replace, &registration_fd, &source_path, &link_dir_fd,
-                                &link_name, error);
+                                &link_name, &proxy, error);
         if (r < 0)
                 return r;
         r = read_flags(msg, error);
@@ -656,6 +662,9 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          "Invalid credential id '%s': use 1-64 letters, digits, '.', '_' or '-'.", id);
         if (region && !region_is_valid(region))
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid region (expected one like 'us-east-1').");
+        if (proxy && (curl_glue_proxy_check(proxy) < 0 || streq(proxy, CURL_GLUE_PROXY_ENV)))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "Invalid proxy (expected http://, https:// or socks5h://HOST:PORT).");
         if (source_path && !printable(source_path, 4096))
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid source path.");
         r = check_source_fd(fd, error);
@@ -697,6 +706,10 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, name, "Cannot import %s: %s.", format_s, strna(message));
         }
         if (region && free_and_strdup(&c->region, region) < 0) {
+                credential_record_free(c);
+                return -ENOMEM;
+        }
+        if (proxy && free_and_strdup(&c->proxy, proxy) < 0) {
                 credential_record_free(c);
                 return -ENOMEM;
         }
@@ -869,7 +882,7 @@ static int property_get_count(sd_bus *bus, const char *path, const char *interfa
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("SelectionPolicy", "s", property_get_policy, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("SelectionPolicy", "s", property_get_policy, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CredentialCount", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("GetToken",
                                 SD_BUS_ARGS("s", provider, "s", credential, "t", flags),

@@ -62,6 +62,8 @@ void authd_config_done(AuthdConfig *c) {
         free(c->kimi_api_base);
         free(c->usage_url);
         free(c->ca_file);
+        free(c->proxy);
+        free(c->noproxy);
         *c = (AuthdConfig) {};
 }
 
@@ -107,6 +109,8 @@ int authd_config_parse(AuthdConfig *c, const char *path) {
                 { "Endpoints", "KimiAPIBase", parse_url_template, &c->kimi_api_base },
                 { "Endpoints", "UsageURL", parse_url_template, &c->usage_url },
                 { "Endpoints", "CAFile", config_parse_string, &c->ca_file },
+                { "Network", "Proxy", curl_glue_parse_proxy, &c->proxy },
+                { "Network", "NoProxy", config_parse_string, &c->noproxy },
                 {}
         };
         int r = config_parse_files(path, table, config_warn_log, c);
@@ -124,5 +128,33 @@ int authd_config_parse(AuthdConfig *c, const char *path) {
                 c->login_min_poll_interval = USEC_PER_SEC;
         if (c->retry_max < c->retry_initial)
                 c->retry_max = c->retry_initial;
+        return 0;
+}
+
+int authd_config_reload(AuthdConfig *c, const char *path) {
+        _cleanup_(authd_config_done) AuthdConfig n = {};
+        int r;
+
+        assert(c);
+        assert(path);
+
+        r = authd_config_init(&n);
+        if (r < 0)
+                return log_oom();
+        r = authd_config_parse(&n, path);
+        if (r < 0)
+                return r;
+        /* Users and groups are resolved once, at start. */
+        if (!streq_ptr(n.admin_group, c->admin_group))
+                log_notice("AdminGroup= changed; takes effect after a restart.");
+        if (!streq_ptr(n.proxy_user, c->proxy_user))
+                log_notice("ProxyUser= changed; takes effect after a restart.");
+        AuthdConfig old = *c;
+        *c = n;
+        c->admin_group = old.admin_group;
+        c->proxy_user = old.proxy_user;
+        old.admin_group = n.admin_group;
+        old.proxy_user = n.proxy_user;
+        n = old;        /* freed on return */
         return 0;
 }

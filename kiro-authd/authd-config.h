@@ -36,6 +36,9 @@ typedef struct AuthdConfig {
         char *kimi_api_base;            /* handed to kiro-proxyd as GetToken's api_base for Kimi */
         char *usage_url;
         char *ca_file;
+        /* [Network]: the egress proxy (curl_glue_set_proxy()) */
+        char *proxy;
+        char *noproxy;
 } AuthdConfig;
 
 /* The defaults of DESIGN.md §8. */
@@ -43,3 +46,7 @@ int authd_config_init(AuthdConfig *c);
 void authd_config_done(AuthdConfig *c);
 /* Reads path and its drop-ins over the current values; unknown keys warn. Logs its errors. */
 int authd_config_parse(AuthdConfig *c, const char *path);
+/* SIGHUP: parses path into a fresh configuration; on success moves what can change at run time into c,
+ * logs each restart-only setting that changed (AdminGroup=, ProxyUser=) and keeps its old value. On a
+ * parse error c is left as it was. */
+int authd_config_reload(AuthdConfig *c, const char *path);

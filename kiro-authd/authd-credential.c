@@ -88,6 +88,7 @@ CredentialRecord *credential_record_free(CredentialRecord *c) {
         free(c->token_endpoint);
         free(c->scopes);
         free(c->machine_id);
+        erase_and_free(c->proxy);
         free(c->source_format);
         free(c->source_path);
         free(c->last_error);
@@ -163,6 +164,7 @@ static const Field fields[] = {
         FIELD("token_endpoint", F_STRING, token_endpoint),
         FIELD("scopes", F_STRING, scopes),
         FIELD("machine_id", F_STRING, machine_id),
+        FIELD("proxy", F_SECRET, proxy),
 };
 #define FIELD_PTR(c, f, T) ((T *) ((uint8_t *) (c) + (f)->offset))
 
@@ -361,6 +363,9 @@ int credential_record_take_login(CredentialRecord *dst, CredentialRecord *src) {
         for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
                 const Field *f = fields + i;
                 if (streq(f->key, "machine_id"))
+                        continue;
+                /* A new login without a proxy of its own keeps the credential's. */
+                if (streq(f->key, "proxy") && !src->proxy)
                         continue;
                 if (f->type == F_TIME) {
                         *FIELD_PTR(dst, f, usec_t) = *FIELD_PTR(src, f, usec_t);

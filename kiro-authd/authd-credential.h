@@ -71,6 +71,8 @@ typedef struct CredentialRecord {
         char *token_endpoint;           /* external IdP */
         char *scopes;                   /* space separated, external IdP */
         char *machine_id;               /* 64 hex, stable per credential */
+        char *proxy;                    /* egress proxy of this credential (Import option "proxy"), or NULL
+                                         * for [Network] Proxy=; may carry a password: never logged as is */
 
         char *source_format;
         char *source_path;

@@ -757,7 +757,8 @@ int credential_start_refresh(Credential *cred, bool force) {
              curl_easy_setopt(cred->curl, CURLOPT_WRITEDATA, cred) != CURLE_OK))
                 r = -EIO;
         if (r >= 0)
-                r = curl_glue_add(m->glue, cred->curl, on_refresh_done, cred);
+                r = curl_glue_add_proxied(m->glue, cred->curl, cred->record->proxy, m->config.noproxy,
+                                          on_refresh_done, cred);
         if (r < 0) {
                 curl_easy_cleanup(cred->curl);
                 cred->curl = NULL;

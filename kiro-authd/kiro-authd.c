@@ -8,7 +8,9 @@
 #include "authd-bus.h"
 #include "bus-names.h"
 #include "conf.h"
+#include "curl-glue.h"
 #include "log.h"
+#include "time-util.h"
 
 static char *arg_config = NULL;
 static char *arg_state_dir = NULL;
@@ -122,6 +124,48 @@ static int on_bus_disconnected(sd_bus_message *message, void *userdata, sd_bus_e
         return sd_event_exit(event, EXIT_FAILURE);
 }
 
+static int apply_network(Manager *m) {
+        _cleanup_free_ char *shown = NULL;
+        int r = curl_glue_set_proxy(m->glue, m->config.proxy, m->config.noproxy);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set the egress proxy: %m");
+        if (m->config.proxy && curl_glue_proxy_mask(m->config.proxy, &shown) >= 0)
+                log_info("Egress proxy: %s%s%s.", shown, m->config.noproxy ? ", except " : "",
+                         strempty(m->config.noproxy));
+        return 0;
+}
+
+/* systemctl reload (ExecReload= sends SIGHUP): the configuration again, with its drop-ins. Refreshes in
+ * flight finish with what they started with; timers are set again with the new margins. */
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        SelectionPolicy policy = m->config.policy;
+        char buf[64];
+        int r;
+
+        (void) snprintf(buf, sizeof buf, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                        (unsigned long long) now(CLOCK_MONOTONIC));
+        (void) sd_notify(false, buf);
+        log_info("Reloading the configuration '%s'.", arg_config);
+        r = authd_config_reload(&m->config, arg_config);
+        if (r >= 0)
+                r = apply_network(m);
+        if (r < 0) {
+                log_error("Reloading failed; the previous configuration stays in effect.");
+                (void) sd_notify(false, "READY=1\nSTATUS=Serving credentials (reloading the configuration failed, see the log).");
+                return 0;
+        }
+        for (size_t i = 0; i < m->n_credentials; i++)
+                credential_schedule(m->credentials[i]);
+        /* kiro-proxyd follows the policy through this signal. */
+        if (m->config.policy != policy)
+                (void) sd_bus_emit_properties_changed(m->bus, KIROD_MANAGER_PATH, KIROD_MANAGER_INTERFACE,
+                                                      "SelectionPolicy", NULL);
+        log_info("Configuration reloaded.");
+        (void) sd_notify(false, "READY=1\nSTATUS=Serving credentials.");
+        return 0;
+}
+
 static int run(int argc, char *argv[]) {
         _cleanup_(manager_freep) Manager *m = NULL;
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
@@ -147,6 +191,7 @@ static int run(int argc, char *argv[]) {
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);
         sigaddset(&ss, SIGINT);
+        sigaddset(&ss, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
                 return log_error_errno(errno, "Failed to block signals: %m");
         (void) sd_event_add_signal(event, NULL, SIGTERM, NULL, NULL);
@@ -161,6 +206,12 @@ static int run(int argc, char *argv[]) {
         r = authd_config_parse(&m->config, arg_config);
         if (r < 0)
                 return r;
+        r = apply_network(m);
+        if (r < 0)
+                return r;
+        r = sd_event_add_signal(event, NULL, SIGHUP, on_sighup, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch SIGHUP: %m");
         if (arg_log_level >= 0)
                 log_set_max_level(arg_log_level);
         (void) manager_resolve_users(m);

@@ -57,12 +57,32 @@ typedef struct Proxy {
         /* [Kimi] */
         char *kimi_api_base;
         KimiConfig kimi;
+        /* [Network] */
+        char *egress_proxy;
+        char *egress_noproxy;
+
+        /* Upstream configurations replaced by reloads: calls in flight may still point into them. */
+        UpstreamConfig *retired;
+        size_t n_retired;
+        char **retired_strings;
 } Proxy;
 
 static char *arg_config = NULL;
 static char **arg_listen = NULL;
 static int arg_log_level = -1;
 static bool arg_user = false;
+
+static void proxy_config_done(Proxy *p) {
+        listen_config_done(&p->listen);
+        http_access_policy_done(&p->access);
+        upstream_config_done(&p->kiro);
+        free(p->api_keys_file);
+        free(p->tls_certificate_file);
+        free(p->tls_key_file);
+        free(p->kimi_api_base);
+        free(p->egress_proxy);
+        free(p->egress_noproxy);
+}
 
 static void proxy_done(Proxy *p) {
         p->idle_timer = sd_event_source_disable_unref(p->idle_timer);
@@ -77,13 +97,11 @@ static void proxy_done(Proxy *p) {
         p->providers = provider_watch_free(p->providers);
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
-        listen_config_done(&p->listen);
-        http_access_policy_done(&p->access);
-        upstream_config_done(&p->kiro);
-        free(p->api_keys_file);
-        free(p->tls_certificate_file);
-        free(p->tls_key_file);
-        free(p->kimi_api_base);
+        proxy_config_done(p);
+        for (size_t i = 0; i < p->n_retired; i++)
+                upstream_config_done(&p->retired[i]);
+        free(p->retired);
+        strv_free(p->retired_strings);
         p->event = sd_event_unref(p->event);
         chat_metrics_done();
 }
@@ -351,6 +369,8 @@ static int parse_config(Proxy *p) {
                 { "Kiro", "MaxAttempts", config_parse_unsigned, &p->kiro.max_attempts },
                 { "Kiro", "RetryBackoffSec", config_parse_sec, &p->kiro.backoff_initial },
                 { "Kimi", "APIBase", config_parse_string, &p->kimi_api_base },
+                { "Network", "Proxy", curl_glue_parse_proxy, &p->egress_proxy },
+                { "Network", "NoProxy", config_parse_string, &p->egress_noproxy },
                 {}
         };
         int r = config_parse_files(arg_config, table, config_warn_log, p);
@@ -389,8 +409,140 @@ static int parse_config(Proxy *p) {
         /* Command-line --listen replaces the configured ones. */
         if (arg_listen) {
                 strv_free(p->listen.listen);
-                p->listen.listen = TAKE_PTR(arg_listen);
+                p->listen.listen = NULL;
+                STRV_FOREACH(l, arg_listen)
+                        if (strv_extend(&p->listen.listen, *l) < 0)
+                                return log_oom();
         }
+        return 0;
+}
+
+#define PROXY_CONFIG_INIT                                                                        \
+        (Proxy) { .limits = HTTP_LIMITS_DEFAULT, .api = API_LIMITS_DEFAULT,                      \
+                  .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT,                              \
+                  .responses_store_max = RESPONSES_STORE_MAX_DEFAULT,                            \
+                  .responses_store_sec = RESPONSES_STORE_SEC_DEFAULT }
+
+static int apply_network(Proxy *p) {
+        _cleanup_free_ char *shown = NULL;
+        int r = curl_glue_set_proxy(upstream_glue(p->upstream), p->egress_proxy, p->egress_noproxy);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set the egress proxy: %m");
+        if (p->egress_proxy && curl_glue_proxy_mask(p->egress_proxy, &shown) >= 0)
+                log_info("Egress proxy: %s%s%s.", shown, p->egress_noproxy ? ", except " : "",
+                         strempty(p->egress_noproxy));
+        return 0;
+}
+
+static bool strv_equal(char **a, char **b) {
+        size_t n = strv_length(a);
+        if (n != strv_length(b))
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!streq(a[i], b[i]))
+                        return false;
+        return true;
+}
+
+#define SWAP_FIELD(a, b) do { typeof(a) _t = (a); (a) = (b); (b) = _t; } while (0)
+
+/* Reload: n is freshly parsed; what can change at run time moves into p (the old values go back into n to
+ * be freed), the rest is kept and named in the log. */
+static int proxy_apply_reload(Proxy *p, Proxy *n) {
+        _cleanup_(apikeys_freep) ApiKeys *keys = NULL;
+        int r;
+
+        r = apikeys_load(n->api_keys_file, &keys);
+        if (r < 0)
+                return r;
+
+#define RESTART_ONLY(cond, key) if (cond) log_notice(key "= changed; takes effect after a restart.")
+        RESTART_ONLY(!strv_equal(p->listen.listen, n->listen.listen), "Listen");
+        RESTART_ONLY(p->listen.allow_non_loopback != n->listen.allow_non_loopback, "AllowNonLoopback");
+        RESTART_ONLY(p->listen.socket_mode != n->listen.socket_mode, "SocketMode");
+        RESTART_ONLY(!streq_ptr(p->tls_certificate_file, n->tls_certificate_file), "TLSCertificateFile");
+        RESTART_ONLY(!streq_ptr(p->tls_key_file, n->tls_key_file), "TLSKeyFile");
+        RESTART_ONLY(p->limits.max_connections != n->limits.max_connections, "MaxConnections");
+        RESTART_ONLY(p->limits.idle_timeout_usec != n->limits.idle_timeout_usec, "IdleTimeoutSec");
+        RESTART_ONLY(p->exit_on_idle != n->exit_on_idle, "ExitOnIdleSec");
+        RESTART_ONLY(p->responses_store_max != n->responses_store_max, "ResponsesStoreMax");
+        RESTART_ONLY(p->responses_store_sec != n->responses_store_sec, "ResponsesStoreSec");
+        RESTART_ONLY(p->kiro.glue_limits.http_version != n->kiro.glue_limits.http_version, "HTTPVersion");
+        RESTART_ONLY(p->kiro.glue_limits.max_connections != n->kiro.glue_limits.max_connections,
+                     "MaxUpstreamConnections");
+        RESTART_ONLY(p->kiro.glue_limits.idle_timeout_usec != n->kiro.glue_limits.idle_timeout_usec,
+                     "UpstreamIdleTimeoutSec");
+#undef RESTART_ONLY
+        /* The upstream connection cache is set up with them once. */
+        n->kiro.glue_limits = p->kiro.glue_limits;
+
+        /* Room to retire the old strings first: nothing fails once p starts to change. */
+        UpstreamConfig *t = reallocarray(p->retired, p->n_retired + 1, sizeof *t);
+        if (!t)
+                return log_oom();
+        p->retired = t;
+        size_t n_strings = strv_length(p->retired_strings);
+        char **rs = reallocarray(p->retired_strings, n_strings + 2, sizeof(char *));
+        if (!rs)
+                return log_oom();
+        rs[n_strings] = NULL;
+        p->retired_strings = rs;
+
+        SWAP_FIELD(p->egress_proxy, n->egress_proxy);
+        SWAP_FIELD(p->egress_noproxy, n->egress_noproxy);
+        r = apply_network(p);
+        if (r < 0) {
+                SWAP_FIELD(p->egress_proxy, n->egress_proxy);
+                SWAP_FIELD(p->egress_noproxy, n->egress_noproxy);
+                return r;
+        }
+        /* Kiro and Kimi calls in flight may still point into the old strings: kept until exit. */
+        p->retired[p->n_retired++] = p->kiro;
+        p->kiro = n->kiro;
+        n->kiro = (UpstreamConfig) {};
+        if (p->kimi_api_base) {
+                rs[n_strings] = p->kimi_api_base;
+                rs[n_strings + 1] = NULL;
+        }
+        p->kimi_api_base = TAKE_PTR(n->kimi_api_base);
+        p->kimi = n->kimi;      /* points into p->kiro and p->kimi_api_base now */
+
+        SWAP_FIELD(p->keys, keys);
+        SWAP_FIELD(p->access, n->access);
+        SWAP_FIELD(p->api_keys_file, n->api_keys_file);
+        p->api = n->api;
+        p->chat.ping_interval = n->chat.ping_interval;
+        p->limits.max_connections_per_client = n->limits.max_connections_per_client;
+        p->limits.max_body_bytes = n->limits.max_body_bytes;
+        p->limits.header_timeout_usec = n->limits.header_timeout_usec;
+        p->limits.request_timeout_usec = n->limits.request_timeout_usec;
+        http_server_set_request_limits(p->http, &p->limits);
+        return 0;
+}
+
+/* systemctl reload (ExecReload= sends SIGHUP): the configuration with its drop-ins and the API keys again.
+ * Connections and streams in flight go on; new requests see the new settings. */
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Proxy *p = userdata;
+        _cleanup_(proxy_config_done) Proxy n = PROXY_CONFIG_INIT;
+        char buf[64];
+        int r;
+
+        (void) snprintf(buf, sizeof buf, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                        (unsigned long long) now(CLOCK_MONOTONIC));
+        (void) sd_notify(false, buf);
+        log_info("Reloading the configuration '%s'.", arg_config);
+        upstream_config_init(&n.kiro);
+        r = parse_config(&n);
+        if (r >= 0)
+                r = proxy_apply_reload(p, &n);
+        if (r < 0) {
+                log_error("Reloading failed; the previous configuration stays in effect.");
+                (void) sd_notify(false, "READY=1\nSTATUS=Serving (reloading the configuration failed, see the log).");
+                return 0;
+        }
+        log_info("Configuration reloaded (%zu API keys).", apikeys_count(p->keys));
+        (void) sd_notify(false, "READY=1\nSTATUS=Serving.");
         return 0;
 }
 
@@ -576,10 +728,7 @@ static void on_http_idle(void *userdata) {
 }
 
 static int run(int argc, char *argv[]) {
-        _cleanup_(proxy_done) Proxy p = { .limits = HTTP_LIMITS_DEFAULT, .api = API_LIMITS_DEFAULT,
-                                          .listen.socket_mode = LISTEN_SOCKET_MODE_DEFAULT,
-                                          .responses_store_max = RESPONSES_STORE_MAX_DEFAULT,
-                                          .responses_store_sec = RESPONSES_STORE_SEC_DEFAULT };
+        _cleanup_(proxy_done) Proxy p = PROXY_CONFIG_INIT;
         sigset_t ss;
         int r;
 
@@ -605,6 +754,7 @@ static int run(int argc, char *argv[]) {
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);
         sigaddset(&ss, SIGINT);
+        sigaddset(&ss, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
                 return log_error_errno(errno, "Failed to block signals: %m");
         (void) sd_event_add_signal(p.event, NULL, SIGTERM, NULL, NULL);
@@ -665,6 +815,9 @@ static int run(int argc, char *argv[]) {
         http_server_set_post(p.http, on_after_dispatch, &p);
         http_server_set_idle_handler(p.http, on_http_idle, &p);
         curl_glue_set_post(upstream_glue(p.upstream), on_after_dispatch, &p);
+        r = apply_network(&p);
+        if (r < 0)
+                return r;
         r = setup_listeners(&p);
         if (r < 0)
                 return r;
@@ -676,6 +829,9 @@ static int run(int argc, char *argv[]) {
                         return log_error_errno(r, "Failed to arm idle timer: %m");
         }
 
+        r = sd_event_add_signal(p.event, NULL, SIGHUP, on_sighup, &p);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch SIGHUP: %m");
         (void) sd_notify(false, "READY=1\nSTATUS=Serving.");
         r = sd_event_loop(p.event);
         (void) sd_notify(false, "STOPPING=1");

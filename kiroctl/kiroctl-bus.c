@@ -360,6 +360,11 @@ int bus_import(sd_bus *bus, const char *format, int fd, const ImportOptions *o, 
                 if (r < 0)
                         return r;
         }
+        if (o->proxy) {
+                r = sd_bus_message_append(m, "{sv}", "proxy", "s", o->proxy);
+                if (r < 0)
+                        return r;
+        }
         if (o->replace) {
                 r = sd_bus_message_append(m, "{sv}", "replace", "b", 1);
                 if (r < 0)

@@ -55,6 +55,7 @@ int bus_list_credentials(sd_bus *bus, CredentialList *ret, sd_bus_error *error);
 typedef struct ImportOptions {
         const char *id;                 /* NULL: kiro-authd derives it */
         const char *region;
+        const char *proxy;              /* the credential's egress proxy URL, NULL: kiro-authd's Proxy= */
         const char *source_path;        /* informational */
         bool replace;
         int registration_fd;            /* -EBADF: none */

@@ -37,6 +37,7 @@ static const char *arg_file = NULL;
 static const char *arg_input = NULL;            /* --refresh-token-file / --api-key-file */
 static const char *arg_id = NULL;
 static const char *arg_region = NULL;
+static const char *arg_egress_proxy = NULL;
 static bool arg_replace = false;
 static bool arg_link = false;
 static const char *arg_start_url = NULL;
@@ -94,6 +95,9 @@ static void help(void) {
                "Import options:\n"
                "     --id ID            Name the credential (default: derived by kiro-authd)\n"
                "     --region REGION    Override the region of the login\n"
+               "     --egress-proxy URL Reach Kiro through this proxy for this credential (kiro-authd's\n"
+               "                        refreshes and kiro-proxyd's calls): http://, https://, socks5h://\n"
+               "                        (default: $KIROCTL_EGRESS_PROXY, which keeps a password out of ps)\n"
                "     --replace          Replace an existing credential with the same id\n"
                "     --link             import --from-kiro-ide: follow the IDE's file (read its new logins,\n"
                "                        write rotated tokens back) instead of taking a copy\n"
@@ -133,6 +137,7 @@ enum {
         ARG_FILE,
         ARG_ID,
         ARG_REGION,
+        ARG_EGRESS_PROXY,
         ARG_REPLACE,
         ARG_LINK,
         ARG_START_URL,
@@ -156,6 +161,7 @@ static const struct option options[] = {
         { "file",               required_argument, NULL, ARG_FILE               },
         { "id",                 required_argument, NULL, ARG_ID                 },
         { "region",             required_argument, NULL, ARG_REGION             },
+        { "egress-proxy",       required_argument, NULL, ARG_EGRESS_PROXY       },
         { "replace",            no_argument,       NULL, ARG_REPLACE            },
         { "link",               no_argument,       NULL, ARG_LINK               },
         { "start-url",          required_argument, NULL, ARG_START_URL          },
@@ -256,6 +262,11 @@ static int parse_argv(int argc, char **argv) {
                         break;
                 case ARG_REGION:
                         r = set_nonempty(&arg_region, c, optarg);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_EGRESS_PROXY:
+                        r = set_nonempty(&arg_egress_proxy, c, optarg);
                         if (r < 0)
                                 return r;
                         break;
@@ -515,6 +526,10 @@ static int verb_import(sd_bus *bus, int argc, char **argv) {
 
         o.id = arg_id;
         o.region = arg_region;
+        /* From the environment a password stays out of the process list. */
+        o.proxy = arg_egress_proxy ?: getenv("KIROCTL_EGRESS_PROXY");
+        if (isempty(o.proxy))
+                o.proxy = NULL;
         o.replace = arg_replace;
         o.source_path = source_path;
         o.registration_fd = registration_fd;
@@ -740,6 +755,8 @@ static int check_verb_options(const Verb *v) {
                         return usage_error("--id is only valid with 'import'; give the ID as an argument");
                 if (arg_region)
                         return usage_error("--region is only valid with 'import'");
+                if (arg_egress_proxy)
+                        return usage_error("--egress-proxy is only valid with 'import'");
                 if (arg_replace)
                         return usage_error("--replace is only valid with 'import'");
                 if (arg_link)

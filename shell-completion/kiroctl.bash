@@ -23,7 +23,7 @@ _kiroctl() {
         local opts='-h --help --version --json --system --user --no-pager --no-legend'
         local login_opts='--start-url --region --id --replace --no-wait'
         local import_opts='--from-kiro-cli --from-kiro-ide --refresh-token-file --api-key-file --db --file
-                           --id --region --replace --link'
+                           --id --region --egress-proxy --replace --link'
 
         case $prev in
         --refresh-token-file|--api-key-file|--db|--file)
@@ -34,7 +34,7 @@ _kiroctl() {
                 fi
                 return
                 ;;
-        --id|--region|--start-url)
+        --id|--region|--start-url|--egress-proxy)
                 return
                 ;;
         esac
@@ -45,7 +45,7 @@ _kiroctl() {
                 --user|--system)
                         bus=("${words[i]}")
                         ;;
-                --refresh-token-file|--api-key-file|--db|--file|--id|--region|--start-url)
+                --refresh-token-file|--api-key-file|--db|--file|--id|--region|--start-url|--egress-proxy)
                         ((i++))
                         ;;
                 -*)

@@ -49,5 +49,6 @@ complete -c kiroctl -n '__fish_seen_subcommand_from import' -l db -rF -d 'The ki
 complete -c kiroctl -n '__fish_seen_subcommand_from import' -l file -rF -d 'The Kiro IDE token file'
 complete -c kiroctl -n '__fish_seen_subcommand_from import' -l id -x -d 'Name the imported credential'
 complete -c kiroctl -n '__fish_seen_subcommand_from import' -l region -x -d 'Override the region of the login'
+complete -c kiroctl -n '__fish_seen_subcommand_from import' -l egress-proxy -x -d 'Reach Kiro through this proxy for this credential'
 complete -c kiroctl -n '__fish_seen_subcommand_from import' -l replace -d 'Replace a credential with the same id'
 complete -c kiroctl -n '__fish_seen_subcommand_from import' -l link -d 'Follow the Kiro IDE token file instead of copying it'

@@ -8,7 +8,8 @@ KIROD_BUILD_DEPS=(meson ninja-build pkg-config gcc libsystemd-dev libcurl4-gnutl
 KIROD_RUN_DEPS=(dbus sqlite3 util-linux curl)
 KIROD_TEST_DEPS=(python3 python3-pytest python3-dbus systemd scdoc debootstrap qemu-system-x86 e2fsprogs
                  nghttp2-proxy openssl strace bash-completion zsh fish
-                 prometheus)  # promtool and the server for tests/integration/test_metrics.py
+                 prometheus  # promtool and the server for tests/integration/test_metrics.py
+                 tinyproxy microsocks iproute2)  # real egress proxies for tests/integration/test_egress_proxy.py
 # Building the Debian package (debian/) and linting it: tests/package/check-deb.sh.
 KIROD_PACKAGE_DEPS=(dpkg-dev debhelper fakeroot lintian bash-completion scdoc systemd)
 # The libFuzzer build of tests/fuzz (-Dfuzz=true): clang, its sanitizer and libFuzzer runtimes, and

@@ -38,7 +38,7 @@ typedef struct Session {
 struct CredentialSelector {
         sd_bus *bus;
         TokenCache *tokens;
-        sd_bus_slot *match_owner, *match_added, *match_removed, *match_props;
+        sd_bus_slot *match_owner, *match_added, *match_removed, *match_props, *match_policy;
         sd_bus_slot *load_call, *policy_call;
         bool loaded;
         Policy policy;
@@ -314,6 +314,20 @@ static int selector_load(CredentialSelector *s) {
                                         KIROD_MANAGER_INTERFACE, "SelectionPolicy");
 }
 
+/* SelectionPolicy= changed by a reload of kiro-authd: read it again. */
+static int on_manager_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        CredentialSelector *s = userdata;
+        const char *iface;
+
+        if (sd_bus_message_read(m, "s", &iface) < 0 || !streq(iface, KIROD_MANAGER_INTERFACE))
+                return 0;
+        s->policy_call = sd_bus_slot_unref(s->policy_call);
+        (void) sd_bus_call_method_async(s->bus, &s->policy_call, KIROD_BUS_NAME, KIROD_MANAGER_PATH,
+                                        "org.freedesktop.DBus.Properties", "Get", on_policy_reply, s, "ss",
+                                        KIROD_MANAGER_INTERFACE, "SelectionPolicy");
+        return 0;
+}
+
 static int on_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         CredentialSelector *s = userdata;
         const char *name, *old_owner, *new_owner;
@@ -361,6 +375,12 @@ int credential_selector_new(sd_bus *bus, TokenCache *tokens, CredentialSelector 
                              on_properties_changed, s);
         if (r < 0)
                 return r;
+        r = sd_bus_add_match(bus, &s->match_policy,
+                             "type='signal',sender='" KIROD_BUS_NAME "',path='" KIROD_MANAGER_PATH "',"
+                             "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+                             on_manager_changed, s);
+        if (r < 0)
+                return r;
         r = selector_load(s);
         if (r < 0)
                 return r;
@@ -375,6 +395,7 @@ CredentialSelector *credential_selector_free(CredentialSelector *s) {
         sd_bus_slot_unref(s->match_added);
         sd_bus_slot_unref(s->match_removed);
         sd_bus_slot_unref(s->match_props);
+        sd_bus_slot_unref(s->match_policy);
         sd_bus_slot_unref(s->load_call);
         sd_bus_slot_unref(s->policy_call);
         selector_clear(s);

@@ -56,6 +56,7 @@ Token *token_unref(Token *t) {
         free(t->profile_arn);
         free(t->auth_method);
         free(t->machine_id);
+        erase_and_free(t->proxy);
         free(t->api_base);
         free(t->user_agent);
         strv_free(t->headers);
@@ -221,6 +222,8 @@ static int parse_reply(sd_bus_message *m, Token **ret) {
                         dst = &t->auth_method;
                 else if (streq(key, "machine_id"))
                         dst = &t->machine_id;
+                else if (streq(key, "proxy"))
+                        dst = &t->proxy;
                 else if (streq(key, "api_base"))
                         dst = &t->api_base;
                 else if (streq(key, "user_agent"))

@@ -18,6 +18,7 @@ typedef struct Token {
         char *profile_arn;
         char *auth_method;
         char *machine_id;
+        char *proxy;            /* the credential's egress proxy (may carry a password), NULL: Proxy= */
         /* Kimi (B §7): API base, User-Agent and the X-Msh-* headers ("Name: value") of kimi-cli. */
         char *api_base;
         char *user_agent;

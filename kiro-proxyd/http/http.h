@@ -80,6 +80,10 @@ int http_server_new(sd_event *e, const HttpLimits *limits, HttpHandler handler, 
  * from inside this call (requests without one are detached, see below). Not to be called from inside
  * a handler or request callback. */
 HttpServer *http_server_free(HttpServer *s);
+/* Reload: the limits read per connection or request (MaxConnectionsPerClient=, MaxBodyBytes=,
+ * HeaderTimeoutSec=, RequestTimeoutSec=) from limits, for what is accepted or armed from now on; the
+ * others are fixed at start. */
+void http_server_set_request_limits(HttpServer *s, const HttpLimits *limits);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
 
 /* Optional: called when the headers are in, before the body is read (same userdata as the handler),

@@ -407,7 +407,7 @@ static int start_transfer(KimiCall *call) {
             curl_easy_setopt(call->curl, CURLOPT_LOW_SPEED_TIME, (long) (cfg->stall_timeout / USEC_PER_SEC)) != CURLE_OK ||
             curl_easy_setopt(call->curl, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK)
                 return -EIO;
-        r = curl_glue_add(u->glue, call->curl, on_done, call);
+        r = curl_glue_add_proxied(u->glue, call->curl, call->token->proxy, NULL, on_done, call);
         if (r < 0)
                 return r;
         if (cfg->first_token_timeout != USEC_INFINITY && cfg->first_token_timeout > 0) {

@@ -365,7 +365,7 @@ static int start_page(Fetch *f) {
             curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
             curl_easy_setopt(c, CURLOPT_WRITEDATA, f) != CURLE_OK)
                 return -EIO;
-        r = curl_glue_add(upstream_glue(m->upstream), c, on_done, f);
+        r = curl_glue_add_proxied(upstream_glue(m->upstream), c, f->token->proxy, NULL, on_done, f);
         if (r < 0)
                 return r;
         f->curl = TAKE_PTR(c);

@@ -49,6 +49,11 @@ prepare_root() {
                 cp -an "$(readlink -f "$d")/." "$dest/usr/lib/systemd/system/"
                 break
         done
+        # ExecReload=/bin/kill is the host's (procps), not ours.
+        if [ -x /bin/kill ] && [ ! -e "$dest/bin/kill" ]; then
+                mkdir -p "$dest/bin"
+                cp /bin/kill "$dest/bin/kill"
+        fi
 }
 
 case $mode in

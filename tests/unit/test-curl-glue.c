@@ -1017,6 +1017,41 @@ TEST(url_check_scheme) {
         ASSERT_ERROR(url_check_scheme(NULL), EINVAL);
 }
 
+TEST(proxy_check_and_mask) {
+        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL;
+        char *v = NULL;
+
+        ASSERT_OK(curl_glue_proxy_check("http://127.0.0.1:3128"));
+        ASSERT_OK(curl_glue_proxy_check("https://proxy.example:443"));
+        ASSERT_OK(curl_glue_proxy_check("socks5h://u:p@127.0.0.1:1080"));
+        ASSERT_OK(curl_glue_proxy_check("env"));
+        /* socks5:// would resolve the names here; ftp and friends are no proxy schemes. */
+        ASSERT_ERROR(curl_glue_proxy_check("socks5://127.0.0.1:1080"), EPROTONOSUPPORT);
+        ASSERT_ERROR(curl_glue_proxy_check("ftp://127.0.0.1:21"), EPROTONOSUPPORT);
+        ASSERT_ERROR(curl_glue_proxy_check("127.0.0.1:3128"), EPROTONOSUPPORT);
+        ASSERT_ERROR(curl_glue_proxy_check("http://"), EINVAL);
+        ASSERT_ERROR(curl_glue_proxy_check(NULL), EINVAL);
+
+        ASSERT_OK(curl_glue_parse_proxy("http://127.0.0.1:3128", &v));
+        ASSERT_STREQ(v, "http://127.0.0.1:3128");
+        ASSERT_OK(curl_glue_parse_proxy("", &v));
+        ASSERT_NULL(v);
+        ASSERT_ERROR(curl_glue_parse_proxy("gopher://x", &v), EPROTONOSUPPORT);
+        ASSERT_NULL(v);
+
+        ASSERT_OK(curl_glue_proxy_mask("http://user:s3cret@127.0.0.1:3128", &a));
+        ASSERT_STREQ(a, "http://user:***@127.0.0.1:3128/");
+        ASSERT_TRUE(!strstr(a, "s3cret"));
+        ASSERT_OK(curl_glue_proxy_mask("socks5h://127.0.0.1:1080", &b));
+        ASSERT_STREQ(b, "socks5h://127.0.0.1:1080/");
+        ASSERT_OK(curl_glue_proxy_mask(NULL, &c));
+        ASSERT_STREQ(c, "none");
+        ASSERT_OK(curl_glue_proxy_mask("env", &d));
+        ASSERT_STREQ(d, "env");
+        ASSERT_OK(curl_glue_proxy_mask("http://u:pw@[bad", &e));
+        ASSERT_TRUE(!strstr(e, "pw"));
+}
+
 TEST(url_expand_region) {
         _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL;
 
