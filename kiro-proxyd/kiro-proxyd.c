@@ -17,7 +17,6 @@
 #include "api/api-openai.h"
 #include "api/api-responses.h"
 #include "auth/auth-credinfo.h"
-#include "auth/auth-providers.h"
 #include "auth/auth-tokencache.h"
 #include "chat/chat-metrics.h"
 #include "kimi/kimi-upstream.h"
@@ -31,7 +30,6 @@ typedef struct Proxy {
         CredentialSelector *selector;
         Upstream *upstream;
         KimiUpstream *kimi_upstream;
-        ProviderWatch *providers;
         KiroModels *models;
         HttpServer *http;
         ApiKeys *keys;
@@ -94,7 +92,6 @@ static void proxy_done(Proxy *p) {
         models_live_clear();
         p->selector = credential_selector_free(p->selector);
         p->tokens = token_cache_free(p->tokens);
-        p->providers = provider_watch_free(p->providers);
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
         proxy_config_done(p);
@@ -110,7 +107,7 @@ static void proxy_done(Proxy *p) {
 /* GET /v1/models lists Kimi models only while kiro-authd holds a Kimi credential (issue 12). */
 static bool provider_listed(ModelProvider provider, void *userdata) {
         Proxy *p = userdata;
-        return provider != MODEL_PROVIDER_KIMI || provider_watch_has(p->providers, "kimi");
+        return provider != MODEL_PROVIDER_KIMI || credential_selector_has_provider(p->selector, "kimi");
 }
 
 static ApiShape shape_of_path(const char *path) {
@@ -780,9 +777,6 @@ static int run(int argc, char *argv[]) {
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
-        r = provider_watch_new(p.bus, &p.providers);
-        if (r < 0)
-                return log_error_errno(r, "Failed to watch kiro-authd's credentials: %m");
         r = credential_selector_new(p.bus, p.tokens, &p.selector);
         if (r < 0)
                 return log_error_errno(r, "Failed to follow kiro-authd's credentials: %m");
