@@ -785,7 +785,7 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
         /* Kimi shares the Kiro back end's curl multi: one event-loop glue, one connection cap, one trust store. */
-        r = kimi_upstream_new(p.event, upstream_glue(p.upstream), p.tokens, &p.kimi, &p.kimi_upstream);
+        r = kimi_upstream_new(p.event, upstream_glue(p.upstream), p.tokens, p.selector, &p.kimi, &p.kimi_upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the Kimi back end: %m");
         p.chat.backends[MODEL_PROVIDER_KIMI] = (ChatBackend) { .ops = &kimi_backend_ops, .data = p.kimi_upstream };

@@ -240,6 +240,27 @@ def test_401_twice_is_a_clear_error(kimi_stack):
         assert [q.status for q in s.kimi.requests] == [401, 401]
 
 
+def test_429_fails_over_to_another_kimi_credential(kimi_stack):
+        """Two Kimi logins: a 429 on the one picked moves the same request to the other before any byte
+        reached the client (issue 17's failover applies to Kimi credentials too), and the next request
+        avoids the one cooling down."""
+        s = kimi_stack()
+        kimi_login(s.bus_address, s.login)
+        # kiro-proxyd's selector follows kiro-authd's ObjectManager: both credentials are known at once.
+        time.sleep(0.5)
+        s.kimi.enqueue({"status": 429, "body": {"error": {"type": "rate_limit_reached_error", "message": "slow"}}},
+                       {"text": ["from the other account"]}, {"text": ["still the other"]})
+        r = s.post(CHAT_PATH, ask(text="first"))
+        assert r.status == 200, r
+        assert r.json()["choices"][0]["message"]["content"] == "from the other account"
+        first, second = s.kimi.requests[-2:]
+        assert [first.status, second.status] == [429, 200]
+        assert first.headers["authorization"] != second.headers["authorization"]
+        r = s.post(CHAT_PATH, ask(text="second"))
+        assert r.status == 200, r
+        assert s.kimi.last().headers["authorization"] == second.headers["authorization"]
+
+
 @pytest.mark.parametrize("status,body,ctype,want", [
         (500, "<html><body>Internal error</body></html>", "text/html", 502),
         (502, "garbage \x00\x01", "text/plain", 502),
