@@ -615,6 +615,9 @@ int responses_parse(const char *body, size_t size, const ApiLimits *l, Responses
                 return r;
         if (r > 0 && !(opts->user = strdup(s)))
                 return -ENOMEM;
+        r = api_set_affinity_key(c, s);
+        if (r < 0)
+                return r;
         r = api_get_integer(req, "max_output_tokens", "max_output_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
         if (r < 0)
                 return r;

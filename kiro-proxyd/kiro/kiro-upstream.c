@@ -757,7 +757,7 @@ static int attempt_begin(UpstreamCall *call) {
                 id = call->pinned_id;
         else if (call->upstream->selector) {
                 usec_t back_at = 0;
-                r = credential_selector_pick(call->upstream->selector, "kiro", call->conv->session_id,
+                r = credential_selector_pick(call->upstream->selector, "kiro", call->conv->affinity_key,
                                              call->avoid_id, &id, &back_at);
                 if (r == -ENOKEY) {
                         usec_t n = now(CLOCK_REALTIME);
