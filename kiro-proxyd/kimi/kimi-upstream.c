@@ -488,7 +488,7 @@ static int attempt_begin(KimiCall *call) {
                 id = call->pinned_id;
         else if (call->upstream->selector && credential_selector_has_provider(call->upstream->selector, "kimi")) {
                 usec_t back_at = 0;
-                r = credential_selector_pick(call->upstream->selector, "kimi", call->conv->session_id,
+                r = credential_selector_pick(call->upstream->selector, "kimi", call->conv->affinity_key,
                                              call->avoid_id, &id, &back_at);
                 if (r == -ENOKEY) {
                         usec_t n = now(CLOCK_REALTIME);
