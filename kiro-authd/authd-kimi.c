@@ -21,7 +21,7 @@ static void ascii(char *s) {
 }
 
 static int add(char ***l, const char *name, const char *value) {
-        _cleanup_free_ char *v = strndup(value, 200), *h = NULL;
+        _cleanup_free_ char *v = strndup(value, strnlen(value, 200)), *h = NULL;
         if (!v)
                 return -ENOMEM;
         ascii(v);

@@ -482,12 +482,13 @@ static int64_t jint(json_object *o, const char *key, int64_t def) {
 /* Describes an error answer, without any secret: "HTTP 400: invalid_client (…)". */
 static char *describe_error(long status, const char *code, const char *desc) {
         char *s = NULL;
+        int r;
         if (status == 0)
-                (void) asprintf(&s, "network error: %s", strna(desc));
+                r = asprintf(&s, "network error: %s", strna(desc));
         else
-                (void) asprintf(&s, "HTTP %ld%s%s%s%s%s", status, code ? ": " : "", strempty(code), desc ? " (" : "",
-                                strempty(desc), desc ? ")" : "");
-        return s;
+                r = asprintf(&s, "HTTP %ld%s%s%s%s%s", status, code ? ": " : "", strempty(code), desc ? " (" : "",
+                             strempty(desc), desc ? ")" : "");
+        return r < 0 ? NULL : s;
 }
 
 static void handle_register(Login *l, long status, json_object *j) {

@@ -159,8 +159,8 @@ int refresh_build_request(const CredentialRecord *c, const char *kiro_auth_url, 
                  * headers (B §7). */
                 r = url_from_template(kimi_auth_url, "us-east-1", "/api/oauth/token", &req.url);
                 if (r == -EINVAL) {
-                        if (ret_message)
-                                (void) asprintf(ret_message, "the Kimi auth URL '%s' is not a URL", kimi_auth_url);
+                        if (ret_message && asprintf(ret_message, "the Kimi auth URL '%s' is not a URL", kimi_auth_url) < 0)
+                                *ret_message = NULL;
                         return REFRESH_E_BAD_URL;
                 }
                 if (r < 0)

@@ -166,7 +166,8 @@ static int on_tool_delta(KimiStream *s, json_object *tc) {
         }
 
         KimiTool *t = s->n_tools > 0 ? &s->tools[s->n_tools - 1] : NULL;
-        if (!t || t->upstream_index != idx) {
+        /* A delta continues the open call; any other starts a new one (a closed call never reopens). */
+        if (!t || t->upstream_index != idx || !s->tool_open) {
                 for (size_t i = 0; i < s->n_tools; i++)
                         if (s->tools[i].upstream_index == idx)
                                 /* A delta for a call already closed: calls come one after another. */

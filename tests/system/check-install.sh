@@ -49,10 +49,10 @@ prepare_root() {
                 cp -an "$(readlink -f "$d")/." "$dest/usr/lib/systemd/system/"
                 break
         done
-        # ExecReload=/bin/kill is the host's (procps), not ours.
-        if [ -x /bin/kill ] && [ ! -e "$dest/bin/kill" ]; then
+        # ExecReload= runs /bin/sh: the host's, not ours.
+        if [ ! -e "$dest/bin/sh" ]; then
                 mkdir -p "$dest/bin"
-                cp /bin/kill "$dest/bin/kill"
+                cp "$(readlink -f /bin/sh)" "$dest/bin/sh"
         fi
 }
 
