@@ -180,6 +180,7 @@ static void call_decide(KimiCall *call, ChatErrorKind kind, const char *message)
 
         log_debug("Kimi attempt %u failed: %s (%s).", call->attempt, chat_error_kind_to_string(kind), strna(msg));
         chat_metrics_upstream(chat_metrics.upstream_failures, "kimi", chat_error_kind_to_string(kind));
+        chat_metrics_credential_counts(call->token ? call->token->credential_id : NULL, 0, 1, 0);
         switch (kind) {
         case CHAT_ERROR_UNAUTHORIZED:
                 report(call, "unauthorized");
