@@ -17,7 +17,6 @@
 #include "api/api-openai.h"
 #include "api/api-responses.h"
 #include "auth/auth-credinfo.h"
-#include "auth/auth-providers.h"
 #include "auth/auth-tokencache.h"
 #include "auth/auth-usage-report.h"
 #include "chat/chat-metrics.h"
@@ -33,7 +32,6 @@ typedef struct Proxy {
         CredentialSelector *selector;
         Upstream *upstream;
         KimiUpstream *kimi_upstream;
-        ProviderWatch *providers;
         KiroModels *models;
         HttpServer *http;
         ApiKeys *keys;
@@ -96,7 +94,6 @@ static void proxy_done(Proxy *p) {
         models_live_clear();
         p->selector = credential_selector_free(p->selector);
         p->tokens = token_cache_free(p->tokens);
-        p->providers = provider_watch_free(p->providers);
         /* Queues the last counts; the flush below delivers them. */
         chat_metrics_set_credential_hook(NULL, NULL);
         p->usage_report = usage_reporter_free(p->usage_report);
@@ -115,7 +112,7 @@ static void proxy_done(Proxy *p) {
 /* GET /v1/models lists Kimi models only while kiro-authd holds a Kimi credential (issue 12). */
 static bool provider_listed(ModelProvider provider, void *userdata) {
         Proxy *p = userdata;
-        return provider != MODEL_PROVIDER_KIMI || provider_watch_has(p->providers, "kimi");
+        return provider != MODEL_PROVIDER_KIMI || credential_selector_has_provider(p->selector, "kimi");
 }
 
 static ApiShape shape_of_path(const char *path) {
@@ -796,9 +793,6 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the usage reports: %m");
         chat_metrics_set_credential_hook(on_credential_counts, p.usage_report);
-        r = provider_watch_new(p.bus, &p.providers);
-        if (r < 0)
-                return log_error_errno(r, "Failed to watch kiro-authd's credentials: %m");
         r = credential_selector_new(p.bus, p.tokens, &p.selector);
         if (r < 0)
                 return log_error_errno(r, "Failed to follow kiro-authd's credentials: %m");
@@ -807,7 +801,7 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to set up the upstream client: %m");
         p.chat.backends[MODEL_PROVIDER_KIRO] = (ChatBackend) { .ops = &kiro_backend_ops, .data = p.upstream };
         /* Kimi shares the Kiro back end's curl multi: one event-loop glue, one connection cap, one trust store. */
-        r = kimi_upstream_new(p.event, upstream_glue(p.upstream), p.tokens, &p.kimi, &p.kimi_upstream);
+        r = kimi_upstream_new(p.event, upstream_glue(p.upstream), p.tokens, p.selector, &p.kimi, &p.kimi_upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the Kimi back end: %m");
         p.chat.backends[MODEL_PROVIDER_KIMI] = (ChatBackend) { .ops = &kimi_backend_ops, .data = p.kimi_upstream };

@@ -316,6 +316,12 @@ int anthropic_parse_messages(const char *body, size_t size, const ApiLimits *l, 
                                 c->session_id = strdup(json_string_or_null(j, "session_id"));
                         else
                                 c->session_id = strdup(uid);
+                        if (!c->session_id)
+                                return -ENOMEM;
+                        /* The same session keeps its credential, so Kiro sees the conversation continue. */
+                        r = api_set_affinity_key(c, c->session_id);
+                        if (r < 0)
+                                return r;
                 }
         }
         r = api_get_object(req, "thinking", "thinking", &o, err);
@@ -747,6 +753,11 @@ int anthropic_handle_messages(ChatContext *ctx, HttpRequest *http, const ApiLimi
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
                 return api_error_respond(http, API_SHAPE_ANTHROPIC, &err);
+        r = api_set_affinity_key(conv, http_request_header(http, API_SESSION_HEADER));
+        if (r < 0) {
+                conversation_free(conv);
+                return http_request_respond_error(http, 500, "Failed to keep the session key.");
+        }
         AnthropicState *st = calloc(1, sizeof *st);
         if (!st) {
                 conversation_free(conv);

@@ -322,6 +322,13 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Convers
                 return r;
         if (r > 0 && n != 1)
                 return failure_set(err, FAILURE_INVALID_REQUEST, "n", "Only 'n': 1 is supported.");
+        /* OpenAI's end-user id: the same user stays on one credential (Kiro's conversation continuity). */
+        r = api_get_string(req, "user", "user", &s, err);
+        if (r < 0)
+                return r;
+        r = api_set_affinity_key(c, s);
+        if (r < 0)
+                return r;
         r = api_get_integer(req, "max_completion_tokens", "max_completion_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
         if (r == 0)
                 r = api_get_integer(req, "max_tokens", "max_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);

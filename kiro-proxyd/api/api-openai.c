@@ -264,6 +264,11 @@ int openai_handle_chat(ChatContext *ctx, HttpRequest *http, const ApiLimits *lim
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
                 return api_error_respond(http, API_SHAPE_OPENAI, &err);
+        r = api_set_affinity_key(conv, http_request_header(http, API_SESSION_HEADER));
+        if (r < 0) {
+                conversation_free(conv);
+                return http_request_respond_error(http, 500, "Failed to keep the session key.");
+        }
         OpenAIState *st = calloc(1, sizeof *st);
         if (!st) {
                 conversation_free(conv);

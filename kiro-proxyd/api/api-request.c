@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Request checks shared by the front ends. */
+#include <assert.h>
 #include <math.h>
 #include <strings.h>
 
 #include "buf.h"
+#include "hash-util.h"
 #include "api/api-request.h"
 
 size_t api_limits_max_containers(const ApiLimits *l) {
@@ -398,5 +400,30 @@ int api_check_image(const char *media_type, const char *data, const char *field,
                                    "image/webp are).", field, (int) MIN(mt_len, (size_t) 100), mt);
         if (!base64_valid(b64))
                 return failure_set(err, FAILURE_INVALID_REQUEST, field, "'%s': the image data is not valid base64.", field);
+        return 0;
+}
+
+int api_set_affinity_key(Conversation *c, const char *key) {
+        char *k = NULL;
+
+        assert(c);
+
+        if (isempty(key))
+                return 0;
+        if (strlen(key) <= API_AFFINITY_KEY_MAX)
+                k = strdup(key);
+        else {
+                uint8_t d[SHA256_DIGEST_SIZE];
+                char hex[2 * SHA256_DIGEST_SIZE + 1];
+                int r = sha256(key, strlen(key), d);
+                if (r < 0)
+                        return r;
+                if (asprintf(&k, "sha256:%s", hex_encode(d, sizeof d, hex)) < 0)
+                        k = NULL;
+        }
+        if (!k)
+                return -ENOMEM;
+        free(c->affinity_key);
+        c->affinity_key = k;
         return 0;
 }

@@ -54,6 +54,17 @@ typedef enum ApiPathStyle {
 int api_parse_body(const char *body, size_t size, const ApiLimits *l, ApiPathStyle style, json_object **ret,
                    Failure *err);
 
+/* The request header that names a client session for credential affinity, in every API. */
+#define API_SESSION_HEADER "x-kirod-session"
+/* Keys longer than this are kept as "sha256:" and their digest in hex, so a client cannot make the
+ * selector hold megabytes per session. */
+#define API_AFFINITY_KEY_MAX 128U
+
+/* Sets c->affinity_key to key, replacing what an earlier source set; NULL or "" leaves it as it is. Call
+ * it for the body's sources first (Anthropic session, then OpenAI `user`) and the x-kirod-session header
+ * last, so the header wins. 0, or -ENOMEM/-EIO. */
+int api_set_affinity_key(Conversation *c, const char *key);
+
 /* Whether s is one of the strings given. */
 static inline bool api_str_in(const char *s, const char *const *set) {
         for (; *set; set++)

@@ -287,7 +287,7 @@ static int add_function_tool(Conversation *c, json_object *t, const char *w, Fai
                 return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.type' must be a string", w);
         if (!streq(type, "function"))
                 return failure_set(err, FAILURE_INVALID_REQUEST, w,
-                                   "'%s': the built-in tool '%s' is not available through Kiro; only tools of type "
+                                   "'%s': the built-in tool '%s' is not available through kiro-proxyd; only tools of type "
                                    "'function' are supported", w, type);
         if (json_get_string(t, "name", &name) < 0 || isempty(name))
                 return failure_set(err, FAILURE_INVALID_REQUEST, w, "'%s.name' must be a non-empty string", w);
@@ -532,9 +532,6 @@ int responses_parse(const char *body, size_t size, const ApiLimits *l, Responses
         }
         if (r < 0)
                 return r;
-        if (info.provider != MODEL_PROVIDER_KIRO)
-                return failure_set(err, FAILURE_INVALID_REQUEST, "model",
-                                   "Kimi models need a Kimi login, which this kiro-proxyd does not support yet.");
         opts->model = info;
 
         r = conversation_new(&c);
@@ -615,6 +612,9 @@ int responses_parse(const char *body, size_t size, const ApiLimits *l, Responses
                 return r;
         if (r > 0 && !(opts->user = strdup(s)))
                 return -ENOMEM;
+        r = api_set_affinity_key(c, s);
+        if (r < 0)
+                return r;
         r = api_get_integer(req, "max_output_tokens", "max_output_tokens", 1, API_MAX_TOKENS_MAX, &c->max_tokens, err);
         if (r < 0)
                 return r;

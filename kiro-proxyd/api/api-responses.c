@@ -630,6 +630,12 @@ int responses_handle(ChatContext *ctx, HttpRequest *http, const ApiLimits *limit
                 return http_request_respond_error(http, 500, "Out of memory.");
         if (r < 0)
                 return api_error_respond(http, API_SHAPE_OPENAI, &err);
+        r = api_set_affinity_key(conv, http_request_header(http, API_SESSION_HEADER));
+        if (r < 0) {
+                responses_options_done(&opts);
+                conversation_free(conv);
+                return http_request_respond_error(http, 500, "Failed to keep the session key.");
+        }
         ResponsesState *st = calloc(1, sizeof *st);
         if (!st) {
                 responses_options_done(&opts);

@@ -543,6 +543,13 @@ bool credential_selector_has_other(CredentialSelector *s, const char *provider, 
         return false;
 }
 
+bool credential_selector_has_provider(CredentialSelector *s, const char *provider) {
+        for (size_t i = 0; s && i < s->n_creds; i++)
+                if (cred_of(&s->creds[i], provider))
+                        return true;
+        return false;
+}
+
 size_t credential_selector_count(CredentialSelector *s) {
         return s ? s->n_creds : 0;
 }

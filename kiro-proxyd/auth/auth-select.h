@@ -39,5 +39,9 @@ bool credential_selector_throttled(CredentialSelector *s, const char *id);
 /* Whether some credential of provider other than id is usable now (a failover can go there at once). */
 bool credential_selector_has_other(CredentialSelector *s, const char *provider, const char *id);
 
+/* Whether kiro-authd holds any credential of provider ("kiro", "kimi"), usable or not: /v1/models lists a
+ * provider's models only then. */
+bool credential_selector_has_provider(CredentialSelector *s, const char *provider);
+
 /* Number of known credentials and of GetManagedObjects calls (tests, metrics). */
 size_t credential_selector_count(CredentialSelector *s);

@@ -133,6 +133,7 @@ Conversation *conversation_free(Conversation *c) {
         free(c->tool_choice_name);
         strv_free(c->stop);
         free(c->session_id);
+        free(c->affinity_key);
         free(c);
         return NULL;
 }

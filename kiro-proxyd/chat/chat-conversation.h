@@ -117,6 +117,9 @@ typedef struct Conversation {
 
         bool stream;
         char *session_id;       /* becomes the Kiro conversationId when set */
+        /* Keeps the client session on one credential (credential_selector_pick()), nothing else: the
+         * x-kirod-session header, else the OpenAI `user` field, else the Anthropic session. NULL: none. */
+        char *affinity_key;
         char request_id[37];    /* the client request's id (a UUID, x-request-id), "" when none */
 } Conversation;
 

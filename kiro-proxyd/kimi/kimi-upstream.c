@@ -17,8 +17,12 @@ struct KimiUpstream {
         sd_event *event;
         CurlGlue *glue;
         TokenCache *tokens;
+        CredentialSelector *selector;   /* may be NULL: kiro-authd picks the Kimi credential */
         const KimiConfig *config;
 };
+
+/* A request tries at most this many times (a refreshed token, then other credentials). */
+#define KIMI_MAX_ATTEMPTS 3U
 
 struct KimiCall {
         KimiUpstream *upstream;
@@ -39,6 +43,8 @@ struct KimiCall {
         char *error_body;
         size_t error_size;
         unsigned attempt;
+        char *avoid_id;         /* the next attempt moves away from this credential */
+        char *pinned_id;        /* the next attempt stays on this credential (after a forced refresh) */
         bool unauthorized_retried;
         bool committed;
         bool paused;
@@ -51,11 +57,13 @@ struct KimiCall {
         ChatUsage end_usage;
 };
 
-int kimi_upstream_new(sd_event *e, CurlGlue *glue, TokenCache *tokens, const KimiConfig *config, KimiUpstream **ret) {
+int kimi_upstream_new(sd_event *e, CurlGlue *glue, TokenCache *tokens, CredentialSelector *selector,
+                      const KimiConfig *config, KimiUpstream **ret) {
         KimiUpstream *u = calloc(1, sizeof *u);
         if (!u)
                 return -ENOMEM;
-        *u = (KimiUpstream) { .event = sd_event_ref(e), .glue = glue, .tokens = tokens, .config = config };
+        *u = (KimiUpstream) { .event = sd_event_ref(e), .glue = glue, .tokens = tokens, .selector = selector,
+                              .config = config };
         *ret = u;
         return 0;
 }
@@ -125,6 +133,8 @@ static void call_reset_attempt(KimiCall *call) {
 
 static void call_free(KimiCall *call) {
         call_reset_attempt(call);
+        free(call->avoid_id);
+        free(call->pinned_id);
         free(call);
 }
 
@@ -169,8 +179,22 @@ static void call_retry(KimiCall *call) {
 }
 
 static void report(KimiCall *call, const char *kind) {
-        if (call->token)
-                token_cache_report(call->upstream->tokens, call->token->credential_id, kind, 0);
+        if (!call->token)
+                return;
+        /* Locally first, so that the retry of this very request already moves to another credential. */
+        credential_selector_note(call->upstream->selector, call->token->credential_id, kind, 0);
+        token_cache_report(call->upstream->tokens, call->token->credential_id, kind, 0);
+}
+
+/* Another usable Kimi credential can take this request at once: the next attempt avoids this one. */
+static bool fail_over(KimiCall *call) {
+        if (!call->token || call->attempt >= KIMI_MAX_ATTEMPTS ||
+            !credential_selector_has_other(call->upstream->selector, "kimi", call->token->credential_id))
+                return false;
+        if (free_and_strdup(&call->avoid_id, call->token->credential_id) < 0)
+                return false;
+        chat_metrics_credential_counts(call->token->credential_id, 0, 0, 1);
+        return true;
 }
 
 /* Before anything reached the client: a 401 is retried once with a fresh token; the rest fails with the
@@ -185,8 +209,15 @@ static void call_decide(KimiCall *call, ChatErrorKind kind, const char *message)
         case CHAT_ERROR_UNAUTHORIZED:
                 report(call, "unauthorized");
                 if (!call->unauthorized_retried) {
+                        /* Once on the same credential with the refreshed token. */
                         call->unauthorized_retried = true;
+                        if (call->token && free_and_strdup(&call->pinned_id, call->token->credential_id) < 0)
+                                return call_fail(call, FAILURE_INTERNAL, 0, "Out of memory.");
                         chat_metrics_upstream(chat_metrics.upstream_retries, "kimi", chat_error_kind_to_string(kind));
+                        return call_retry(call);
+                }
+                if (fail_over(call)) {
+                        chat_metrics_upstream(chat_metrics.upstream_failovers, "kimi", chat_error_kind_to_string(kind));
                         return call_retry(call);
                 }
                 return call_fail(call, FAILURE_UNAVAILABLE, 0,
@@ -194,9 +225,17 @@ static void call_decide(KimiCall *call, ChatErrorKind kind, const char *message)
                                  strna(msg));
         case CHAT_ERROR_QUOTA:
                 report(call, "quota-exhausted");
+                if (fail_over(call)) {
+                        chat_metrics_upstream(chat_metrics.upstream_failovers, "kimi", chat_error_kind_to_string(kind));
+                        return call_retry(call);
+                }
                 return call_fail(call, FAILURE_RATE_LIMIT, 0, "The Kimi quota is exhausted: %s", strna(msg));
         case CHAT_ERROR_THROTTLED:
                 report(call, "throttled");
+                if (fail_over(call)) {
+                        chat_metrics_upstream(chat_metrics.upstream_failovers, "kimi", chat_error_kind_to_string(kind));
+                        return call_retry(call);
+                }
                 return call_fail(call, FAILURE_RATE_LIMIT, USEC_PER_SEC, "Kimi is rate limiting: %s", strna(msg));
         case CHAT_ERROR_ACCESS_DENIED:
                 return call_fail(call, FAILURE_PERMISSION, 0, "Kimi denied access: %s", strna(msg));
@@ -249,6 +288,9 @@ static int on_kimi_event(const ChatEvent *ev, void *userdata) {
                         return 0;
                 call->committed = true;
                 call->timer = sd_event_source_disable_unref(call->timer);
+                /* A success on a credential that was throttled ends its cooldown (the others cost nothing). */
+                if (call->token && credential_selector_throttled(call->upstream->selector, call->token->credential_id))
+                        report(call, "ok");
         }
         int r = call->handler.on_event((ChatCall *) call, ev, call->userdata);
         if (r < 0)
@@ -445,8 +487,28 @@ static int attempt_begin(KimiCall *call) {
         int r;
 
         call->attempt++;
+        const char *id = NULL;
+        if (call->pinned_id)
+                id = call->pinned_id;
+        else if (call->upstream->selector && credential_selector_has_provider(call->upstream->selector, "kimi")) {
+                usec_t back_at = 0;
+                r = credential_selector_pick(call->upstream->selector, "kimi", call->conv->affinity_key,
+                                             call->avoid_id, &id, &back_at);
+                if (r == -ENOKEY) {
+                        usec_t n = now(CLOCK_REALTIME);
+                        if (back_at > n)
+                                call_fail(call, FAILURE_RATE_LIMIT, back_at - n,
+                                          "Every Kimi credential has spent its quota or is cooling down; see 'kiroctl status'.");
+                        else
+                                call_fail(call, FAILURE_UNAVAILABLE, 0,
+                                          "No usable Kimi credential (all disabled or needing a login); see 'kiroctl status'.");
+                        return r;
+                }
+        }
         chat_metrics_upstream(chat_metrics.upstream_attempts, "kimi", NULL);
-        r = token_cache_get(call->upstream->tokens, "kimi", NULL, on_token, call, &t, &call->token_request);
+        r = token_cache_get(call->upstream->tokens, "kimi", id, on_token, call, &t, &call->token_request);
+        free(call->pinned_id);
+        call->pinned_id = NULL;
         if (r < 0) {
                 call_fail(call, FAILURE_INTERNAL, 0, "Cannot ask kiro-authd for a token: %s.", strerror(-r));
                 return r;

@@ -9,6 +9,7 @@
 
 #include "curl-glue.h"
 #include "chat/chat-backend.h"
+#include "auth/auth-select.h"
 #include "auth/auth-tokencache.h"
 
 #define KIMI_API_BASE_DEFAULT "https://api.kimi.com/coding/v1"
@@ -26,7 +27,9 @@ typedef struct KimiUpstream KimiUpstream;
 typedef struct KimiCall KimiCall;
 
 /* Uses glue (the Kiro back end's, so both share connections limits and the trust store), not owned. */
-int kimi_upstream_new(sd_event *e, CurlGlue *glue, TokenCache *tokens, const KimiConfig *config, KimiUpstream **ret);
+/* selector (may be NULL) picks the Kimi credential per request, as for Kiro; without one kiro-authd does. */
+int kimi_upstream_new(sd_event *e, CurlGlue *glue, TokenCache *tokens, CredentialSelector *selector,
+                      const KimiConfig *config, KimiUpstream **ret);
 KimiUpstream *kimi_upstream_free(KimiUpstream *u);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KimiUpstream *, kimi_upstream_free);
 

@@ -657,9 +657,9 @@ static int start_transfer(UpstreamCall *call) {
             asprintf(&xua, "%s KiroIDE-%s-%s", KIRO_SDK_XUA, KIRO_IDE_VERSION, strempty(call->token->machine_id)) < 0 ||
             asprintf(&auth, "Bearer %s", call->token->access_token) < 0)
                 return -ENOMEM;
-        /* The request id (a v4 UUID) is the invocation id: the same across the attempts of one request, as
-         * amz-sdk-request counts them, so that Kiro's logs and ours name the request alike. */
-        if (call->conv->request_id[0])
+        /* A v4 UUID per attempt (KIRO-PROTOCOL A.2): the first attempt's is the request id, so that Kiro's
+         * logs and ours name the request alike; a retry gets a fresh one. */
+        if (call->conv->request_id[0] && call->attempt == 1)
                 (void) snprintf(uuid, sizeof uuid, "%s", call->conv->request_id);
         else {
                 r = kiro_uuid4(uuid);
@@ -761,7 +761,7 @@ static int attempt_begin(UpstreamCall *call) {
                 id = call->pinned_id;
         else if (call->upstream->selector) {
                 usec_t back_at = 0;
-                r = credential_selector_pick(call->upstream->selector, "kiro", call->conv->session_id,
+                r = credential_selector_pick(call->upstream->selector, "kiro", call->conv->affinity_key,
                                              call->avoid_id, &id, &back_at);
                 if (r == -ENOKEY) {
                         usec_t n = now(CLOCK_REALTIME);

@@ -10,8 +10,8 @@ import Anthropic, {
 } from '@anthropic-ai/sdk';
 
 import {
-  API_KEY, CONFIGURED_KEY, MODEL, PROXY_URL, SKIP, TIMEOUT,
-  currentMessage, fake, firstUserContent, largeText, nonce, state, toolResults, toolUseId, waitUntilServing,
+  API_KEY, CONFIGURED_KEY, KIMI_MODEL, KIMI_SKIP, MODEL, PROXY_URL, SKIP, TIMEOUT,
+  currentMessage, fake, firstUserContent, kimi, largeText, nonce, state, toolResults, toolUseId, waitUntilServing,
 } from './helpers.mjs';
 
 const WEATHER_TOOL = {
@@ -334,5 +334,53 @@ describe('Anthropic SDK against kiro-proxyd', { skip: SKIP, timeout: 10 * TIMEOU
       const r = await client.messages.create({ model: MODEL, max_tokens: 10, messages: user(`hi ${m}`) });
       assert.equal(r.content[0].text, 'ok');
     });
+  });
+});
+
+describe('Anthropic SDK with a Kimi model against kiro-proxyd', { skip: KIMI_SKIP, timeout: 10 * TIMEOUT }, () => {
+  let client;
+
+  before(() => {
+    client = new Anthropic({ baseURL: PROXY_URL, apiKey: API_KEY, maxRetries: 0, timeout: TIMEOUT });
+  });
+
+  it('streams a thinking block and text from Kimi with our Kimi token', async () => {
+    const n = nonce('kimi-an');
+    await kimi.enqueue({
+      match: n, reasoning: ['Think ', 'it over.'], text: ['Sure, ', n],
+      usage: { prompt_tokens: 33, completion_tokens: 6, total_tokens: 39 },
+    });
+    const stream = client.messages.stream({
+      model: KIMI_MODEL, max_tokens: 1024, thinking: { type: 'enabled', budget_tokens: 2000 },
+      system: 'Be brief.', messages: user(`Help ${n}`),
+    });
+    let thinking = '';
+    let text = '';
+    stream.on('thinking', (d) => { thinking += d; });
+    stream.on('text', (d) => { text += d; });
+    const msg = await stream.finalMessage();
+    assert.equal(thinking, 'Think it over.');
+    assert.equal(text, `Sure, ${n}`);
+    assert.deepEqual(msg.content.map((b) => b.type), ['thinking', 'text']);
+    assert.equal(msg.content[0].thinking, 'Think it over.');
+    assert.equal(msg.content[1].text, `Sure, ${n}`);
+    assert.equal(msg.stop_reason, 'end_turn');
+    assert.equal(msg.model, KIMI_MODEL);
+    assert.equal(msg.usage.input_tokens, 33);
+    assert.equal(msg.usage.output_tokens, 6);
+
+    const reqs = await kimi.requests(n);
+    assert.equal(reqs.length, 1, JSON.stringify(reqs.map((r) => r.status)));
+    const [req] = reqs;
+    const tokens = await kimi.tokens();
+    assert.ok(tokens.length > 0, 'the fake Kimi login issued no token');
+    assert.equal(req.headers.authorization, `Bearer ${tokens.at(-1)}`);
+    assert.equal(req.headers['x-api-key'], undefined);
+    assert.match(req.headers['user-agent'], /^KimiCLI\//);
+    assert.equal(req.body.model, KIMI_MODEL);
+    assert.deepEqual(req.body.thinking, { type: 'enabled' });
+    assert.deepEqual(req.body.messages, [
+      { role: 'system', content: 'Be brief.' }, { role: 'user', content: `Help ${n}` },
+    ]);
   });
 });

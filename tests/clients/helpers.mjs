@@ -11,6 +11,8 @@ import { randomUUID } from 'node:crypto';
 
 export const PROXY_URL = process.env.KIROD_PROXY_URL?.replace(/\/+$/, '');
 export const CONTROL_URL = process.env.KIROD_FAKE_CONTROL_URL?.replace(/\/+$/, '');
+// The control endpoint of the fake Kimi services (kimi_fakes.py); run.sh logged a Kimi credential in.
+export const KIMI_CONTROL_URL = process.env.KIROD_KIMI_CONTROL_URL?.replace(/\/+$/, '');
 // The client API key run.sh configured in kiro-proxyd (APIKeysFile=); without one any key is accepted.
 export const CONFIGURED_KEY = process.env.KIROD_PROXY_API_KEY || '';
 export const API_KEY = CONFIGURED_KEY || 'sk-kirod-test-anything';
@@ -22,14 +24,18 @@ export const SKIP = !PROXY_URL
     : false;
 
 export const MODEL = 'claude-sonnet-4.5';
+export const KIMI_MODEL = 'kimi-for-coding';
+export const KIMI_SKIP = SKIP || (!KIMI_CONTROL_URL
+  ? 'KIROD_KIMI_CONTROL_URL is not set: run tests/clients/run.sh, which starts the fake Kimi services and logs in'
+  : false);
 export const TIMEOUT = 120_000;
 
 export function nonce(label) {
   return `${label}-${randomUUID().slice(0, 12)}`;
 }
 
-async function control(method, path, body) {
-  const res = await fetch(CONTROL_URL + path, {
+async function control(method, path, body, base = CONTROL_URL) {
+  const res = await fetch(base + path, {
     method,
     headers: { 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -58,6 +64,24 @@ export const fake = {
       assert.ok(r.outcome !== 'invalid' && r.outcome !== 'denied',
         `the fake Kiro service rejected kiro-proxyd's request (${r.status}): ${r.errors.join('; ')}`);
     return reqs;
+  },
+};
+
+/** The fake Kimi services (kimi_fakes.py): chat scenarios as in tests/integration/fakes/kimi_chat.py. */
+export const kimi = {
+  /** Queues scenarios; each should carry `match: nonce` (only a request containing it takes one). */
+  async enqueue(...scenarios) {
+    for (const s of scenarios)
+      assert.ok(s.match, 'a client test scenario must match its nonce');
+    return control('POST', '/enqueue', scenarios, KIMI_CONTROL_URL);
+  },
+  /** The chat requests Kimi received whose raw body contains `match`: [{path, headers, body, status}]. */
+  async requests(match) {
+    return control('GET', `/requests?match=${encodeURIComponent(match)}`, undefined, KIMI_CONTROL_URL);
+  },
+  /** The access tokens the fake Kimi login issued to kiro-authd, oldest first. */
+  async tokens() {
+    return control('GET', '/tokens', undefined, KIMI_CONTROL_URL);
   },
 };
 

@@ -9,9 +9,9 @@ import OpenAI, {
 } from 'openai';
 
 import {
-  API_KEY, CONFIGURED_KEY, MODEL, PROXY_URL, SKIP, TIMEOUT,
+  API_KEY, CONFIGURED_KEY, KIMI_MODEL, KIMI_SKIP, MODEL, PROXY_URL, SKIP, TIMEOUT,
   currentMessage, declaredTools, fake, firstUserContent, largeText, nonce, sdkAttempt, state, toolResults,
-  toolUseId, waitUntilServing,
+  kimi, toolUseId, waitUntilServing,
 } from './helpers.mjs';
 
 const WEATHER_TOOL = {
@@ -399,5 +399,47 @@ describe('OpenAI SDK against kiro-proxyd', { skip: SKIP, timeout: 10 * TIMEOUT }
       const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: `hi ${m}` }] });
       assert.equal(r.choices[0].message.content, 'ok');
     });
+  });
+});
+
+describe('OpenAI SDK with a Kimi model against kiro-proxyd', { skip: KIMI_SKIP, timeout: 10 * TIMEOUT }, () => {
+  let client;
+
+  before(() => {
+    client = new OpenAI({ baseURL: `${PROXY_URL}/v1`, apiKey: API_KEY, maxRetries: 0, timeout: TIMEOUT });
+  });
+
+  it('streams reasoning_content and text from Kimi with our Kimi token', async () => {
+    const n = nonce('kimi-oa');
+    await kimi.enqueue({
+      match: n, reasoning: ['Kimi ', 'ponders.'], text: ['Hi ', 'from ', n],
+      usage: { prompt_tokens: 21, completion_tokens: 5, total_tokens: 26 },
+    });
+    const stream = await client.chat.completions.create({
+      model: KIMI_MODEL, stream: true, stream_options: { include_usage: true }, reasoning_effort: 'high',
+      messages: [{ role: 'developer', content: 'Be brief.' }, { role: 'user', content: `Greet me ${n}` }],
+    });
+    const out = await collect(stream);
+    assert.equal(out.content, `Hi from ${n}`);
+    assert.equal(out.reasoning, 'Kimi ponders.');
+    assert.equal(out.finish, 'stop');
+    assert.equal(out.usage?.prompt_tokens, 21);
+    assert.equal(out.usage?.completion_tokens, 5);
+
+    const reqs = await kimi.requests(n);
+    assert.equal(reqs.length, 1, JSON.stringify(reqs.map((r) => r.status)));
+    const [req] = reqs;
+    const tokens = await kimi.tokens();
+    assert.ok(tokens.length > 0, 'the fake Kimi login issued no token');
+    assert.equal(req.headers.authorization, `Bearer ${tokens.at(-1)}`);
+    assert.notEqual(req.headers.authorization, `Bearer ${API_KEY}`);
+    assert.match(req.headers['user-agent'], /^KimiCLI\//);
+    assert.equal(req.path, '/coding/v1/chat/completions');
+    assert.equal(req.body.model, KIMI_MODEL);
+    assert.equal(req.body.stream, true);
+    assert.deepEqual(req.body.thinking, { type: 'enabled' });
+    assert.deepEqual(req.body.messages, [
+      { role: 'system', content: 'Be brief.' }, { role: 'user', content: `Greet me ${n}` },
+    ]);
   });
 });

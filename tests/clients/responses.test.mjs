@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import OpenAI, { BadRequestError } from 'openai';
 
 import {
-  API_KEY, MODEL, PROXY_URL, SKIP, TIMEOUT, currentMessage, fake, firstUserContent, nonce, toolResults,
-  toolUseId,
+  API_KEY, KIMI_MODEL, KIMI_SKIP, MODEL, PROXY_URL, SKIP, TIMEOUT, currentMessage, fake, firstUserContent, kimi,
+  nonce, toolResults, toolUseId,
 } from './helpers.mjs';
 
 const WEATHER = {
@@ -117,5 +117,51 @@ describe('OpenAI SDK Responses API against kiro-proxyd', { skip: SKIP, timeout: 
       client.responses.create({ model: MODEL, input: 'x', tools: [{ type: 'web_search' }] }),
       (e) => e instanceof BadRequestError && e.param === 'tools[0]' && /web_search/.test(e.message),
     );
+  });
+});
+
+describe('OpenAI SDK Responses API with a Kimi model against kiro-proxyd', { skip: KIMI_SKIP, timeout: 10 * TIMEOUT }, () => {
+  let client;
+
+  before(() => {
+    client = new OpenAI({ baseURL: `${PROXY_URL}/v1`, apiKey: API_KEY, maxRetries: 0, timeout: TIMEOUT });
+  });
+
+  it('streams reasoning and a function call from Kimi, then replays them', async () => {
+    const n = nonce('kimi-rs');
+    await kimi.enqueue({
+      match: n, reasoning: ['Need ', 'weather.'], text: ['Checking.'],
+      tool_calls: [{ id: 'call_k1', name: 'get_weather', args: ['{"city":', '"Lima"}'] }],
+    });
+    const stream = client.responses.stream({
+      model: KIMI_MODEL, tools: [WEATHER], reasoning: { effort: 'high' }, input: `Weather in Lima? ${n}`,
+    });
+    let summary = '';
+    stream.on('response.reasoning_summary_text.delta', (e) => { summary += e.delta; });
+    const first = await stream.finalResponse();
+    assert.equal(first.status, 'completed');
+    assert.equal(summary, 'Need weather.');
+    assert.deepEqual(first.output.map((o) => o.type), ['reasoning', 'message', 'function_call']);
+    assert.equal(first.output_text, 'Checking.');
+    const call = first.output[2];
+    assert.equal(call.call_id, 'call_k1');
+    assert.deepEqual(JSON.parse(call.arguments), { city: 'Lima' });
+    const [req] = await kimi.requests(n);
+    assert.equal(req.headers.authorization, `Bearer ${(await kimi.tokens()).at(-1)}`);
+    assert.deepEqual(req.body.thinking, { type: 'enabled' });
+
+    const n2 = nonce('kimi-rs2');
+    await kimi.enqueue({ match: n2, text: ['Mild in Lima.'] });
+    const second = await client.responses.create({
+      model: KIMI_MODEL, tools: [WEATHER], reasoning: { effort: 'high' }, store: false,
+      input: [{ role: 'user', content: `Weather in Lima? ${n}` }, ...first.output,
+        { type: 'function_call_output', call_id: call.call_id, output: `mild ${n2}` }],
+    });
+    assert.equal(second.output_text, 'Mild in Lima.');
+    const [req2] = await kimi.requests(n2);
+    const a = req2.body.messages.find((m) => m.role === 'assistant');
+    assert.equal(a.reasoning_content, 'Need weather.');
+    assert.equal(a.tool_calls[0].id, 'call_k1');
+    assert.deepEqual(req2.body.messages.at(-1), { role: 'tool', tool_call_id: 'call_k1', content: `mild ${n2}` });
   });
 });

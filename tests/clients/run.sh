@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Runs the SDK client tests (node --test, official openai and @anthropic-ai/sdk packages) against a real
-# kiro-proxyd and kiro-authd, with the fake Kiro chat service as upstream. Everything runs as the current
+# kiro-proxyd and kiro-authd, with the fake Kiro chat service as upstream (and the fake Kimi services for
+# kimi-* models). Everything runs as the current
 # user (root is fine) on a private session bus in a temporary directory, and is torn down on exit.
 #
 #   KIROD_BUILD_DIR=build tests/clients/run.sh [extra node --test arguments, e.g. --test-name-pattern=tool]
@@ -10,8 +11,11 @@
 # (tests/integration/fakes/kiro_chat.py, with its control endpoint, accepting the bearer token ksk_test);
 # kiro-authd --user with its state in the temp directory and every auth URL pointed at a closed loopback
 # port; `kiroctl --user import --api-key-file` of "ksk_test" (an API key needs no refresh); kiro-proxyd
-# --user on a free loopback port with Endpoints= the fake and one client API key. The node tests get
-# KIROD_PROXY_URL, KIROD_FAKE_CONTROL_URL and KIROD_PROXY_API_KEY.
+# --user on a free loopback port with Endpoints= the fake and one client API key. For Kimi, the fakes of
+# Kimi's OAuth device login and chat API (kimi_fakes.py, with its own control endpoint): kiro-authd's
+# KimiAuthURL= and KimiAPIBase= point at them, `kiroctl --user login kimi --no-wait` starts a device login
+# that the fake then approves, and the run waits until kiro-proxyd lists kimi-for-coding. The node tests
+# get KIROD_PROXY_URL, KIROD_FAKE_CONTROL_URL, KIROD_KIMI_CONTROL_URL and KIROD_PROXY_API_KEY.
 #
 # Exit status: node's; 77 (skip) when node/npm, dbus-daemon or the built daemons are missing; 1 when
 # setup fails or a daemon did not exit cleanly on SIGTERM (a sanitizer report, say).
@@ -166,17 +170,25 @@ pids+=("fake-kiro:$fake_pid")
 wait_for 15 "the fake Kiro service" test -s "$tmp/fake.json"
 read -r FAKE_URL CONTROL_URL < <("$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["url"], d["control_url"])' "$tmp/fake.json")
 
+# ---- fake Kimi OAuth and chat services ----
+"$PYTHON" "$here/kimi_fakes.py" --ready-file "$tmp/kimi.json" >"$tmp/fake-kimi.log" 2>&1 &
+pids+=("fake-kimi:$!")
+wait_for 15 "the fake Kimi services" test -s "$tmp/kimi.json"
+read -r KIMI_AUTH_URL KIMI_API_BASE KIMI_CONTROL_URL < <("$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["auth_url"], d["api_base"], d["control_url"])' "$tmp/kimi.json")
+
 # ---- kiro-authd ----
-# No refresh is ever needed (an API key), so every auth URL points at a closed loopback port: nothing
-# can leave the machine.
+# The Kiro credential needs no refresh (an API key), so every Kiro and AWS auth URL points at a closed
+# loopback port; Kimi's go to the loopback fakes: nothing can leave the machine.
 cat >"$tmp/authd.conf" <<EOF
 [Auth]
 SelectionPolicy=sticky
+LoginMinPollIntervalSec=0.2
 
 [Endpoints]
 KiroAuthURL=http://127.0.0.1:9
 OIDCURL=http://127.0.0.1:9
-KimiAuthURL=http://127.0.0.1:9
+KimiAuthURL=$KIMI_AUTH_URL
+KimiAPIBase=$KIMI_API_BASE
 UsageURL=http://127.0.0.1:9
 EOF
 mkdir -p "$tmp/authd-state"
@@ -201,6 +213,14 @@ printf '%s' "$API_KEY_CRED" >"$tmp/api-key"
 chmod 0600 "$tmp/api-key"
 "$KIROCTL" --user import --api-key-file "$tmp/api-key" >"$tmp/kiroctl-import.log" 2>&1 ||
         die "kiroctl import --api-key-file failed: $(cat "$tmp/kiroctl-import.log")"
+
+# A Kimi credential through the device login, as a person makes one: kiroctl starts it, the user approves
+# it at Kimi (here: the fake), kiro-authd's polling picks the tokens up.
+kimi_login_id=$("$KIROCTL" --user login kimi --no-wait 2>"$tmp/kiroctl-login.log") ||
+        die "kiroctl login kimi --no-wait failed: $(cat "$tmp/kiroctl-login.log")"
+[ -n "$kimi_login_id" ] || die "kiroctl login kimi --no-wait printed no login id"
+"$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1] + "/approve", data=b"", method="POST"), timeout=5).read()' \
+        "$KIMI_CONTROL_URL" || die "the fake Kimi login did not take the approval"
 
 # ---- kiro-proxyd ----
 port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
@@ -235,6 +255,17 @@ PY
 wait_for 20 "kiro-proxyd to answer /healthz" healthy
 alive "$proxyd_pid" || die "kiro-proxyd exited during start-up"
 
+# The Kimi login finished once kiro-proxyd lists Kimi's models (it does only with a Kimi credential).
+kimi_listed() {
+        "$PYTHON" - "$PROXY_URL" "$CLIENT_KEY" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/v1/models", headers={"Authorization": "Bearer " + sys.argv[2]})
+ids = [m["id"] for m in json.load(urllib.request.urlopen(req, timeout=2))["data"]]
+sys.exit(0 if "kimi-for-coding" in ids else 1)
+PY
+}
+wait_for 30 "the Kimi login $kimi_login_id to finish (kimi-for-coding in /v1/models)" kimi_listed
+
 # ---- node packages ----
 cd "$here"
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
@@ -244,8 +275,8 @@ fi
 # ---- the tests ----
 # One file at a time: the rate-limit tests briefly cool down the only credential.
 set +e
-KIROD_PROXY_URL=$PROXY_URL KIROD_FAKE_CONTROL_URL=$CONTROL_URL KIROD_PROXY_API_KEY=$CLIENT_KEY \
-        node --test --test-concurrency=1 "$@" ./*.test.mjs
+KIROD_PROXY_URL=$PROXY_URL KIROD_FAKE_CONTROL_URL=$CONTROL_URL KIROD_KIMI_CONTROL_URL=$KIMI_CONTROL_URL \
+        KIROD_PROXY_API_KEY=$CLIENT_KEY node --test --test-concurrency=1 "$@" ./*.test.mjs
 status=$?
 set -e
 alive "$proxyd_pid" || { echo "kiro-proxyd died during the tests" >&2; [ "$status" -ne 0 ] || status=1; }

@@ -142,7 +142,10 @@ def test_prometheus_scrapes_traffic(proxy_stack, scratch, promtool):
         first.enqueue({"status": 500, "message": "Internal failure"})
         r = s.post(CHAT_PATH, chat("four"))
         assert r.status == 200, r
-        assert second.requests[-1].headers["amz-sdk-invocation-id"] == r.headers["x-request-id"]
+        # The first attempt's invocation id is the request id; the retry's is a fresh UUID (one per attempt).
+        assert first.requests[-1].headers["amz-sdk-invocation-id"] == r.headers["x-request-id"]
+        retry_id = second.requests[-1].headers["amz-sdk-invocation-id"]
+        assert UUID.match(retry_id) and retry_id != r.headers["x-request-id"], retry_id
         # …a stream cut after the answer began, and a Kimi model nobody knows (no Kimi credential either).
         frames_text = ["one ", "two ", "three "]
         first.enqueue({"text": frames_text, "cut_after_bytes": 400})

@@ -348,3 +348,71 @@ def test_403_after_refresh_moves_to_another_credential(accounts):
                 "the retry on acct-a uses its refreshed token"
         assert acc.cred_of(toks[2]) == "acct-b" and len(toks) == 3
         assert acc.prop("acct-a", "Enabled") is True, "a refused token is no suspension"
+
+
+RESPONSES_PATH = "/v1/responses"
+
+
+def _cred(acc, r):
+        assert r.status == 200, r
+        return acc.cred_of(acc.chat.last().token)
+
+
+def test_session_header_keeps_one_credential_across_apis(accounts):
+        """An x-kirod-session header keeps a session on one credential in every API, sessionless traffic
+        between its requests rotating the others; it wins over the body's `user` and Anthropic session."""
+        acc = accounts(policy="round-robin")
+        h = {"x-kirod-session": "workspace-7"}
+        seen = []
+        for i in range(3):
+                seen.append(acc.chat_once(f"chat {i}", headers=h))
+                acc.chat_once("other")
+                seen.append(_cred(acc, acc.post(MESSAGES_PATH, {
+                        "model": MODEL, "max_tokens": 20,
+                        # The header is named first: an Anthropic session of its own does not move it.
+                        "metadata": {"user_id": f"user_x_account_y_session_{uuid.uuid4()}"},
+                        "messages": [{"role": "user", "content": f"messages {i}"}]}, h)))
+                acc.chat_once("other")
+                seen.append(_cred(acc, acc.post(RESPONSES_PATH, {
+                        "model": MODEL, "input": f"responses {i}", "store": False, "user": f"u-{i}"}, h)))
+                acc.chat_once("other", user=f"rotating-{i}")
+        assert len(seen) == 9 and len(set(seen)) == 1, seen
+        # The sessionless requests in between really did rotate over the three credentials.
+        others = acc.used(3)
+        assert sorted(others) == ["acct-a", "acct-b", "acct-c"], others
+
+
+def test_openai_user_field_keeps_one_credential(accounts):
+        """The OpenAI `user` field (Chat Completions and Responses) is a session key too."""
+        acc = accounts(policy="round-robin")
+        seen = []
+        for i in range(3):
+                seen.append(acc.chat_once(f"chat {i}", user="alice@example.com"))
+                acc.chat_once("other")
+                seen.append(_cred(acc, acc.post(RESPONSES_PATH, {
+                        "model": MODEL, "input": f"responses {i}", "store": False, "user": "alice@example.com"})))
+                acc.chat_once("other")
+        assert len(set(seen)) == 1, seen
+        # Kiro's conversation id is not derived from `user`: each chat is a conversation of its own.
+        convs = [r.state["conversationId"] for r in acc.chat.requests
+                 if acc.cred_of(r.token) == seen[0]]
+        assert len(convs) >= 6 and len(set(convs)) == len(convs), convs
+
+
+def test_different_session_keys_spread_over_credentials(accounts):
+        """Sessions are not all pinned to one credential: three keys in round-robin take three credentials,
+        and each keeps its own, whichever source names it."""
+        acc = accounts(policy="round-robin")
+        first = {
+                "hdr": acc.chat_once("s", headers={"x-kirod-session": "k-hdr"}),
+                "user": acc.chat_once("s", user="k-user"),
+                # Same `user` as above, but the header names another session: the header decides.
+                "hdr2": acc.chat_once("s", user="k-user", headers={"x-kirod-session": "k-hdr2"}),
+        }
+        assert sorted(first.values()) == ["acct-a", "acct-b", "acct-c"], first
+        # Four requests a round (one without a session) so plain rotation would not land them right by luck.
+        for i in range(3):
+                acc.chat_once("other")
+                assert acc.chat_once(f"t{i}", headers={"x-kirod-session": "k-hdr"}) == first["hdr"]
+                assert acc.chat_once(f"t{i}", user="k-user") == first["user"]
+                assert acc.chat_once(f"t{i}", user="k-user", headers={"x-kirod-session": "k-hdr2"}) == first["hdr2"]

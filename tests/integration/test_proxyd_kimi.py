@@ -2,8 +2,8 @@
 """kiro-proxyd's Kimi back end end to end (issue 12; KIRO-PROTOCOL.md B §7): the real kiro-authd with a
 Kimi credential from a device login against the loopback Kimi OAuth fake (fakelogin.py), the real
 kiro-proxyd, and the loopback Kimi chat fake (fakes/kimi_chat.py) speaking Kimi's SSE wire format.
-Chat through /v1/chat/completions and /v1/messages with a kimi-* model, streaming and not, tools and
-reasoning; the headers Kimi received; 401 → refresh → retry before the first byte; a cut stream; HTML
+Chat through /v1/chat/completions, /v1/messages and /v1/responses with a kimi-* model, streaming and
+not, tools and reasoning; the headers Kimi received; 401 → refresh → retry before the first byte; a cut stream; HTML
 and 500 answers; /v1/models listing Kimi models only with a Kimi credential."""
 
 import json
@@ -22,6 +22,7 @@ except ImportError:             # the device logins (branch 'login') are not mer
 
 pytestmark = needs_proxyd
 MODEL = "kimi-for-coding"
+RESPONSES_PATH = "/v1/responses"
 
 
 @pytest.fixture
@@ -100,6 +101,11 @@ def test_no_kimi_credential(stack):
         r = stack.post(CHAT_PATH, ask())
         assert r.status == 503, r
         assert "kimi" in r.json()["error"]["message"].lower()
+        # The Responses API routes the model to the same back end, and so fails the same way.
+        r = stack.post(RESPONSES_PATH, {"model": MODEL, "input": "hi"})
+        assert r.status == 503, r
+        assert "kimi" in r.json()["error"]["message"].lower()
+        assert "not support" not in r.json()["error"]["message"]
 
 
 # ---- OpenAI front end -------------------------------------------------------------------------------
@@ -211,6 +217,104 @@ def test_anthropic_thinking_both_ways(kimi_stack):
         assert stop == ["tool_use"]
 
 
+# ---- Responses front end -----------------------------------------------------------------------------
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather for a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def responses_events(ev):
+        """The stream's events, checked: event name == data.type, sequence_number 0, 1, 2, …"""
+        out = [e.json for e in ev.events]
+        assert all(o is not None for o in out), ev.raw
+        assert [e.name for e in ev.events] == [o["type"] for o in out], ev.raw
+        assert [o["sequence_number"] for o in out] == list(range(len(out))), ev.raw
+        return out
+
+
+def test_responses_reasoning_tool_call_and_replay(kimi_stack):
+        s = kimi_stack()
+        s.kimi.enqueue({"reasoning": ["Need the ", "weather."], "text": ["Looking it up."],
+                        "tool_calls": [{"id": "call_w1", "name": "get_weather", "args": ["{\"city\":", "\"Oslo\"}"]}],
+                        "usage": {"prompt_tokens": 52, "completion_tokens": 9, "total_tokens": 61}})
+        r = s.post(RESPONSES_PATH, {"model": MODEL, "input": "Weather in Oslo?", "instructions": "Be brief.",
+                                    "tools": [WEATHER], "reasoning": {"effort": "high"}, "temperature": 0.5})
+        assert r.status == 200, r
+        b = r.json()
+        assert b["object"] == "response" and b["status"] == "completed" and b["model"] == MODEL
+        out = b["output"]
+        assert [o["type"] for o in out] == ["reasoning", "message", "function_call"], out
+        assert out[0]["summary"] == [{"type": "summary_text", "text": "Need the weather."}]
+        assert out[0]["encrypted_content"] is None          # Kimi signs no reasoning
+        assert out[1]["content"][0]["text"] == "Looking it up."
+        assert out[2]["call_id"] == "call_w1" and out[2]["name"] == "get_weather"
+        assert json.loads(out[2]["arguments"]) == {"city": "Oslo"}
+        assert b["usage"]["input_tokens"] == 52 and b["usage"]["output_tokens"] == 9
+        req = s.kimi.last()
+        check_kimi_headers(req, s.kimi_issued()[-1])
+        assert req.path == "/coding/v1/chat/completions"
+        assert req.body["model"] == MODEL and req.body["stream"] is True
+        assert req.body["thinking"] == {"type": "enabled"}
+        assert "temperature" not in req.body                # a reasoning request takes none (B §7)
+        assert req.body["messages"] == [{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": "Weather in Oslo?"}]
+        assert req.body["tools"][0]["function"]["name"] == "get_weather"
+        assert req.body["tools"][0]["function"]["parameters"] == WEATHER["parameters"]
+
+        # The output replayed with the call's result: the assistant tool call carries its reasoning.
+        s.kimi.enqueue({"text": ["3 C in Oslo."]})
+        follow = [{"role": "user", "content": "Weather in Oslo?"}] + out + \
+                 [{"type": "function_call_output", "call_id": "call_w1", "output": "3 C, cloudy"}]
+        r = s.post(RESPONSES_PATH, {"model": MODEL, "input": follow, "tools": [WEATHER],
+                                    "reasoning": {"effort": "high"}})
+        assert r.status == 200, r
+        assert [o["type"] for o in r.json()["output"]] == ["message"]
+        assert r.json()["output"][0]["content"][0]["text"] == "3 C in Oslo."
+        sent = s.kimi.last().body["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool"], sent
+        a = sent[1]
+        assert a["reasoning_content"] == "Need the weather." and a["content"] == "Looking it up."
+        assert a["tool_calls"][0]["id"] == "call_w1"
+        assert a["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}
+        assert sent[2] == {"role": "tool", "tool_call_id": "call_w1", "content": "3 C, cloudy"}
+
+
+def test_responses_stream_reasoning_and_tool_call(kimi_stack):
+        s = kimi_stack(proxy_api_base=True)
+        s.kimi.enqueue({"reasoning": ["Think ", "first."], "text": ["Calling ", "it."],
+                        "tool_calls": [{"id": "call_s1", "name": "get_weather", "args": ["{\"ci", "ty\":\"Rome\"}"]}]})
+        ev = s.stream(RESPONSES_PATH, {"model": MODEL, "input": [{"role": "developer", "content": "Be terse."},
+                                                                  {"role": "user", "content": "Rome?"}],
+                                       "tools": [WEATHER], "reasoning": {"effort": "medium"}, "stream": True})
+        assert ev.status == 200 and ev.complete
+        evs = responses_events(ev)
+        t = [e["type"] for e in evs]
+        assert t[:2] == ["response.created", "response.in_progress"] and t[-1] == "response.completed", t
+        assert "".join(e["delta"] for e in evs if e["type"] == "response.reasoning_summary_text.delta") == "Think first."
+        assert [e["delta"] for e in evs if e["type"] == "response.output_text.delta"] == ["Calling ", "it."]
+        deltas = [e["delta"] for e in evs if e["type"] == "response.function_call_arguments.delta"]
+        assert deltas == ["{\"ci", "ty\":\"Rome\"}"]
+        added = [e["item"]["type"] for e in evs if e["type"] == "response.output_item.added"]
+        assert added == ["reasoning", "message", "function_call"]
+        done = evs[-1]["response"]
+        assert done["status"] == "completed"
+        fc = [o for o in done["output"] if o["type"] == "function_call"]
+        assert fc[0]["call_id"] == "call_s1" and json.loads(fc[0]["arguments"]) == {"city": "Rome"}
+        assert done["usage"]["input_tokens"] == 11 and done["usage"]["output_tokens"] == 7   # what Kimi reported
+        req = s.kimi.last()
+        check_kimi_headers(req, s.kimi_issued()[-1])
+        assert req.path == "/coding/v1/chat/completions"       # [Kimi] APIBase= of the proxy
+        assert req.body["thinking"] == {"type": "enabled"}
+        assert req.body["messages"][0] == {"role": "system", "content": "Be terse."}   # no "developer" (B §7)
+
+        # A cut answer ends the stream with response.failed, never response.completed.
+        s.kimi.enqueue({"text": ["half ", "way"], "cut_after": 2})
+        ev = s.stream(RESPONSES_PATH, {"model": MODEL, "input": "cut", "stream": True})
+        assert ev.status == 200
+        t = [e["type"] for e in responses_events(ev)]
+        assert "response.failed" in t and "response.completed" not in t, t
+
+
 # ---- bad answers --------------------------------------------------------------------------------------
 
 def test_401_refresh_and_retry(kimi_stack):
@@ -238,6 +342,27 @@ def test_401_twice_is_a_clear_error(kimi_stack):
         msg = r.json()["error"]["message"]
         assert "Kimi refused the access token" in msg and "kiroctl" in msg
         assert [q.status for q in s.kimi.requests] == [401, 401]
+
+
+def test_429_fails_over_to_another_kimi_credential(kimi_stack):
+        """Two Kimi logins: a 429 on the one picked moves the same request to the other before any byte
+        reached the client (issue 17's failover applies to Kimi credentials too), and the next request
+        avoids the one cooling down."""
+        s = kimi_stack()
+        kimi_login(s.bus_address, s.login)
+        # kiro-proxyd's selector follows kiro-authd's ObjectManager: both credentials are known at once.
+        time.sleep(0.5)
+        s.kimi.enqueue({"status": 429, "body": {"error": {"type": "rate_limit_reached_error", "message": "slow"}}},
+                       {"text": ["from the other account"]}, {"text": ["still the other"]})
+        r = s.post(CHAT_PATH, ask(text="first"))
+        assert r.status == 200, r
+        assert r.json()["choices"][0]["message"]["content"] == "from the other account"
+        first, second = s.kimi.requests[-2:]
+        assert [first.status, second.status] == [429, 200]
+        assert first.headers["authorization"] != second.headers["authorization"]
+        r = s.post(CHAT_PATH, ask(text="second"))
+        assert r.status == 200, r
+        assert s.kimi.last().headers["authorization"] == second.headers["authorization"]
 
 
 @pytest.mark.parametrize("status,body,ctype,want", [

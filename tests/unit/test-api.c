@@ -6,6 +6,7 @@
 #include "api/api-anthropic.h"
 #include "api/api-error.h"
 #include "api/api-openai.h"
+#include "api/api-responses.h"
 #include "tests.h"
 
 static const ApiLimits limits = API_LIMITS_DEFAULT;
@@ -498,6 +499,80 @@ TEST(containers_refused_before_parsing) {
         Failure f = {};
         ASSERT_OK(anthropic_parse_messages(braces, sizeof braces - 1, &limits, false, &c, NULL, &f));
         ASSERT_STREQ(c->system, "{{{{[[[[\"{{");
+}
+
+/* The key that keeps a session on one credential: OpenAI `user`, the Responses `user`, the Anthropic
+ * session; the x-kirod-session header (api_set_affinity_key() after parsing) wins over all of them. */
+TEST(affinity_key_sources) {
+        _cleanup_(conversation_freep) Conversation *c = NULL;
+        OpenAIOptions opts;
+        Failure f = {};
+
+        static const char none[] = OPENAI("");
+        ASSERT_OK(openai_parse_chat(none, sizeof none - 1, &limits, &c, &opts, &f));
+        ASSERT_NULL(c->affinity_key);
+        ASSERT_NULL(c->session_id);
+        /* An empty or absent header leaves it as it is. */
+        ASSERT_OK(api_set_affinity_key(c, NULL));
+        ASSERT_OK(api_set_affinity_key(c, ""));
+        ASSERT_NULL(c->affinity_key);
+        ASSERT_OK(api_set_affinity_key(c, "hdr-1"));
+        ASSERT_STREQ(c->affinity_key, "hdr-1");
+        conversation_free(TAKE_PTR(c));
+
+        static const char user[] = OPENAI(",\"user\":\"alice\"");
+        ASSERT_OK(openai_parse_chat(user, sizeof user - 1, &limits, &c, &opts, &f));
+        ASSERT_STREQ(c->affinity_key, "alice");
+        /* `user` is for selection only: no Kiro conversationId is derived from it. */
+        ASSERT_NULL(c->session_id);
+        ASSERT_OK(api_set_affinity_key(c, "hdr-1"));
+        ASSERT_STREQ(c->affinity_key, "hdr-1");
+        conversation_free(TAKE_PTR(c));
+
+        static const char null_user[] = OPENAI(",\"user\":null");
+        ASSERT_OK(openai_parse_chat(null_user, sizeof null_user - 1, &limits, &c, &opts, &f));
+        ASSERT_NULL(c->affinity_key);
+        conversation_free(TAKE_PTR(c));
+
+        free(openai_refused(OPENAI(",\"user\":7"), strlen(OPENAI(",\"user\":7")), "user"));
+
+        static const char sess[] = ANTHROPIC(",\"max_tokens\":10,\"metadata\":{\"user_id\":\"user_ab_account_cd_session_0f1e2d3c-aaaa-4bbb-8ccc-123456789abc\"}");
+        ASSERT_OK(anthropic_parse_messages(sess, sizeof sess - 1, &limits, false, &c, NULL, &f));
+        ASSERT_STREQ(c->session_id, "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc");
+        ASSERT_STREQ(c->affinity_key, "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc");
+        /* The header changes the credential choice only, never the conversation Kiro sees. */
+        ASSERT_OK(api_set_affinity_key(c, "hdr-2"));
+        ASSERT_STREQ(c->affinity_key, "hdr-2");
+        ASSERT_STREQ(c->session_id, "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc");
+        conversation_free(TAKE_PTR(c));
+
+        ResponsesOptions ro;
+        static const char resp[] = "{\"model\":\"claude-sonnet-4.5\",\"input\":\"hi\",\"user\":\"bob\"}";
+        ASSERT_OK(responses_parse(resp, sizeof resp - 1, &limits, NULL, &c, &ro, &f));
+        ASSERT_STREQ(c->affinity_key, "bob");
+        ASSERT_STREQ(ro.user, "bob");
+        responses_options_done(&ro);
+        conversation_free(TAKE_PTR(c));
+
+        /* A long key is kept as its digest, so a client cannot make the selector hold megabytes. */
+        ASSERT_OK(conversation_new(&c));
+        _cleanup_free_ char *big = malloc(API_AFFINITY_KEY_MAX + 2);
+        ASSERT_NOT_NULL(big);
+        memset(big, 'k', API_AFFINITY_KEY_MAX);
+        big[API_AFFINITY_KEY_MAX] = 0;
+        ASSERT_OK(api_set_affinity_key(c, big));
+        ASSERT_STREQ(c->affinity_key, big);
+        big[API_AFFINITY_KEY_MAX] = 'k';
+        big[API_AFFINITY_KEY_MAX + 1] = 0;
+        ASSERT_OK(api_set_affinity_key(c, big));
+        ASSERT_EQ(strlen(c->affinity_key), strlen("sha256:") + 64);
+        ASSERT_TRUE(startswith(c->affinity_key, "sha256:"));
+        _cleanup_free_ char *first = strdup(c->affinity_key);
+        ASSERT_OK(api_set_affinity_key(c, big));
+        ASSERT_STREQ(c->affinity_key, first);
+        big[0] = 'j';
+        ASSERT_OK(api_set_affinity_key(c, big));
+        ASSERT_TRUE(!streq(c->affinity_key, first));
 }
 
 TEST(error_shapes_and_status_map) {
