@@ -562,6 +562,55 @@ static int method_report_upstream_error(sd_bus_message *msg, void *userdata, sd_
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+/* kiro-proxyd's batched counts since its last report: one call every few seconds at most, not one per
+ * request. Ids of credentials removed meanwhile are skipped. */
+static int method_report_usage_counts(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        usec_t n = now(CLOCK_MONOTONIC);
+        uint64_t flags;
+        int r;
+
+        r = check_access(m, msg, ACCESS_TOKEN, error);
+        if (r != 0)
+                return r;
+        /* Unknown flags refuse the whole report before any of it counts. */
+        r = sd_bus_message_skip(msg, "a(sttt)");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "t", &flags);
+        if (r < 0)
+                return r;
+        r = check_flags(flags, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_rewind(msg, true);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(msg, 'a', "(sttt)");
+        if (r < 0)
+                return r;
+        for (;;) {
+                const char *id;
+                uint64_t requests, errors, failovers;
+
+                r = sd_bus_message_read(msg, "(sttt)", &id, &requests, &errors, &failovers);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                Credential *cred = manager_find(m, id);
+                if (!cred || (requests | errors | failovers) == 0)
+                        continue;
+                usage_counts_add(&cred->counts, n, requests, errors, failovers);
+                (void) sd_bus_emit_properties_changed(m->bus, cred->object_path, KIROD_CREDENTIAL_INTERFACE,
+                                                      "RequestsLastHour", "ErrorsLastHour", "FailoversLastHour", NULL);
+        }
+        r = sd_bus_message_exit_container(msg);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
 static int read_import_options(sd_bus_message *msg, const char **id, const char **region, int *replace,
                                int *registration_fd, const char **source_path, int *link_dir_fd,
                                const char **link_name, const char **proxy, sd_bus_error *error) {
@@ -892,6 +941,9 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("ReportUpstreamError",
                                 SD_BUS_ARGS("s", credential_id, "s", kind, "t", retry_after_usec, "t", flags),
                                 SD_BUS_NO_RESULT, method_report_upstream_error, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ReportUsageCounts",
+                                SD_BUS_ARGS("a(sttt)", counts, "t", flags),
+                                SD_BUS_NO_RESULT, method_report_usage_counts, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Import",
                                 SD_BUS_ARGS("s", format, "h", data, "a{sv}", options, "t", flags),
                                 SD_BUS_RESULT("o", credential),
@@ -1042,6 +1094,16 @@ static int property_get_failures(sd_bus *bus, const char *path, const char *inte
         return sd_bus_message_append(reply, "u", (uint32_t) cred->record->consecutive_failures);
 }
 
+/* RequestsLastHour, ErrorsLastHour, FailoversLastHour: the rolling hour, aged when read. */
+static int property_get_last_hour(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Credential *cred = userdata;
+        UsageCountsSum s = usage_counts_sum(&cred->counts, now(CLOCK_MONOTONIC));
+        return sd_bus_message_append(reply, "u", streq(property, "RequestsLastHour") ? s.requests
+                                                 : streq(property, "ErrorsLastHour") ? s.errors
+                                                                                     : s.failovers);
+}
+
 static int property_get_link(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         return sd_bus_message_append(reply, "s", credential_link_state(userdata));
@@ -1067,6 +1129,9 @@ static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_PROPERTY("ProfileArn", "s", property_get_profile_arn, 0, EC),
         SD_BUS_PROPERTY("Unsaved", "b", property_get_unsaved, 0, EC),
         SD_BUS_PROPERTY("Link", "s", property_get_link, 0, EC),
+        SD_BUS_PROPERTY("RequestsLastHour", "u", property_get_last_hour, 0, EC),
+        SD_BUS_PROPERTY("ErrorsLastHour", "u", property_get_last_hour, 0, EC),
+        SD_BUS_PROPERTY("FailoversLastHour", "u", property_get_last_hour, 0, EC),
         SD_BUS_METHOD_WITH_ARGS("Refresh", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_refresh,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Remove", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_remove,

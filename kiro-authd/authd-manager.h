@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "authd-config.h"
+#include "authd-counts.h"
 #include "authd-credential.h"
 #include "authd-refresh.h"
 #include "authd-store.h"
@@ -58,6 +59,7 @@ struct Credential {
 
         struct CredentialUsage *usage;  /* usage limits (authd-usage-manager.h), NULL until asked */
         struct CredentialLink *link;    /* the followed source (authd-link.h), NULL when owned */
+        UsageCounts counts;             /* the last hour as kiro-proxyd reports it (ReportUsageCounts) */
 };
 
 struct Manager {

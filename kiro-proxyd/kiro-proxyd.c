@@ -18,6 +18,7 @@
 #include "api/api-responses.h"
 #include "auth/auth-credinfo.h"
 #include "auth/auth-tokencache.h"
+#include "auth/auth-usage-report.h"
 #include "chat/chat-metrics.h"
 #include "kimi/kimi-upstream.h"
 #include "kiro/kiro-models.h"
@@ -27,6 +28,7 @@ typedef struct Proxy {
         sd_event *event;
         sd_bus *bus;
         TokenCache *tokens;
+        UsageReporter *usage_report;
         CredentialSelector *selector;
         Upstream *upstream;
         KimiUpstream *kimi_upstream;
@@ -92,6 +94,9 @@ static void proxy_done(Proxy *p) {
         models_live_clear();
         p->selector = credential_selector_free(p->selector);
         p->tokens = token_cache_free(p->tokens);
+        /* Queues the last counts; the flush below delivers them. */
+        chat_metrics_set_credential_hook(NULL, NULL);
+        p->usage_report = usage_reporter_free(p->usage_report);
         p->bus = sd_bus_flush_close_unref(p->bus);
         p->keys = apikeys_free(p->keys);
         proxy_config_done(p);
@@ -703,6 +708,13 @@ static void on_after_dispatch(void *userdata) {
         p->in_after_dispatch = false;
 }
 
+static void on_credential_counts(const char *credential, unsigned requests, unsigned errors, unsigned failovers,
+                                 void *userdata) {
+        int r = usage_reporter_add(userdata, credential, requests, errors, failovers);
+        if (r < 0)
+                log_debug_errno(r, "Failed to count usage of credential '%s': %m", credential);
+}
+
 /* The bus is gone (dbus-daemon restarted or died): no token can be renewed, and kiro-authd's signals would
  * no longer reach us. Reconnecting would need every match and call set up again and the token cache dropped
  * anyway (the new bus may have another kiro-authd); a restart does that, and Restart=on-failure (or
@@ -777,6 +789,10 @@ static int run(int argc, char *argv[]) {
         r = token_cache_new(p.bus, &p.tokens);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the token cache: %m");
+        r = usage_reporter_new(p.event, p.bus, &p.usage_report);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the usage reports: %m");
+        chat_metrics_set_credential_hook(on_credential_counts, p.usage_report);
         r = credential_selector_new(p.bus, p.tokens, &p.selector);
         if (r < 0)
                 return log_error_errno(r, "Failed to follow kiro-authd's credentials: %m");

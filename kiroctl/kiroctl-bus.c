@@ -58,6 +58,9 @@ static const PropertyMap credential_properties[] = {
         { "Region",               's', offsetof(Credential, region)                  },
         { "ProfileArn",           's', offsetof(Credential, profile_arn)             },
         { "Unsaved",              'b', offsetof(Credential, unsaved)                 },
+        { "RequestsLastHour",     'u', offsetof(Credential, requests_last_hour)      },
+        { "ErrorsLastHour",       'u', offsetof(Credential, errors_last_hour)        },
+        { "FailoversLastHour",    'u', offsetof(Credential, failovers_last_hour)     },
 };
 
 static int read_property(sd_bus_message *m, const PropertyMap *p, Credential *c) {

@@ -29,6 +29,11 @@ typedef struct Credential {
         char *region;
         char *profile_arn;
         bool unsaved;                   /* a rotated refresh token kiro-authd could not write yet */
+        /* The last hour's traffic as kiro-proxyd reported it: requests finished, failed upstream attempts,
+         * failovers away from the credential (0 from a kiro-authd without these properties). */
+        uint32_t requests_last_hour;
+        uint32_t errors_last_hour;
+        uint32_t failovers_last_hour;
 } Credential;
 
 void credential_done(Credential *c);

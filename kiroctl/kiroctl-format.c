@@ -171,6 +171,9 @@ int credential_status_json(const Credential *c, json_object **ret) {
             (r = json_add_string(o, "source", c->source)) < 0 ||
             (r = json_add_string(o, "link", c->link)) < 0 ||
             (r = json_add(o, "unsaved", json_object_new_boolean(c->unsaved))) < 0 ||
+            (r = json_add(o, "requests_last_hour", json_object_new_int64(c->requests_last_hour))) < 0 ||
+            (r = json_add(o, "errors_last_hour", json_object_new_int64(c->errors_last_hour))) < 0 ||
+            (r = json_add(o, "failovers_last_hour", json_object_new_int64(c->failovers_last_hour))) < 0 ||
             (r = json_add_string_or_null(o, "fix", fix)) < 0)
                 return r;
 
@@ -309,7 +312,8 @@ int credentials_print_list(FILE *f, const Credential *c, size_t n, const OutputF
         if (flags->legend) {
                 if (n > 0)
                         fputc('\n', f);
-                fprintf(f, "%zu credential%s listed.\n", n, n == 1 ? "" : "s");
+                fprintf(f, "%zu credential%s listed.%s\n", n, n == 1 ? "" : "s",
+                        n > 0 ? " LAST HOUR: requests/errors/failovers reported by kiro-proxyd." : "");
         }
         return 0;
 }
@@ -350,7 +354,7 @@ int credentials_print_table(FILE *f, const Credential *c, size_t n, const Output
         assert(c || n == 0);
         assert(flags);
 
-        t = table_new(7);
+        t = table_new(8);
         if (!t)
                 return -ENOMEM;
         if ((r = table_add_cell(t, "ID", NULL)) < 0 ||
@@ -359,16 +363,20 @@ int credentials_print_table(FILE *f, const Credential *c, size_t n, const Output
             (r = table_add_cell(t, "EXPIRES", NULL)) < 0 ||
             (r = table_add_cell(t, "NEXT REFRESH", NULL)) < 0 ||
             (r = table_add_cell(t, "FAILURES", NULL)) < 0 ||
+            (r = table_add_cell(t, "LAST HOUR", NULL)) < 0 ||
             (r = table_add_cell(t, "LAST ERROR", NULL)) < 0)
                 return r;
 
         for (size_t i = 0; i < n; i++) {
-                char expires[TIMESTAMP_MAX], next[TIMESTAMP_MAX], failures[16];
+                char expires[TIMESTAMP_MAX], next[TIMESTAMP_MAX], failures[16], last_hour[40];
                 const char *failures_color = c[i].consecutive_failures > 0 ? ANSI_YELLOW : NULL;
 
                 (void) format_cell_time(expires, sizeof expires, c[i].access_token_expires_at, flags);
                 (void) format_cell_time(next, sizeof next, c[i].next_refresh_at, flags);
                 snprintf(failures, sizeof failures, "%" PRIu32, c[i].consecutive_failures);
+                /* requests/errors/failovers, explained in the legend */
+                snprintf(last_hour, sizeof last_hour, "%" PRIu32 "/%" PRIu32 "/%" PRIu32, c[i].requests_last_hour,
+                         c[i].errors_last_hour, c[i].failovers_last_hour);
 
                 if ((r = table_add_cell(t, c[i].id, NULL)) < 0 ||
                     (r = table_add_cell(t, c[i].auth_method, NULL)) < 0 ||
@@ -376,6 +384,7 @@ int credentials_print_table(FILE *f, const Credential *c, size_t n, const Output
                     (r = table_add_cell(t, expires, NULL)) < 0 ||
                     (r = table_add_cell(t, next, NULL)) < 0 ||
                     (r = table_add_cell(t, failures, failures_color)) < 0 ||
+                    (r = table_add_cell(t, last_hour, NULL)) < 0 ||
                     (r = table_add_cell(t, c[i].last_error, NULL)) < 0)
                         return r;
         }
@@ -388,7 +397,8 @@ int credentials_print_table(FILE *f, const Credential *c, size_t n, const Output
         if (flags->legend) {
                 if (n > 0)
                         fputc('\n', f);
-                fprintf(f, "%zu credential%s listed.\n", n, n == 1 ? "" : "s");
+                fprintf(f, "%zu credential%s listed.%s\n", n, n == 1 ? "" : "s",
+                        n > 0 ? " LAST HOUR: requests/errors/failovers reported by kiro-proxyd." : "");
         }
         return print_fixes(f, c, n, flags);
 }
@@ -439,6 +449,10 @@ int credential_print_status(FILE *f, const Credential *c, const OutputFlags *fla
         fprintf(f, "Last refresh: %s\n", format_long_time(buf, sizeof buf, c->last_refresh_at, flags));
         fprintf(f, "Next refresh: %s\n", format_long_time(buf, sizeof buf, c->next_refresh_at, flags));
         fprintf(f, "    Failures: %" PRIu32 "\n", c->consecutive_failures);
+        fprintf(f, "   Last hour: %" PRIu32 " request%s, %" PRIu32 " error%s, %" PRIu32 " failover%s\n",
+                c->requests_last_hour, c->requests_last_hour == 1 ? "" : "s",
+                c->errors_last_hour, c->errors_last_hour == 1 ? "" : "s",
+                c->failovers_last_hour, c->failovers_last_hour == 1 ? "" : "s");
         if (!isempty(c->last_error)) {
                 fputs("  Last error: ", f);
                 put_line_safe(f, c->last_error);

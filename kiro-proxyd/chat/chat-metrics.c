@@ -4,6 +4,9 @@
 
 ChatMetrics chat_metrics = {};
 
+static ChatCredentialCountsHook credential_hook = NULL;
+static void *credential_hook_userdata = NULL;
+
 /* Seconds; a chat answer takes from a fraction of a second to minutes. */
 static const double latency_buckets[] = { .05, .1, .25, .5, 1, 2, 4, 8, 15, 30, 60, 120, 300 };
 
@@ -75,4 +78,14 @@ void chat_metrics_upstream(Metric *what, const char *backend, const char *reason
                 metric_add(what, (const char *const[]) { backend, reason }, 1);
         else
                 metric_add(what, (const char *const[]) { backend }, 1);
+}
+
+void chat_metrics_set_credential_hook(ChatCredentialCountsHook hook, void *userdata) {
+        credential_hook = hook;
+        credential_hook_userdata = userdata;
+}
+
+void chat_metrics_credential_counts(const char *credential, unsigned requests, unsigned errors, unsigned failovers) {
+        if (credential_hook && credential)
+                credential_hook(credential, requests, errors, failovers, credential_hook_userdata);
 }

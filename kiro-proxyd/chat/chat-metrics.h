@@ -35,3 +35,11 @@ const char *chat_metrics_model_label(const ModelInfo *m);
 
 /* For back ends: 'what' is one of the upstream_* families, 'reason' NULL for attempts. */
 void chat_metrics_upstream(Metric *what, const char *backend, const char *reason);
+
+/* Per-credential counts for kiro-authd's rolling hour (ReportUsageCounts), besides the Prometheus families:
+ * requests finished on the credential, failed upstream attempts with it, and failovers away from it.
+ * kiro-proxyd.c points the hook at its UsageReporter; without a hook this is a no-op. */
+typedef void (*ChatCredentialCountsHook)(const char *credential, unsigned requests, unsigned errors,
+                                         unsigned failovers, void *userdata);
+void chat_metrics_set_credential_hook(ChatCredentialCountsHook hook, void *userdata);
+void chat_metrics_credential_counts(const char *credential, unsigned requests, unsigned errors, unsigned failovers);

@@ -70,6 +70,7 @@ static void chat_record(Chat *c) {
         metric_add(m->open_streams, NULL, -1);
         if (c->credential)
                 metric_add(m->credential_requests, (const char *const[]) { c->credential, ok ? "ok" : "error" }, 1);
+        chat_metrics_credential_counts(c->credential, 1, 0, 0);
 
         if (log_get_max_level() < LOG_INFO)
                 return;

@@ -191,7 +191,10 @@ static bool fail_over(KimiCall *call) {
         if (!call->token || call->attempt >= KIMI_MAX_ATTEMPTS ||
             !credential_selector_has_other(call->upstream->selector, "kimi", call->token->credential_id))
                 return false;
-        return free_and_strdup(&call->avoid_id, call->token->credential_id) >= 0;
+        if (free_and_strdup(&call->avoid_id, call->token->credential_id) < 0)
+                return false;
+        chat_metrics_credential_counts(call->token->credential_id, 0, 0, 1);
+        return true;
 }
 
 /* Before anything reached the client: a 401 is retried once with a fresh token; the rest fails with the
@@ -201,6 +204,7 @@ static void call_decide(KimiCall *call, ChatErrorKind kind, const char *message)
 
         log_debug("Kimi attempt %u failed: %s (%s).", call->attempt, chat_error_kind_to_string(kind), strna(msg));
         chat_metrics_upstream(chat_metrics.upstream_failures, "kimi", chat_error_kind_to_string(kind));
+        chat_metrics_credential_counts(call->token ? call->token->credential_id : NULL, 0, 1, 0);
         switch (kind) {
         case CHAT_ERROR_UNAUTHORIZED:
                 report(call, "unauthorized");

@@ -315,6 +315,7 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
 
         log_debug("Upstream attempt %u failed: %s (%s).", call->attempt, reason, strna(msg));
         chat_metrics_upstream(chat_metrics.upstream_failures, "kiro", reason);
+        chat_metrics_credential_counts(call->credential, 0, 1, 0);
         {
                 /* For the operator: which credential failed how, for which request (Kiro's message is
                  * server text, escaped). */
@@ -359,6 +360,7 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
                         if (free_and_strdup(&call->avoid_id, call->token->credential_id) < 0)
                                 return call_fail(call, FAILURE_INTERNAL, 0, "Out of memory.");
                         chat_metrics_upstream(chat_metrics.upstream_failovers, "kiro", reason);
+                        chat_metrics_credential_counts(call->credential, 0, 0, 1);
                         return call_retry(call, 0);
                 }
                 return call_fail(call, FAILURE_UNAVAILABLE, 0,
@@ -383,6 +385,7 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
                         bool over = can_fail_over(call);
                         chat_metrics_upstream(over ? chat_metrics.upstream_failovers : chat_metrics.upstream_retries,
                                               "kiro", reason);
+                        chat_metrics_credential_counts(call->credential, 0, 0, over);
                         return call_retry(call, over ? 0 : MAX(backoff(call), MIN(ra, cfg->backoff_max)));
                 }
                 return call_fail(call, FAILURE_RATE_LIMIT, ra ?: USEC_PER_SEC, "Kiro is rate limiting: %s", strna(msg));
@@ -408,6 +411,7 @@ static void call_decide(UpstreamCall *call, AttemptFailure fk, ChatErrorKind kin
                 if (more) {
                         chat_metrics_upstream(n_endpoints > 1 ? chat_metrics.upstream_failovers : chat_metrics.upstream_retries,
                                               "kiro", reason);
+                        chat_metrics_credential_counts(call->credential, 0, 0, n_endpoints > 1);
                         char f_req[64], f_reason[64];
                         (void) snprintf(f_req, sizeof f_req, "KIROD_REQUEST_ID=%s", call->conv->request_id);
                         (void) snprintf(f_reason, sizeof f_reason, "KIROD_REASON=%s", reason);

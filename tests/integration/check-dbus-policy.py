@@ -22,7 +22,8 @@ import xml.etree.ElementTree as ET
 EXPECTED_WARNINGS = ("Unknown username", "Unknown group", "Failed to set fd limit")
 BUS_NAME = "org.kirod.Auth1"
 # What each non-default policy block may send (interface, member), by role.
-PROXY_MEMBERS = {("org.kirod.Auth1.Manager", "GetToken"), ("org.kirod.Auth1.Manager", "ReportUpstreamError")}
+PROXY_MEMBERS = {("org.kirod.Auth1.Manager", "GetToken"), ("org.kirod.Auth1.Manager", "ReportUpstreamError"),
+                 ("org.kirod.Auth1.Manager", "ReportUsageCounts")}
 ADMIN_MEMBERS = {("org.kirod.Auth1.Manager", "Import"), ("org.kirod.Auth1.Manager", "StartLogin"),
                  ("org.kirod.Auth1.Manager", "CancelLogin"),
                  ("org.kirod.Auth1.Credential", "Refresh"), ("org.kirod.Auth1.Credential", "Remove"),

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(not AUTHD_BIN.exists() or not KIROCTL_BIN.exists
 
 STATUS_KEYS = {"id", "provider", "auth_method", "state", "enabled", "region", "profile_arn", "expires_at",
                "expires_at_usec", "next_refresh_at_usec", "last_refresh_at_usec", "consecutive_failures",
-               "last_error", "cooldown_until_usec", "cooldown_reason", "source", "unsaved", "fix"}
+               "last_error", "cooldown_until_usec", "cooldown_reason", "source", "unsaved", "fix",
+               "requests_last_hour", "errors_last_hour", "failovers_last_hour"}
 METHODS = {"social", "builder-id", "idc", "external-idp", "api-key"}
 STATES = {"active", "refreshing", "cooldown", "needs-login", "disabled"}
 SEC = 1_000_000

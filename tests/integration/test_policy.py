@@ -35,6 +35,7 @@ MATRIX = [
         ((LOG_CONTROL_PATH, PROPS, "Set"), {"root"}),
         ((MANAGER_PATH, MANAGER_IFACE, "GetToken"), {"root", PROXY_USER}),
         ((MANAGER_PATH, MANAGER_IFACE, "ReportUpstreamError"), {"root", PROXY_USER}),
+        ((MANAGER_PATH, MANAGER_IFACE, "ReportUsageCounts"), {"root", PROXY_USER}),
         ((MANAGER_PATH, MANAGER_IFACE, "Import"), {"root", TEST_ADMIN}),
         ((MANAGER_PATH, MANAGER_IFACE, "StartLogin"), {"root", TEST_ADMIN}),
         ((MANAGER_PATH, MANAGER_IFACE, "CancelLogin"), {"root", TEST_ADMIN}),

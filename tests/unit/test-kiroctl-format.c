@@ -9,7 +9,8 @@
 static const char *const status_keys[] = {
         "id", "provider", "auth_method", "state", "enabled", "region", "profile_arn", "expires_at",
         "expires_at_usec", "next_refresh_at_usec", "last_refresh_at_usec", "consecutive_failures", "last_error",
-        "cooldown_until_usec", "cooldown_reason", "source", "link", "unsaved", "fix",
+        "cooldown_until_usec", "cooldown_reason", "source", "link", "unsaved", "requests_last_hour",
+        "errors_last_hour", "failovers_last_hour", "fix",
 };
 
 static Credential make(const char *id, const char *method, const char *state, const char *source) {
@@ -98,6 +99,9 @@ TEST(status_json_keys_and_values) {
         free(c.profile_arn);
         c.profile_arn = strdup("arn:aws:codewhisperer:us-east-1:699475941385:profile/EHGA3GRVQMUK");
         c.cooldown_until = 42;
+        c.requests_last_hour = 4000000000u;     /* a u32 beyond INT32_MAX stays positive */
+        c.errors_last_hour = 2;
+        c.failovers_last_hour = 1;
 
         ASSERT_OK(credential_status_json(&c, &o));
 
@@ -122,6 +126,10 @@ TEST(status_json_keys_and_values) {
         ASSERT_TRUE(json_object_object_get_ex(o, "last_refresh_at_usec", &v) && json_object_get_uint64(v) == 1000);
         ASSERT_TRUE(json_object_object_get_ex(o, "consecutive_failures", &v) && json_object_get_int(v) == 3);
         ASSERT_TRUE(json_object_object_get_ex(o, "cooldown_until_usec", &v) && json_object_get_uint64(v) == 42);
+        ASSERT_TRUE(json_object_object_get_ex(o, "requests_last_hour", &v) && json_object_is_type(v, json_type_int) &&
+                    json_object_get_int64(v) == 4000000000);
+        ASSERT_TRUE(json_object_object_get_ex(o, "errors_last_hour", &v) && json_object_get_int64(v) == 2);
+        ASSERT_TRUE(json_object_object_get_ex(o, "failovers_last_hour", &v) && json_object_get_int64(v) == 1);
         ASSERT_STREQ(json_string_or_null(o, "last_error"), "HTTP 400: invalid_grant");
         ASSERT_STREQ(json_string_or_null(o, "profile_arn"),
                      "arn:aws:codewhisperer:us-east-1:699475941385:profile/EHGA3GRVQMUK");
@@ -224,12 +232,15 @@ TEST(status_table_plain) {
         c[1].consecutive_failures = 12;
         free(c[1].last_error);
         c[1].last_error = strdup("HTTP 400: invalid_grant\n(Invalid refresh token provided)");
+        c[1].requests_last_hour = 25;
+        c[1].errors_last_hour = 3;
+        c[1].failovers_last_hour = 1;
 
         /* Not a terminal: no header, no colours, RFC 3339 times, "-" for nothing; then the fix. */
         out = render(credentials_print_table, c, 2, &flags);
         ASSERT_STREQ(out,
-                     "main         social active      2025-12-31T02:32:45.144Z - 0  -\n"
-                     "second-login idc    needs-login -                        - 12 HTTP 400: invalid_grant (Invalid refresh token provided)\n"
+                     "main         social active      2025-12-31T02:32:45.144Z - 0  0/0/0  -\n"
+                     "second-login idc    needs-login -                        - 12 25/3/1 HTTP 400: invalid_grant (Invalid refresh token provided)\n"
                      "\n"
                      "second-login needs a new login. Fix: kiro-cli login && kiroctl import --from-kiro-cli --replace --id second-login\n");
         ASSERT_NULL(strchr(out, '\x1b'));
@@ -273,7 +284,8 @@ TEST(status_table_terminal) {
         ASSERT_NOT_NULL(strstr(out, "in 1h 5min"));
         ASSERT_NOT_NULL(strstr(out, "in 55min 0s"));
         ASSERT_NOT_NULL(strstr(out, "never"));
-        ASSERT_NOT_NULL(strstr(out, "\n3 credentials listed.\n"));
+        ASSERT_NOT_NULL(strstr(out, "\n3 credentials listed. LAST HOUR: requests/errors/failovers reported by kiro-proxyd.\n"));
+        ASSERT_NOT_NULL(strstr(out, "LAST HOUR"));
         /* The long error was cut to the width. */
         ASSERT_NOT_NULL(strstr(out, "..."));
         ASSERT_NULL(strstr(out, "interval is over"));
@@ -294,6 +306,9 @@ TEST(status_block) {
         c.last_error = strdup("HTTP 400: invalid_grant");
         c.consecutive_failures = 1;
         c.cooldown_until = flags.now + 60 * USEC_PER_SEC;
+        c.requests_last_hour = 1;
+        c.errors_last_hour = 2;
+        c.failovers_last_hour = 1;
         ASSERT_OK(parse_rfc3339("2025-12-31T02:32:45.144Z", &c.last_refresh_at));
 
         {
@@ -309,6 +324,7 @@ TEST(status_block) {
         ASSERT_NOT_NULL(strstr(out, "     Expires: -\n"));
         ASSERT_NOT_NULL(strstr(out, "Last refresh: 2025-12-31T02:32:45.144Z\n"));
         ASSERT_NOT_NULL(strstr(out, "  Last error: HTTP 400: invalid_grant\n"));
+        ASSERT_NOT_NULL(strstr(out, "   Last hour: 1 request, 2 errors, 1 failover\n"));
         ASSERT_NOT_NULL(strstr(out, "    Cooldown: until "));
         ASSERT_NOT_NULL(strstr(out, "         Fix: log in again in the Kiro IDE, then: kiroctl import --from-kiro-ide --replace --id main\n"));
         ASSERT_NULL(strchr(out, '\x1b'));
