@@ -622,7 +622,7 @@ int http_server_new(sd_event *e, const HttpLimits *limits, HttpHandler handler, 
                 s->limits.max_connections = d.max_connections;
         s->limits.max_connections = MIN(s->limits.max_connections, UINT_MAX / 2);
         if (s->limits.max_connections_per_client == 0)
-                s->limits.max_connections_per_client = d.max_connections_per_client;
+                s->limits.max_connections_per_client = s->limits.max_connections;
         if (s->limits.header_timeout_usec == 0)
                 s->limits.header_timeout_usec = d.header_timeout_usec;
         if (s->limits.max_body_bytes == 0)
@@ -645,7 +645,7 @@ int http_server_new(sd_event *e, const HttpLimits *limits, HttpHandler handler, 
 void http_server_set_request_limits(HttpServer *s, const HttpLimits *limits) {
         HttpLimits d = HTTP_LIMITS_DEFAULT;
 
-        s->limits.max_connections_per_client = limits->max_connections_per_client ?: d.max_connections_per_client;
+        s->limits.max_connections_per_client = limits->max_connections_per_client ?: s->limits.max_connections;
         s->limits.max_body_bytes = MIN(limits->max_body_bytes ?: d.max_body_bytes, (uint64_t) SIZE_MAX / 2);
         s->limits.header_timeout_usec = limits->header_timeout_usec ?: d.header_timeout_usec;
         s->limits.request_timeout_usec = limits->request_timeout_usec ?: d.request_timeout_usec;

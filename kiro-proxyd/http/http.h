@@ -18,7 +18,8 @@ typedef struct HttpLimits {
                                          * pushes out the one that has waited longest for its request to
                                          * arrive; if every connection is busy with a request, it is refused */
         unsigned max_connections_per_client; /* MaxConnectionsPerClient=: per peer IP address (unix socket
-                                         * peers are not limited); the same rule within one client */
+                                         * peers are not limited); the same rule within one client; 0:
+                                         * max_connections (every local TCP client is 127.0.0.1 or ::1) */
         uint64_t max_body_bytes;        /* MaxBodyBytes=: larger bodies get 413 (from Content-Length before
                                          * reading the body; chunked bodies when they cross the cap) */
         uint64_t idle_timeout_usec;     /* IdleTimeoutSec=: a connection that makes no progress in either
@@ -32,7 +33,6 @@ typedef struct HttpLimits {
 } HttpLimits;
 
 #define HTTP_MAX_CONNECTIONS_DEFAULT 1024U
-#define HTTP_MAX_CONNECTIONS_PER_CLIENT_DEFAULT 256U
 /* Kiro takes about 600 kB (MaxUpstreamPayloadBytes=); images travel base64 in both bodies, so a client body
  * much larger than that can only be served by TrimHistory=. 8 MiB is ~14 times the upstream limit: room for
  * a long client-side history to trim, or for MaxUpstreamPayloadBytes= raised to the 2 MB some sources
@@ -47,7 +47,6 @@ typedef struct HttpLimits {
 #define HTTP_LIMITS_DEFAULT                                             \
         ((HttpLimits) {                                                 \
                 .max_connections = HTTP_MAX_CONNECTIONS_DEFAULT,        \
-                .max_connections_per_client = HTTP_MAX_CONNECTIONS_PER_CLIENT_DEFAULT, \
                 .max_body_bytes = HTTP_MAX_BODY_BYTES_DEFAULT,          \
                 .idle_timeout_usec = HTTP_IDLE_TIMEOUT_USEC_DEFAULT,    \
                 .request_timeout_usec = HTTP_REQUEST_TIMEOUT_USEC_DEFAULT, \
