@@ -296,6 +296,11 @@ int openai_parse_chat(const char *body, size_t size, const ApiLimits *l, Convers
                 if (r < 0)
                         return r;
         }
+        /* System messages alone are a conversation (the builder adds the user turn Kiro needs); nothing
+         * at all is not. */
+        if (c->n_messages == 0 && isempty(c->system))
+                return failure_set(err, FAILURE_INVALID_REQUEST, "messages",
+                                   "'messages' holds no message with content.");
         r = api_check_content_parts(c, l, err);
         if (r < 0)
                 return r;

@@ -27,7 +27,8 @@ static void check_failure(const Failure *f) {
 static void check_conversation(const Conversation *c, const ApiLimits *l) {
         size_t parts = 0;
 
-        assert(c->n_messages > 0 && c->n_messages <= l->max_messages);
+        /* System messages alone are a conversation; nothing at all is not. */
+        assert((c->n_messages > 0 || !isempty(c->system)) && c->n_messages <= l->max_messages);
         assert(c->n_tools <= l->max_tools);
         for (size_t i = 0; i < c->n_messages; i++)
                 parts += c->messages[i].n_parts;
