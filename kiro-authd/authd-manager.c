@@ -529,18 +529,6 @@ static void credential_mark_needs_login(Credential *cred, const char *error) {
                              "Credential '%s' needs a new login (%s): %s.", c->id, strna(error), hint);
 }
 
-RefreshResultKind refresh_result_kind_of(RefreshOutcome o, bool stored) {
-        switch (o) {
-        case REFRESH_OK:
-                return stored ? REFRESH_RESULT_OK : REFRESH_RESULT_LOCAL_ERROR;
-        case REFRESH_TRANSIENT:
-                return REFRESH_RESULT_TRANSIENT_ERROR;
-        case REFRESH_PERMANENT:
-                return REFRESH_RESULT_REJECTED;
-        }
-        return _REFRESH_RESULT_INVALID;
-}
-
 /* Counts one refresh attempt of cred (the Refreshes property); saturates. */
 static void credential_count_refresh(Credential *cred, RefreshResultKind k) {
         assert(k >= 0 && k < _REFRESH_RESULT_MAX);

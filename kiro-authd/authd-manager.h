@@ -12,7 +12,6 @@
 #include "authd-credential.h"
 #include "authd-refresh.h"
 #include "authd-store.h"
-#include "bus-names.h"
 #include "curl-glue.h"
 
 typedef struct Manager Manager;
@@ -126,9 +125,7 @@ void credential_schedule(Credential *cred);
 /* Starts a refresh unless one runs (single flight). force: even while backing off. */
 int credential_start_refresh(Credential *cred, bool force);
 int credential_save(Credential *cred);
-/* The result a finished refresh answer counts as: ok when its tokens were stored, local-error when they
- * could not be. */
-RefreshResultKind refresh_result_kind_of(RefreshOutcome o, bool stored);
+
 void credential_emit_changed(Credential *cred);
 bool credential_token_usable(Credential *cred, usec_t n);
 
