@@ -17,6 +17,7 @@
 #include "api/api-openai.h"
 #include "api/api-responses.h"
 #include "auth/auth-credinfo.h"
+#include "auth/auth-credmetrics.h"
 #include "auth/auth-tokencache.h"
 #include "auth/auth-usage-report.h"
 #include "chat/chat-metrics.h"
@@ -147,56 +148,6 @@ static int on_headers(HttpRequest *r, void *userdata) {
             !streq(http_request_path(r), "/readyz") && !apikeys_check(p->keys, r))
                 return check_key(p, r);
         return 0;
-}
-
-/* Per-credential series, rebuilt from kiro-authd's ObjectManager at each scrape. */
-static struct {
-        Metric *authd_up, *usable, *state, *enabled, *expiry, *cooldown, *failures;
-} credential_metrics;
-
-static int credential_metrics_init(void) {
-        static const char *const l_id[] = { "credential", "provider", NULL };
-        static const char *const l_state[] = { "credential", "provider", "state", NULL };
-        MetricsRegistry *g = chat_metrics.registry;
-        credential_metrics.authd_up = metrics_register(g, METRIC_GAUGE, "kirod_authd_up",
-                                                       "1 when kiro-authd answered the credential list for this scrape.", NULL, NULL, 0);
-        credential_metrics.usable = metrics_register(g, METRIC_GAUGE, "kirod_credentials_usable",
-                                                     "Credentials enabled and active or refreshing.", NULL, NULL, 0);
-        credential_metrics.state = metrics_register(g, METRIC_GAUGE, "kirod_credential_state",
-                                                    "1 for the state a credential is in.", l_state, NULL, 0);
-        credential_metrics.enabled = metrics_register(g, METRIC_GAUGE, "kirod_credential_enabled",
-                                                      "1 when the credential is enabled.", l_id, NULL, 0);
-        credential_metrics.expiry = metrics_register(g, METRIC_GAUGE, "kirod_credential_access_token_expiry_timestamp_seconds",
-                                                     "When the credential's access token expires (0: unknown).", l_id, NULL, 0);
-        credential_metrics.cooldown = metrics_register(g, METRIC_GAUGE, "kirod_credential_cooldown_until_timestamp_seconds",
-                                                       "Until when the credential cools down (0: not cooling down).", l_id, NULL, 0);
-        credential_metrics.failures = metrics_register(g, METRIC_GAUGE, "kirod_credential_consecutive_failures",
-                                                       "Consecutive refresh or upstream failures of the credential.", l_id, NULL, 0);
-        if (!credential_metrics.authd_up || !credential_metrics.usable || !credential_metrics.state ||
-            !credential_metrics.enabled || !credential_metrics.expiry || !credential_metrics.cooldown || !credential_metrics.failures)
-                return -ENOMEM;
-        return 0;
-}
-
-static void credential_metrics_fill(int error, const CredInfo *l, size_t n) {
-        size_t usable = 0;
-        metric_clear(credential_metrics.state);
-        metric_clear(credential_metrics.enabled);
-        metric_clear(credential_metrics.expiry);
-        metric_clear(credential_metrics.cooldown);
-        metric_clear(credential_metrics.failures);
-        metric_set(credential_metrics.authd_up, NULL, error < 0 ? 0 : 1);
-        for (size_t i = 0; i < n; i++) {
-                const char *const id[] = { strempty(l[i].id), strempty(l[i].provider) };
-                const char *const st[] = { strempty(l[i].id), strempty(l[i].provider), strempty(l[i].state) };
-                usable += credinfo_usable(&l[i]);
-                metric_set(credential_metrics.state, st, 1);
-                metric_set(credential_metrics.enabled, id, l[i].enabled);
-                metric_set(credential_metrics.expiry, id, (double) (l[i].expires_at / USEC_PER_SEC));
-                metric_set(credential_metrics.cooldown, id, (double) (l[i].cooldown_until / USEC_PER_SEC));
-                metric_set(credential_metrics.failures, id, l[i].failures);
-        }
-        metric_set(credential_metrics.usable, NULL, (double) usable);
 }
 
 typedef struct Probe {
@@ -753,7 +704,7 @@ static int run(int argc, char *argv[]) {
         (void) kirod_bus_errors_register();
         r = chat_metrics_init();
         if (r >= 0)
-                r = credential_metrics_init();
+                r = credential_metrics_init(chat_metrics.registry);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the metrics: %m");
 
