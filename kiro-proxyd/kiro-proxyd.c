@@ -68,6 +68,13 @@ typedef struct Proxy {
         char **retired_strings;
 } Proxy;
 
+/* What a listener serves (http_server_add_listener_tagged()): the API, or only /metrics, /healthz and /readyz
+ * without API keys (MetricsListen=, or a socket passed as "metrics"). */
+enum {
+        LISTENER_API,
+        LISTENER_METRICS,
+};
+
 static char *arg_config = NULL;
 static char **arg_listen = NULL;
 static int arg_log_level = -1;
@@ -143,6 +150,10 @@ static int on_headers(HttpRequest *r, void *userdata) {
         int k = http_access_check(&p->access, r);
         if (k != 0)
                 return k < 0 ? k : 0;
+        /* The metrics listener serves no API and needs no key: on_request() answers 404 to everything but the
+         * three operator endpoints. */
+        if (http_request_listener_tag(r) == LISTENER_METRICS)
+                return 0;
         /* Refuse a wrong key before reading a large body; the health check needs none. */
         if (apikeys_count(p->keys) > 0 && !streq(http_request_path(r), "/healthz") &&
             !streq(http_request_path(r), "/readyz") && !apikeys_check(p->keys, r))
@@ -210,6 +221,14 @@ static int handle_probe(Proxy *p, HttpRequest *r, bool metrics) {
         return 0;
 }
 
+static int respond_not_found(HttpRequest *r, const char *method, const char *path) {
+        Failure e = {};
+        (void) failure_set(&e, FAILURE_NOT_FOUND, NULL, "Unknown route %s %s.", method, path);
+        int ret = api_error_respond(r, shape_of_path(path), &e);
+        failure_done(&e);
+        return ret;
+}
+
 static int on_request(HttpRequest *r, void *userdata) {
         Proxy *p = userdata;
         const char *method = http_request_method(r), *path = http_request_path(r);
@@ -221,6 +240,11 @@ static int on_request(HttpRequest *r, void *userdata) {
         }
         if (streq(path, "/readyz") && get)
                 return handle_probe(p, r, false);
+        if (http_request_listener_tag(r) == LISTENER_METRICS) {
+                if (streq(path, "/metrics") && get)
+                        return handle_probe(p, r, true);
+                return respond_not_found(r, method, path);
+        }
         if (apikeys_count(p->keys) > 0 && !apikeys_check(p->keys, r))
                 return check_key(p, r);
 
@@ -286,6 +310,7 @@ static int parse_config(Proxy *p) {
         uint64_t max_body = HTTP_MAX_BODY_BYTES_DEFAULT;
         const ConfigItem table[] = {
                 { "Proxy", "Listen", config_parse_listen, &p->listen.listen },
+                { "Proxy", "MetricsListen", config_parse_listen, &p->listen.metrics_listen },
                 { "Proxy", "AllowNonLoopback", config_parse_bool, &p->listen.allow_non_loopback },
                 { "Proxy", "SocketMode", config_parse_mode, &p->listen.socket_mode },
                 { "Proxy", "APIKeysFile", config_parse_string, &p->api_keys_file },
@@ -411,6 +436,7 @@ static int proxy_apply_reload(Proxy *p, Proxy *n) {
 
 #define RESTART_ONLY(cond, key) if (cond) log_notice(key "= changed; takes effect after a restart.")
         RESTART_ONLY(!strv_equal(p->listen.listen, n->listen.listen), "Listen");
+        RESTART_ONLY(!strv_equal(p->listen.metrics_listen, n->listen.metrics_listen), "MetricsListen");
         RESTART_ONLY(p->listen.allow_non_loopback != n->listen.allow_non_loopback, "AllowNonLoopback");
         RESTART_ONLY(p->listen.socket_mode != n->listen.socket_mode, "SocketMode");
         RESTART_ONLY(!streq_ptr(p->tls_certificate_file, n->tls_certificate_file), "TLSCertificateFile");
@@ -555,7 +581,8 @@ static int setup_listeners(Proxy *p) {
                 _cleanup_free_ char *desc = fds[i].description;
                 int fd = fds[i].fd;
                 fds[i].description = NULL;
-                r = http_server_add_listener(p->http, fd, desc, fds[i].tls ? tls : NULL);
+                r = http_server_add_listener_tagged(p->http, fd, desc, fds[i].tls ? tls : NULL,
+                                                    fds[i].metrics ? LISTENER_METRICS : LISTENER_API);
                 if (r < 0) {
                         for (size_t j = i + 1; j < n; j++) {
                                 safe_close(fds[j].fd);
@@ -565,7 +592,8 @@ static int setup_listeners(Proxy *p) {
                         return log_error_errno(r, "Failed to serve on '%s': %m", strna(desc));
                 }
                 int port = fds[i].kind == LISTEN_TCP ? listen_fd_port(fd) : -1;
-                log_info("Listening on %s%s.", strna(desc), fds[i].activated ? " (socket activation)" : "");
+                log_info("Listening on %s%s%s.", strna(desc), fds[i].metrics ? " for /metrics, /healthz and /readyz only" : "",
+                         fds[i].activated ? " (socket activation)" : "");
                 if (port >= 0)
                         log_debug("Bound TCP port %d.", port);
         }
