@@ -595,7 +595,7 @@ static int setup_listeners(Proxy *p) {
                 log_info("Listening on %s%s%s.", strna(desc), fds[i].metrics ? " for /metrics, /healthz and /readyz only" : "",
                          fds[i].activated ? " (socket activation)" : "");
                 if (port >= 0)
-                        log_debug("Bound TCP port %d.", port);
+                        log_debug("Bound %sTCP port %d.", fds[i].metrics ? "metrics " : "", port);
         }
         free(fds);
         return 0;
