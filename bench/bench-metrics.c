@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "auth/auth-credmetrics.h"
 #include "chat/chat-metrics.h"
 
 static double now_ns(void) {
@@ -75,23 +76,23 @@ int main(void) {
         }
         printf("log line per request (%s): %.0f ns\n", getenv("KIROD_LOG_FORMAT") ?: "text", (now_ns() - t0) / nl);
 
-        /* A scrape: 300 credentials' gauges (as kiro-proxyd.c fills them) and all of the above. */
-        static const char *const l_id[] = { "credential", "provider", NULL };
-        static const char *const l_state[] = { "credential", "provider", "state", NULL };
+        /* A scrape: 300 credentials as kiro-proxyd fills them from kiro-authd's objects (every refresh result,
+         * and the quota of each), and all of the above. */
         MetricsRegistry *g = chat_metrics.registry;
-        Metric *state = metrics_register(g, METRIC_GAUGE, "kirod_credential_state", "x", l_state, NULL, 0);
-        Metric *gauges[4];
-        for (unsigned k = 0; k < 4; k++)
-                gauges[k] = metrics_register(g, METRIC_GAUGE, (const char *[]) { "kirod_credential_enabled",
-                        "kirod_credential_access_token_expiry_timestamp_seconds",
-                        "kirod_credential_cooldown_until_timestamp_seconds", "kirod_credential_consecutive_failures" }[k],
-                        "x", l_id, NULL, 0);
-        double tf = now_ns();
+        if (credential_metrics_init(g) < 0)
+                return 2;
+        static CredInfo infos[300];
         for (unsigned i = 0; i < 300; i++) {
-                metric_set(state, (const char *const[]) { creds[i], "kiro", "active" }, 1);
-                for (unsigned k = 0; k < 4; k++)
-                        metric_set(gauges[k], (const char *const[]) { creds[i], "kiro" }, 1796520250);
+                infos[i] = (CredInfo) { .id = creds[i], .provider = (char *) "kiro", .state = (char *) "active",
+                                        .enabled = true, .expires_at = UINT64_C(1796520250000000),
+                                        .cooldown_until = 0, .failures = i % 3, .have_refreshes = true,
+                                        .refreshes = { 40 + i, i % 7, 0, 0, i % 2 },
+                                        .quota_used = 412.5 + i, .quota_limit = 1000,
+                                        .quota_reset_at = UINT64_C(1798761600000000),
+                                        .quota_fetched_at = UINT64_C(1796520250000000) };
         }
+        double tf = now_ns();
+        credential_metrics_fill(0, infos, 300);
         tf = now_ns() - tf;
         Buf b = {};
         t0 = now_ns();

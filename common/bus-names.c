@@ -33,6 +33,25 @@ int kirod_bus_errors_register(void) {
         return 0;
 }
 
+static const char *const refresh_result_kind_table[_REFRESH_RESULT_MAX] = {
+        [REFRESH_RESULT_OK] = "ok",
+        [REFRESH_RESULT_TRANSIENT_ERROR] = "transient-error",
+        [REFRESH_RESULT_REJECTED] = "rejected",
+        [REFRESH_RESULT_NO_LOGIN] = "no-login",
+        [REFRESH_RESULT_LOCAL_ERROR] = "local-error",
+};
+
+const char *refresh_result_kind_to_string(RefreshResultKind k) {
+        return k >= 0 && k < _REFRESH_RESULT_MAX ? refresh_result_kind_table[k] : NULL;
+}
+
+RefreshResultKind refresh_result_kind_from_string(const char *s) {
+        for (RefreshResultKind k = 0; s && k < _REFRESH_RESULT_MAX; k++)
+                if (streq(refresh_result_kind_table[k], s))
+                        return k;
+        return _REFRESH_RESULT_INVALID;
+}
+
 int kirod_credential_path(const char *id, char **ret) {
         return sd_bus_path_encode(KIROD_CREDENTIAL_PREFIX, id, ret);
 }

@@ -2,6 +2,7 @@
 /* Every D-Bus name, path, interface and error name kirod uses, in one place. */
 #pragma once
 
+#include <errno.h>
 #include <systemd/sd-bus.h>
 
 #define KIROD_BUS_NAME            "org.kirod.Auth1"
@@ -27,6 +28,21 @@
 #define KIROD_ERROR_LOGIN_IN_PROGRESS     KIROD_ERROR_PREFIX "LoginInProgress"
 #define KIROD_ERROR_NO_SUCH_LOGIN         KIROD_ERROR_PREFIX "NoSuchLogin"
 #define KIROD_ERROR_LOGIN_FAILED          KIROD_ERROR_PREFIX "LoginFailed"
+
+/* The results a credential's refresh attempts are counted by (the Credential property Refreshes, a{st},
+ * and kirod_credential_refreshes_total): a fixed set, documented in docs/org.kirod.Auth1.md. */
+typedef enum RefreshResultKind {
+        REFRESH_RESULT_OK,              /* new tokens, stored */
+        REFRESH_RESULT_TRANSIENT_ERROR, /* network, timeout, 5xx, 429, slow_down, other 4xx: retried */
+        REFRESH_RESULT_REJECTED,        /* the server refused the login (invalid_grant & co): needs-login */
+        REFRESH_RESULT_NO_LOGIN,        /* not sent: no refresh token, or the client registration expired */
+        REFRESH_RESULT_LOCAL_ERROR,     /* answered but not stored, or the request could not be built/started */
+        _REFRESH_RESULT_MAX,
+        _REFRESH_RESULT_INVALID = -EINVAL,
+} RefreshResultKind;
+
+const char *refresh_result_kind_to_string(RefreshResultKind k);
+RefreshResultKind refresh_result_kind_from_string(const char *s);
 
 /* The signal that ends a login (StartLogin). */
 #define KIROD_SIGNAL_LOGIN_FINISHED       "LoginFinished"

@@ -1104,6 +1104,33 @@ static int property_get_last_hour(sd_bus *bus, const char *path, const char *int
                                                                                      : s.failovers);
 }
 
+/* Refreshes: every result of the fixed set (bus-names.h), in its order, zeros included. */
+static int property_get_refreshes(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Credential *cred = userdata;
+        int r = sd_bus_message_open_container(reply, 'a', "{st}");
+        for (RefreshResultKind k = 0; r >= 0 && k < _REFRESH_RESULT_MAX; k++)
+                r = sd_bus_message_append(reply, "{st}", refresh_result_kind_to_string(k), cred->refreshes[k]);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+/* UsageUsed, UsageLimit, UsageResetAt, UsageFetchedAt: the last good usage answer (GetUsage); UsageFetchedAt
+ * 0 means none yet, and then the others are 0 too. */
+static int property_get_usage(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Credential *cred = userdata;
+        const CredentialUsage *u = cred->usage && cred->usage->have_limits ? cred->usage : NULL;
+        if (streq(property, "UsageUsed"))
+                return sd_bus_message_append(reply, "d", u ? usage_limits_consumed(&u->limits) : 0.0);
+        if (streq(property, "UsageLimit"))
+                return sd_bus_message_append(reply, "d", u ? usage_limits_granted(&u->limits) : 0.0);
+        if (streq(property, "UsageResetAt"))
+                return sd_bus_message_append(reply, "t", (uint64_t) (u ? u->limits.next_reset : 0));
+        return sd_bus_message_append(reply, "t", (uint64_t) (u ? u->fetched_at : 0));
+}
+
 static int property_get_link(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         return sd_bus_message_append(reply, "s", credential_link_state(userdata));
@@ -1132,6 +1159,11 @@ static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_PROPERTY("RequestsLastHour", "u", property_get_last_hour, 0, EC),
         SD_BUS_PROPERTY("ErrorsLastHour", "u", property_get_last_hour, 0, EC),
         SD_BUS_PROPERTY("FailoversLastHour", "u", property_get_last_hour, 0, EC),
+        SD_BUS_PROPERTY("Refreshes", "a{st}", property_get_refreshes, 0, EC),
+        SD_BUS_PROPERTY("UsageUsed", "d", property_get_usage, 0, EC),
+        SD_BUS_PROPERTY("UsageLimit", "d", property_get_usage, 0, EC),
+        SD_BUS_PROPERTY("UsageResetAt", "t", property_get_usage, 0, EC),
+        SD_BUS_PROPERTY("UsageFetchedAt", "t", property_get_usage, 0, EC),
         SD_BUS_METHOD_WITH_ARGS("Refresh", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_refresh,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Remove", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_remove,

@@ -529,6 +529,13 @@ static void credential_mark_needs_login(Credential *cred, const char *error) {
                              "Credential '%s' needs a new login (%s): %s.", c->id, strna(error), hint);
 }
 
+/* Counts one refresh attempt of cred (the Refreshes property); saturates. */
+static void credential_count_refresh(Credential *cred, RefreshResultKind k) {
+        assert(k >= 0 && k < _REFRESH_RESULT_MAX);
+        if (cred->refreshes[k] < UINT64_MAX)
+                cred->refreshes[k]++;
+}
+
 static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
         Credential *cred = userdata;
         CredentialRecord *c = cred->record;
@@ -585,6 +592,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 if (res.profile_arn_rejected)
                         log_warning("Ignoring the profile ARN of the refresh answer for '%s': its region is not a valid region.",
                                     c->id);
+                credential_count_refresh(cred, refresh_result_kind_of(o, r >= 0));
                 if (r < 0) {
                         /* Keep the new tokens in memory and try to write them again soon; hand out nothing
                          * the disk does not have. The server has already replaced the stored refresh token,
@@ -610,12 +618,14 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                 break;
 
         case REFRESH_PERMANENT:
+                credential_count_refresh(cred, refresh_result_kind_of(o, false));
                 c->consecutive_failures++;
                 credential_mark_needs_login(cred, res.error);
                 credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
                 break;
 
         case REFRESH_TRANSIENT: {
+                credential_count_refresh(cred, refresh_result_kind_of(o, false));
                 c->consecutive_failures++;
                 (void) free_and_strdup(&c->last_error, res.error);
                 /* Exponential backoff with ±20 % jitter, capped. */
@@ -703,6 +713,7 @@ int credential_start_refresh(Credential *cred, bool force) {
                 char buf[RFC3339_MAX], e[96];
                 snprintf(e, sizeof e, "the client registration expired on %s",
                          format_rfc3339(buf, sizeof buf, c->client_secret_expires_at));
+                credential_count_refresh(cred, REFRESH_RESULT_NO_LOGIN);
                 credential_mark_needs_login(cred, e);
                 credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
                 credential_schedule(cred);
@@ -713,11 +724,16 @@ int credential_start_refresh(Credential *cred, bool force) {
         r = refresh_build_request(c, m->config.kiro_auth_url, m->config.oidc_url, m->config.kimi_auth_url, &cred->request,
                                   &message);
         if (r == REFRESH_E_NO_LOGIN) {
+                credential_count_refresh(cred, REFRESH_RESULT_NO_LOGIN);
                 credential_mark_needs_login(cred, "the credential has no refresh token or client registration");
                 credential_fail_waiters(cred, KIROD_ERROR_NEEDS_LOGIN, "The credential needs a new login; see 'kiroctl status'.");
                 credential_schedule(cred);
                 credential_emit_changed(cred);
                 return -ENOKEY;
+        }
+        if (r != 0) {
+                credential_count_refresh(cred, REFRESH_RESULT_LOCAL_ERROR);
+                credential_emit_changed(cred);
         }
         if (r > 0) {
                 log_error("Cannot refresh credential '%s': %s", c->id, message ?: refresh_error_to_string(r));
@@ -729,6 +745,8 @@ int credential_start_refresh(Credential *cred, bool force) {
         cred->curl = curl_easy_init();
         if (!cred->curl) {
                 refresh_request_done(&cred->request);
+                credential_count_refresh(cred, REFRESH_RESULT_LOCAL_ERROR);
+                credential_emit_changed(cred);
                 return -ENOMEM;
         }
         (void) sd_id128_randomize(&id);
@@ -765,6 +783,8 @@ int credential_start_refresh(Credential *cred, bool force) {
                 curl_slist_free_all(cred->headers);
                 cred->headers = NULL;
                 refresh_request_done(&cred->request);
+                credential_count_refresh(cred, REFRESH_RESULT_LOCAL_ERROR);
+                credential_emit_changed(cred);
                 return log_error_errno(r, "Failed to start refresh of '%s': %m", c->id);
         }
         cred->refreshing = true;

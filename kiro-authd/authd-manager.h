@@ -60,6 +60,7 @@ struct Credential {
         struct CredentialUsage *usage;  /* usage limits (authd-usage-manager.h), NULL until asked */
         struct CredentialLink *link;    /* the followed source (authd-link.h), NULL when owned */
         UsageCounts counts;             /* the last hour as kiro-proxyd reports it (ReportUsageCounts) */
+        uint64_t refreshes[_REFRESH_RESULT_MAX]; /* refresh attempts by result since kiro-authd started */
 };
 
 struct Manager {
@@ -124,6 +125,7 @@ void credential_schedule(Credential *cred);
 /* Starts a refresh unless one runs (single flight). force: even while backing off. */
 int credential_start_refresh(Credential *cred, bool force);
 int credential_save(Credential *cred);
+
 void credential_emit_changed(Credential *cred);
 bool credential_token_usable(Credential *cred, usec_t n);
 

@@ -334,3 +334,15 @@ RefreshOutcome refresh_parse_response(AuthMethod m, long status, const char *bod
         *ret = res;
         return REFRESH_OK;
 }
+
+RefreshResultKind refresh_result_kind_of(RefreshOutcome o, bool stored) {
+        switch (o) {
+        case REFRESH_OK:
+                return stored ? REFRESH_RESULT_OK : REFRESH_RESULT_LOCAL_ERROR;
+        case REFRESH_TRANSIENT:
+                return REFRESH_RESULT_TRANSIENT_ERROR;
+        case REFRESH_PERMANENT:
+                return REFRESH_RESULT_REJECTED;
+        }
+        return _REFRESH_RESULT_INVALID;
+}

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "authd-credential.h"
+#include "bus-names.h"
 
 typedef struct RefreshRequest {
         char *url;
@@ -57,6 +58,10 @@ void refresh_result_done(RefreshResult *r);
 
 /* Classifies an HTTP answer (status 0 = transport failure, then body is curl's error text). */
 RefreshOutcome refresh_parse_response(AuthMethod m, long status, const char *body, size_t size, RefreshResult *ret);
+
+/* The result a finished refresh answer counts as (the Refreshes property): ok when its tokens were stored,
+ * local-error when they could not be, transient-error, rejected. */
+RefreshResultKind refresh_result_kind_of(RefreshOutcome o, bool stored);
 
 /* The error code of an OAuth/AWS error body: "error", or "__type" after '#' and before ':'. */
 int refresh_error_code(const char *body, size_t size, char **ret_code, char **ret_description);

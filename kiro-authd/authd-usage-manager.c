@@ -144,7 +144,8 @@ static void usage_set_error(CredentialUsage *u, const char *fmt, ...) {
         va_end(ap);
 }
 
-/* The quota consequences of a good answer: the warning once per period, and the cooldown when spent. */
+/* The quota consequences of a good answer: the warning once per period, and the cooldown when spent (the
+ * caller emits PropertiesChanged). */
 static void usage_apply(Credential *cred) {
         CredentialUsage *u = cred->usage;
         Manager *m = cred->manager;
@@ -170,7 +171,6 @@ static void usage_apply(Credential *cred) {
                           "Credential '%s' has spent its credits; it is skipped until they reset %s.", c->id,
                           format_rfc3339(buf, sizeof buf, until));
                 (void) credential_save(cred);
-                credential_emit_changed(cred);
         }
 }
 
@@ -207,8 +207,11 @@ static void on_usage_done(CurlGlue *g, CURL *curl, CURLcode result, void *userda
         else
                 log_debug("Fetched usage limits of '%s'.", cred->record->id);
         usage_transfer_done(u);
-        if (!u->error)
+        if (!u->error) {
                 usage_apply(cred);
+                /* UsageUsed, UsageLimit, UsageResetAt, UsageFetchedAt, and a cooldown usage_apply() set. */
+                credential_emit_changed(cred);
+        }
         usage_reply_waiters(cred);
 }
 

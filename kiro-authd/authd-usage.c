@@ -220,14 +220,14 @@ fail:
         return -EBADMSG;
 }
 
-static double granted(const UsageLimits *u) {
+double usage_limits_granted(const UsageLimits *u) {
         double g = u->limit + u->bonus_limit;
         if (u->trial_status && strcaseeq(u->trial_status, "ACTIVE"))
                 g += u->trial_limit;
         return g;
 }
 
-static double consumed(const UsageLimits *u) {
+double usage_limits_consumed(const UsageLimits *u) {
         double c = u->used + u->bonus_used;
         if (u->trial_status && strcaseeq(u->trial_status, "ACTIVE"))
                 c += u->trial_used;
@@ -236,17 +236,17 @@ static double consumed(const UsageLimits *u) {
 
 double usage_limits_remaining(const UsageLimits *u) {
         assert(u);
-        double left = granted(u) - consumed(u);
+        double left = usage_limits_granted(u) - usage_limits_consumed(u);
         return left > 0 ? left : 0;
 }
 
 double usage_limits_percent(const UsageLimits *u) {
         assert(u);
-        double g = granted(u);
-        return g > 0 ? 100.0 * consumed(u) / g : 0;
+        double g = usage_limits_granted(u);
+        return g > 0 ? 100.0 * usage_limits_consumed(u) / g : 0;
 }
 
 bool usage_limits_spent(const UsageLimits *u) {
         assert(u);
-        return granted(u) > 0 && consumed(u) >= granted(u);
+        return usage_limits_granted(u) > 0 && usage_limits_consumed(u) >= usage_limits_granted(u);
 }

@@ -30,6 +30,9 @@ int usage_build_url(const CredentialRecord *c, const char *url_template, char **
  * 2000..2200: anything else is -EBADMSG with a static *ret_error, and u is left empty. */
 int usage_parse(const char *body, size_t size, UsageLimits *ret, const char **ret_error);
 
+/* Everything granted (limit + active bonuses + an active trial) and everything used of it. */
+double usage_limits_granted(const UsageLimits *u);
+double usage_limits_consumed(const UsageLimits *u);
 /* What is left: limit + active trial + active bonuses - used (never below 0). */
 double usage_limits_remaining(const UsageLimits *u);
 /* The share used in percent of everything granted (0 when nothing is granted). */

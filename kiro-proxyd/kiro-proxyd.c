@@ -17,6 +17,7 @@
 #include "api/api-openai.h"
 #include "api/api-responses.h"
 #include "auth/auth-credinfo.h"
+#include "auth/auth-credmetrics.h"
 #include "auth/auth-tokencache.h"
 #include "auth/auth-usage-report.h"
 #include "chat/chat-metrics.h"
@@ -66,6 +67,13 @@ typedef struct Proxy {
         size_t n_retired;
         char **retired_strings;
 } Proxy;
+
+/* What a listener serves (http_server_add_listener_tagged()): the API, or only /metrics, /healthz and /readyz
+ * without API keys (MetricsListen=, or a socket passed as "metrics"). */
+enum {
+        LISTENER_API,
+        LISTENER_METRICS,
+};
 
 static char *arg_config = NULL;
 static char **arg_listen = NULL;
@@ -142,61 +150,15 @@ static int on_headers(HttpRequest *r, void *userdata) {
         int k = http_access_check(&p->access, r);
         if (k != 0)
                 return k < 0 ? k : 0;
+        /* The metrics listener serves no API and needs no key: on_request() answers 404 to everything but the
+         * three operator endpoints. */
+        if (http_request_listener_tag(r) == LISTENER_METRICS)
+                return 0;
         /* Refuse a wrong key before reading a large body; the health check needs none. */
         if (apikeys_count(p->keys) > 0 && !streq(http_request_path(r), "/healthz") &&
             !streq(http_request_path(r), "/readyz") && !apikeys_check(p->keys, r))
                 return check_key(p, r);
         return 0;
-}
-
-/* Per-credential series, rebuilt from kiro-authd's ObjectManager at each scrape. */
-static struct {
-        Metric *authd_up, *usable, *state, *enabled, *expiry, *cooldown, *failures;
-} credential_metrics;
-
-static int credential_metrics_init(void) {
-        static const char *const l_id[] = { "credential", "provider", NULL };
-        static const char *const l_state[] = { "credential", "provider", "state", NULL };
-        MetricsRegistry *g = chat_metrics.registry;
-        credential_metrics.authd_up = metrics_register(g, METRIC_GAUGE, "kirod_authd_up",
-                                                       "1 when kiro-authd answered the credential list for this scrape.", NULL, NULL, 0);
-        credential_metrics.usable = metrics_register(g, METRIC_GAUGE, "kirod_credentials_usable",
-                                                     "Credentials enabled and active or refreshing.", NULL, NULL, 0);
-        credential_metrics.state = metrics_register(g, METRIC_GAUGE, "kirod_credential_state",
-                                                    "1 for the state a credential is in.", l_state, NULL, 0);
-        credential_metrics.enabled = metrics_register(g, METRIC_GAUGE, "kirod_credential_enabled",
-                                                      "1 when the credential is enabled.", l_id, NULL, 0);
-        credential_metrics.expiry = metrics_register(g, METRIC_GAUGE, "kirod_credential_access_token_expiry_timestamp_seconds",
-                                                     "When the credential's access token expires (0: unknown).", l_id, NULL, 0);
-        credential_metrics.cooldown = metrics_register(g, METRIC_GAUGE, "kirod_credential_cooldown_until_timestamp_seconds",
-                                                       "Until when the credential cools down (0: not cooling down).", l_id, NULL, 0);
-        credential_metrics.failures = metrics_register(g, METRIC_GAUGE, "kirod_credential_consecutive_failures",
-                                                       "Consecutive refresh or upstream failures of the credential.", l_id, NULL, 0);
-        if (!credential_metrics.authd_up || !credential_metrics.usable || !credential_metrics.state ||
-            !credential_metrics.enabled || !credential_metrics.expiry || !credential_metrics.cooldown || !credential_metrics.failures)
-                return -ENOMEM;
-        return 0;
-}
-
-static void credential_metrics_fill(int error, const CredInfo *l, size_t n) {
-        size_t usable = 0;
-        metric_clear(credential_metrics.state);
-        metric_clear(credential_metrics.enabled);
-        metric_clear(credential_metrics.expiry);
-        metric_clear(credential_metrics.cooldown);
-        metric_clear(credential_metrics.failures);
-        metric_set(credential_metrics.authd_up, NULL, error < 0 ? 0 : 1);
-        for (size_t i = 0; i < n; i++) {
-                const char *const id[] = { strempty(l[i].id), strempty(l[i].provider) };
-                const char *const st[] = { strempty(l[i].id), strempty(l[i].provider), strempty(l[i].state) };
-                usable += credinfo_usable(&l[i]);
-                metric_set(credential_metrics.state, st, 1);
-                metric_set(credential_metrics.enabled, id, l[i].enabled);
-                metric_set(credential_metrics.expiry, id, (double) (l[i].expires_at / USEC_PER_SEC));
-                metric_set(credential_metrics.cooldown, id, (double) (l[i].cooldown_until / USEC_PER_SEC));
-                metric_set(credential_metrics.failures, id, l[i].failures);
-        }
-        metric_set(credential_metrics.usable, NULL, (double) usable);
 }
 
 typedef struct Probe {
@@ -259,6 +221,14 @@ static int handle_probe(Proxy *p, HttpRequest *r, bool metrics) {
         return 0;
 }
 
+static int respond_not_found(HttpRequest *r, const char *method, const char *path) {
+        Failure e = {};
+        (void) failure_set(&e, FAILURE_NOT_FOUND, NULL, "Unknown route %s %s.", method, path);
+        int ret = api_error_respond(r, shape_of_path(path), &e);
+        failure_done(&e);
+        return ret;
+}
+
 static int on_request(HttpRequest *r, void *userdata) {
         Proxy *p = userdata;
         const char *method = http_request_method(r), *path = http_request_path(r);
@@ -270,6 +240,11 @@ static int on_request(HttpRequest *r, void *userdata) {
         }
         if (streq(path, "/readyz") && get)
                 return handle_probe(p, r, false);
+        if (http_request_listener_tag(r) == LISTENER_METRICS) {
+                if (streq(path, "/metrics") && get)
+                        return handle_probe(p, r, true);
+                return respond_not_found(r, method, path);
+        }
         if (apikeys_count(p->keys) > 0 && !apikeys_check(p->keys, r))
                 return check_key(p, r);
 
@@ -335,6 +310,7 @@ static int parse_config(Proxy *p) {
         uint64_t max_body = HTTP_MAX_BODY_BYTES_DEFAULT;
         const ConfigItem table[] = {
                 { "Proxy", "Listen", config_parse_listen, &p->listen.listen },
+                { "Proxy", "MetricsListen", config_parse_listen, &p->listen.metrics_listen },
                 { "Proxy", "AllowNonLoopback", config_parse_bool, &p->listen.allow_non_loopback },
                 { "Proxy", "SocketMode", config_parse_mode, &p->listen.socket_mode },
                 { "Proxy", "APIKeysFile", config_parse_string, &p->api_keys_file },
@@ -460,6 +436,7 @@ static int proxy_apply_reload(Proxy *p, Proxy *n) {
 
 #define RESTART_ONLY(cond, key) if (cond) log_notice(key "= changed; takes effect after a restart.")
         RESTART_ONLY(!strv_equal(p->listen.listen, n->listen.listen), "Listen");
+        RESTART_ONLY(!strv_equal(p->listen.metrics_listen, n->listen.metrics_listen), "MetricsListen");
         RESTART_ONLY(p->listen.allow_non_loopback != n->listen.allow_non_loopback, "AllowNonLoopback");
         RESTART_ONLY(p->listen.socket_mode != n->listen.socket_mode, "SocketMode");
         RESTART_ONLY(!streq_ptr(p->tls_certificate_file, n->tls_certificate_file), "TLSCertificateFile");
@@ -604,7 +581,8 @@ static int setup_listeners(Proxy *p) {
                 _cleanup_free_ char *desc = fds[i].description;
                 int fd = fds[i].fd;
                 fds[i].description = NULL;
-                r = http_server_add_listener(p->http, fd, desc, fds[i].tls ? tls : NULL);
+                r = http_server_add_listener_tagged(p->http, fd, desc, fds[i].tls ? tls : NULL,
+                                                    fds[i].metrics ? LISTENER_METRICS : LISTENER_API);
                 if (r < 0) {
                         for (size_t j = i + 1; j < n; j++) {
                                 safe_close(fds[j].fd);
@@ -614,9 +592,10 @@ static int setup_listeners(Proxy *p) {
                         return log_error_errno(r, "Failed to serve on '%s': %m", strna(desc));
                 }
                 int port = fds[i].kind == LISTEN_TCP ? listen_fd_port(fd) : -1;
-                log_info("Listening on %s%s.", strna(desc), fds[i].activated ? " (socket activation)" : "");
+                log_info("Listening on %s%s%s.", strna(desc), fds[i].metrics ? " for /metrics, /healthz and /readyz only" : "",
+                         fds[i].activated ? " (socket activation)" : "");
                 if (port >= 0)
-                        log_debug("Bound TCP port %d.", port);
+                        log_debug("Bound %sTCP port %d.", fds[i].metrics ? "metrics " : "", port);
         }
         free(fds);
         return 0;
@@ -753,7 +732,7 @@ static int run(int argc, char *argv[]) {
         (void) kirod_bus_errors_register();
         r = chat_metrics_init();
         if (r >= 0)
-                r = credential_metrics_init();
+                r = credential_metrics_init(chat_metrics.registry);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the metrics: %m");
 

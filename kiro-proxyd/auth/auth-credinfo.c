@@ -27,6 +27,29 @@ bool credinfo_usable(const CredInfo *c) {
         return c->enabled && (streq_ptr(c->state, "active") || streq_ptr(c->state, "refreshing"));
 }
 
+static int read_refreshes(sd_bus_message *m, CredInfo *c) {
+        int r = sd_bus_message_enter_container(m, 'v', "a{st}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(m, 'a', "{st}");
+        if (r < 0)
+                return r;
+        const char *name;
+        uint64_t n;
+        while ((r = sd_bus_message_read(m, "{st}", &name, &n)) > 0) {
+                RefreshResultKind k = refresh_result_kind_from_string(name);
+                if (k >= 0)
+                        c->refreshes[k] = n;
+        }
+        if (r < 0)
+                return r;
+        c->have_refreshes = true;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(m);
+}
+
 static int read_props(sd_bus_message *m, CredInfo *c) {
         int r = sd_bus_message_enter_container(m, 'a', "{sv}");
         if (r < 0)
@@ -56,6 +79,16 @@ static int read_props(sd_bus_message *m, CredInfo *c) {
                         r = sd_bus_message_read(m, "v", "t", &c->cooldown_until);
                 else if (streq(name, "ConsecutiveFailures"))
                         r = sd_bus_message_read(m, "v", "u", &c->failures);
+                else if (streq(name, "Refreshes"))
+                        r = read_refreshes(m, c);
+                else if (streq(name, "UsageUsed"))
+                        r = sd_bus_message_read(m, "v", "d", &c->quota_used);
+                else if (streq(name, "UsageLimit"))
+                        r = sd_bus_message_read(m, "v", "d", &c->quota_limit);
+                else if (streq(name, "UsageResetAt"))
+                        r = sd_bus_message_read(m, "v", "t", &c->quota_reset_at);
+                else if (streq(name, "UsageFetchedAt"))
+                        r = sd_bus_message_read(m, "v", "t", &c->quota_fetched_at);
                 else
                         r = sd_bus_message_skip(m, "v");
                 if (r < 0)

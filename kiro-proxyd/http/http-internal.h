@@ -88,6 +88,7 @@ struct HttpListener {
         sd_event_source *defer_source;
         char *description;
         int port;
+        unsigned tag;           /* the app's mark for requests arriving here (http_request_listener_tag()) */
         bool running;           /* inside MHD_run() */
         bool kicked;            /* a connection was resumed: MHD_run() must run again soon */
 };

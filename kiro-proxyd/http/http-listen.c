@@ -318,7 +318,8 @@ ListenFd *listen_fds_free(ListenFd *l, size_t n) {
         return NULL;
 }
 
-static int listen_fds_append(ListenFd **l, size_t *n, int fd, ListenKind kind, bool tls, bool activated) {
+static int listen_fds_append(ListenFd **l, size_t *n, int fd, ListenKind kind, bool tls, bool activated,
+                             bool metrics) {
         _cleanup_free_ char *d = NULL;
         ListenFd *nl;
         int r;
@@ -335,6 +336,7 @@ static int listen_fds_append(ListenFd **l, size_t *n, int fd, ListenKind kind, b
                 .kind = kind,
                 .tls = tls,
                 .activated = activated,
+                .metrics = metrics,
                 .description = TAKE_PTR(d),
         };
         return 0;
@@ -405,13 +407,15 @@ int listen_fds_from_activation(bool allow_non_loopback, ListenFd **ret, size_t *
                         if (kind != LISTEN_TCP)
                                 log_warning("Passed socket '%s' (%s) is not a TCP socket; serving it as %s.",
                                             name, strna(d), listen_kind_to_string(kind));
+                } else if (streq(name, "metrics")) {
+                        /* Metrics-only, TCP or AF_UNIX, plain HTTP. */
                 } else if (streq(name, "unix")) {
                         if (kind != LISTEN_UNIX)
                                 log_warning("Passed socket '%s' (%s) is not an AF_UNIX socket; serving it as %s.",
                                             name, strna(d), listen_kind_to_string(kind));
                 } else
                         log_warning("Passed socket %s has unknown name '%s' (expected FileDescriptorName=http, "
-                                    "https or unix); serving it as plain HTTP over %s.",
+                                    "https, unix or metrics); serving it as plain HTTP over %s.",
                                     strna(d), name, listen_kind_to_string(kind));
 
                 if (kind == LISTEN_TCP && !allow_non_loopback && !sockaddr_is_loopback(&a.sa, al)) {
@@ -419,7 +423,7 @@ int listen_fds_from_activation(bool allow_non_loopback, ListenFd **ret, size_t *
                         goto fail;
                 }
 
-                r = listen_fds_append(&l, &n_l, fd, kind, tls, /* activated= */ true);
+                r = listen_fds_append(&l, &n_l, fd, kind, tls, /* activated= */ true, streq(name, "metrics"));
                 if (r < 0) {
                         r = log_error_errno(r, "Failed to record passed socket %d: %m", fd);
                         goto fail;
@@ -441,6 +445,41 @@ fail:
         return r;
 }
 
+/* Opens and appends the sockets of one list of Listen=-style values (key names the setting in messages). */
+static int listen_values_open(const ListenConfig *c, char *const *values, const char *key, bool metrics, ListenFd **l,
+                              size_t *n_l) {
+        int r;
+
+        STRV_FOREACH(v, (char **) values) {
+                ListenSpec spec;
+                int fd;
+
+                r = listen_spec_parse(*v, &spec);
+                if (r < 0)
+                        return log_error_errno(r, "Invalid %s= value '%s' (expected ADDRESS:PORT, [IPV6]:PORT, "
+                                               "tls:ADDRESS:PORT or unix:/PATH).", key, *v);
+                if (!c->allow_non_loopback && !listen_spec_is_loopback(&spec)) {
+                        listen_spec_done(&spec);
+                        return refuse_non_loopback(*v);
+                }
+                r = listen_spec_open(&spec, c->socket_mode, &fd);
+                listen_spec_done(&spec);
+                if (r == -EADDRINUSE && startswith(*v, "unix:"))
+                        return log_error_errno(r, "Failed to listen on '%s': another server is listening there.", *v);
+                if (r == -EEXIST)
+                        return log_error_errno(r, "Failed to listen on '%s': the path exists and is not a socket; "
+                                               "not removing it.", *v);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to listen on '%s': %m", *v);
+                r = listen_fds_append(l, n_l, fd, spec.kind, spec.tls, /* activated= */ false, metrics);
+                if (r < 0) {
+                        safe_close(fd);
+                        return log_error_errno(r, "Failed to record socket for '%s': %m", *v);
+                }
+        }
+        return 0;
+}
+
 int listen_fds_open(const ListenConfig *c, ListenFd **ret, size_t *ret_n) {
         static char *const default_listen[] = { (char *) LISTEN_DEFAULT, NULL };
         ListenFd *l = NULL;
@@ -456,8 +495,9 @@ int listen_fds_open(const ListenConfig *c, ListenFd **ret, size_t *ret_n) {
         if (r < 0)
                 return r;
         if (r > 0) {
-                if (strv_length(c->listen) > 0)
-                        log_info("Using the %zu socket(s) passed by the service manager; Listen= is ignored.", n_l);
+                if (strv_length(c->listen) > 0 || strv_length(c->metrics_listen) > 0)
+                        log_info("Using the %zu socket(s) passed by the service manager; Listen= and MetricsListen= "
+                                 "are ignored.", n_l);
                 *ret = l;
                 *ret_n = n_l;
                 return 0;
@@ -466,43 +506,11 @@ int listen_fds_open(const ListenConfig *c, ListenFd **ret, size_t *ret_n) {
         n_l = 0;
 
         values = strv_length(c->listen) > 0 ? c->listen : default_listen;
-        STRV_FOREACH(v, (char **) values) {
-                ListenSpec spec;
-                int fd;
-
-                r = listen_spec_parse(*v, &spec);
-                if (r < 0) {
-                        r = log_error_errno(r, "Invalid Listen= value '%s' (expected ADDRESS:PORT, [IPV6]:PORT, "
-                                            "tls:ADDRESS:PORT or unix:/PATH).", *v);
-                        goto fail;
-                }
-                if (!c->allow_non_loopback && !listen_spec_is_loopback(&spec)) {
-                        listen_spec_done(&spec);
-                        r = refuse_non_loopback(*v);
-                        goto fail;
-                }
-                r = listen_spec_open(&spec, c->socket_mode, &fd);
-                listen_spec_done(&spec);
-                if (r == -EADDRINUSE && startswith(*v, "unix:")) {
-                        r = log_error_errno(r, "Failed to listen on '%s': another server is listening there.", *v);
-                        goto fail;
-                }
-                if (r == -EEXIST) {
-                        r = log_error_errno(r, "Failed to listen on '%s': the path exists and is not a socket; "
-                                            "not removing it.", *v);
-                        goto fail;
-                }
-                if (r < 0) {
-                        r = log_error_errno(r, "Failed to listen on '%s': %m", *v);
-                        goto fail;
-                }
-                r = listen_fds_append(&l, &n_l, fd, spec.kind, spec.tls, /* activated= */ false);
-                if (r < 0) {
-                        safe_close(fd);
-                        r = log_error_errno(r, "Failed to record socket for '%s': %m", *v);
-                        goto fail;
-                }
-        }
+        r = listen_values_open(c, values, "Listen", false, &l, &n_l);
+        if (r >= 0)
+                r = listen_values_open(c, c->metrics_listen, "MetricsListen", true, &l, &n_l);
+        if (r < 0)
+                goto fail;
 
         *ret = l;
         *ret_n = n_l;
@@ -549,4 +557,5 @@ void listen_config_done(ListenConfig *c) {
         if (!c)
                 return;
         c->listen = strv_free(c->listen);
+        c->metrics_listen = strv_free(c->metrics_listen);
 }

@@ -40,11 +40,13 @@ typedef struct ListenFd {
         ListenKind kind;
         bool tls;               /* serve HTTPS on it */
         bool activated;         /* passed by the service manager */
+        bool metrics;           /* a MetricsListen= socket (or one passed as "metrics"): operator endpoints only */
         char *description;      /* "127.0.0.1:8399", "[::1]:8399", "unix:/run/…", for logs */
 } ListenFd;
 
 typedef struct ListenConfig {
         char **listen;          /* Listen= values in order; empty or NULL means LISTEN_DEFAULT */
+        char **metrics_listen;  /* MetricsListen= values: extra sockets for /metrics, /healthz, /readyz only */
         bool allow_non_loopback;/* AllowNonLoopback= */
         mode_t socket_mode;     /* SocketMode= for AF_UNIX socket files */
 } ListenConfig;
@@ -67,13 +69,13 @@ bool listen_spec_is_loopback(const ListenSpec *s) _pure_;
  * and applies socket_mode. */
 int listen_spec_open(const ListenSpec *s, mode_t socket_mode, int *ret_fd);
 
-/* Takes the sockets passed by the service manager (names "http", "https", "unix"; other names are
- * used by their address family, with a warning). Returns the number taken (0 when not activated).
+/* Takes the sockets passed by the service manager (names "http", "https", "unix", and "metrics" for a
+ * metrics-only socket; other names are used by their address family, with a warning). Returns the number taken (0 when not activated).
  * Non-loopback TCP sockets are refused with -EPERM unless allow_non_loopback. Logs its errors. */
 int listen_fds_from_activation(bool allow_non_loopback, ListenFd **ret, size_t *ret_n);
 
 /* Socket activation if the service manager passed sockets, else every c->listen value (default
- * LISTEN_DEFAULT). Non-loopback TCP addresses are refused with -EPERM unless c->allow_non_loopback.
+ * LISTEN_DEFAULT), then every c->metrics_listen value (marked metrics). Non-loopback TCP addresses are refused with -EPERM unless c->allow_non_loopback.
  * Logs its errors. */
 int listen_fds_open(const ListenConfig *c, ListenFd **ret, size_t *ret_n);
 

@@ -868,6 +868,11 @@ HttpRequest *http_request_unref(HttpRequest *r) {
 
 /* ── Requests: about the connection, and headers for every response ───────────────────────────────── */
 
+unsigned http_request_listener_tag(HttpRequest *r) {
+        assert(r);
+        return r->listener ? r->listener->tag : 0;
+}
+
 bool http_request_is_unix(HttpRequest *r) {
         const union MHD_ConnectionInfo *ci;
         struct sockaddr_storage sa;

@@ -501,6 +501,10 @@ static HttpListener *listener_free(HttpListener *l) {
 }
 
 int http_server_add_listener(HttpServer *s, int fd, const char *description, const HttpTLS *tls) {
+        return http_server_add_listener_tagged(s, fd, description, tls, 0);
+}
+
+int http_server_add_listener_tagged(HttpServer *s, int fd, const char *description, const HttpTLS *tls, unsigned tag) {
         _cleanup_close_ int owned_fd = fd;
         HttpListener *l = NULL, **ll;
         const union MHD_DaemonInfo *info;
@@ -527,6 +531,7 @@ int http_server_add_listener(HttpServer *s, int fd, const char *description, con
                 return log_oom();
         l->server = s;
         l->port = listen_fd_port(fd);
+        l->tag = tag;
         if (description)
                 l->description = strdup(description);
         else if (listen_fd_describe(fd, &l->description) < 0)

@@ -106,6 +106,9 @@ void http_server_set_error_renderer(HttpServer *s, HttpErrorRenderer render, voi
 /* Serves HTTP (or HTTPS with tls) on a listening stream socket. Takes ownership of fd, also on failure.
  * description is for logs ("127.0.0.1:8399"); NULL derives one. tls is only read during the call. */
 int http_server_add_listener(HttpServer *s, int fd, const char *description, const HttpTLS *tls);
+/* The same with a tag the app reads back from each request with http_request_listener_tag() (e.g. "serve only
+ * /metrics here"); http_server_add_listener() tags 0. */
+int http_server_add_listener_tagged(HttpServer *s, int fd, const char *description, const HttpTLS *tls, unsigned tag);
 
 size_t http_server_n_listeners(HttpServer *s);
 /* The bound TCP port of listener i (for Listen=127.0.0.1:0 in tests), or -errno. */
@@ -191,6 +194,8 @@ int http_request_stream_abort(HttpRequest *r);
 /* Bytes queued but not yet handed to the connection: for back pressure. */
 size_t http_request_stream_pending(HttpRequest *r);
 
+/* The tag of the listener r came in on (http_server_add_listener_tagged()). */
+unsigned http_request_listener_tag(HttpRequest *r);
 /* Whether r came in on a unix socket listener (no browser can connect there). */
 bool http_request_is_unix(HttpRequest *r);
 /* A "Name: value" line (no CR/LF) added to whatever response r gets, errors included (for CORS). */

@@ -4,7 +4,9 @@ successes, a 429 that is retried, a cut stream and an unknown model, and the cou
 Prometheus's HTTP API; `promtool check metrics` on the exposition text; the per-request log line and its
 fields (LogFormat=json on stderr, the same fields journald gets); x-request-id reused as Kiro's
 amz-sdk-invocation-id; /readyz healthy, with every credential disabled and with kiro-authd down; the
-alert rules of docs/monitoring.md through `promtool check rules`."""
+alert rules of docs/monitoring.md through `promtool check rules`; per-credential refreshes by result and
+quota gauges after real refreshes and a usage fetch; MetricsListen= scraped by Prometheus without the API
+keys that the main listener requires."""
 
 import json
 import os
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+import dbusmini
+import fakeusage
 import kirodtest
 from kirodtest import CREDENTIAL_IFACE, wait_until
 from proxyd_fixture import CHAT_PATH, MESSAGES_PATH, proxy_stack  # noqa: F401
@@ -271,3 +275,175 @@ def test_monitoring_rules_check(promtool, scratch):
         cfg.write_text(scrape[0].replace("/etc/prometheus/kirod-rules.yml", str(f)))
         r = subprocess.run([promtool, "check", "config", str(cfg)], capture_output=True, timeout=30)
         assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+# ---- per-credential refreshes and quota (kiro-authd's Refreshes and Usage* properties) --------------
+
+@pytest.fixture
+def fake_usage():
+        f = fakeusage.FakeUsage()
+        yield f
+        f.close()
+
+
+def metric_lines(text, family):
+        """{'{labels}': value} of one family's samples in an exposition text."""
+        out = {}
+        for line in text.splitlines():
+                if line.startswith(family + "{") or line.startswith(family + " "):
+                        labels, _, value = line[len(family):].rpartition(" ")
+                        out[labels] = float(value)
+        return out
+
+
+def test_credential_refreshes_and_quota(proxy_stack, bus_daemon, fake_usage, promtool):
+        s = proxy_stack(Auth={"endpoints": {"UsageURL": fake_usage.url}, "UsageRefreshSec": "3600"})
+        path = kirodtest.bus_call(bus_daemon.address, "ListCredentials", "t", [0])[0][0]
+
+        def props():
+                return kirodtest.bus_call(bus_daemon.address, "GetAll", "s", [CREDENTIAL_IFACE], path=path,
+                                          interface="org.freedesktop.DBus.Properties")[0]
+
+        def refreshes():
+                return metric_lines(s.get("/metrics").body.decode(), "kirod_credential_refreshes_total")
+
+        def want(ok=0, transient=0, rejected=0):
+                return {f'{{credential="proxytest",result="{k}"}}': float(v) for k, v in
+                        [("ok", ok), ("transient-error", transient), ("rejected", rejected), ("no-login", 0),
+                         ("local-error", 0)]}
+
+        # Imported with a valid token: nothing refreshed yet, every result present at 0; the quota unknown,
+        # so no quota series at all.
+        p = props()
+        assert dict(p["Refreshes"]) == {"ok": 0, "transient-error": 0, "rejected": 0, "no-login": 0, "local-error": 0}
+        assert p["UsageFetchedAt"] == 0 and p["UsageUsed"] == 0 and p["UsageLimit"] == 0
+        text = s.get("/metrics").body.decode()
+        assert metric_lines(text, "kirod_credential_refreshes_total") == want()
+        assert "kirod_credential_quota_used{" not in text and "kirod_credential_quota_limit{" not in text
+        assert "kirod_credential_quota_reset_timestamp_seconds{" not in text
+
+        # The usage fetch (as `kiroctl usage` makes it): used and granted count the active bonus and trial.
+        reset = int(time.time()) + 12 * 86400
+        fake_usage.answer = fakeusage.answer(
+                used=412.5, limit=1000.0, next_reset=reset,
+                bonuses=[{"status": "ACTIVE", "usageLimit": 50, "currentUsage": 10},
+                         {"status": "EXPIRED", "usageLimit": 999, "currentUsage": 0}],
+                trial={"freeTrialStatus": "ACTIVE", "usageLimitWithPrecision": 500.0,
+                       "currentUsageWithPrecision": 20.25, "freeTrialExpiry": reset + 86400})
+        t0 = time.time()
+        u = dict(kirodtest.bus_call(bus_daemon.address, "GetUsage", "t", [0], path=path, interface=CREDENTIAL_IFACE)[0])
+        assert fake_usage.count() == 1 and u["LastError"] == ""
+        p = props()
+        assert p["UsageUsed"] == 412.5 + 10 + 20.25 and p["UsageLimit"] == 1000 + 50 + 500
+        assert p["UsageResetAt"] == reset * 1_000_000
+        assert t0 - 1 <= p["UsageFetchedAt"] / 1e6 <= time.time() + 1
+
+        # One good refresh, one transient failure (HTTP 500), one rejected login (invalid_grant).
+        rt_before = s.fake_auth.latest_refresh_token(s.lineage)
+        kirodtest.bus_call(bus_daemon.address, "Refresh", "t", [0], path=path, interface=CREDENTIAL_IFACE)
+        assert s.fake_auth.latest_refresh_token(s.lineage) != rt_before
+        assert refreshes() == want(ok=1)
+        s.fake_auth.script([{"status": 500}])
+        kirodtest.bus_call(bus_daemon.address, "Refresh", "t", [0], path=path, interface=CREDENTIAL_IFACE)
+        assert refreshes() == want(ok=1, transient=1)
+        s.fake_auth.script([{"error": "invalid_grant"}])
+        with pytest.raises(dbusmini.DBusError) as e:
+                kirodtest.bus_call(bus_daemon.address, "Refresh", "t", [0], path=path, interface=CREDENTIAL_IFACE)
+        assert e.value.name == "org.kirod.Auth1.Error.NeedsLogin"
+        p = props()
+        assert dict(p["Refreshes"]) == {"ok": 1, "transient-error": 1, "rejected": 1, "no-login": 0, "local-error": 0}
+        assert p["State"] == "needs-login"
+
+        text = s.get("/metrics").body.decode()
+        assert metric_lines(text, "kirod_credential_refreshes_total") == want(ok=1, transient=1, rejected=1)
+        ids = '{credential="proxytest",provider="kiro"}'
+        assert metric_lines(text, "kirod_credential_quota_used") == {ids: 442.75}
+        assert metric_lines(text, "kirod_credential_quota_limit") == {ids: 1550.0}
+        assert metric_lines(text, "kirod_credential_quota_reset_timestamp_seconds") == {ids: float(reset)}
+        assert metric_lines(text, "kirod_credential_state") == {
+                '{credential="proxytest",provider="kiro",state="needs-login"}': 1.0}
+        assert "# TYPE kirod_credential_refreshes_total counter" in text
+        check = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+        assert s.access_token() not in text and s.fake_auth.latest_refresh_token(s.lineage) not in text
+
+
+# ---- MetricsListen= -----------------------------------------------------------------------------------
+
+def metrics_listener_port(proxyd):
+        m = re.search(r"Listening on 127\.0\.0\.1:(\d+) for /metrics", proxyd.log_text())
+        return int(m.group(1)) if m else None
+
+
+def http_get(port, path, method="GET", headers=None, unix=None, body=None):
+        import http.client
+        from proxyd_fixture import UnixHTTPConnection
+        c = UnixHTTPConnection(str(unix), timeout=10) if unix else http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+                c.request(method, path, body=body, headers=headers or {})
+                r = c.getresponse()
+                return r.status, r.getheader("content-type"), r.read()
+        finally:
+                c.close()
+
+
+def test_metrics_listen_without_keys(proxy_stack, scratch, promtool):
+        s = proxy_stack(api_keys=["sekrit-key"], Proxy={"MetricsListen": "127.0.0.1:0"}, start=False)
+        sock = s.proxyd.run_dir / "metrics.sock"
+        with open(s.proxyd.config_path, "a") as f:
+                f.write(f"\n[Proxy]\nMetricsListen=unix:{sock}\n")
+        s.proxyd.start()
+        port = wait_until(lambda: metrics_listener_port(s.proxyd), timeout=5, what="the metrics listener in the log")
+        assert port != s.port
+        assert f"Listening on unix:{sock} for /metrics" in s.proxyd.log_text()
+
+        # The API works on the main listener with the key (one request, so the metrics have something).
+        r = s.post(CHAT_PATH, chat("one"), headers={"Authorization": "Bearer sekrit-key"})
+        assert r.status == 200, r
+        n_upstream = len(s.chat.requests)
+
+        # The metrics listener: /metrics, /healthz and /readyz with no key.
+        status, ctype, body = http_get(port, "/metrics")
+        assert status == 200 and ctype.startswith("text/plain"), (status, body[:200])
+        text = body.decode()
+        assert 'kirod_requests_total{api="openai",model="claude-sonnet-4.5",status="2xx",outcome="complete"} 1' in text
+        check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+        assert http_get(port, "/healthz")[0] == 200
+        status, _, body = http_get(port, "/readyz")
+        assert status == 200 and json.loads(body)["status"] == "ready"
+        # Nothing else: 404 in the JSON error shape, with or without a key, and nothing goes upstream.
+        for method, path, hdrs, data in [
+                        ("GET", "/v1/models", {}, None),
+                        ("GET", "/v1/models", {"Authorization": "Bearer sekrit-key"}, None),
+                        ("POST", CHAT_PATH, {"Content-Type": "application/json", "Authorization": "Bearer sekrit-key"},
+                         json.dumps(chat("no"))),
+                        ("POST", "/metrics", {"Content-Type": "application/json"}, "{}"),
+                        ("GET", "/nope", {}, None)]:
+                status, ctype, body = http_get(port, path, method=method, headers=hdrs, body=data)
+                assert status == 404, (method, path, status, body)
+                assert ctype == "application/json"
+                err = json.loads(body)["error"]
+                assert err["type"] and f"Unknown route {method} {path}" in err["message"], err
+        assert len(s.chat.requests) == n_upstream
+        # The same over the unix socket.
+        status, _, body = http_get(None, "/metrics", unix=sock)
+        assert status == 200 and b"kirod_requests_total" in body
+        assert http_get(None, "/v1/models", unix=sock)[0] == 404
+
+        # The main listener keeps /metrics behind the keys.
+        assert s.get("/metrics").status == 401
+        assert s.get("/metrics", headers={"Authorization": "Bearer sekrit-key"}).status == 200
+        assert s.get("/v1/models").status == 401
+
+        # The real Prometheus scrapes the metrics listener without credentials.
+        if not shutil.which("prometheus"):
+                pytest.skip("the prometheus server is not installed")
+        prom = Prometheus(scratch, f"127.0.0.1:{port}")
+        try:
+                wait_until(prom.target_up, timeout=20, what="the metrics listener up in Prometheus")
+                wait_until(lambda: prom.value('kirod_authd_up') == 1, timeout=20, what="kirod_authd_up in Prometheus")
+                assert prom.value('kirod_requests_total{api="openai",outcome="complete"}') == 1
+                assert prom.value('kirod_credential_refreshes_total{credential="proxytest",result="ok"}') == 0
+        finally:
+                prom.stop()

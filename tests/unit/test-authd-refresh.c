@@ -235,3 +235,27 @@ TEST(kimi_answers) {
         ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 429, NULL), REFRESH_TRANSIENT);
         ASSERT_EQ(classify(AUTH_METHOD_KIMI_DEVICE, 502, NULL), REFRESH_TRANSIENT);
 }
+
+/* The Refreshes property's results: what each classified answer counts as, and the fixed names. */
+TEST(refresh_result_kinds) {
+        const char *ig = "{\"error\":\"invalid_grant\",\"error_description\":\"Invalid refresh token provided\"}";
+        ASSERT_EQ(refresh_result_kind_of(classify(AUTH_METHOD_SOCIAL, 400, ig), false), REFRESH_RESULT_REJECTED);
+        ASSERT_EQ(refresh_result_kind_of(classify(AUTH_METHOD_SOCIAL, 503, NULL), false), REFRESH_RESULT_TRANSIENT_ERROR);
+        ASSERT_EQ(refresh_result_kind_of(classify(AUTH_METHOD_SOCIAL, 0, "Timeout was reached"), false),
+                  REFRESH_RESULT_TRANSIENT_ERROR);
+        ASSERT_EQ(refresh_result_kind_of(REFRESH_OK, true), REFRESH_RESULT_OK);
+        /* The server answered, but the rotated tokens are not on disk: not a success. */
+        ASSERT_EQ(refresh_result_kind_of(REFRESH_OK, false), REFRESH_RESULT_LOCAL_ERROR);
+        ASSERT_EQ(refresh_result_kind_of(REFRESH_TRANSIENT, true), REFRESH_RESULT_TRANSIENT_ERROR);
+
+        static const char *const names[] = { "ok", "transient-error", "rejected", "no-login", "local-error" };
+        ASSERT_EQ((size_t) _REFRESH_RESULT_MAX, sizeof names / sizeof names[0]);
+        for (RefreshResultKind k = 0; k < _REFRESH_RESULT_MAX; k++) {
+                ASSERT_STREQ(refresh_result_kind_to_string(k), names[k]);
+                ASSERT_EQ(refresh_result_kind_from_string(names[k]), k);
+        }
+        ASSERT_NULL(refresh_result_kind_to_string(_REFRESH_RESULT_MAX));
+        ASSERT_NULL(refresh_result_kind_to_string(_REFRESH_RESULT_INVALID));
+        ASSERT_EQ(refresh_result_kind_from_string("OK"), _REFRESH_RESULT_INVALID);
+        ASSERT_EQ(refresh_result_kind_from_string(NULL), _REFRESH_RESULT_INVALID);
+}

@@ -48,6 +48,9 @@ TEST(parse_good) {
         ASSERT_EQ(u.next_reset, UINT64_C(1764547200500000));
         ASSERT_EQ(u.trial_expiry, UINT64_C(1764547200000000));
         ASSERT_TRUE(usage_limits_remaining(&u) == 47);
+        /* UsageUsed and UsageLimit: the credit, the active bonus and the active trial, not the expired bonus. */
+        ASSERT_TRUE(usage_limits_granted(&u) == 50 + 10 + 500);
+        ASSERT_TRUE(usage_limits_consumed(&u) == 3 + 10 + 500);
         ASSERT_FALSE(usage_limits_spent(&u));
         u.used = 50;
         ASSERT_TRUE(usage_limits_spent(&u));

@@ -312,6 +312,48 @@ TEST(open_config) {
         rm_rf(dir);
 }
 
+/* MetricsListen=: opened after the Listen= sockets and marked; the same loopback rule. */
+TEST(open_metrics_listen) {
+        char dir[256], unix_spec[512];
+        ListenConfig c = { .socket_mode = LISTEN_SOCKET_MODE_DEFAULT };
+        ListenFd *l = NULL;
+        size_t n = 0;
+
+        make_tempdir(dir, sizeof(dir));
+        snprintf(unix_spec, sizeof(unix_spec), "unix:%s/metrics.sock", dir);
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_PID");
+        ASSERT_OK(config_parse_listen("127.0.0.1:0", &c.listen));
+        ASSERT_OK(config_parse_listen("127.0.0.1:0", &c.metrics_listen));
+        ASSERT_OK(config_parse_listen(unix_spec, &c.metrics_listen));
+        ASSERT_OK(listen_fds_open(&c, &l, &n));
+        ASSERT_EQ(n, 3);
+        ASSERT_FALSE(l[0].metrics);
+        ASSERT_TRUE(l[1].metrics);
+        ASSERT_EQ(l[1].kind, LISTEN_TCP);
+        ASSERT_TRUE(listen_fd_port(l[1].fd) > 0 && listen_fd_port(l[1].fd) != listen_fd_port(l[0].fd));
+        ASSERT_TRUE(l[2].metrics);
+        ASSERT_EQ(l[2].kind, LISTEN_UNIX);
+        ASSERT_STREQ(l[2].description, unix_spec);
+        l = listen_fds_free(l, n);
+
+        ASSERT_OK(config_parse_listen("", &c.metrics_listen));
+        ASSERT_EQ(strv_length(c.metrics_listen), 0);
+
+        /* A non-loopback metrics address: refused unless AllowNonLoopback=; nothing is left open. */
+        ASSERT_OK(config_parse_listen("0.0.0.0:0", &c.metrics_listen));
+        ASSERT_ERROR(listen_fds_open(&c, &l, &n), EPERM);
+        c.allow_non_loopback = true;
+        ASSERT_OK(listen_fds_open(&c, &l, &n));
+        ASSERT_EQ(n, 2);
+        ASSERT_TRUE(l[1].metrics && startswith(l[1].description, "0.0.0.0:") != NULL);
+        l = listen_fds_free(l, n);
+        ASSERT_ERROR(config_parse_listen("nonsense", &c.metrics_listen), EINVAL);
+
+        listen_config_done(&c);
+        rm_rf(dir);
+}
+
 TEST(parse_mode) {
         mode_t m = 0;
 
@@ -366,7 +408,7 @@ static void child_activation_names(void) {
         char dir[256], spec[512];
         ListenFd *l = NULL;
         size_t n = 0;
-        int fds[5], port0, port2;
+        int fds[6], port0, port2;
 
         make_tempdir(dir, sizeof(dir));
         snprintf(spec, sizeof(spec), "unix:%s/a.sock", dir);
@@ -383,10 +425,11 @@ static void child_activation_names(void) {
         fds[3] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);         /* not a stream socket: skipped */
         ASSERT_TRUE(fds[3] >= 0);
         fds[4] = make_tcp_listener("127.0.0.1:0");
+        fds[5] = make_tcp_listener("127.0.0.1:0");
 
-        pass_fds(fds, 5, "http:unix:weird-name:http:https");
-        ASSERT_EQ(listen_fds_from_activation(false, &l, &n), 4);
-        ASSERT_EQ(n, 4);
+        pass_fds(fds, 6, "http:unix:weird-name:http:https:metrics");
+        ASSERT_EQ(listen_fds_from_activation(false, &l, &n), 5);
+        ASSERT_EQ(n, 5);
 
         ASSERT_EQ(l[0].fd, 3);
         ASSERT_EQ(l[0].kind, LISTEN_TCP);
@@ -405,6 +448,13 @@ static void child_activation_names(void) {
 
         ASSERT_EQ(l[3].fd, 7);
         ASSERT_TRUE(l[3].tls);
+        ASSERT_FALSE(l[3].metrics);
+
+        /* "metrics": a metrics-only listener, plain HTTP. */
+        ASSERT_EQ(l[4].fd, 8);
+        ASSERT_TRUE(l[4].metrics);
+        ASSERT_FALSE(l[4].tls);
+        ASSERT_FALSE(l[0].metrics || l[1].metrics || l[2].metrics);
 
         /* The datagram socket was closed, and the environment is consumed. */
         ASSERT_TRUE(fcntl(6, F_GETFD) < 0);
