@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 
 #include "bus-names.h"
+#include "conf.h"
 #include "config.h"
 #include "json-util.h"
 #include "kiroctl-usage.h"
@@ -16,6 +17,7 @@
 #include "kiroctl-login.h"
 #include "kiroctl-models.h"
 #include "kiroctl-snapshot.h"
+#include "kiroctl-top.h"
 #include "kiroctl-util.h"
 #include "log.h"
 #include "time-util.h"
@@ -45,6 +47,9 @@ static bool arg_no_wait = false;
 static bool login_cancelled = false;
 static const char *arg_proxy = NULL;
 static bool arg_legend = true;
+static usec_t arg_interval = 2 * USEC_PER_SEC;  /* top */
+static unsigned arg_iterations = 0;             /* top: 0 = until interrupted */
+static bool arg_top_options = false;
 
 /* The exit status of a run that did not fail: 0, or KIROCTL_EXIT_NOT_USABLE from status. */
 static int exit_status = KIROCTL_EXIT_SUCCESS;
@@ -76,6 +81,9 @@ static void help(void) {
                "  login builder-id|google|github|kimi\n"
                "  login idc --start-url URL --region REGION\n"
                "                                    Log in with a device code, without another tool\n"
+               "  top [--interval SEC] [--iterations N]\n"
+               "                                    The status table redrawn every SEC seconds (default 2),\n"
+               "                                    with the last hour's totals and the request rate\n"
                "  models [--proxy ADDR]             Show the model catalog kiro-proxyd serves (context\n"
                "                                    windows, thinking, aliases); the built-in table when\n"
                "                                    kiro-proxyd cannot be reached\n"
@@ -143,6 +151,8 @@ enum {
         ARG_START_URL,
         ARG_NO_WAIT,
         ARG_PROXY,
+        ARG_INTERVAL,
+        ARG_ITERATIONS,
 };
 
 static const struct option options[] = {
@@ -167,6 +177,8 @@ static const struct option options[] = {
         { "start-url",          required_argument, NULL, ARG_START_URL          },
         { "no-wait",            no_argument,       NULL, ARG_NO_WAIT            },
         { "proxy",              required_argument, NULL, ARG_PROXY              },
+        { "interval",           required_argument, NULL, ARG_INTERVAL           },
+        { "iterations",         required_argument, NULL, ARG_ITERATIONS         },
         {}
 };
 
@@ -284,6 +296,26 @@ static int parse_argv(int argc, char **argv) {
                 case ARG_NO_WAIT:
                         arg_no_wait = true;
                         break;
+                case ARG_INTERVAL: {
+                        uint64_t u;
+                        if (parse_sec(optarg, &u) < 0 || u < 100 * USEC_PER_MSEC || u > 3600 * USEC_PER_SEC)
+                                return usage_error("--interval takes a time from 0.1s to 1h (e.g. 2, 500ms), not '%s'",
+                                                   optarg);
+                        arg_interval = u;
+                        arg_top_options = true;
+                        break;
+                }
+                case ARG_ITERATIONS: {
+                        char *e;
+                        errno = 0;
+                        unsigned long v = strtoul(optarg, &e, 10);
+                        if (errno != 0 || e == optarg || *e || optarg[0] == '-' || v < 1 || v > 1000000)
+                                return usage_error("--iterations takes a whole number from 1 to 1000000, not '%s'",
+                                                   optarg);
+                        arg_iterations = (unsigned) v;
+                        arg_top_options = true;
+                        break;
+                }
                 case ARG_PROXY:
                         if (!startswith(optarg, "unix:/") && !startswith(optarg, "http://") &&
                             !startswith(optarg, "https://"))
@@ -718,6 +750,39 @@ static int verb_models(sd_bus *bus, int argc, char **argv) {
         return r < 0 ? error_info_set_detail(&error_info, ERROR_CONTEXT_ANY, -r, "cannot read the model list") : 0;
 }
 
+/* kiroctl top: status frames until interrupted (Ctrl-C) or --iterations are done. Each frame is one
+ * GetManagedObjects: kiro-authd's counts move at kiro-proxyd's report interval (at most every 2 s). */
+static int verb_top(sd_bus *bus, int argc, char **argv) {
+        TopState st = {};
+        bool clear = stdout_is_tty();
+        int r;
+
+        for (unsigned i = 0; arg_iterations == 0 || i < arg_iterations; i++) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                _cleanup_(credential_list_done) CredentialList l = {};
+                OutputFlags flags = output_flags();
+
+                if (i > 0) {
+                        struct timespec ts = { .tv_sec = arg_interval / USEC_PER_SEC,
+                                               .tv_nsec = (arg_interval % USEC_PER_SEC) * 1000 };
+                        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                                ;
+                }
+                r = bus_list_credentials(bus, &l, &e);
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_MANAGER, r, &e);
+                /* Frames after the first are set apart when they do not redraw a terminal. */
+                if (i > 0 && !clear)
+                        fputc('\n', stdout);
+                r = top_print_frame(stdout, l.items, l.n, &flags, &st, now(CLOCK_MONOTONIC), clear);
+                if (r < 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_ANY, r, NULL);
+                if (fflush(stdout) != 0)
+                        return error_info_set(&error_info, ERROR_CONTEXT_ANY, -errno, NULL);
+        }
+        return 0;
+}
+
 static const Verb verbs[] = {
         { "status",  0, 1, verb_status,  NULL,                    false },
         { "list",    0, 0, verb_list,    NULL,                    false },
@@ -729,9 +794,14 @@ static const Verb verbs[] = {
         { "disable", 1, 1, verb_enable,  "disabling credentials", false },
         { "usage",   0, 1, verb_usage,   NULL,                    false },
         { "models",  0, 0, verb_models,  NULL,                    false, false, true },
+        { "top",     0, 0, verb_top,     NULL,                    false },
 };
 
 static int check_verb_options(const Verb *v) {
+        if (arg_top_options && !streq(v->name, "top"))
+                return usage_error("--%s is only valid with 'top'", arg_iterations > 0 ? "iterations" : "interval");
+        if (streq(v->name, "top") && arg_json)
+                return usage_error("--json is not valid with 'top' (use 'status --json')");
         if (!v->login) {
                 if (arg_start_url)
                         return usage_error("--start-url is only valid with 'login idc'");

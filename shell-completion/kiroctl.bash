@@ -19,7 +19,7 @@ _kiroctl() {
                 prev=${COMP_WORDS[COMP_CWORD - 1]}
         fi
 
-        local verbs='status list import login refresh remove enable disable usage models'
+        local verbs='status list import login refresh remove enable disable usage models top'
         local opts='-h --help --version --json --system --user --no-pager --no-legend'
         local login_opts='--start-url --region --id --replace --no-wait'
         local import_opts='--from-kiro-cli --from-kiro-ide --refresh-token-file --api-key-file --db --file
@@ -34,7 +34,7 @@ _kiroctl() {
                 fi
                 return
                 ;;
-        --id|--region|--start-url|--egress-proxy)
+        --id|--region|--start-url|--egress-proxy|--interval|--iterations)
                 return
                 ;;
         esac
@@ -45,7 +45,7 @@ _kiroctl() {
                 --user|--system)
                         bus=("${words[i]}")
                         ;;
-                --refresh-token-file|--api-key-file|--db|--file|--id|--region|--start-url|--egress-proxy)
+                --refresh-token-file|--api-key-file|--db|--file|--id|--region|--start-url|--egress-proxy|--interval|--iterations)
                         ((i++))
                         ;;
                 -*)
@@ -63,6 +63,7 @@ _kiroctl() {
         if [[ $cur == -* ]]; then
                 [ "$verb" = import ] && opts+=" $import_opts"
                 [ "$verb" = login ] && opts+=" $login_opts"
+                [ "$verb" = top ] && opts+=" --interval --iterations"
                 COMPREPLY=($(compgen -W "$opts" -- "$cur"))
                 return
         fi

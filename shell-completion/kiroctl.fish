@@ -13,7 +13,7 @@ function __kiroctl_ids
         kiroctl $bus --no-legend --no-pager list 2>/dev/null | string replace -r '\s.*$' ''
 end
 
-set -l __kiroctl_verbs status list import login refresh remove enable disable usage models
+set -l __kiroctl_verbs status list import login refresh remove enable disable usage models top
 set -l __kiroctl_id_verbs status refresh remove enable disable usage
 
 complete -c kiroctl -f
@@ -32,6 +32,9 @@ complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a rem
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a enable -d 'Let a credential be used'
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a disable -d 'Stop using a credential'
 complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a usage -d 'Show credits used and left'
+complete -c kiroctl -n "not __fish_seen_subcommand_from $__kiroctl_verbs" -a top -d 'Redraw the status table every few seconds'
+complete -c kiroctl -n "__fish_seen_subcommand_from top" -l interval -r -d 'Seconds between frames'
+complete -c kiroctl -n "__fish_seen_subcommand_from top" -l iterations -r -d 'Frames to show'
 complete -c kiroctl -n "__fish_seen_subcommand_from $__kiroctl_id_verbs" -a '(__kiroctl_ids)' -d 'Credential'
 
 complete -c kiroctl -s h -l help -d 'Show the help'

@@ -87,6 +87,8 @@ for sh in bash zsh fish; do
         expect $sh 'kiroctl status ' 'main work-2' '--no-legend --no-pager list'
         expect $sh 'kiroctl --user refresh w' 'work-2' '--user --no-legend --no-pager list'
         expect $sh 'kiroctl import --from-kiro-c' '--from-kiro-cli'
+        expect $sh 'kiroctl to' 'top'
+        expect $sh 'kiroctl top --inte' '--interval'
 done
 
 [ "$fails" -eq 0 ] || { echo "$fails completion checks failed"; exit 1; }

@@ -96,3 +96,46 @@ def test_report_usage_counts_directly(proxy_stack, bus_daemon, kiroctl):
                 kirodtest.bus_call(addr, "ReportUsageCounts", "a(sttt)t", [[("proxytest", 100, 0, 0)], 0], user=TEST_USER)
         assert e.value.name == "org.freedesktop.DBus.Error.AccessDenied"
         assert counts(kiroctl) == {"proxytest": (11, 3, 2)}
+
+
+def test_kiroctl_top_shows_totals_and_the_rate_between_frames(proxy_stack, kiroctl):
+        import re
+        import threading
+        s = proxy_stack()
+        for text in ("one", "two"):
+                assert s.post(CHAT_PATH, chat(text)).status == 200
+        wait_counts(kiroctl, {"proxytest": (2, 0, 0)})
+
+        # Two frames 4 s apart; three requests in between, reported to kiro-authd within 2 s.
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+                p=kiroctl("top", "--interval", "4", "--iterations", "2", check=False, timeout=60)))
+        t.start()
+        time.sleep(0.5)
+        for text in ("three", "four", "five"):
+                assert s.post(CHAT_PATH, chat(text)).status == 200
+        t.join(60)
+        p = result["p"]
+        assert p.returncode == 0, p.stderr
+        headers = [ln for ln in p.stdout.splitlines() if ln.startswith("kiroctl top: ")]
+        assert len(headers) == 2, p.stdout
+        assert "; 1 credential, 1 usable; last hour 2 requests, 0 errors, 0 failovers" in headers[0], headers[0]
+        assert "requests/min" not in headers[0]
+        assert "; last hour 5 requests, 0 errors, 0 failovers; now " in headers[1], headers[1]
+        rate = float(re.search(r"now ([0-9.]+) requests/min", headers[1]).group(1))
+        # 3 requests over at least the 4 s interval (plus the bus call): at most 45 per minute.
+        assert 25 <= rate <= 45.0, headers[1]
+        # Each frame carries the status table with the credential's row.
+        assert p.stdout.count("proxytest") >= 2, p.stdout
+        assert "\033[2J" not in p.stdout      # not a terminal: frames are appended, not redrawn
+
+
+def test_kiroctl_top_options_are_checked(kiroctl, authd):
+        p = kiroctl("top", "--interval", "0", check=False)
+        assert p.returncode == 2 and "--interval takes a time from 0.1s to 1h" in p.stderr, p.stderr
+        p = kiroctl("top", "--iterations", "-1", check=False)
+        assert p.returncode == 2 and "--iterations takes a whole number" in p.stderr, p.stderr
+        p = kiroctl("status", "--iterations", "2", check=False)
+        assert p.returncode == 2 and "--iterations is only valid with 'top'" in p.stderr, p.stderr
+        p = kiroctl("top", "--json", "--iterations", "1", check=False)
+        assert p.returncode == 2 and "--json is not valid with 'top'" in p.stderr, p.stderr
