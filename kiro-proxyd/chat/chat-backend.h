@@ -43,3 +43,35 @@ typedef struct ChatBackend {
         const ChatBackendOps *ops;      /* NULL: no back end for this provider */
         void *data;                     /* the back end's own state, passed to call_start() */
 } ChatBackend;
+
+/* The commit rule of every back end, in one place. Before the first content event of an attempt an ERROR
+ * or an END is held (the attempt may still be retried; an END is passed on when the transfer ended well),
+ * and every other event is dropped; the first content event commits the call, and from then on every event
+ * goes to the handler. The gate lives in the back end's call; chat_commit_gate_reset() between attempts. */
+typedef struct ChatCommitGate {
+        bool committed;
+        bool have_error;        /* an ERROR before commit, kept for the retry decision */
+        ChatError error;
+        bool ended;             /* END before commit: a complete answer without content */
+        ChatEvent end_event;
+        ChatUsage end_usage;
+} ChatCommitGate;
+
+typedef enum ChatGateResult {
+        CHAT_GATE_HOLD,         /* held or dropped: not for the handler */
+        CHAT_GATE_COMMIT,       /* the first content event: the call is committed now; pass it on */
+        CHAT_GATE_PASS,         /* the call was committed before: pass it on */
+} ChatGateResult;
+
+bool chat_event_is_content(ChatEventType t);
+ChatGateResult chat_commit_gate(ChatCommitGate *g, const ChatEvent *ev);
+/* After a transfer that ended well: when an END was held and nothing was committed, commits the call and
+ * stores that END in *ret (valid as long as the gate) to pass on. */
+bool chat_commit_gate_take_end(ChatCommitGate *g, ChatEvent *ret);
+/* Forgets what the last attempt held (not whether the call is committed). */
+void chat_commit_gate_reset(ChatCommitGate *g);
+
+/* The body of an upstream error answer, kept up to CHAT_ERROR_BODY_MAX bytes (the rest is dropped) and
+ * NUL-terminated. -ENOMEM, else 0. */
+#define CHAT_ERROR_BODY_MAX (64U * 1024U)
+int chat_error_body_append(char **body, size_t *size, const char *p, size_t n);

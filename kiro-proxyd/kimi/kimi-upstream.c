@@ -11,7 +11,6 @@
 #include "kimi/kimi-stream.h"
 #include "kimi/kimi-upstream.h"
 
-#define ERROR_BODY_MAX (64 * 1024)
 
 struct KimiUpstream {
         sd_event *event;
@@ -46,15 +45,10 @@ struct KimiCall {
         char *avoid_id;         /* the next attempt moves away from this credential */
         char *pinned_id;        /* the next attempt stays on this credential (after a forced refresh) */
         bool unauthorized_retried;
-        bool committed;
+        ChatCommitGate gate;    /* committed once the first content event went to the handler */
         bool paused;
         bool in_curl;
         bool cancelled;
-        bool have_error;        /* an ERROR event before commit */
-        ChatError error;
-        bool ended;             /* END before commit (an answer without content) */
-        ChatEvent end_event;
-        ChatUsage end_usage;
 };
 
 int kimi_upstream_new(sd_event *e, CurlGlue *glue, TokenCache *tokens, CredentialSelector *selector,
@@ -126,9 +120,7 @@ static void call_reset_attempt(KimiCall *call) {
         call->error_body = erase_and_free_sized(call->error_body, call->error_size);
         call->error_size = 0;
         call->status = 0;
-        chat_error_done(&call->error);
-        call->have_error = false;
-        call->ended = false;
+        chat_commit_gate_reset(&call->gate);
 }
 
 static void call_free(KimiCall *call) {
@@ -258,10 +250,10 @@ static int on_first_token_timeout(sd_event_source *s, uint64_t usec, void *userd
         return 0;
 }
 
-static bool event_is_content(ChatEventType t) {
-        return t == CHAT_EVENT_TEXT || t == CHAT_EVENT_THINKING || t == CHAT_EVENT_THINKING_SIGNATURE ||
-               t == CHAT_EVENT_THINKING_REDACTED || t == CHAT_EVENT_TOOL_START || t == CHAT_EVENT_TOOL_ARGS ||
-               t == CHAT_EVENT_TOOL_END;
+/* A success on a credential that was throttled ends its cooldown (the others cost nothing). */
+static void report_success(KimiCall *call) {
+        if (call->token && credential_selector_throttled(call->upstream->selector, call->token->credential_id))
+                report(call, "ok");
 }
 
 static int on_kimi_event(const ChatEvent *ev, void *userdata) {
@@ -269,28 +261,15 @@ static int on_kimi_event(const ChatEvent *ev, void *userdata) {
 
         if (call->cancelled)
                 return -ECANCELED;
-        if (!call->committed) {
-                if (ev->type == CHAT_EVENT_ERROR) {
-                        chat_error_done(&call->error);
-                        call->error.kind = ev->error->kind;
-                        call->error.message = strdup(strna(ev->error->message));
-                        call->have_error = true;
-                        return 0;
-                }
-                if (ev->type == CHAT_EVENT_END) {
-                        call->ended = true;
-                        call->end_event = *ev;
-                        call->end_usage = ev->usage ? *ev->usage : (ChatUsage) {};
-                        call->end_event.usage = &call->end_usage;
-                        return 0;
-                }
-                if (!event_is_content(ev->type))
-                        return 0;
-                call->committed = true;
+        switch (chat_commit_gate(&call->gate, ev)) {
+        case CHAT_GATE_HOLD:
+                return 0;
+        case CHAT_GATE_COMMIT:
                 call->timer = sd_event_source_disable_unref(call->timer);
-                /* A success on a credential that was throttled ends its cooldown (the others cost nothing). */
-                if (call->token && credential_selector_throttled(call->upstream->selector, call->token->credential_id))
-                        report(call, "ok");
+                report_success(call);
+                break;
+        case CHAT_GATE_PASS:
+                break;
         }
         int r = call->handler.on_event((ChatCall *) call, ev, call->userdata);
         if (r < 0)
@@ -310,17 +289,7 @@ static size_t on_data(char *ptr, size_t size, size_t n, void *userdata) {
         if (call->status == 0)
                 (void) curl_easy_getinfo(call->curl, CURLINFO_RESPONSE_CODE, &call->status);
         if (call->status != 200) {
-                size_t take = MIN(len, ERROR_BODY_MAX - MIN(call->error_size, (size_t) ERROR_BODY_MAX));
-                if (take > 0) {
-                        char *p = realloc(call->error_body, call->error_size + take + 1);
-                        if (!p)
-                                return 0;
-                        memcpy(p + call->error_size, ptr, take);
-                        call->error_size += take;
-                        p[call->error_size] = 0;
-                        call->error_body = p;
-                }
-                return len;
+                return chat_error_body_append(&call->error_body, &call->error_size, ptr, len) < 0 ? 0 : len;
         }
         call->in_curl = true;
         r = kimi_stream_feed(call->stream, ptr, len);
@@ -342,17 +311,18 @@ static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
         if (call->status == 200) {
                 /* A broken transfer is a cut stream: kimi_stream_finish() reports it (ERROR, END error). */
                 int r = kimi_stream_finish(call->stream);
-                if (call->cancelled || call->committed)
+                if (call->cancelled || call->gate.committed)
                         return call_free(call);
-                if (call->have_error) {
-                        _cleanup_free_ char *m = strdup(strna(call->error.message));
-                        return call_decide(call, call->error.kind, m);
+                if (call->gate.have_error) {
+                        _cleanup_free_ char *m = strdup(strna(call->gate.error.message));
+                        return call_decide(call, call->gate.error.kind, m);
                 }
                 if (result != CURLE_OK)
                         return call_decide(call, CHAT_ERROR_SERVER, curl_easy_strerror(result));
-                if (r >= 0 && call->ended) {
-                        call->committed = true;
-                        ChatEvent end = call->end_event;
+                ChatEvent end;
+                if (r >= 0 && chat_commit_gate_take_end(&call->gate, &end)) {
+                        /* A complete answer without content: pass END on. */
+                        report_success(call);
                         (void) call->handler.on_event((ChatCall *) call, &end, call->userdata);
                         return call_free(call);
                 }

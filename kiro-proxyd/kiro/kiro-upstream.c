@@ -12,7 +12,6 @@
 #include "kiro/kiro-upstream.h"
 
 #define KIRO_CHAT_PATH "/generateAssistantResponse"
-#define ERROR_BODY_MAX (64 * 1024)
 /* Easy handles kept for reuse (curl_easy_reset, not init/cleanup per attempt): allocation and set-up of
  * a handle is a good part of the CPU per request. */
 #define EASY_POOL_MAX 64
@@ -66,15 +65,10 @@ struct UpstreamCall {
         bool unauthorized_retried;
         char *avoid_id;         /* this request moves away from this credential (403 even after a refresh) */
         char *pinned_id;        /* the next attempt stays on this credential (retry after a forced refresh) */
-        bool committed;
+        ChatCommitGate gate;    /* committed once the first content event went to the handler */
         bool paused;
         bool in_curl;           /* inside a curl callback: removing the handle must wait */
         bool cancelled;
-        bool have_error;        /* an ERROR event before commit, kept for the retry decision */
-        ChatError error;
-        bool ended;             /* END seen before commit (an empty answer) */
-        ChatEvent end_event;
-        ChatUsage end_usage;
 };
 
 void upstream_config_init(UpstreamConfig *c) {
@@ -194,9 +188,7 @@ static void call_reset_attempt(UpstreamCall *call) {
         call->error_type = (free(call->error_type), NULL);
         call->status = 0;
         call->retry_after = 0;
-        chat_error_done(&call->error);
-        call->have_error = false;
-        call->ended = false;
+        chat_commit_gate_reset(&call->gate);
 }
 
 static void call_free(UpstreamCall *call) {
@@ -432,40 +424,20 @@ static int on_first_token_timeout(sd_event_source *s, uint64_t usec, void *userd
         return 0;
 }
 
-static bool event_is_content(ChatEventType t) {
-        return t == CHAT_EVENT_TEXT || t == CHAT_EVENT_THINKING || t == CHAT_EVENT_THINKING_SIGNATURE ||
-               t == CHAT_EVENT_THINKING_REDACTED || t == CHAT_EVENT_TOOL_START || t == CHAT_EVENT_TOOL_ARGS ||
-               t == CHAT_EVENT_TOOL_END;
-}
-
 static int on_kiro_event(const ChatEvent *ev, void *userdata) {
         UpstreamCall *call = userdata;
 
         if (call->cancelled)
                 return -ECANCELED;
-        if (!call->committed) {
-                if (ev->type == CHAT_EVENT_ERROR) {
-                        /* Keep it: whether it is retried is decided when the transfer ends. */
-                        chat_error_done(&call->error);
-                        call->error.kind = ev->error->kind;
-                        call->error.message = strdup(strna(ev->error->message));
-                        call->have_error = true;
-                        return 0;
-                }
-                if (ev->type == CHAT_EVENT_END) {
-                        call->ended = true;
-                        call->end_event = *ev;
-                        call->end_usage = ev->usage ? *ev->usage : (ChatUsage) {};
-                        call->end_event.usage = &call->end_usage;
-                        return 0;
-                }
-                if (ev->type == CHAT_EVENT_USAGE)
-                        return 0;
-                if (!event_is_content(ev->type))
-                        return 0;
-                call->committed = true;
+        switch (chat_commit_gate(&call->gate, ev)) {
+        case CHAT_GATE_HOLD:
+                return 0;
+        case CHAT_GATE_COMMIT:
                 call->timer = sd_event_source_disable_unref(call->timer);
                 report_success(call);
+                break;
+        case CHAT_GATE_PASS:
+                break;
         }
         int r = call->handler.on_event((ChatCall *) call, ev, call->userdata);
         if (r < 0)
@@ -511,17 +483,7 @@ static size_t on_data(char *ptr, size_t size, size_t n, void *userdata) {
         if (call->status == 0)
                 (void) curl_easy_getinfo(call->curl, CURLINFO_RESPONSE_CODE, &call->status);
         if (call->status != 200) {
-                size_t take = MIN(len, ERROR_BODY_MAX - MIN(call->error_size, (size_t) ERROR_BODY_MAX));
-                if (take > 0) {
-                        char *p = realloc(call->error_body, call->error_size + take + 1);
-                        if (!p)
-                                return 0;
-                        memcpy(p + call->error_size, ptr, take);
-                        call->error_size += take;
-                        p[call->error_size] = 0;
-                        call->error_body = p;
-                }
-                return len;
+                return chat_error_body_append(&call->error_body, &call->error_size, ptr, len) < 0 ? 0 : len;
         }
         call->in_curl = true;
         r = kiro_stream_feed(call->stream, ptr, len);
@@ -543,29 +505,28 @@ static void on_done(CurlGlue *g, CURL *curl, CURLcode result, void *userdata) {
         if (call->status == 0)
                 (void) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &call->status);
 
-        if (call->status == 200 || (result != CURLE_OK && call->committed)) {
+        if (call->status == 200 || (result != CURLE_OK && call->gate.committed)) {
                 /* The stream decides whether it ended properly; a broken transfer is a truncated stream. */
                 r = kiro_stream_finish(call->stream);
                 if (call->cancelled) {
                         call_free(call);
                         return;
                 }
-                if (call->committed) {
+                if (call->gate.committed) {
                         /* END went to the handler: done. */
                         call_free(call);
                         return;
                 }
-                if (call->have_error) {
-                        _cleanup_free_ char *m = strdup(strna(call->error.message));
-                        return call_decide(call, ATTEMPT_KIRO, call->error.kind, m);
+                if (call->gate.have_error) {
+                        _cleanup_free_ char *m = strdup(strna(call->gate.error.message));
+                        return call_decide(call, ATTEMPT_KIRO, call->gate.error.kind, m);
                 }
                 if (result != CURLE_OK)
                         return call_decide(call, ATTEMPT_TRANSPORT, CHAT_ERROR_SERVER, curl_easy_strerror(result));
-                if (r >= 0 && call->ended) {
+                ChatEvent end;
+                if (r >= 0 && chat_commit_gate_take_end(&call->gate, &end)) {
                         /* A complete answer without content: pass END on. */
-                        call->committed = true;
                         report_success(call);
-                        ChatEvent end = call->end_event;
                         (void) call->handler.on_event((ChatCall *) call, &end, call->userdata);
                         call_free(call);
                         return;
