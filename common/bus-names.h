@@ -27,6 +27,7 @@
 #define KIROD_ERROR_LOGIN_IN_PROGRESS     KIROD_ERROR_PREFIX "LoginInProgress"
 #define KIROD_ERROR_NO_SUCH_LOGIN         KIROD_ERROR_PREFIX "NoSuchLogin"
 #define KIROD_ERROR_LOGIN_FAILED          KIROD_ERROR_PREFIX "LoginFailed"
+#define KIROD_ERROR_SOURCE_NOT_ACCESSIBLE KIROD_ERROR_PREFIX "SourceNotAccessible"
 
 /* The signal that ends a login (StartLogin). */
 #define KIROD_SIGNAL_LOGIN_FINISHED       "LoginFinished"
