@@ -200,7 +200,6 @@ static void link_write_failed(Credential *cred, int r, const char *detail) {
                   cred->record->id, l->name, r == -EBUSY ? "the database is locked" : strerror(-r),
                   detail ? ": " : "", strempty(detail), l->write_failures, (unsigned long long) (delay / USEC_PER_SEC));
         link_set(cred, LINK_WRITE_PENDING, message);
-        credential_emit_changed(cred);
         link_arm(cred, delay);
 }
 

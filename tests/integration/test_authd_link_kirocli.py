@@ -355,3 +355,27 @@ def test_link_only_with_a_login_source(kiroctl, authd, scratch):
         os.chmod(f, 0o644)
         p = kiroctl("import", "--refresh-token-file", f, "--link", user=TEST_ADMIN, check=False)
         assert p.returncode == 2 and "--link" in p.stderr
+
+
+def test_link_needs_no_rights_above_the_directory(authd, fake_auth, kiroctl, scratch):
+        """Access to kiro-cli's directory and database is enough: kiro-authd reaches them only through the
+        fd, never by the path, so a home it cannot search (0700) is no obstacle and stays closed. (SQLite
+        given /proc/self/fd/N/data.sqlite3 would resolve it to the real path and fail here.)"""
+        import pwd
+        a = authd()
+        lin = fake_auth.seed("rt-home-0")
+        home = scratch / "home-0700"
+        home.mkdir()
+        d = home / "kiro-cli"
+        d.mkdir()
+        os.chmod(d, 0o777)      # what setfacl -m u:kiro-auth:rwx would grant on this directory alone
+        path = _make(d, "rt-home-0", wal=True)
+        pw = pwd.getpwnam(TEST_ADMIN)
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+        os.chmod(home, 0o700)
+        cid = _import_linked(kiroctl, path)
+        kiroctl("refresh", cid)
+        new_rt = fake_auth.latest_refresh_token(lin)
+        wait_until(lambda: _token(path)["refresh_token"] == new_rt, timeout=5, what="written through the fd")
+        assert a.read_credential(cid)["refresh_token"] == new_rt
+        assert _link(kiroctl) == "following"
