@@ -19,6 +19,15 @@
 DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(sqlite3 *, sqlite3_close_v2);
 DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(sqlite3_stmt *, sqlite3_finalize);
 
+/* The token row's JSON holds tokens: wiped before it is freed, on every path. */
+static void json_erase_put(json_object *o) {
+        if (o) {
+                json_object_erase_strings(o);
+                json_object_put(o);
+        }
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(json_object *, json_erase_put);
+
 static sqlite3_syscall_ptr real_open, real_access, real_stat, real_lstat, real_readlink, real_unlink;
 
 /* The database file SQLite opened last through the mapping: compared with our own openat() of the name. */
@@ -319,6 +328,100 @@ int kirocli_db_read(int dir_fd, const char *name, CredentialRecord **ret, const 
         return r;
 }
 
+/* Reading the login's rows: auth_kv and state, nothing else. */
+static int read_authorize(void *userdata, int action, const char *a, const char *b, const char *db,
+                          const char *trigger) {
+        (void) userdata, (void) b, (void) db;
+        if (trigger)
+                return SQLITE_DENY;
+        if (action == SQLITE_SELECT || action == SQLITE_TRANSACTION)
+                return SQLITE_OK;
+        if (action == SQLITE_READ && (streq_ptr(a, "auth_kv") || streq_ptr(a, "state")))
+                return SQLITE_OK;
+        return SQLITE_DENY;
+}
+
+static int digest_progress(void *userdata) {
+        uint64_t *left = userdata;
+        if (*left == 0)
+                return 1;
+        (*left)--;
+        return 0;
+}
+
+/* Appends key, NUL, value, NUL of each row the statement returns. */
+static int digest_rows(sqlite3 *db, sqlite3_stmt *st, char **buf, size_t *size) {
+        int rc;
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                for (int col = 0; col < 2; col++) {
+                        const void *v = sqlite3_column_blob(st, col);
+                        size_t n = (size_t) sqlite3_column_bytes(st, col);
+                        char *m = malloc(*size + n + 1);
+                        if (!m)
+                                return -ENOMEM;
+                        if (*size > 0)
+                                memcpy(m, *buf, *size);
+                        if (n > 0)
+                                memcpy(m + *size, v, n);
+                        m[*size + n] = 0;
+                        erase_and_free_sized(*buf, *size);
+                        *buf = m;
+                        *size += n + 1;
+                }
+        return rc == SQLITE_DONE ? 0 : errno_from_sqlite(db, rc);
+}
+
+int kirocli_db_login_digest(int dir_fd, const char *name, uint8_t ret[static SHA256_DIGEST_SIZE]) {
+        /* KIRO-PROTOCOL.md B §1.3: the token keys, the registration keys. */
+        static const char *const keys[] = {
+                "kirocli:external-idp:token",        "kirocli:social:token",
+                "kirocli:odic:token",                "codewhisperer:odic:token",
+                "kirocli:odic:device-registration", "codewhisperer:odic:device-registration",
+        };
+        _cleanup_(sqlite3_close_v2p) sqlite3 *db = NULL;
+        uint64_t left = IMPORT_SQLITE_STEP_BUDGET / 1000;
+        char *buf = NULL;
+        size_t size = 0;
+        int r, rc;
+
+        r = db_open(dir_fd, name, false, &db, NULL);
+        if (r < 0)
+                return r;
+        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+                return errno_from_sqlite(db, rc);
+        r = import_sqlite_check_auth_kv(db, NULL);
+        if (r != 0)
+                return r > 0 ? -EBADMSG : r;
+        if (sqlite3_set_authorizer(db, read_authorize, NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_progress_handler(db, 1000, digest_progress, &left);
+
+        {
+                _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+                rc = sqlite3_prepare_v2(db, "SELECT key, value FROM auth_kv WHERE key IN (?1, ?2, ?3, ?4, ?5, ?6) "
+                                            "ORDER BY key", -1, &st, NULL);
+                if (rc != SQLITE_OK)
+                        return errno_from_sqlite(db, rc);
+                for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                        (void) sqlite3_bind_text(st, (int) i + 1, keys[i], -1, SQLITE_STATIC);
+                r = digest_rows(db, st, &buf, &size);
+        }
+        if (r >= 0) {
+                /* An older database has no state table: then nothing is added for it. */
+                _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+                if (sqlite3_prepare_v2(db, "SELECT key, value FROM state WHERE key = 'api.codewhisperer.profile'", -1,
+                                       &st, NULL) == SQLITE_OK)
+                        r = digest_rows(db, st, &buf, &size);
+        }
+        (void) sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        if (r >= 0)
+                r = sha256(buf ?: "", size, ret);
+        erase_and_free_sized(buf, size);
+        return r;
+}
+
 /* Writing: reading auth_kv and updating it, nothing else. */
 static int write_authorize(void *userdata, int action, const char *a, const char *b, const char *db,
                            const char *trigger) {
@@ -356,7 +459,7 @@ static int merge_tokens(json_object *o, const CredentialRecord *c) {
 int kirocli_db_write_back(int dir_fd, const char *name, const char *key, const char *expect_refresh_token,
                           const CredentialRecord *c, char **ret_message) {
         _cleanup_(sqlite3_close_v2p) sqlite3 *db = NULL;
-        _cleanup_json_ json_object *o = NULL;
+        _cleanup_(json_erase_putp) json_object *o = NULL;
         char *out = NULL;
         size_t out_size = 0;
         const char *perr = NULL, *there;
@@ -416,7 +519,6 @@ int kirocli_db_write_back(int dir_fd, const char *name, const char *key, const c
         r = merge_tokens(o, c);
         if (r >= 0)
                 r = json_to_string_secret(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &out, &out_size);
-        json_object_erase_strings(o);
         if (r < 0)
                 goto rollback;
 

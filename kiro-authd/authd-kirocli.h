@@ -12,6 +12,7 @@
 #pragma once
 
 #include "authd-credential.h"
+#include "hash-util.h"
 
 /* How long a write-back waits for kiro-cli's lock before it gives up for now (the event loop waits that
  * long at most); then it is retried from a timer. */
@@ -25,6 +26,12 @@
  * auth_kv key the login came from (a static string). */
 int kirocli_db_read(int dir_fd, const char *name, CredentialRecord **ret, const char **ret_key,
                     char **ret_message);
+
+/* A digest of what a login in the database is made of (the token and registration rows of auth_kv, the
+ * profile in state), read with the same settings as kirocli_db_read() but without copying the database: a
+ * change elsewhere (kiro-cli writes its conversations there on every turn) leaves it the same, so the
+ * whole database is read only when a login may have changed. 0 or a negative errno. */
+int kirocli_db_login_digest(int dir_fd, const char *name, uint8_t ret[static SHA256_DIGEST_SIZE]);
 
 /* Writes c's access token, refresh token and expiry into the JSON value of key in auth_kv, keeping every
  * other field of that value and every other row: one transaction (BEGIN IMMEDIATE), and only if the row

@@ -122,6 +122,8 @@ static void link_reread_full(Credential *cred, bool may_write) {
                 /* kiro-cli holds a write lock: read it when it is done. */
                 log_debug("Credential '%s': its source '%s' is locked; reading it again in a moment.",
                           cred->record->id, l->name);
+                l->read_busy = true;
+                l->retry_due = true;
                 return link_arm(cred, LINK_RETRY_MIN_USEC);
         }
         if (r < 0)
@@ -174,8 +176,29 @@ static void link_reread_full(Credential *cred, bool may_write) {
         link_set(cred, LINK_FOLLOWING, NULL);
 }
 
-static void link_reread(Credential *cred) {
+/* cheap: for a change inotify saw. kiro-cli writes its database on every chat turn; the whole database is
+ * read (and parsed with every defence of an import) only when the rows of a login changed. */
+static void link_reread(Credential *cred, bool cheap) {
+        CredentialLink *l = cred->link;
+        uint8_t digest[SHA256_DIGEST_SIZE];
+        bool have = false;
+
+        if (l->format == IMPORT_KIRO_CLI_SQLITE) {
+                have = kirocli_db_login_digest(l->dir_fd, l->name, digest) >= 0;
+                if (cheap && have && l->have_digest && memcmp(digest, l->digest, sizeof digest) == 0) {
+                        log_debug("Credential '%s': its source '%s' changed, but not its login.", cred->record->id,
+                                  l->name);
+                        return;
+                }
+        }
+        l->have_digest = false;
+        l->read_busy = false;
         link_reread_full(cred, true);
+        /* The digest taken before the read: a change in between is seen by the next event. */
+        if (have && !l->read_busy) {
+                memcpy(l->digest, digest, sizeof digest);
+                l->have_digest = true;
+        }
 }
 
 static void link_write_failed(Credential *cred, int r, const char *detail) {
@@ -200,6 +223,7 @@ static void link_write_failed(Credential *cred, int r, const char *detail) {
                   cred->record->id, l->name, r == -EBUSY ? "the database is locked" : strerror(-r),
                   detail ? ": " : "", strempty(detail), l->write_failures, (unsigned long long) (delay / USEC_PER_SEC));
         link_set(cred, LINK_WRITE_PENDING, message);
+        l->retry_due = true;
         link_arm(cred, delay);
 }
 
@@ -284,7 +308,10 @@ static void link_try_write(Credential *cred) {
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Credential *cred = userdata;
-        link_reread(cred);
+        bool retry = cred->link->retry_due;
+
+        cred->link->retry_due = false;
+        link_reread(cred, !retry);
         return 0;
 }
 

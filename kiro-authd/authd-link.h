@@ -9,6 +9,7 @@
 
 #include "authd-import.h"
 #include "authd-manager.h"
+#include "hash-util.h"
 
 /* A rotated refresh token could not be written into the linked source (yet). */
 #define KIROD_MESSAGE_LINK_WRITE_PENDING "4d2f8a6c0e1b4c3a9f7e5d3b1a9c8e60"
@@ -34,6 +35,10 @@ typedef struct CredentialLink {
         sd_event_source *io;
         sd_event_source *timer;         /* coalesces a burst of changes; retries a busy read or a write-back */
         unsigned write_failures;
+        bool retry_due;                 /* the timer is (also) a retry: read the whole source when it fires */
+        bool read_busy;                 /* the last read found the source locked */
+        bool have_digest;
+        uint8_t digest[SHA256_DIGEST_SIZE];     /* kiro-cli: kirocli_db_login_digest() when last read whole */
         char account[65];               /* account hash of the login (authd-ids.h), "" when it has none */
         LinkState state;
         char *message;

@@ -122,6 +122,16 @@ def test_linked_kirocli_followed_and_written_back(authd, fake_auth, kiroctl, dbu
                 assert abs(t["expires_usec"] - int(exp1 * 1e6)) < 1_000_000
                 assert _link(kiroctl) == "following"
 
+                # kiro-cli saving a conversation: the login's rows are the same, so the database is not
+                # read whole again (and nothing changes).
+                conn = _connect(path)
+                conn.execute("INSERT INTO conversations VALUES (?, ?)", ("/home/u/new", json.dumps({"h": [9]})))
+                conn.close()
+                wait_until(lambda: "changed, but not its login" in a.log_path.read_text(), timeout=2,
+                           what="a change of other rows seen and skipped")
+                assert a.read_credential(cid)["refresh_token"] == "rt-cli-1"
+                before_rows = _other_rows(path)
+
                 # Our refresh rotates the token: the row gets it, nothing else changes.
                 kiroctl("refresh", cid)
                 new_rt = fake_auth.latest_refresh_token(lin1)
@@ -150,10 +160,11 @@ def test_linked_kirocli_followed_and_written_back(authd, fake_auth, kiroctl, dbu
         print(f"picked up in {picked * 1000:.0f} ms")
 
 
-def test_linked_kirocli_locked_write_back_is_retried(authd, fake_auth, kiroctl, cli_dir):
+@pytest.mark.parametrize("mode", ["rollback", "wal"])
+def test_linked_kirocli_locked_write_back_is_retried(authd, fake_auth, kiroctl, cli_dir, mode):
         a = authd()
         lin = fake_auth.seed("rt-lock-0")
-        path = _make(cli_dir, "rt-lock-0")
+        path = _make(cli_dir, "rt-lock-0", wal=mode == "wal")
         cid = _import_linked(kiroctl, path)
         before_rows = _other_rows(path)
 
