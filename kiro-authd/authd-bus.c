@@ -1148,6 +1148,12 @@ static int property_get_link(sd_bus *bus, const char *path, const char *interfac
         return sd_bus_message_append(reply, "s", credential_link_state(userdata));
 }
 
+static int property_get_link_message(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Credential *cred = userdata;
+        return sd_bus_message_append(reply, "s", cred->link ? strempty(cred->link->message) : "");
+}
+
 #define EC SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
 static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_VTABLE_START(0),
@@ -1168,6 +1174,7 @@ static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_PROPERTY("ProfileArn", "s", property_get_profile_arn, 0, EC),
         SD_BUS_PROPERTY("Unsaved", "b", property_get_unsaved, 0, EC),
         SD_BUS_PROPERTY("Link", "s", property_get_link, 0, EC),
+        SD_BUS_PROPERTY("LinkMessage", "s", property_get_link_message, 0, EC),
         SD_BUS_PROPERTY("RequestsLastHour", "u", property_get_last_hour, 0, EC),
         SD_BUS_PROPERTY("ErrorsLastHour", "u", property_get_last_hour, 0, EC),
         SD_BUS_PROPERTY("FailoversLastHour", "u", property_get_last_hour, 0, EC),

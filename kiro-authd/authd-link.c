@@ -40,7 +40,7 @@ const char *credential_link_state(Credential *cred) {
 
 static void link_set(Credential *cred, LinkState s, const char *message) {
         CredentialLink *l = cred->link;
-        bool changed = l->state != s;
+        bool changed = l->state != s, message_changed = !streq_ptr(l->message, message);
         l->state = s;
         (void) free_and_strdup(&l->message, message);
         if (s != LINK_WRITE_PENDING)
@@ -52,7 +52,8 @@ static void link_set(Credential *cred, LinkState s, const char *message) {
                         log_warning("Credential '%s': its source '%s' is %s: %s.", cred->record->id, l->name,
                                     link_state_to_string(s), strna(message));
                 credential_emit_changed(cred);
-        }
+        } else if (message_changed)
+                credential_emit_changed(cred);
 }
 
 static void link_set_known(CredentialLink *l, const char *refresh_token) {

@@ -103,7 +103,9 @@ def test_linked_kirocli_followed_and_written_back(authd, fake_auth, kiroctl, dbu
         holder.execute("SELECT count(*) FROM auth_kv").fetchone()
         try:
                 cid = _import_linked(kiroctl, path)
-                assert "linked: following" in kiroctl("status", cid).stdout
+                out = kiroctl("status", cid).stdout
+                assert "linked: following" in out and "Link: " not in out
+                assert only(status(kiroctl))["link_message"] == ""
                 before_rows = _other_rows(path)
                 assert before_rows["journal_mode"] == ("wal" if mode == "wal" else "delete")
                 assert get_token(dbus, cid)["access_token"] == "at-rt-cli-0"
@@ -179,7 +181,9 @@ def test_linked_kirocli_locked_write_back_is_retried(authd, fake_auth, kiroctl, 
                 # Never lost: in our store at once, and said loudly while the database refuses it.
                 assert a.read_credential(cid)["refresh_token"] == new_rt
                 wait_until(lambda: _link(kiroctl) == "write-pending", timeout=3, what="link state write-pending")
-                assert "linked: write-pending" in kiroctl("status", cid).stdout
+                out = kiroctl("status", cid).stdout
+                assert "linked: write-pending" in out and "the database is locked" in out, out
+                assert "retrying" in only(status(kiroctl))["link_message"]
                 time.sleep(1.5)         # retried meanwhile, still refused
                 assert holder.execute("SELECT value FROM auth_kv WHERE key=?", (KEY,)).fetchone() is not None
                 assert json.loads(holder.execute("SELECT value FROM auth_kv WHERE key=?", (KEY,))
@@ -275,8 +279,12 @@ def test_linked_kirocli_source_gone_bad_keeps_the_login(authd, fake_auth, kiroct
         assert c["state"] == "active", c
         assert f"linked: {expect}" in kiroctl("status", cid).stdout
         assert a.read_credential(cid)["refresh_token"] == "rt-bad-0"       # nothing lost, nothing adopted
-        if bad == "logged-out":
-                assert "logged out" in kiroctl("status", cid).stdout or "logged out" in a.log_path.read_text()
+        # Why, in the property and in kiroctl status.
+        why = {"deleted": "deleted or renamed", "truncated": "database", "garbage": "database",
+               "symlink": "symlink", "other-account": "another account logged in",
+               "logged-out": "kiro-cli logged out"}[bad]
+        assert why in c["link_message"], c["link_message"]
+        assert f"Link: " in kiroctl("status", cid).stdout
 
         snapshot = path.read_bytes() if path.exists() and not path.is_symlink() else None
         kiroctl("refresh", cid)
