@@ -15,6 +15,9 @@
 #include "time-util.h"
 
 #define LINK_VFS_PREFIX "/.kirod-link-fd/"
+/* SQLite VM instructions a look-up or an update of a few rows by key may take (in units of 1000): a few
+ * thousand are needed; a crafted schema is stopped after about 35 ms (by the import's measure, authd-import.h). */
+#define KIROCLI_ROW_STEPS 1000
 
 DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(sqlite3 *, sqlite3_close_v2);
 DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(sqlite3_stmt *, sqlite3_finalize);
@@ -380,7 +383,7 @@ int kirocli_db_login_digest(int dir_fd, const char *name, uint8_t ret[static SHA
                 "kirocli:odic:device-registration", "codewhisperer:odic:device-registration",
         };
         _cleanup_(sqlite3_close_v2p) sqlite3 *db = NULL;
-        uint64_t left = IMPORT_SQLITE_STEP_BUDGET / 1000;
+        uint64_t left = KIROCLI_ROW_STEPS;
         char *buf = NULL;
         size_t size = 0;
         int r, rc;
@@ -415,6 +418,7 @@ int kirocli_db_login_digest(int dir_fd, const char *name, uint8_t ret[static SHA
                                        &st, NULL) == SQLITE_OK)
                         r = digest_rows(db, st, &buf, &size);
         }
+        sqlite3_progress_handler(db, 0, NULL, NULL);
         (void) sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
         if (r >= 0)
                 r = sha256(buf ?: "", size, ret);
@@ -463,6 +467,7 @@ int kirocli_db_write_back(int dir_fd, const char *name, const char *key, const c
         char *out = NULL;
         size_t out_size = 0;
         const char *perr = NULL, *there;
+        uint64_t left = KIROCLI_ROW_STEPS;
         int r, rc;
 
         assert(name);
@@ -485,6 +490,7 @@ int kirocli_db_write_back(int dir_fd, const char *name, const char *key, const c
                 r = -EIO;
                 goto rollback;
         }
+        sqlite3_progress_handler(db, 1000, digest_progress, &left);
 
         {
                 _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
@@ -541,6 +547,7 @@ int kirocli_db_write_back(int dir_fd, const char *name, const char *key, const c
                         goto rollback;
                 }
         }
+        sqlite3_progress_handler(db, 0, NULL, NULL);
         rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
                 /* Readers kept the database busy past the timeout (a rollback-journal database): nothing
@@ -551,6 +558,7 @@ int kirocli_db_write_back(int dir_fd, const char *name, const char *key, const c
         return 0;
 
 rollback:
+        sqlite3_progress_handler(db, 0, NULL, NULL);
         (void) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         return r;
 }

@@ -254,3 +254,30 @@ TEST(digest_is_cheaper_than_a_read) {
         credential_record_free(c);
         dir_done(&d);
 }
+
+/* auth_kv as a view (a recursive CTE could run for ever): refused by every path, nothing written. */
+TEST(crafted_schema_is_refused) {
+        Dir d;
+        char path[128], *message = NULL;
+        uint8_t digest[SHA256_DIGEST_SIZE];
+        CredentialRecord *c = NULL;
+        CredentialRecord new = { .access_token = (char *) "at-new", .refresh_token = (char *) "rt-new" };
+
+        dir_make(&d, false);
+        snprintf(path, sizeof path, "%s/view.sqlite3", d.path);
+        exec_sql(path, "CREATE TABLE t(key TEXT, value TEXT);"
+                       "INSERT INTO t VALUES('" KEY "', '" TOKEN("rt-0") "');"
+                       "CREATE VIEW auth_kv AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+                       "SELECT key, value FROM t, n;");
+        ASSERT_ERROR(kirocli_db_login_digest(d.fd, "view.sqlite3", digest), EBADMSG);
+        ASSERT_EQ(kirocli_db_read(d.fd, "view.sqlite3", &c, NULL, &message), IMPORT_E_INVALID);
+        ASSERT_NULL(c);
+        free(message);
+        message = NULL;
+        ASSERT_EQ(kirocli_db_write_back(d.fd, "view.sqlite3", KEY, "rt-0", &new, &message), IMPORT_E_INVALID);
+        free(message);
+        char *v = query_text(path, "SELECT value FROM t");
+        ASSERT_TRUE(strstr(v, "\"rt-0\"") != NULL);
+        free(v);
+        dir_done(&d);
+}
