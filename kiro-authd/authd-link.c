@@ -192,6 +192,7 @@ static void link_reread(Credential *cred, bool cheap) {
                         return;
                 }
         }
+        log_debug("Credential '%s': reading its source '%s'.", cred->record->id, l->name);
         l->have_digest = false;
         l->read_busy = false;
         link_reread_full(cred, true);

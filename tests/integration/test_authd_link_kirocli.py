@@ -157,6 +157,10 @@ def test_linked_kirocli_followed_and_written_back(authd, fake_auth, kiroctl, dbu
                 time.sleep(0.3)
                 assert _link(kiroctl) == "following"
                 assert a.read_credential(cid)["refresh_token"] == new_rt
+                # Idle: our own reading causes no event that makes us read again.
+                reads = a.log_path.read_text().count("reading its source")
+                time.sleep(0.5)
+                assert a.log_path.read_text().count("reading its source") == reads
         finally:
                 holder.close()
         print(f"picked up in {picked * 1000:.0f} ms")
