@@ -115,17 +115,24 @@ static void link_reread_full(Credential *cred, bool may_write) {
         int r;
 
         r = link_read_login(l, &c, &key, &message);
+        if (r != -EBUSY)
+                l->busy_reads = 0;
         if (r == -ELOOP)
                 return link_set(cred, LINK_SOURCE_CHANGED, "it is a symlink now, which is not followed");
         if (r == -ENOENT)
                 return link_set(cred, LINK_SOURCE_MISSING, "it was deleted or renamed; the credential keeps its login");
         if (r == -EBUSY) {
                 /* kiro-cli holds a write lock: read it when it is done. */
-                log_debug("Credential '%s': its source '%s' is locked; reading it again in a moment.",
-                          cred->record->id, l->name);
+                usec_t delay = LINK_RETRY_MIN_USEC;
+                for (unsigned i = 0; i < l->busy_reads && delay < LINK_RETRY_MAX_USEC; i++)
+                        delay *= 2;
+                delay = MIN(delay, LINK_RETRY_MAX_USEC);
+                l->busy_reads++;
+                log_debug("Credential '%s': its source '%s' is locked; reading it again in %llus.",
+                          cred->record->id, l->name, (unsigned long long) (delay / USEC_PER_SEC));
                 l->read_busy = true;
                 l->retry_due = true;
-                return link_arm(cred, LINK_RETRY_MIN_USEC);
+                return link_arm(cred, delay);
         }
         if (r < 0)
                 return link_set(cred, LINK_SOURCE_INVALID,
@@ -184,9 +191,10 @@ static void link_reread(Credential *cred, bool cheap) {
         uint8_t digest[SHA256_DIGEST_SIZE];
         bool have = false;
 
-        if (l->format == IMPORT_KIRO_CLI_SQLITE) {
+        /* A retry reads it whole anyway: no digest first, which would wait for the same lock twice. */
+        if (l->format == IMPORT_KIRO_CLI_SQLITE && cheap) {
                 have = kirocli_db_login_digest(l->dir_fd, l->name, digest) >= 0;
-                if (cheap && have && l->have_digest && memcmp(digest, l->digest, sizeof digest) == 0) {
+                if (have && l->have_digest && memcmp(digest, l->digest, sizeof digest) == 0) {
                         log_debug("Credential '%s': its source '%s' changed, but not its login.", cred->record->id,
                                   l->name);
                         return;

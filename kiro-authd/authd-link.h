@@ -35,6 +35,7 @@ typedef struct CredentialLink {
         sd_event_source *io;
         sd_event_source *timer;         /* coalesces a burst of changes; retries a busy read or a write-back */
         unsigned write_failures;
+        unsigned busy_reads;            /* reads in a row that found the source locked: their retry backs off */
         bool retry_due;                 /* the timer is (also) a retry: read the whole source when it fires */
         bool read_busy;                 /* the last read found the source locked */
         bool have_digest;

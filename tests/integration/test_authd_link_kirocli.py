@@ -195,9 +195,11 @@ def test_linked_kirocli_locked_write_back_is_retried(authd, fake_auth, kiroctl, 
         finally:
                 holder.execute("ROLLBACK")
                 holder.close()
-        # The lock is gone: the next retry writes it.
-        wait_until(lambda: _token(path)["refresh_token"] == new_rt, timeout=5,
+        # The lock is gone: the next retry writes it (retries back off 1, 2, 4 s while it is locked).
+        t_release = time.monotonic()
+        wait_until(lambda: _token(path)["refresh_token"] == new_rt, timeout=10,
                    what="the rotated refresh token in the database after the lock")
+        print(f"written {time.monotonic() - t_release:.1f} s after the lock was released")
         wait_until(lambda: _link(kiroctl) == "following", timeout=2, what="link state following")
         assert _token(path)["someFutureField"] == FUTURE
         assert _other_rows(path) == before_rows
