@@ -28,6 +28,7 @@
 #define KIROD_ERROR_LOGIN_IN_PROGRESS     KIROD_ERROR_PREFIX "LoginInProgress"
 #define KIROD_ERROR_NO_SUCH_LOGIN         KIROD_ERROR_PREFIX "NoSuchLogin"
 #define KIROD_ERROR_LOGIN_FAILED          KIROD_ERROR_PREFIX "LoginFailed"
+#define KIROD_ERROR_SOURCE_NOT_ACCESSIBLE KIROD_ERROR_PREFIX "SourceNotAccessible"
 
 /* The results a credential's refresh attempts are counted by (the Credential property Refreshes, a{st},
  * and kirod_credential_refreshes_total): a fixed set, documented in docs/org.kirod.Auth1.md. */

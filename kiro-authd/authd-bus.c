@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The org.kirod.Auth1 bus API: Manager and Credential objects, caller checks, LogControl1. */
 #include <assert.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "authd-bus.h"
 #include "authd-ids.h"
@@ -672,6 +675,31 @@ static bool printable(const char *s, size_t max) {
         return true;
 }
 
+/* The system service's user reaches no home unless the user grants it: say exactly how. */
+static int link_access_error(sd_bus_error *error, int r, const char *name, const char *source_path) {
+        _cleanup_free_ char *dir = NULL, *user = NULL;
+        struct passwd pw, *found = NULL;
+        char buf[1024];
+
+        if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) == 0 && found)
+                user = strdup(found->pw_name);
+        if (!user && asprintf(&user, "%u", (unsigned) geteuid()) < 0)
+                return -ENOMEM;
+        /* The directory for the commands, when the path can be quoted for a shell as it is. */
+        const char *slash = source_path && source_path[0] == '/' && !strchr(source_path, '\'') ? strrchr(source_path, '/')
+                                                                                           : NULL;
+        if (slash && slash > source_path)
+                dir = strndup(source_path, (size_t) (slash - source_path));
+        return sd_bus_error_setf(
+                error, KIROD_ERROR_SOURCE_NOT_ACCESSIBLE,
+                "kiro-authd (user '%s') cannot read and write '%s' in the directory it was given (%s). It uses no rights "
+                "but its own user's, so it never reaches a home directory it was not given. Either run kiro-authd as "
+                "your user service ('systemctl --user enable --now kiro-authd.service', then 'kiroctl --user import "
+                "... --link'), or grant user '%s' access to that directory and file only: "
+                "setfacl -m u:%s:rwx '%s' && setfacl -m u:%s:rw '%s/%s' && setfacl -d -m u:%s:rw,u:\"$(id -un)\":rw '%s'",
+                user, name, strerror(-r), user, user, dir ?: "DIR", user, dir ?: "DIR", name, user, dir ?: "DIR");
+}
+
 static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         const char *format_s, *id = NULL, *region = NULL, *source_path = NULL, *link_name = NULL, *proxy = NULL;
@@ -699,10 +727,11 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, KIROD_ERROR_UNSUPPORTED_FORMAT,
                                          "Unknown import format '%s' (kiro-cli-sqlite, kiro-ide-json, refresh-token, api-key).",
                                          format_s);
-        if ((link_dir_fd >= 0) != !!link_name || (link_name && (f != IMPORT_KIRO_IDE_JSON || registration_fd >= 0)))
+        if ((link_dir_fd >= 0) != !!link_name ||
+            (link_name && (!(f == IMPORT_KIRO_IDE_JSON || f == IMPORT_KIRO_CLI_SQLITE) || registration_fd >= 0)))
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
-                                        "Options 'link_dir' and 'link_name' go together, with format 'kiro-ide-json' "
-                                        "of a login without a client registration (social or external IdP).");
+                                        "Options 'link_dir' and 'link_name' go together, with format 'kiro-cli-sqlite' "
+                                        "or 'kiro-ide-json' of a login without a client registration (social or external IdP).");
         if (registration_fd >= 0 && f != IMPORT_KIRO_IDE_JSON)
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
                                         "Option 'registration' only applies to format 'kiro-ide-json'.");
@@ -721,6 +750,16 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 r = check_source_fd(registration_fd, error);
         if (r < 0)
                 return r;
+
+        if (link_name) {
+                /* Before anything is stored: kiro-authd uses no rights but its own user's on the source. */
+                r = credential_link_check(link_dir_fd, link_name, f);
+                if (r == -EACCES || r == -EPERM || r == -EROFS)
+                        return link_access_error(error, r, link_name, source_path);
+                if (r < 0)
+                        return sd_bus_error_set_errnof(error, r, "Cannot link '%s' in the directory passed: %m.",
+                                                       link_name);
+        }
 
         Credential *existing = isempty(id) ? NULL : manager_find(m, id);
         if (existing && !replace)
@@ -785,7 +824,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                         return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
         }
         if (link_name) {
-                r = credential_link_attach(cred, link_dir_fd, link_name);
+                r = credential_link_attach(cred, link_dir_fd, link_name, f);
                 if (r < 0)
                         return sd_bus_error_set_errnof(error, r, "Imported credential '%s', but cannot follow its source: %m",
                                                        cred->record->id);
@@ -1136,6 +1175,12 @@ static int property_get_link(sd_bus *bus, const char *path, const char *interfac
         return sd_bus_message_append(reply, "s", credential_link_state(userdata));
 }
 
+static int property_get_link_message(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Credential *cred = userdata;
+        return sd_bus_message_append(reply, "s", cred->link ? strempty(cred->link->message) : "");
+}
+
 #define EC SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
 static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_VTABLE_START(0),
@@ -1156,6 +1201,7 @@ static const sd_bus_vtable credential_vtable[] = {
         SD_BUS_PROPERTY("ProfileArn", "s", property_get_profile_arn, 0, EC),
         SD_BUS_PROPERTY("Unsaved", "b", property_get_unsaved, 0, EC),
         SD_BUS_PROPERTY("Link", "s", property_get_link, 0, EC),
+        SD_BUS_PROPERTY("LinkMessage", "s", property_get_link_message, 0, EC),
         SD_BUS_PROPERTY("RequestsLastHour", "u", property_get_last_hour, 0, EC),
         SD_BUS_PROPERTY("ErrorsLastHour", "u", property_get_last_hour, 0, EC),
         SD_BUS_PROPERTY("FailoversLastHour", "u", property_get_last_hour, 0, EC),

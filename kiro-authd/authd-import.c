@@ -281,6 +281,10 @@ static void sqlite_setup_wiping_malloc(void) {
         (void) sqlite3_config(SQLITE_CONFIG_MALLOC, &methods);
 }
 
+void import_sqlite_init(void) {
+        sqlite_setup_wiping_malloc();
+}
+
 typedef struct SqliteBudget {
         uint64_t left;          /* progress handler calls still allowed */
         bool exhausted;
@@ -452,6 +456,26 @@ static void sqlite_limits(sqlite3 *db) {
                 (void) sqlite3_limit(db, limits[i].id, limits[i].value);
 }
 
+void import_sqlite_harden(sqlite3 *db) {
+        /* https://sqlite.org/security.html, "untrusted SQLite database files". */
+        (void) sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+        (void) sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+        (void) sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_VIEW, 0, NULL);
+        (void) sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL);
+        (void) sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
+        sqlite_limits(db);
+}
+
+int import_sqlite_check_auth_kv(sqlite3 *db, char **ret_message) {
+        SqliteBudget budget = { .left = IMPORT_SQLITE_STEP_BUDGET / SQLITE_PROGRESS_OPS };
+        int r;
+
+        sqlite3_progress_handler(db, SQLITE_PROGRESS_OPS, sqlite_progress, &budget);
+        r = sqlite_check_table(db, &budget, "auth_kv", true, NULL, ret_message);
+        sqlite3_progress_handler(db, 0, NULL, NULL);
+        return r;
+}
+
 typedef struct SqliteSource {
         sqlite3 *db;
         unsigned char *image;   /* ours, not SQLite's: wiped and freed after the database is closed */
@@ -487,13 +511,7 @@ static int sqlite_source_open(SqliteSource *s, const void *data, size_t size, ui
         r = sqlite3_open_v2(":memory:", &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, NULL);
         if (r != SQLITE_OK)
                 return -ENOMEM;
-        /* https://sqlite.org/security.html, "untrusted SQLite database files". */
-        (void) sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
-        (void) sqlite3_db_config(s->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
-        (void) sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_VIEW, 0, NULL);
-        (void) sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL);
-        (void) sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
-        sqlite_limits(s->db);
+        import_sqlite_harden(s->db);
         s->budget.left = steps / SQLITE_PROGRESS_OPS;
         sqlite3_progress_handler(s->db, SQLITE_PROGRESS_OPS, sqlite_progress, &s->budget);
 
@@ -523,11 +541,16 @@ static int sqlite_source_open(SqliteSource *s, const void *data, size_t size, ui
 }
 
 int import_kiro_cli_sqlite(const void *data, size_t size, CredentialRecord **ret, char **ret_message) {
-        return import_kiro_cli_sqlite_budget(data, size, IMPORT_SQLITE_STEP_BUDGET, ret, ret_message);
+        return import_kiro_cli_sqlite_full(data, size, IMPORT_SQLITE_STEP_BUDGET, ret, NULL, ret_message);
 }
 
 int import_kiro_cli_sqlite_budget(const void *data, size_t size, uint64_t steps, CredentialRecord **ret,
                                   char **ret_message) {
+        return import_kiro_cli_sqlite_full(data, size, steps, ret, NULL, ret_message);
+}
+
+int import_kiro_cli_sqlite_full(const void *data, size_t size, uint64_t steps, CredentialRecord **ret,
+                                const char **ret_key, char **ret_message) {
         _cleanup_(credential_record_freep) CredentialRecord *c = NULL;
         _cleanup_(sqlite_source_done) SqliteSource src = {};
         int r;
@@ -641,6 +664,8 @@ int import_kiro_cli_sqlite_budget(const void *data, size_t size, uint64_t steps,
         if (!c->region && (c->region = strdup("us-east-1")) == NULL)
                 return -ENOMEM;
         c->source_format = strdup("kiro-cli-sqlite");
+        if (ret_key)
+                *ret_key = kiro_cli_keys[k].key;
         *ret = TAKE_PTR(c);
         return 0;
 }

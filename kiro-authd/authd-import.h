@@ -59,10 +59,21 @@ int import_kiro_cli_sqlite(const void *data, size_t size, CredentialRecord **ret
 /* The same with another step budget (SQLite VM instructions), for tests. */
 int import_kiro_cli_sqlite_budget(const void *data, size_t size, uint64_t steps, CredentialRecord **ret,
                                   char **ret_message);
+/* The same, and *ret_key gets the auth_kv key the login was read from (a static string). */
+int import_kiro_cli_sqlite_full(const void *data, size_t size, uint64_t steps, CredentialRecord **ret,
+                                const char **ret_key, char **ret_message);
 int import_kiro_ide_json(const char *token, size_t token_size, const char *registration, size_t registration_size,
                          CredentialRecord **ret, char **ret_message);
 int import_refresh_token(const char *data, size_t size, CredentialRecord **ret, char **ret_message);
 int import_api_key(const char *data, size_t size, CredentialRecord **ret, char **ret_message);
+
+/* For the other readers of kiro-cli databases (authd-kirocli.c): SQLite's wiping allocator, installed before
+ * SQLite initializes; the untrusted-database settings and limits above; the check that 'auth_kv' is a
+ * plain table (0, an ImportError or a negative errno). */
+struct sqlite3;
+void import_sqlite_init(void);
+void import_sqlite_harden(struct sqlite3 *db);
+int import_sqlite_check_auth_kv(struct sqlite3 *db, char **ret_message);
 
 /* Reads an fd with the cap of the format and dispatches. registration_fd may be -1. Both must be regular
  * files, and a memfd must carry F_SEAL_WRITE, F_SEAL_GROW and F_SEAL_SHRINK (as kiroctl seals them):

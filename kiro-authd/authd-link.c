@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Linked Kiro IDE token files (authd-link.h). */
+/* Linked Kiro IDE token files and kiro-cli databases (authd-link.h). */
 #include <assert.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,15 +9,22 @@
 
 #include "authd-ids.h"
 #include "authd-import.h"
+#include "authd-kirocli.h"
 #include "authd-link.h"
 #include "fileio.h"
 #include "json-util.h"
 #include "log.h"
 
 #define LINK_FILE_MAX (1024U * 1024U)
+/* A change is read after this quiet time, so a burst (kiro-cli writing its -wal and its database, the IDE's
+ * temporary file and rename) is read once. */
+#define LINK_COALESCE_USEC (30 * USEC_PER_MSEC)
+#define LINK_RETRY_MIN_USEC (1 * USEC_PER_SEC)
+#define LINK_RETRY_MAX_USEC (30 * USEC_PER_SEC)
 
 static const char *const link_state_table[_LINK_STATE_MAX] = {
         [LINK_FOLLOWING] = "following",
+        [LINK_WRITE_PENDING] = "write-pending",
         [LINK_SOURCE_CHANGED] = "source-changed",
         [LINK_SOURCE_MISSING] = "source-missing",
         [LINK_SOURCE_INVALID] = "source-invalid",
@@ -33,21 +40,42 @@ const char *credential_link_state(Credential *cred) {
 
 static void link_set(Credential *cred, LinkState s, const char *message) {
         CredentialLink *l = cred->link;
-        bool changed = l->state != s;
+        bool changed = l->state != s, message_changed = !streq_ptr(l->message, message);
         l->state = s;
         (void) free_and_strdup(&l->message, message);
+        if (s != LINK_WRITE_PENDING)
+                l->write_failures = 0;
         if (changed) {
                 if (s == LINK_FOLLOWING)
                         log_info("Credential '%s' follows its source '%s' again.", cred->record->id, l->name);
-                else
+                else if (s != LINK_WRITE_PENDING)       /* that one is logged where it happens */
                         log_warning("Credential '%s': its source '%s' is %s: %s.", cred->record->id, l->name,
                                     link_state_to_string(s), strna(message));
                 credential_emit_changed(cred);
-        }
+        } else if (message_changed)
+                credential_emit_changed(cred);
+}
+
+static void link_set_known(CredentialLink *l, const char *refresh_token) {
+        (void) erase_and_strdup(&l->known_refresh_token, refresh_token);
+}
+
+/* Arms the one timer of the link after usec (relative); an earlier deadline already armed is kept. */
+static void link_arm(Credential *cred, usec_t usec) {
+        CredentialLink *l = cred->link;
+        usec_t when = now(CLOCK_MONOTONIC) + usec, armed = 0;
+        int enabled = SD_EVENT_OFF;
+
+        (void) sd_event_source_get_enabled(l->timer, &enabled);
+        if (enabled != SD_EVENT_OFF && sd_event_source_get_time(l->timer, &armed) >= 0 && armed <= when)
+                return;
+        if (sd_event_source_set_time(l->timer, when) < 0 ||
+            sd_event_source_set_enabled(l->timer, SD_EVENT_ONESHOT) < 0)
+                log_warning("Credential '%s': cannot arm the timer of its link to '%s'.", cred->record->id, l->name);
 }
 
 /* Reads the token file through the directory fd: never a symlink, only a regular file, size capped. */
-static int link_read(CredentialLink *l, char **ret, size_t *ret_size) {
+static int link_read_file(CredentialLink *l, char **ret, size_t *ret_size) {
         _cleanup_close_ int fd = openat(l->dir_fd, l->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
         struct stat st;
         if (fd < 0)
@@ -59,44 +87,259 @@ static int link_read(CredentialLink *l, char **ret, size_t *ret_size) {
         return read_full_fd(fd, LINK_FILE_MAX, ret, ret_size);
 }
 
-static void link_reread(Credential *cred) {
-        CredentialLink *l = cred->link;
-        _cleanup_free_ char *message = NULL;
-        CredentialRecord *c = NULL;
-        char *buf = NULL, hash[65] = "";
+/* The login the source holds: 0, an ImportError > 0 with *ret_message, or a negative errno. */
+static int link_read_login(CredentialLink *l, CredentialRecord **ret, const char **ret_key, char **ret_message) {
+        char *buf = NULL;
         size_t size = 0;
         int r;
 
-        r = link_read(l, &buf, &size);
+        if (l->format == IMPORT_KIRO_CLI_SQLITE)
+                return kirocli_db_read(l->dir_fd, l->name, ret, ret_key, ret_message);
+
+        r = link_read_file(l, &buf, &size);
+        if (r < 0)
+                return r;
+        r = import_kiro_ide_json(buf, size, NULL, 0, ret, ret_message);
+        erase_and_free_sized(buf, size);
+        return r;
+}
+
+static void link_try_write(Credential *cred);
+
+static void link_reread_full(Credential *cred, bool may_write) {
+        CredentialLink *l = cred->link;
+        _cleanup_free_ char *message = NULL;
+        _cleanup_(credential_record_freep) CredentialRecord *c = NULL;
+        const char *key = NULL;
+        char hash[65] = "";
+        int r;
+
+        r = link_read_login(l, &c, &key, &message);
+        if (r != -EBUSY)
+                l->busy_reads = 0;
         if (r == -ELOOP)
                 return link_set(cred, LINK_SOURCE_CHANGED, "it is a symlink now, which is not followed");
         if (r == -ENOENT)
                 return link_set(cred, LINK_SOURCE_MISSING, "it was deleted or renamed; the credential keeps its login");
+        if (r == -EBUSY) {
+                /* kiro-cli holds a write lock: read it when it is done. */
+                usec_t delay = LINK_RETRY_MIN_USEC;
+                for (unsigned i = 0; i < l->busy_reads && delay < LINK_RETRY_MAX_USEC; i++)
+                        delay *= 2;
+                delay = MIN(delay, LINK_RETRY_MAX_USEC);
+                l->busy_reads++;
+                log_debug("Credential '%s': its source '%s' is locked; reading it again in %llus.",
+                          cred->record->id, l->name, (unsigned long long) (delay / USEC_PER_SEC));
+                l->read_busy = true;
+                l->retry_due = true;
+                return link_arm(cred, delay);
+        }
         if (r < 0)
-                return link_set(cred, LINK_SOURCE_INVALID, r == -EBADFD ? "not a regular file" : strerror(-r));
-
-        r = import_kiro_ide_json(buf, size, NULL, 0, &c, &message);
-        erase_and_free_sized(buf, size);
-        if (r != 0) {
-                credential_record_free(c);
-                return link_set(cred, LINK_SOURCE_INVALID, message ?: "not a Kiro IDE login");
-        }
-        if (c->method != cred->record->method || credential_record_account_hash(c, hash) < 0 ||
-            !streq(hash, l->account)) {
-                credential_record_free(c);
+                return link_set(cred, LINK_SOURCE_INVALID,
+                                r == -EBADFD   ? "not a regular file"
+                                : r == -ESTALE ? "it was replaced while it was being opened"
+                                               : strerror(-r));
+        if (r == IMPORT_E_NO_TOKEN && l->format == IMPORT_KIRO_CLI_SQLITE)
+                /* A logout in kiro-cli deletes its token row. Our login still works (it is our own refresh
+                 * token), so it is kept and used, but nothing is written there until kiro-cli logs in to this
+                 * account again. Not needs-login: that would throw away a working login. */
                 return link_set(cred, LINK_SOURCE_CHANGED,
-                                "another account logged in there; import it separately (kiroctl import --from-kiro-ide)");
-        }
+                                "kiro-cli logged out (its database holds no login); the credential keeps its own "
+                                "login and writes nothing there until kiro-cli logs in to this account again");
+        if (r != 0)
+                return link_set(cred, LINK_SOURCE_INVALID,
+                                message ?: (l->format == IMPORT_KIRO_CLI_SQLITE ? "not a kiro-cli login"
+                                                                                : "not a Kiro IDE login"));
+        if (c->method != cred->record->method || credential_record_account_hash(c, hash) < 0 ||
+            !streq(hash, l->account))
+                return link_set(cred, LINK_SOURCE_CHANGED,
+                                l->format == IMPORT_KIRO_CLI_SQLITE
+                                        ? "another account logged in there; import it separately (kiroctl import --from-kiro-cli --id NAME)"
+                                        : "another account logged in there; import it separately (kiroctl import --from-kiro-ide)");
+        if (key)
+                l->key = key;
+
         if (streq_ptr(c->refresh_token, cred->record->refresh_token)) {
-                credential_record_free(c);
+                link_set_known(l, c->refresh_token);
                 return link_set(cred, LINK_FOLLOWING, NULL);
         }
-        /* A newer login of the same account (the IDE refreshed or logged in again): take it. */
+        if (l->known_refresh_token && streq_ptr(c->refresh_token, l->known_refresh_token)) {
+                /* The source still holds the token we refreshed from: our rotated one is not there yet. */
+                if (may_write)
+                        link_try_write(cred);
+                else if (l->state != LINK_WRITE_PENDING)
+                        link_set(cred, LINK_FOLLOWING, NULL);
+                return;
+        }
+
+        /* A newer login of the same account (kiro-cli or the IDE refreshed or logged in again): take it. */
         log_info("Credential '%s' takes the login its source '%s' holds now.", cred->record->id, l->name);
-        r = manager_replace_login(cred->manager, cred, c);
+        _cleanup_erase_free_ char *rt = c->refresh_token ? strdup(c->refresh_token) : NULL;
+        if (c->refresh_token && !rt)
+                return link_set(cred, LINK_SOURCE_INVALID, "out of memory");
+        r = manager_replace_login(cred->manager, cred, TAKE_PTR(c));
         if (r < 0)
                 return link_set(cred, LINK_SOURCE_INVALID, "its new login could not be stored");
+        link_set_known(l, rt);
         link_set(cred, LINK_FOLLOWING, NULL);
+}
+
+/* cheap: for a change inotify saw. kiro-cli writes its database on every chat turn; the whole database is
+ * read (and parsed with every defence of an import) only when the rows of a login changed. */
+static void link_reread(Credential *cred, bool cheap) {
+        CredentialLink *l = cred->link;
+        uint8_t digest[SHA256_DIGEST_SIZE];
+        bool have = false;
+
+        /* A retry reads it whole anyway: no digest first, which would wait for the same lock twice. */
+        if (l->format == IMPORT_KIRO_CLI_SQLITE && cheap) {
+                have = kirocli_db_login_digest(l->dir_fd, l->name, digest) >= 0;
+                if (have && l->have_digest && memcmp(digest, l->digest, sizeof digest) == 0) {
+                        log_debug("Credential '%s': its source '%s' changed, but not its login.", cred->record->id,
+                                  l->name);
+                        return;
+                }
+        }
+        log_debug("Credential '%s': reading its source '%s'.", cred->record->id, l->name);
+        l->have_digest = false;
+        l->read_busy = false;
+        link_reread_full(cred, true);
+        /* The digest taken before the read: a change in between is seen by the next event. */
+        if (have && !l->read_busy) {
+                memcpy(l->digest, digest, sizeof digest);
+                l->have_digest = true;
+        }
+}
+
+static void link_write_failed(Credential *cred, int r, const char *detail) {
+        CredentialLink *l = cred->link;
+        usec_t delay = LINK_RETRY_MIN_USEC;
+        _cleanup_free_ char *message = NULL;
+
+        for (unsigned i = 0; i < l->write_failures && delay < LINK_RETRY_MAX_USEC; i++)
+                delay *= 2;
+        delay = MIN(delay, LINK_RETRY_MAX_USEC);
+        l->write_failures++;
+        if (asprintf(&message, "its rotated refresh token is not written there yet (%s%s%s); retrying every %llus",
+                     r == -EBUSY ? "the database is locked" : strerror(-r), detail ? ": " : "", strempty(detail),
+                     (unsigned long long) (delay / USEC_PER_SEC)) < 0)
+                message = NULL;
+        /* Loud, and once per failed attempt: until it is written, the source holds a refresh token that no
+         * longer works, so kiro-cli or the IDE are logged out if they use it. The new token is in our store. */
+        log_event(l->write_failures == 1 || l->write_failures % 10 == 0 ? LOG_WARNING : LOG_NOTICE,
+                  KIROD_MESSAGE_LINK_WRITE_PENDING,
+                  "Credential '%s' was refreshed, but its rotated tokens cannot be written into its linked source "
+                  "'%s' (%s%s%s), attempt %u: retrying in %llus. The new login is kept in kiro-authd's store.",
+                  cred->record->id, l->name, r == -EBUSY ? "the database is locked" : strerror(-r),
+                  detail ? ": " : "", strempty(detail), l->write_failures, (unsigned long long) (delay / USEC_PER_SEC));
+        link_set(cred, LINK_WRITE_PENDING, message);
+        l->retry_due = true;
+        link_arm(cred, delay);
+}
+
+static void link_written(Credential *cred) {
+        CredentialLink *l = cred->link;
+        if (l->write_failures > 0)
+                log_info("Credential '%s': its rotated tokens are written into '%s' now.", cred->record->id, l->name);
+        else
+                log_debug("Credential '%s': wrote its rotated tokens to '%s'.", cred->record->id, l->name);
+        link_set_known(l, cred->record->refresh_token);
+        link_set(cred, LINK_FOLLOWING, NULL);
+}
+
+static int link_write_json(Credential *cred) {
+        CredentialLink *l = cred->link;
+        CredentialRecord *c = cred->record;
+        _cleanup_json_ json_object *o = NULL;
+        const char *perr = NULL, *there = NULL;
+        char *buf = NULL, *out = NULL, ts[64];
+        size_t size = 0, out_size = 0;
+        int r;
+
+        r = link_read_file(l, &buf, &size);
+        if (r >= 0)
+                r = json_parse_secret(buf, size, 16, &o, &perr);
+        erase_and_free_sized(buf, size);
+        if (r == -EBADMSG)
+                return -ESTALE;
+        if (r < 0)
+                return r;
+        if (!json_object_is_type(o, json_type_object) || json_get_string(o, "refreshToken", &there) < 0 ||
+            !streq_ptr(there, l->known_refresh_token)) {
+                json_object_erase_strings(o);
+                return -ESTALE;
+        }
+        /* Only the token fields change; everything else in the file is kept as it is. */
+        r = json_set_string(o, "accessToken", c->access_token);
+        if (r >= 0)
+                r = json_set_string(o, "refreshToken", c->refresh_token);
+        if (r >= 0 && c->expires_at > 0 && c->expires_at != USEC_INFINITY)
+                r = json_set_string(o, "expiresAt", format_rfc3339(ts, sizeof ts, c->expires_at));
+        if (r >= 0)
+                r = json_to_string_secret(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE, &out, &out_size);
+        json_object_erase_strings(o);
+        if (r >= 0)
+                r = write_file_atomic_at(l->dir_fd, l->name, out, out_size, 0600);
+        erase_and_free_sized(out, out_size);
+        return r;
+}
+
+/* Writes our rotated tokens into the source, if it still holds the login we refreshed from. */
+static void link_try_write(Credential *cred) {
+        CredentialLink *l = cred->link;
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        if (!l->key && l->format == IMPORT_KIRO_CLI_SQLITE)
+                return link_reread_full(cred, false);   /* which key holds it: not read yet */
+
+        if (l->format == IMPORT_KIRO_CLI_SQLITE)
+                r = kirocli_db_write_back(l->dir_fd, l->name, l->key, l->known_refresh_token, cred->record,
+                                          &message);
+        else
+                r = link_write_json(cred);
+        if (r == 0)
+                return link_written(cred);
+        if (r == -ESTALE) {
+                /* The source changed since we last read it (kiro-cli logged in or out, the IDE refreshed):
+                 * nothing is overwritten; what it holds now decides. */
+                log_info("Credential '%s': its source '%s' changed since it was read; not writing over it.",
+                         cred->record->id, l->name);
+                return link_reread_full(cred, false);
+        }
+        if (r == -ENOENT)
+                return link_set(cred, LINK_SOURCE_MISSING, "it was deleted or renamed; the credential keeps its login");
+        if (r == -ELOOP)
+                return link_set(cred, LINK_SOURCE_CHANGED, "it is a symlink now, which is not followed");
+        if (r > 0)
+                return link_set(cred, LINK_SOURCE_INVALID, message ?: "not a kiro-cli database any more");
+        link_write_failed(cred, r, message);
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Credential *cred = userdata;
+        bool retry = cred->link->retry_due;
+
+        cred->link->retry_due = false;
+        link_reread(cred, !retry);
+        return 0;
+}
+
+static bool link_event_is_ours(CredentialLink *l, const struct inotify_event *e) {
+        const char *suffix;
+
+        if (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW))
+                return true;
+        if (e->len == 0)
+                return false;
+        if (streq(e->name, l->name))
+                /* SQLite writes the database in place (IN_MODIFY) and keeps it open. Our own reading opens it
+                 * read-only, so it causes no event here. */
+                return true;
+        /* A WAL-mode transaction of kiro-cli's is in the -wal file until a checkpoint. Only real writes count:
+         * every connection opens the -wal read-write, so closing it says nothing. */
+        suffix = startswith(e->name, l->name);
+        return l->format == IMPORT_KIRO_CLI_SQLITE && suffix && streq(suffix, "-wal") && (e->mask & IN_MODIFY);
 }
 
 static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -116,28 +359,55 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
                         break;          /* EAGAIN: drained */
                 for (uint8_t *p = buf.raw; p < buf.raw + n;) {
                         struct inotify_event *e = (struct inotify_event *) p;
-                        if (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW))
-                                ours = true;
-                        else if (e->len > 0 && streq(e->name, l->name))
+                        if (link_event_is_ours(l, e))
                                 ours = true;
                         p += sizeof *e + e->len;
                 }
         }
         if (ours)
-                link_reread(cred);
+                link_arm(cred, LINK_COALESCE_USEC);
         return 0;
 }
 
-int credential_link_attach(Credential *cred, int dir_fd, const char *name) {
+static bool link_name_is_valid(const char *name) {
+        return !isempty(name) && !strchr(name, '/') && !streq(name, ".") && !streq(name, "..") && strlen(name) <= 250;
+}
+
+int credential_link_check(int dir_fd, const char *name, ImportFormat format) {
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+
+        if (!name || !link_name_is_valid(name))
+                return -EINVAL;
+        if (fstat(dir_fd, &st) < 0)
+                return -errno;
+        if (!S_ISDIR(st.st_mode))
+                return -ENOTDIR;
+        /* As kiro-authd's own user: reading the file (and writing it in place, for SQLite), creating files
+         * beside it (the IDE's atomic replace, SQLite's journal). The rights the fd was opened with give none
+         * here: a lookup through it is checked against our user. */
+        fd = openat(dir_fd, name, (format == IMPORT_KIRO_CLI_SQLITE ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK |
+                                          O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        if (faccessat(dir_fd, ".", W_OK | X_OK, AT_EACCESS) < 0)
+                return -errno;
+        return 0;
+}
+
+int credential_link_attach(Credential *cred, int dir_fd, const char *name, ImportFormat format) {
         _cleanup_close_ int dfd = -EBADF, ifd = -EBADF;
+        _cleanup_(sd_event_source_unrefp) sd_event_source *io = NULL, *timer = NULL;
         char path[64], hash[65] = "";
+        uint32_t mask;
         struct stat st;
         int r;
 
         assert(cred);
         assert(name);
+        assert(format == IMPORT_KIRO_IDE_JSON || format == IMPORT_KIRO_CLI_SQLITE);
 
-        if (isempty(name) || strchr(name, '/') || streq(name, ".") || streq(name, "..") || strlen(name) > 255)
+        if (!link_name_is_valid(name))
                 return -EINVAL;
         dfd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
         if (dfd < 0)
@@ -155,30 +425,43 @@ int credential_link_attach(Credential *cred, int dir_fd, const char *name) {
                 return -errno;
         /* Our own fd, through /proc: no path of the user's is resolved. */
         snprintf(path, sizeof path, "/proc/self/fd/%d", dfd);
-        if (inotify_add_watch(ifd, path, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |
-                                                 IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR) < 0)
+        mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF |
+               IN_ONLYDIR;
+        if (format == IMPORT_KIRO_CLI_SQLITE)
+                mask |= IN_MODIFY;
+        if (inotify_add_watch(ifd, path, mask) < 0)
                 return -errno;
 
         credential_link_free(cred);
+        r = sd_event_add_io(cred->manager->event, &io, ifd, EPOLLIN, on_inotify, cred);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time(cred->manager->event, &timer, CLOCK_MONOTONIC, 0, 10 * USEC_PER_MSEC, on_timer, cred);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(timer, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+
         CredentialLink *l = calloc(1, sizeof *l);
         if (!l)
                 return -ENOMEM;
-        *l = (CredentialLink) { .dir_fd = -EBADF, .inotify_fd = -EBADF, .state = LINK_FOLLOWING };
+        *l = (CredentialLink) { .dir_fd = -EBADF, .inotify_fd = -EBADF, .state = LINK_FOLLOWING, .format = format };
         l->name = strdup(name);
-        if (!l->name) {
+        if (!l->name || (cred->record->refresh_token && !(l->known_refresh_token = strdup(cred->record->refresh_token)))) {
+                free(l->name);
                 free(l);
                 return -ENOMEM;
         }
-        r = sd_event_add_io(cred->manager->event, &l->io, ifd, EPOLLIN, on_inotify, cred);
-        if (r < 0) {
-                free(l->name);
-                free(l);
-                return r;
-        }
+        l->io = TAKE_PTR(io);
+        l->timer = TAKE_PTR(timer);
         l->dir_fd = TAKE_FD(dfd);
         l->inotify_fd = TAKE_FD(ifd);
         memcpy(l->account, hash, sizeof hash);
         cred->link = l;
+        /* Which auth_kv key holds the login, and whether it is still the one kiroctl's snapshot had. */
+        if (format == IMPORT_KIRO_CLI_SQLITE)
+                link_reread_full(cred, false);
         credential_emit_changed(cred);
         return 0;
 }
@@ -188,9 +471,11 @@ void credential_link_free(Credential *cred) {
         if (!l)
                 return;
         sd_event_source_disable_unref(l->io);
+        sd_event_source_disable_unref(l->timer);
         safe_close(l->inotify_fd);
         safe_close(l->dir_fd);
         free(l->name);
+        erase_and_free(l->known_refresh_token);
         free(l->message);
         free(l);
         cred->link = NULL;
@@ -198,44 +483,8 @@ void credential_link_free(Credential *cred) {
 
 void credential_link_write_back(Credential *cred) {
         CredentialLink *l = cred->link;
-        CredentialRecord *c = cred->record;
-        _cleanup_json_ json_object *o = NULL;
-        _cleanup_(credential_record_freep) CredentialRecord *there = NULL;
-        _cleanup_free_ char *message = NULL;
-        const char *perr = NULL;
-        char *buf = NULL, *out = NULL, hash[65] = "", ts[64];
-        size_t size = 0, out_size = 0;
-        int r;
 
-        if (!l || l->state != LINK_FOLLOWING)
-                return;         /* a changed or missing source is never written */
-
-        r = link_read(l, &buf, &size);
-        if (r >= 0 && import_kiro_ide_json(buf, size, NULL, 0, &there, &message) == 0 &&
-            credential_record_account_hash(there, hash) >= 0 && streq(hash, l->account))
-                r = json_parse_secret(buf, size, 16, &o, &perr);
-        else if (r >= 0)
-                r = -EBADMSG;
-        erase_and_free_sized(buf, size);
-        if (r < 0) {
-                log_warning("Credential '%s': not writing its rotated tokens to '%s', which no longer holds its login.",
-                            c->id, l->name);
-                return;
-        }
-        /* Only the token fields change; everything else in the file is kept as it is. */
-        r = json_set_string(o, "accessToken", c->access_token);
-        if (r >= 0)
-                r = json_set_string(o, "refreshToken", c->refresh_token);
-        if (r >= 0 && c->expires_at > 0 && c->expires_at != USEC_INFINITY)
-                r = json_set_string(o, "expiresAt", format_rfc3339(ts, sizeof ts, c->expires_at));
-        if (r >= 0)
-                r = json_to_string_secret(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE, &out, &out_size);
-        json_object_erase_strings(o);
-        if (r >= 0)
-                r = write_file_atomic_at(l->dir_fd, l->name, out, out_size, 0600);
-        erase_and_free_sized(out, out_size);
-        if (r < 0)
-                log_warning_errno(r, "Credential '%s': cannot write its rotated tokens to '%s': %m", c->id, l->name);
-        else
-                log_debug("Credential '%s': wrote its rotated tokens to '%s'.", c->id, l->name);
+        if (!l || (l->state != LINK_FOLLOWING && l->state != LINK_WRITE_PENDING))
+                return;         /* a changed, missing or invalid source is never written */
+        link_try_write(cred);
 }

@@ -19,6 +19,7 @@ void credential_done(Credential *c) {
         free(c->auth_method);
         free(c->source);
         free(c->link);
+        free(c->link_message);
         free(c->state);
         free(c->last_error);
         free(c->cooldown_reason);
@@ -46,6 +47,7 @@ static const PropertyMap credential_properties[] = {
         { "AuthMethod",           's', offsetof(Credential, auth_method)             },
         { "Source",               's', offsetof(Credential, source)                  },
         { "Link",                 's', offsetof(Credential, link)                    },
+        { "LinkMessage",          's', offsetof(Credential, link_message)            },
         { "State",                's', offsetof(Credential, state)                   },
         { "Enabled",              'b', offsetof(Credential, enabled)                 },
         { "AccessTokenExpiresAt", 't', offsetof(Credential, access_token_expires_at) },

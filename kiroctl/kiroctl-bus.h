@@ -17,6 +17,7 @@ typedef struct Credential {
         char *auth_method;
         char *source;
         char *link;                     /* "" owned; else "following", "source-changed", ... */
+        char *link_message;             /* why a link is not following, "" else */
         char *state;
         bool enabled;
         uint64_t access_token_expires_at;

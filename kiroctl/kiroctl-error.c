@@ -99,6 +99,8 @@ static const ErrorRule error_rules[] = {
         BUS(ERROR_CONTEXT_ANY, KIROD_ERROR_UNSUPPORTED_FORMAT, KIROCTL_EXIT_FAILURE,
             "{msg}. Is kiro-authd older than kiroctl?"),
         BUS(ERROR_CONTEXT_ANY, KIROD_ERROR_STORAGE_FAILED, KIROCTL_EXIT_FAILURE, "{msg}. " SEE_JOURNAL),
+        /* Ends with the commands to run: no full stop after them. */
+        BUS(ERROR_CONTEXT_ANY, KIROD_ERROR_SOURCE_NOT_ACCESSIBLE, KIROCTL_EXIT_FAILURE, "{msg}"),
         BUS(ERROR_CONTEXT_ANY, KIROD_ERROR_PREFIX, KIROCTL_EXIT_FAILURE, "{msg}."),
         /* sd_bus_error_set_errnof() in kiro-authd: an errno with a message saying what failed. */
         BUS(ERROR_CONTEXT_ANY, "System.Error.", KIROCTL_EXIT_FAILURE, "{msg}. " SEE_JOURNAL),

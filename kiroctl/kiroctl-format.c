@@ -170,6 +170,7 @@ int credential_status_json(const Credential *c, json_object **ret) {
             (r = json_add_string_or_null(o, "cooldown_reason", c->cooldown_reason)) < 0 ||
             (r = json_add_string(o, "source", c->source)) < 0 ||
             (r = json_add_string(o, "link", c->link)) < 0 ||
+            (r = json_add_string(o, "link_message", c->link_message)) < 0 ||
             (r = json_add(o, "unsaved", json_object_new_boolean(c->unsaved))) < 0 ||
             (r = json_add(o, "requests_last_hour", json_object_new_int64(c->requests_last_hour))) < 0 ||
             (r = json_add(o, "errors_last_hour", json_object_new_int64(c->errors_last_hour))) < 0 ||
@@ -436,6 +437,10 @@ int credential_print_status(FILE *f, const Credential *c, const OutputFlags *fla
                 fputs(" (linked: ", f);
                 put_line_safe(f, c->link);
                 fputc(')', f);
+                if (!isempty(c->link_message)) {
+                        fputs("\n        Link: ", f);
+                        put_line_safe(f, c->link_message);
+                }
         }
         fputs("\n      Region: ", f);
         put_line_safe(f, c->region);

@@ -107,8 +107,9 @@ static void help(void) {
                "                        refreshes and kiro-proxyd's calls): http://, https://, socks5h://\n"
                "                        (default: $KIROCTL_EGRESS_PROXY, which keeps a password out of ps)\n"
                "     --replace          Replace an existing credential with the same id\n"
-               "     --link             import --from-kiro-ide: follow the IDE's file (read its new logins,\n"
-               "                        write rotated tokens back) instead of taking a copy\n"
+               "     --link             --from-kiro-cli, --from-kiro-ide: follow kiro-cli's database or the\n"
+               "                        IDE's file (read its new logins, write rotated tokens back)\n"
+               "                        instead of taking a copy\n"
                "                        (--id and --replace also apply to login)\n"
                "\n"
                "Login options:\n"
@@ -490,6 +491,26 @@ static void print_expiry(const Credential *c) {
                 printf(" (%s)", format_relative(b, sizeof b, c->access_token_expires_at));
 }
 
+/* kiro-authd follows a linked source through its directory's fd, never by its path. */
+static int open_link_dir(const char *path, int *ret_fd, char **ret_name) {
+        _cleanup_free_ char *dir = NULL, *name = NULL;
+        const char *slash = strrchr(path, '/');
+        int fd, r;
+
+        r = path_dirname(path, &dir);
+        if (r < 0)
+                return r;
+        name = strdup(slash ? slash + 1 : path);
+        if (!name)
+                return -ENOMEM;
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        *ret_fd = fd;
+        *ret_name = TAKE_PTR(name);
+        return 0;
+}
+
 static int verb_import(sd_bus *bus, int argc, char **argv) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *source_path = NULL, *object_path = NULL, *registration_path = NULL, *ide_path = NULL;
@@ -506,6 +527,11 @@ static int verb_import(sd_bus *bus, int argc, char **argv) {
                 r = import_kiro_cli(arg_db, &error_info, &fd, &source_path);
                 if (r < 0)
                         return r;
+                if (arg_link) {
+                        r = open_link_dir(source_path, &link_dir_fd, &link_name);
+                        if (r < 0)
+                                return error_info_set(&error_info, ERROR_CONTEXT_KIRO_CLI_DB, r, NULL);
+                }
                 break;
 
         case IMPORT_KIRO_IDE:
@@ -524,14 +550,7 @@ static int verb_import(sd_bus *bus, int argc, char **argv) {
                 if (r < 0)
                         return r;
                 if (arg_link) {
-                        /* kiro-authd follows the file through this directory fd, never by its path. */
-                        _cleanup_free_ char *dir = NULL;
-                        const char *slash = strrchr(ide_path, '/');
-                        r = path_dirname(ide_path, &dir);
-                        if (r >= 0 && !(link_name = strdup(slash ? slash + 1 : ide_path)))
-                                r = -ENOMEM;
-                        if (r >= 0 && (link_dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-                                r = -errno;
+                        r = open_link_dir(ide_path, &link_dir_fd, &link_name);
                         if (r < 0)
                                 return error_info_set(&error_info, ERROR_CONTEXT_KIRO_IDE, r, NULL);
                 }
@@ -830,7 +849,7 @@ static int check_verb_options(const Verb *v) {
                 if (arg_replace)
                         return usage_error("--replace is only valid with 'import'");
                 if (arg_link)
-                        return usage_error("--link is only valid with 'import --from-kiro-ide'");
+                        return usage_error("--link is only valid with 'import --from-kiro-cli' or 'import --from-kiro-ide'");
                 return 0;
         }
 
@@ -841,8 +860,9 @@ static int check_verb_options(const Verb *v) {
                 return usage_error("--db is only valid with --from-kiro-cli");
         if (arg_file && arg_import != IMPORT_KIRO_IDE)
                 return usage_error("--file is only valid with --from-kiro-ide");
-        if (arg_link && arg_import != IMPORT_KIRO_IDE)
-                return usage_error("--link is only valid with --from-kiro-ide (kiro-cli databases cannot be linked yet)");
+        if (arg_link && arg_import != IMPORT_KIRO_IDE && arg_import != IMPORT_KIRO_CLI)
+                return usage_error("--link is only valid with --from-kiro-cli or --from-kiro-ide (a bare token file "
+                                   "has no login to follow)");
         return 0;
 }
 

@@ -131,9 +131,3 @@ def test_owned_import_never_touches_its_source(authd, fake_auth, kiroctl, ide_di
         kiroctl("refresh", c["id"])
         assert fake_auth.rotations(lin) >= 1
         assert f.token_path.read_bytes() == before
-
-
-def test_link_only_with_the_ide(kiroctl, authd):
-        authd()
-        p = kiroctl("import", "--from-kiro-cli", "--link", user=TEST_ADMIN, check=False)
-        assert p.returncode == 2 and "--link" in p.stderr

@@ -9,7 +9,7 @@
 static const char *const status_keys[] = {
         "id", "provider", "auth_method", "state", "enabled", "region", "profile_arn", "expires_at",
         "expires_at_usec", "next_refresh_at_usec", "last_refresh_at_usec", "consecutive_failures", "last_error",
-        "cooldown_until_usec", "cooldown_reason", "source", "link", "unsaved", "requests_last_hour",
+        "cooldown_until_usec", "cooldown_reason", "source", "link", "link_message", "unsaved", "requests_last_hour",
         "errors_last_hour", "failovers_last_hour", "fix",
 };
 
