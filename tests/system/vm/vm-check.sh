@@ -38,12 +38,19 @@ refused() {
                 ok "$what: $(printf '%s' "$out" | tail -n 1)"
         fi
 }
+# Centiseconds since boot, from /proc/uptime (CLOCK_BOOTTIME): unmoved by the wall-clock jumps of the
+# clock step, unlike bash's $SECONDS and `date`, which follow the wall clock.
+uptime_cs() {
+        local u
+        read -r u _ </proc/uptime
+        echo $((10#${u/./}))
+}
 # wait_until SECONDS COMMAND...
 wait_until() {
-        local deadline=$((SECONDS + $1))
+        local deadline=$(($(uptime_cs) + $1 * 100))
         shift
         until "$@" >/dev/null 2>&1; do
-                [ $SECONDS -lt $deadline ] || return 1
+                [ "$(uptime_cs)" -lt $deadline ] || return 1
                 sleep 0.5
         done
 }
@@ -88,9 +95,10 @@ finish() {
 }
 
 start_fakes() {
-        rm -f /run/kirod-fakes.json
+        rm -f /run/kirod-fakes.json /run/kirod-fakes-status.json
         systemd-run --quiet --unit=kirod-fakes --property=Type=exec /usr/bin/python3 "$T/kirod-fakes.py" \
                 --state "$S/fakes-state.json" --ready-file /run/kirod-fakes.json \
+                --status-file /run/kirod-fakes-status.json \
                 --seed vm=rt-vm-0 --seed alice=rt-alice-0
         if wait_until 60 test -s /run/kirod-fakes.json; then
                 ok "fake Kiro auth and chat services started"
@@ -131,6 +139,246 @@ journal_clean() {
         bad_lines+=$'\n'$(journalctl -b -k --no-pager -o cat | grep -E 'type=1326|seccomp' || true)
         bad_lines=$(printf '%s\n' "$bad_lines" | sed '/^$/d')
         [ -z "$bad_lines" ] || { printf '%s\n' "$bad_lines"; return 1; }
+}
+
+# ---- the wall clock jumping forward and back (issue 11) ----
+# Root in the VM moves the real clock (clock_settime(CLOCK_REALTIME)), which the kernel's realtime
+# timers see, the way an NTP step or an administrator's `date -s` does; the host's clock is not touched.
+# Each jump is relative to the clock it finds; the last one puts the clock back to the real time.
+
+# clock_jump_by SECONDS (may be negative)
+clock_jump_by() {
+        python3 -c 'import sys, time
+time.clock_settime(time.CLOCK_REALTIME, time.clock_gettime(time.CLOCK_REALTIME) + float(sys.argv[1]))' "$1"
+}
+# clock_jump_to UNIX-SECONDS
+clock_jump_to() {
+        python3 -c 'import sys, time; time.clock_settime(time.CLOCK_REALTIME, float(sys.argv[1]))' "$1"
+}
+# fakes_status PYTHON-EXPRESSION: its value, with s the fakes' status file (kirod-fakes.py docstring).
+fakes_status() {
+        python3 -c 'import json, sys
+s = json.load(open("/run/kirod-fakes-status.json"))
+print(eval(sys.argv[1]))' "$1"
+}
+rotations() {
+        fakes_status "s['rotations']['$1']"
+}
+rotations_are() {
+        [ "$(rotations "$1")" = "$2" ]
+}
+# cred_json USER ID FIELD: a field of `kiroctl status --json ID`, as USER (the system bus, or alice's own
+# kiro-authd on her session bus).
+cred_json() {
+        if [ "$1" = alice ]; then
+                as_session alice kiroctl --user status --json "$2"
+        else
+                runuser -u "$1" -- kiroctl status --json "$2"
+        fi | python3 -c 'import json, sys
+j = json.load(sys.stdin)
+j = j[0] if isinstance(j, list) else j
+print(j[sys.argv[1]])' "$3"
+}
+# one_upstream_chat TAG: exactly one upstream request carried TAG, answered 200 with vm's newest token,
+# unexpired by the fake's clock.
+one_upstream_chat() {
+        python3 - "$1" <<'EOF'
+import json, sys
+s = json.load(open("/run/kirod-fakes-status.json"))
+l = [c for c in s["chats"] if c["tag"] == sys.argv[1]]
+if not (len(l) == 1 and l[0]["lineage"] == "vm" and l[0]["latest"] and not l[0]["expired"] and l[0]["status"] == 200):
+        sys.exit(f"upstream requests tagged {sys.argv[1]}: {l}")
+EOF
+}
+# rotations_still VM ALICE: the fakes counted exactly these refreshes of vm and alice.
+rotations_still() {
+        local v a
+        v=$(rotations vm)
+        a=$(rotations alice)
+        [ "$v" = "$1" ] && [ "$a" = "$2" ] || { echo "refreshes: vm $v (want $1), alice $a (want $2)"; return 1; }
+}
+# stream_start TAG FILE: a streamed OpenAI chat that the fake answers slowly (the first frame after 4 s,
+# then 8 frames 1 s apart), in the background, its SSE body to FILE.
+stream_start() {
+        curl -sS -N -m 180 http://127.0.0.1:8399/v1/chat/completions -H "Content-Type: application/json" \
+                -d "{\"model\":\"claude-sonnet-4\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"clockjump-slow $1\"}]}" \
+                >"$2" 2>&1 &
+        stream_pid=$!
+        stream_t0=$(uptime_cs)
+}
+# stream_intact FILE SECONDS: the SSE body holds the whole answer in order, a normal stop and [DONE], and
+# it took SECONDS (monotonic) that are no less than the fake's delays (11 s to the last text frame) and
+# not much more.
+stream_intact() {
+        [ "$2" -ge 11 ] && [ "$2" -le 90 ] || { echo "took $2 s"; return 1; }
+        python3 - "$1" <<'EOF'
+import json, sys
+text, finish, done = "", None, False
+for line in open(sys.argv[1]):
+        line = line.strip()
+        if line == "data: [DONE]":
+                done = True
+        elif line.startswith("data: "):
+                j = json.loads(line[6:])
+                if "error" in j:
+                        sys.exit(f"error event: {line}")
+                for c in j.get("choices", []):
+                        text += (c.get("delta") or {}).get("content") or ""
+                        finish = c.get("finish_reason") or finish
+want = "".join(f"clock-{i:02d} " for i in range(1, 9))
+if text != want or finish != "stop" or not done:
+        sys.exit(f"text {text!r} (want {want!r}), finish_reason {finish!r}, [DONE] {done}")
+EOF
+}
+# header_deadline_check MODE: a raw client of kiro-proxyd on 127.0.0.1:8399 whose request headers take
+# long, with the clock jumping meanwhile (the header deadline, HeaderTimeoutSec=20, is monotonic).
+#   early: request line, 3 s, the clock jumps 2 h forward, 3 s, the rest: answered 200 (not cut early)
+#   late:  an incomplete request, then the clock jumps 2 h back: the connection is still closed at
+#          the deadline (15-60 s on the monotonic clock), not 2 h later
+header_deadline_check() {
+        python3 - "$1" <<'EOF'
+import socket, sys, time
+def jump(d):
+        time.clock_settime(time.CLOCK_REALTIME, time.clock_gettime(time.CLOCK_REALTIME) + d)
+s = socket.create_connection(("127.0.0.1", 8399), timeout=120)
+t0 = time.monotonic()
+if sys.argv[1] == "early":
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        time.sleep(3)
+        jump(7200)
+        time.sleep(3)
+        s.sendall(b"Host: 127.0.0.1:8399\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):
+                answer += chunk
+        if not answer.startswith(b"HTTP/1.1 200"):
+                sys.exit(f"answer {answer[:200]!r}")
+        print(f"answered 200 after {time.monotonic() - t0:.1f} s")
+else:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:8399\r\n")
+        time.sleep(1)
+        jump(-7200)
+        try:
+                while s.recv(4096):
+                        pass
+        except (ConnectionResetError, socket.timeout) as e:
+                if isinstance(e, socket.timeout):
+                        sys.exit("not closed within 120 s")
+        took = time.monotonic() - t0
+        print(f"closed after {took:.1f} s")
+        if not 15 <= took <= 60:
+                sys.exit(f"closed after {took:.1f} s, want 15-60 s (HeaderTimeoutSec=20)")
+EOF
+}
+
+clock_step() {
+        local real0 up0 timers r_vm r_alice exp0 next0 exp1 next1 target took
+        real0=$(date +%s.%N)
+        up0=$(uptime_cs)
+        say "clock step: the wall clock jumps forward and back (real time $(date -u +%FT%TZ))"
+        say "clock: timedatectl: $(timedatectl show -p NTP -p NTPSynchronized -p CanNTP 2>&1 | tr '\n' ' ')"
+        check "clock: no NTP client can move the clock meanwhile (none installed, none running)" \
+                bash -c '! systemctl list-unit-files --no-legend systemd-timesyncd.service chrony.service ntp.service \
+                                 ntpsec.service openntpd.service | grep . &&
+                         ! pgrep -l -x "systemd-timesyn|chronyd|ntpd|ntpsec|openntpd|sntp"'
+        # Calendar timers (apt-daily, logrotate, ...) would run when the clock jumps past their time.
+        timers=$(systemctl list-units --type=timer --state=active --no-legend --plain | awk '{print $1}')
+        [ -z "$timers" ] || systemctl stop $timers
+
+        # -- forward, past (expiry - RefreshMarginSec) --
+        check "clock: kiroctl refresh vm (a fresh token; the fake says expiresIn 3600)" as admin kiroctl refresh vm
+        wait_until 10 fakes_status "s['has_access_token']['vm']"
+        r_vm=$(rotations vm)
+        r_alice=$(rotations alice)
+        exp0=$(cred_json root vm expires_at_usec)
+        next0=$(cred_json root vm next_refresh_at_usec)
+        check "clock: vm's token expires in ~1 h, its refresh is due RefreshMarginSec=600 (+ RefreshJitterSec=5) before" \
+                python3 -c 'import sys, time
+exp, nxt = int(sys.argv[1]) / 1e6, int(sys.argv[2]) / 1e6
+assert 3500 < exp - time.time() <= 3600 and 600 <= exp - nxt <= 605, (exp - time.time(), exp - nxt)' "$exp0" "$next0"
+        target=$((exp0 / 1000000 - 90))
+        clock_jump_to "$target"
+        check "clock: jumped $((target - ${real0%.*})) s forward, to 90 s before vm's expiry: kiro-authd refreshes vm" \
+                wait_until 30 rotations_are vm $((r_vm + 1))
+        check "clock: ... within 10 s of the jump, by the fake's clock (the realtime refresh timer fired on the jump)" \
+                python3 -c 'import json, sys
+s = json.load(open("/run/kirod-fakes-status.json"))
+d = s["rotated_at"]["vm"] - float(sys.argv[1])
+print(f"refreshed {d:.2f} s after the jump")
+assert 0 <= d <= 10, d' "$target"
+        say "clock: vm was refreshed $(fakes_status "round(s['rotated_at']['vm'] - $target, 2)") s after the jump"
+        check "clock: alice's kiro-authd (user bus) refreshes alice too" wait_until 30 rotations_are alice $((r_alice + 1))
+        sleep 8
+        check "clock: 8 s later still one refresh each, not a second" rotations_still $((r_vm + 1)) $((r_alice + 1))
+        exp1=$(cred_json root vm expires_at_usec)
+        next1=$(cred_json root vm next_refresh_at_usec)
+        check "clock: kiroctl status vm: ExpiresAt moved to ~1 h past the new clock, NextRefreshAt 600 s before, active" \
+                python3 -c 'import sys, time
+exp1, nxt1, st = int(sys.argv[1]) / 1e6, int(sys.argv[2]) / 1e6, sys.argv[3]
+assert 3450 < exp1 - time.time() <= 3600 and 600 <= exp1 - nxt1 <= 605 and st == "active", \
+        (exp1 - time.time(), exp1 - nxt1, st)' "$exp1" "$next1" "$(cred_json root vm state)"
+        chat_openai "clock: a chat right after the forward jump" "cj-fwd-chat" curl http://127.0.0.1:8399/v1/chat/completions
+        check "clock: ... reached Kiro once, with vm's new token, unexpired by the fake's (jumped) clock" \
+                one_upstream_chat cj-fwd-chat
+
+        # -- back by 2 h --
+        clock_jump_by -7200
+        sleep 10
+        check "clock: jumped 2 h back: no refresh in the 10 s after it" rotations_still $((r_vm + 1)) $((r_alice + 1))
+        check "clock: ... NextRefreshAt is the same absolute time, state active" \
+                bash -c '[ "$1" = "$2" ] && [ "$3" = active ]' _ "$next1" "$(cred_json root vm next_refresh_at_usec)" \
+                "$(cred_json root vm state)"
+        chat_openai "clock: a chat after the backward jump" "cj-back-chat" curl http://127.0.0.1:8399/v1/chat/completions
+        check "clock: ... reached Kiro once, with vm's current token" one_upstream_chat cj-back-chat
+
+        # -- streams in flight across jumps (FirstTokenTimeoutSec=30, StallTimeoutSec=300,
+        #    IdleTimeoutSec=120, RequestTimeoutSec=120; all monotonic) --
+        stream_start cj-stream-fwd "$S/stream-fwd.out"
+        check "clock: stream 1 reached the fake, which holds its first frame 4 s" \
+                wait_until 30 grep -q '"tag": "cj-stream-fwd"' /run/kirod-fakes-status.json
+        clock_jump_by 7200
+        check "clock: jumped 2 h forward while stream 1 waited for its first token" \
+                bash -c '! grep -q clock-01 "$1"' _ "$S/stream-fwd.out"
+        wait_until 30 grep -q clock-03 "$S/stream-fwd.out"
+        clock_jump_by 1000
+        check "clock: jumped 1000 s forward (more than the stall and idle timeouts) after its 3rd frame" \
+                bash -c '! grep -q clock-08 "$1"' _ "$S/stream-fwd.out"
+        wait "$stream_pid"
+        took=$(( ($(uptime_cs) - stream_t0) / 100 ))
+        check "clock: stream 1 completed intact in $took s (11 s of the fake's delays; no deadline fired early)" \
+                stream_intact "$S/stream-fwd.out" "$took"
+        check "clock: ... from one upstream request (the first-token timeout did not retry it)" \
+                one_upstream_chat cj-stream-fwd
+        stream_start cj-stream-back "$S/stream-back.out"
+        wait_until 30 grep -q '"tag": "cj-stream-back"' /run/kirod-fakes-status.json
+        clock_jump_by -7200
+        check "clock: jumped 2 h back while stream 2 waited for its first token" \
+                bash -c '! grep -q clock-01 "$1"' _ "$S/stream-back.out"
+        wait_until 30 grep -q clock-03 "$S/stream-back.out"
+        clock_jump_by -7200
+        check "clock: jumped 2 h back again after its 3rd frame" bash -c '! grep -q clock-08 "$1"' _ "$S/stream-back.out"
+        wait "$stream_pid"
+        took=$(( ($(uptime_cs) - stream_t0) / 100 ))
+        check "clock: stream 2 completed intact in $took s" stream_intact "$S/stream-back.out" "$took"
+        check "clock: ... from one upstream request" one_upstream_chat cj-stream-back
+        check "clock: header deadline not early: headers sent over 6 s with a 2 h forward jump in between are answered" \
+                header_deadline_check early
+        check "clock: header deadline not late: unfinished headers, a 2 h backward jump, closed at HeaderTimeoutSec=20" \
+                header_deadline_check late
+        check "clock: no refresh across the streams' jumps (the token stayed valid by every clock)" \
+                rotations_still $((r_vm + 1)) $((r_alice + 1))
+
+        # -- back to the real time: its value at the start plus the time elapsed since on CLOCK_BOOTTIME --
+        clock_jump_to "$(python3 -c 'import sys; print(f"{float(sys.argv[1]) + (int(sys.argv[3]) - int(sys.argv[2])) / 100:.3f}")' \
+                "$real0" "$up0" "$(uptime_cs)")"
+        [ -z "$timers" ] || systemctl start $timers
+        check "clock: restored to the real time ($(date -u +%FT%TZ)): vm active, its next refresh ahead" \
+                bash -c '[ "$1" = active ] && [ "$2" -gt "$(date +%s%6N)" ]' _ "$(cred_json root vm state)" \
+                "$(cred_json root vm next_refresh_at_usec)"
+        chat_openai "clock: a chat at the real time again" "cj-restored-chat" curl http://127.0.0.1:8399/v1/chat/completions
+        check "clock: ... with vm's current token" one_upstream_chat cj-restored-chat
+        check "clock: still one refresh each since the first jump" rotations_still $((r_vm + 1)) $((r_alice + 1))
+        say "clock step: took $(( ($(uptime_cs) - up0) / 100 )) s"
 }
 
 no_failed_units() {
@@ -278,6 +526,8 @@ if [ "$boot" = 1 ]; then
                 http://localhost/v1/chat/completions
         check "no failed user units (alice)" \
                 bash -c "[ -z \"\$(runuser -u alice -- env $(user_env alice) systemctl --user --failed --no-legend)\" ]"
+
+        clock_step
 
         check "no SIGSYS, seccomp kill or EPERM in the journal" journal_clean
         check "no failed units" no_failed_units
