@@ -21,7 +21,11 @@ A prompt containing "clockjump-slow" is answered slowly (CLOCKJUMP_SLOW: the fir
 8 text frames 1 s apart, "clock-01 " .. "clock-08 "), for streams that are in flight while the clock
 jumps. Python's waits (threading.Event.wait) run on CLOCK_MONOTONIC, so a jump does not move them.
 
-    kirod-fakes.py --state FILE --ready-file FILE [--status-file FILE] --seed NAME=REFRESH_TOKEN [--seed ...]
+A JSON list written to SCRIPT (--script-file) is queued as the auth fake's scripted actions
+(fakeauth.py: e.g. [{"status": 500}] fails the next refresh) and the file removed.
+
+    kirod-fakes.py --state FILE --ready-file FILE [--status-file FILE] [--script-file FILE]
+                   --seed NAME=REFRESH_TOKEN [--seed ...]
 """
 
 import argparse
@@ -121,6 +125,7 @@ def main():
         ap.add_argument("--state", required=True)
         ap.add_argument("--ready-file", required=True)
         ap.add_argument("--status-file")
+        ap.add_argument("--script-file", help="a JSON list of fakeauth script actions, consumed when it appears")
         ap.add_argument("--seed", action="append", default=[], help="NAME=REFRESH_TOKEN, unless in --state")
         args = ap.parse_args()
 
@@ -178,6 +183,10 @@ def main():
                                 token_owner.setdefault(at, (name, auth.rotations(name)))
                 if changed:
                         save(args.state, state)
+                if args.script_file and os.path.exists(args.script_file):
+                        with open(args.script_file) as f:
+                                auth.script(json.load(f))
+                        os.remove(args.script_file)
                 if args.status_file:
                         status = status_of(auth, chat, state, token_owner, chats)
                         if status != last_status:

@@ -98,7 +98,7 @@ start_fakes() {
         rm -f /run/kirod-fakes.json /run/kirod-fakes-status.json
         systemd-run --quiet --unit=kirod-fakes --property=Type=exec /usr/bin/python3 "$T/kirod-fakes.py" \
                 --state "$S/fakes-state.json" --ready-file /run/kirod-fakes.json \
-                --status-file /run/kirod-fakes-status.json \
+                --status-file /run/kirod-fakes-status.json --script-file /run/kirod-fakes-script.json \
                 --seed vm=rt-vm-0 --seed alice=rt-alice-0
         if wait_until 60 test -s /run/kirod-fakes.json; then
                 ok "fake Kiro auth and chat services started"
@@ -236,7 +236,7 @@ EOF
 #   late:  an incomplete request, then the clock jumps 2 h back: the connection is still closed at
 #          the deadline (15-60 s on the monotonic clock), not 2 h later
 header_deadline_check() {
-        python3 - "$1" <<'EOF'
+        python3 - "$1" "$S/header-$1.txt" <<'EOF'
 import socket, sys, time
 def jump(d):
         time.clock_settime(time.CLOCK_REALTIME, time.clock_gettime(time.CLOCK_REALTIME) + d)
@@ -254,6 +254,7 @@ if sys.argv[1] == "early":
         if not answer.startswith(b"HTTP/1.1 200"):
                 sys.exit(f"answer {answer[:200]!r}")
         print(f"answered 200 after {time.monotonic() - t0:.1f} s")
+        open(sys.argv[2], "w").write(f"answered 200 after {time.monotonic() - t0:.1f} s\n")
 else:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:8399\r\n")
         time.sleep(1)
@@ -266,6 +267,7 @@ else:
                         sys.exit("not closed within 120 s")
         took = time.monotonic() - t0
         print(f"closed after {took:.1f} s")
+        open(sys.argv[2], "w").write(f"closed after {took:.1f} s\n")
         if not 15 <= took <= 60:
                 sys.exit(f"closed after {took:.1f} s, want 15-60 s (HeaderTimeoutSec=20)")
 EOF
@@ -363,21 +365,47 @@ assert 3450 < exp1 - time.time() <= 3600 and 600 <= exp1 - nxt1 <= 605 and st ==
         check "clock: ... from one upstream request" one_upstream_chat cj-stream-back
         check "clock: header deadline not early: headers sent over 6 s with a 2 h forward jump in between are answered" \
                 header_deadline_check early
+        say "clock: ... $(cat "$S/header-early.txt" 2>/dev/null)"
         check "clock: header deadline not late: unfinished headers, a 2 h backward jump, closed at HeaderTimeoutSec=20" \
                 header_deadline_check late
+        say "clock: ... $(cat "$S/header-late.txt" 2>/dev/null)"
         check "clock: no refresh across the streams' jumps (the token stayed valid by every clock)" \
                 rotations_still $((r_vm + 1)) $((r_alice + 1))
 
-        # -- back to the real time: its value at the start plus the time elapsed since on CLOCK_BOOTTIME --
+        # -- a failed refresh's retry (RetryInitialSec=15, +-20 %) with the clock jumping 2 h back meanwhile:
+        #    a backoff is a duration, it must not wait the jump out --
+        printf '[{"status": 500}]' >/run/kirod-fakes-script.json
+        check "clock: the fake fails vm's next refresh (HTTP 500)" wait_until 10 test ! -e /run/kirod-fakes-script.json
+        as admin kiroctl refresh vm >/dev/null 2>&1
+        check "clock: ... kiroctl refresh vm failed transiently: one failure, the retry due in 12-18 s" \
+                python3 -c 'import sys, time
+f, nxt = int(sys.argv[1]), int(sys.argv[2]) / 1e6
+assert f == 1 and 5 <= nxt - time.time() <= 18, (f, nxt - time.time())' \
+                "$(cred_json root vm consecutive_failures)" "$(cred_json root vm next_refresh_at_usec)"
+        took=$(uptime_cs)
+        clock_jump_by -7200
+        check "clock: jumped 2 h back during the backoff: the retry still comes (within 45 s) and succeeds" \
+                wait_until 45 rotations_are vm $((r_vm + 2))
+        say "clock: ... the retry succeeded $(( ($(uptime_cs) - took) / 100 )) s after the jump (polled)"
+        check "clock: ... vm active again, no failure left" \
+                bash -c '[ "$1" = active ] && [ "$2" = 0 ]' _ "$(cred_json root vm state)" "$(cred_json root vm consecutive_failures)"
+
+        # -- back to the real time: its value at the start plus the time elapsed since on CLOCK_BOOTTIME.
+        #    The jumps added up to 4 h 45 min back, so the token of that retry expired by the real time
+        #    (the fake's clock too): the refresh timer fires on the jump. --
         clock_jump_to "$(python3 -c 'import sys; print(f"{float(sys.argv[1]) + (int(sys.argv[3]) - int(sys.argv[2])) / 100:.3f}")' \
                 "$real0" "$up0" "$(uptime_cs)")"
         [ -z "$timers" ] || systemctl start $timers
-        check "clock: restored to the real time ($(date -u +%FT%TZ)): vm active, its next refresh ahead" \
+        check "clock: restored to the real time ($(date -u +%FT%TZ)), past vm's expiry: kiro-authd refreshes vm" \
+                wait_until 30 rotations_are vm $((r_vm + 3))
+        check "clock: ... vm active, its next refresh ahead" \
                 bash -c '[ "$1" = active ] && [ "$2" -gt "$(date +%s%6N)" ]' _ "$(cred_json root vm state)" \
                 "$(cred_json root vm next_refresh_at_usec)"
         chat_openai "clock: a chat at the real time again" "cj-restored-chat" curl http://127.0.0.1:8399/v1/chat/completions
         check "clock: ... with vm's current token" one_upstream_chat cj-restored-chat
-        check "clock: still one refresh each since the first jump" rotations_still $((r_vm + 1)) $((r_alice + 1))
+        sleep 5
+        check "clock: no other refresh: vm 3 since the first jump (jump, retry, restore), alice 1" \
+                rotations_still $((r_vm + 3)) $((r_alice + 1))
         say "clock step: took $(( ($(uptime_cs) - up0) / 100 )) s"
 }
 
