@@ -10,6 +10,15 @@ usec_t now(clockid_t clock) {
         return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / NSEC_PER_USEC;
 }
 
+usec_t usec_map_clock(usec_t t, usec_t from_now, usec_t to_now) {
+        usec_t ahead = t > from_now ? t - from_now : 0;
+        return ahead > USEC_INFINITY - to_now ? USEC_INFINITY : to_now + ahead;
+}
+
+usec_t map_clock(usec_t t, clockid_t from, clockid_t to) {
+        return usec_map_clock(t, now(from), now(to));
+}
+
 static int parse_digits(const char **p, int n, int *ret) {
         int v = 0;
         for (int i = 0; i < n; i++) {

@@ -10,6 +10,12 @@ typedef uint64_t usec_t;
 
 usec_t now(clockid_t clock);
 
+/* The instant on clock `to` that is as far ahead as t is on clock `from` (now on `to` when t has passed):
+ * shows a CLOCK_BOOTTIME deadline as a CLOCK_REALTIME time. The pure arithmetic, with both clocks' "now"
+ * given, is usec_map_clock(). */
+usec_t usec_map_clock(usec_t t, usec_t from_now, usec_t to_now);
+usec_t map_clock(usec_t t, clockid_t from, clockid_t to);
+
 /* Parses RFC 3339 / ISO 8601 UTC or with offset ("2025-12-31T02:32:45.144Z", any number of fractional
  * digits, "+01:00") to CLOCK_REALTIME µs. */
 int parse_rfc3339(const char *s, usec_t *ret);

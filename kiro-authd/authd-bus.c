@@ -476,11 +476,12 @@ static int method_get_token(sd_bus_message *msg, void *userdata, sd_bus_error *e
         }
 
         /* Expired or about to: wait for the (single) refresh. */
-        if (!cred->refreshing && !cred->queued && cred->retry_at > n)
+        usec_t b = now(CLOCK_BOOTTIME);
+        if (!cred->refreshing && !cred->queued && cred->retry_at > b)
                 return sd_bus_error_setf(error, KIROD_ERROR_REFRESH_FAILED,
                                          "The access token of '%s' expired and refreshing failed (%s); retrying in %llus.",
                                          cred->record->id, strna(cred->record->last_error),
-                                         (unsigned long long) ((cred->retry_at - n) / USEC_PER_SEC));
+                                         (unsigned long long) ((cred->retry_at - b) / USEC_PER_SEC));
         r = credential_start_refresh(cred, false);
         if (r < 0 && r != -ENOKEY)
                 return sd_bus_error_setf(error, KIROD_ERROR_REFRESH_FAILED, "Cannot refresh credential '%s'.",

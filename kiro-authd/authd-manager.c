@@ -72,6 +72,7 @@ static Credential *credential_free(Credential *cred) {
         refresh_request_done(&cred->request);
         erase_and_free_sized(cred->response, cred->response_size);
         sd_event_source_disable_unref(cred->timer);
+        sd_event_source_disable_unref(cred->retry_timer);
         free(cred->token_waiters);
         free(cred->refresh_waiters);
         free(cred->object_path);
@@ -394,7 +395,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 /* The last refresh could not be written: write it now rather than refresh again. */
                 cred->retry_at = 0;
                 if (credential_save(cred) < 0)
-                        cred->retry_at = now(CLOCK_REALTIME) + cred->manager->config.retry_initial;
+                        cred->retry_at = now(CLOCK_BOOTTIME) + cred->manager->config.retry_initial;
                 credential_schedule(cred);
                 credential_emit_changed(cred);
                 return 0;
@@ -408,6 +409,31 @@ static bool credential_refreshable(Credential *cred) {
         return c->enabled && c->health == HEALTH_OK && c->refresh_token && c->method != AUTH_METHOD_API_KEY;
 }
 
+/* Arms *source (created on first use, on clock) at the absolute time when. */
+static int arm_timer(Credential *cred, sd_event_source **source, clockid_t clock, usec_t when, const char *what) {
+        int r;
+
+        if (*source) {
+                r = sd_event_source_set_time(*source, when);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(*source, SD_EVENT_ONESHOT);
+                return r;
+        }
+        r = sd_event_add_time(cred->manager->event, source, clock, when, 10 * USEC_PER_MSEC, on_timer, cred);
+        if (r >= 0)
+                (void) sd_event_source_set_description(*source, what);
+        return r;
+}
+
+static void disarm_timer(sd_event_source *source) {
+        if (source)
+                (void) sd_event_source_set_enabled(source, SD_EVENT_OFF);
+}
+
+/* One clock per kind of deadline (docs/ARCHITECTURE.md "Clocks"): the refresh before expiry is a
+ * wall-clock instant, so its timer is CLOCK_REALTIME and follows the wall clock when it jumps; the retry
+ * after a failure ends a duration (the backoff), so its timer is CLOCK_BOOTTIME, which no jump of the
+ * wall clock stretches or cuts, and which counts a suspend (a retry due meanwhile runs at resume). */
 void credential_schedule(Credential *cred) {
         assert(cred);
 
@@ -417,13 +443,20 @@ void credential_schedule(Credential *cred) {
 
         if (cred->refreshing || !credential_refreshable(cred)) {
                 cred->next_refresh_at = 0;
-                if (cred->timer)
-                        (void) sd_event_source_set_enabled(cred->timer, SD_EVENT_OFF);
+                disarm_timer(cred->timer);
+                disarm_timer(cred->retry_timer);
                 return;
         }
-        if (cred->retry_at)
-                when = cred->retry_at;
-        else if (cred->record->expires_at == 0 || !cred->record->access_token)
+        if (cred->retry_at) {
+                disarm_timer(cred->timer);
+                cred->next_refresh_at = map_clock(cred->retry_at, CLOCK_BOOTTIME, CLOCK_REALTIME);
+                r = arm_timer(cred, &cred->retry_timer, CLOCK_BOOTTIME, cred->retry_at, "retry-timer");
+                if (r < 0)
+                        log_error_errno(r, "Failed to arm the retry timer for '%s': %m", cred->record->id);
+                return;
+        }
+        disarm_timer(cred->retry_timer);
+        if (cred->record->expires_at == 0 || !cred->record->access_token)
                 when = now(CLOCK_REALTIME);
         else {
                 usec_t lead = m->config.refresh_margin + (m->config.refresh_jitter ? random_u64() % (m->config.refresh_jitter + 1) : 0);
@@ -432,18 +465,7 @@ void credential_schedule(Credential *cred) {
         if (when == 0)
                 when = 1;
         cred->next_refresh_at = when;
-
-        if (cred->timer) {
-                r = sd_event_source_set_time(cred->timer, when);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(cred->timer, SD_EVENT_ONESHOT);
-        } else {
-                /* Expiry is wall-clock time, so the timer is too. */
-                r = sd_event_add_time(m->event, &cred->timer, CLOCK_REALTIME, when, 10 * USEC_PER_MSEC, on_timer,
-                                      cred);
-                if (r >= 0)
-                        (void) sd_event_source_set_description(cred->timer, "refresh-timer");
-        }
+        r = arm_timer(cred, &cred->timer, CLOCK_REALTIME, when, "refresh-timer");
         if (r < 0)
                 log_error_errno(r, "Failed to arm refresh timer for '%s': %m", cred->record->id);
 }
@@ -599,7 +621,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                          * so until the write succeeds this login exists only in this process: say so. */
                         cred->save_pending = true;
                         (void) free_and_strdup(&c->last_error, "cannot write the credential file");
-                        cred->retry_at = n + m->config.retry_initial;
+                        cred->retry_at = now(CLOCK_BOOTTIME) + m->config.retry_initial;
                         log_event(LOG_WARNING, KIROD_MESSAGE_CREDENTIAL_UNSAVED,
                                   "Credential '%s' was refreshed, but its rotated refresh token could not be "
                                   "written to '%s' (%s): the login exists only in memory until the write "
@@ -634,7 +656,7 @@ static void on_refresh_done(CurlGlue *g, CURL *curl, CURLcode result, void *user
                         backoff *= 2;
                 backoff = MIN(backoff, m->config.retry_max);
                 backoff = backoff * 8 / 10 + (backoff ? random_u64() % (backoff * 4 / 10 + 1) : 0);
-                cred->retry_at = n + backoff;
+                cred->retry_at = now(CLOCK_BOOTTIME) + backoff;
                 (void) credential_save(cred);
                 log_credential_event(LOG_WARNING, KIROD_MESSAGE_REFRESH_FAILED, c->id, "transient",
                                      "Refreshing credential '%s' failed (%s), attempt %u; retrying in %llus.", c->id,
@@ -696,7 +718,7 @@ int credential_start_refresh(Credential *cred, bool force) {
 
         if (cred->refreshing)
                 return 0; /* single flight: the running refresh serves everyone */
-        if (!force && cred->retry_at > now(CLOCK_REALTIME))
+        if (!force && cred->retry_at > now(CLOCK_BOOTTIME))
                 return 0;
         if (m->n_refreshing >= m->config.max_parallel_refresh) {
                 cred->queued = true;
@@ -790,8 +812,8 @@ int credential_start_refresh(Credential *cred, bool force) {
         cred->refreshing = true;
         m->n_refreshing++;
         cred->next_refresh_at = 0;
-        if (cred->timer)
-                (void) sd_event_source_set_enabled(cred->timer, SD_EVENT_OFF);
+        disarm_timer(cred->timer);
+        disarm_timer(cred->retry_timer);
         log_debug("Refreshing credential '%s' at '%s'.", c->id, cred->request.url);
         credential_emit_changed(cred);
         return 1;

@@ -38,9 +38,10 @@ struct Credential {
         CredentialRecord *record;
         char *object_path;
 
-        sd_event_source *timer;
+        sd_event_source *timer;         /* CLOCK_REALTIME: the refresh before expiry */
+        sd_event_source *retry_timer;   /* CLOCK_BOOTTIME: the retry after a failure */
         usec_t next_refresh_at;         /* CLOCK_REALTIME µs, 0 none */
-        usec_t retry_at;                /* set while backing off after a transient failure */
+        usec_t retry_at;                /* CLOCK_BOOTTIME µs, set while backing off after a transient failure */
 
         CURL *curl;
         struct curl_slist *headers;

@@ -401,6 +401,24 @@ def test_transient_failure_backoff_serves_old_token(authd, fake_auth, kiroctl, d
         assert c["consecutive_failures"] == 0 and c["state"] == "active"
 
 
+def test_backoff_retry_shown_as_wall_clock_time(authd, fake_auth, kiroctl, home):
+        """The retry after a failed refresh ends a duration, timed on CLOCK_BOOTTIME (docs/ARCHITECTURE.md
+        "Clocks": a wall-clock jump must not stretch it; the VM test's clock step jumps the clock 2 h back
+        during one); NextRefreshAt shows it as wall-clock time, RetryInitialSec= (+-20 %) ahead."""
+        authd(RetryInitialSec=40, RetryMaxSec=40, RefreshJitterSec=1)
+        rt = "rt-backoff-clock"
+        lin = fake_auth.seed(rt)
+        fake_auth.script([{"status": 500}])
+        f = kiroide.write_social(home, refresh_token=rt, expires_at=time.time() + 300, owner=TEST_ADMIN)
+        kiroctl("import", "--from-kiro-ide", "--file", f.token_path, user=TEST_ADMIN)
+        cid = only(status(kiroctl))["id"]
+        wait_until(lambda: status(kiroctl)[cid]["consecutive_failures"] == 1, timeout=10, what="the failed refresh")
+        c = status(kiroctl)[cid]
+        ahead = (c["next_refresh_at_usec"] - time.time() * SEC) / SEC
+        assert 40 * 0.8 - 5 <= ahead <= 40 * 1.2, f"NextRefreshAt {ahead:.1f} s ahead, want 32-48 s"
+        assert c["state"] == "active" and fake_auth.rotations(lin) == 0, c
+
+
 def test_kill9_during_refreshes_loses_nothing(authd, fake_auth, kiroctl, dbus, bus):
         """Invariant 5: kill -9 at 200 random moments while three credentials refresh about every
         second against the rotating fake; every file always parses, and at the end every file holds

@@ -9,6 +9,7 @@
 #include "fileio.h"
 #include "json-util.h"
 #include "tests.h"
+#include "time-util.h"
 
 TEST(parse_sec_values) {
         uint64_t u;
@@ -46,6 +47,31 @@ TEST(parse_sec_out_of_range_is_refused) {
         ASSERT_ERROR(parse_sec("0x10", &u), EINVAL);
         ASSERT_ERROR(parse_sec("10x", &u), EINVAL);
         ASSERT_EQ(u, 42);
+}
+
+TEST(usec_map_clock_values) {
+        /* 30 s ahead on one clock is 30 s ahead on the other, whatever their origins. */
+        ASSERT_EQ(usec_map_clock(130 * USEC_PER_SEC, 100 * USEC_PER_SEC, 5000 * USEC_PER_SEC),
+                  5030 * USEC_PER_SEC);
+        /* Passed or now: now on the other clock. */
+        ASSERT_EQ(usec_map_clock(90 * USEC_PER_SEC, 100 * USEC_PER_SEC, 5000 * USEC_PER_SEC), 5000 * USEC_PER_SEC);
+        ASSERT_EQ(usec_map_clock(100 * USEC_PER_SEC, 100 * USEC_PER_SEC, 5000 * USEC_PER_SEC), 5000 * USEC_PER_SEC);
+        /* No overflow past infinity. */
+        ASSERT_EQ(usec_map_clock(USEC_INFINITY, 1, 5000 * USEC_PER_SEC), USEC_INFINITY);
+        ASSERT_EQ(usec_map_clock(USEC_INFINITY - 1, 0, 2), USEC_INFINITY);
+}
+
+TEST(map_clock_boottime_to_realtime) {
+        /* A CLOCK_BOOTTIME deadline 20 s ahead shows as a CLOCK_REALTIME time 20 s ahead (the retry after
+         * a failed refresh, kiro-authd's NextRefreshAt), within the time the calls take. */
+        usec_t r0 = now(CLOCK_REALTIME);
+        usec_t t = map_clock(now(CLOCK_BOOTTIME) + 20 * USEC_PER_SEC, CLOCK_BOOTTIME, CLOCK_REALTIME);
+        usec_t r1 = now(CLOCK_REALTIME);
+        ASSERT_TRUE(t >= r0 + 20 * USEC_PER_SEC - USEC_PER_MSEC);
+        ASSERT_TRUE(t <= r1 + 20 * USEC_PER_SEC + USEC_PER_MSEC);
+        /* A passed deadline is now. */
+        t = map_clock(1, CLOCK_BOOTTIME, CLOCK_REALTIME);
+        ASSERT_TRUE(t >= r0 && t <= now(CLOCK_REALTIME));
 }
 
 TEST(json_get_int64_range) {
