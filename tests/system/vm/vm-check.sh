@@ -298,17 +298,32 @@ clock_step() {
                 python3 -c 'import sys, time
 exp, nxt = int(sys.argv[1]) / 1e6, int(sys.argv[2]) / 1e6
 assert 3500 < exp - time.time() <= 3600 and 600 <= exp - nxt <= 605, (exp - time.time(), exp - nxt)' "$exp0" "$next0"
+        # kiro-proxyd holds vm's token in its cache across the jump: a stream in flight keeps it running
+        # (ExitOnIdleSec=5s) from before the jump to the chat after it.
+        stream_start cj-stream-pre "$S/stream-pre.out"
+        local pre_pid=$stream_pid pre_t0=$stream_t0 proxy_pid
+        check "clock: a stream through kiro-proxyd is in flight (kiro-proxyd caches vm's current token)" \
+                wait_until 30 grep -q '"tag": "cj-stream-pre"' /run/kirod-fakes-status.json
+        proxy_pid=$(systemctl show -P MainPID kiro-proxyd.service)
         target=$((exp0 / 1000000 - 90))
         clock_jump_to "$target"
         check "clock: jumped $((target - ${real0%.*})) s forward, to 90 s before vm's expiry: kiro-authd refreshes vm" \
                 wait_until 30 rotations_are vm $((r_vm + 1))
+        chat_openai "clock: a chat right after the forward jump" "cj-fwd-chat" curl http://127.0.0.1:8399/v1/chat/completions
+        check "clock: ... reached Kiro once, with vm's new token, unexpired by the fake's (jumped) clock" \
+                one_upstream_chat cj-fwd-chat
+        check "clock: ... served by the kiro-proxyd that had cached the old token (90 s left by the new clock, under its 120 s renewal)" \
+                bash -c '[ "$1" != 0 ] && [ "$1" = "$2" ]' _ "$proxy_pid" "$(systemctl show -P MainPID kiro-proxyd.service)"
         check "clock: ... within 10 s of the jump, by the fake's clock (the realtime refresh timer fired on the jump)" \
                 python3 -c 'import json, sys
 s = json.load(open("/run/kirod-fakes-status.json"))
 d = s["rotated_at"]["vm"] - float(sys.argv[1])
-print(f"refreshed {d:.2f} s after the jump")
 assert 0 <= d <= 10, d' "$target"
         say "clock: vm was refreshed $(fakes_status "round(s['rotated_at']['vm'] - $target, 2)") s after the jump"
+        wait "$pre_pid"
+        check "clock: the stream in flight across that jump completed intact in $(( ($(uptime_cs) - pre_t0) / 100 )) s" \
+                stream_intact "$S/stream-pre.out" $(( ($(uptime_cs) - pre_t0) / 100 ))
+        check "clock: ... from one upstream request" one_upstream_chat cj-stream-pre
         check "clock: alice's kiro-authd (user bus) refreshes alice too" wait_until 30 rotations_are alice $((r_alice + 1))
         sleep 8
         check "clock: 8 s later still one refresh each, not a second" rotations_still $((r_vm + 1)) $((r_alice + 1))
@@ -319,9 +334,6 @@ assert 0 <= d <= 10, d' "$target"
 exp1, nxt1, st = int(sys.argv[1]) / 1e6, int(sys.argv[2]) / 1e6, sys.argv[3]
 assert 3450 < exp1 - time.time() <= 3600 and 600 <= exp1 - nxt1 <= 605 and st == "active", \
         (exp1 - time.time(), exp1 - nxt1, st)' "$exp1" "$next1" "$(cred_json root vm state)"
-        chat_openai "clock: a chat right after the forward jump" "cj-fwd-chat" curl http://127.0.0.1:8399/v1/chat/completions
-        check "clock: ... reached Kiro once, with vm's new token, unexpired by the fake's (jumped) clock" \
-                one_upstream_chat cj-fwd-chat
 
         # -- back by 2 h --
         clock_jump_by -7200
