@@ -309,7 +309,12 @@ def test_authd_killed_under_proxy_traffic(proxy_stack, capsys):
         assert not bad, bad[:10]
         assert s.chat.count(outcome="denied") == 0
         owners = re.findall(r"Got a token for kiro/'proxytest' from kiro-authd (:\S+)\.", s.proxyd.log_text())
-        assert len(owners) == 2 and owners[0] != owners[1], owners
+        # One token from the killed instance, then tokens from the new one only: a handful at most, not one
+        # per request (a second fetch from the new instance is fine: it may have refreshed at start-up, which
+        # invalidates the cached token).
+        assert 2 <= len(owners) <= 3, owners
+        assert all(o == owners[1] for o in owners[1:]) and owners[0] != owners[1], owners
+        assert len(results) >= 4 * len(owners), (len(results), owners)
 
 
 @needs_proxyd
