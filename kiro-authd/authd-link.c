@@ -561,7 +561,8 @@ static void link_detach(Credential *cred, const char *why) {
                                 .format = cli ? IMPORT_KIRO_CLI_SQLITE : IMPORT_KIRO_IDE_JSON };
         l->name = strdup(strempty(c->link_name));
         if (asprintf(&message, "%s. It keeps its own login and keeps refreshing, but reads nothing from its source and "
-                     "writes nothing there, so each refresh leaves %s with a replaced refresh token. Link it again: %s",
+                     "writes nothing there: after its next refresh %s holds a replaced refresh token until the "
+                     "credential is linked again, which writes the new one there. Link it again: %s",
                      why, cli ? "kiro-cli" : "the Kiro IDE", strna(cmd)) < 0)
                 message = NULL;
         l->message = TAKE_PTR(message);

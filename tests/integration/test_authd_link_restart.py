@@ -132,6 +132,7 @@ def test_restart_without_fds_detaches_then_relink_restores(authd, fake_auth, kir
         assert relink in c["link_message"], c["link_message"]
         assert "did not come back from the service manager" in c["link_message"]
         out = kiroctl("status", cid).stdout
+        print(out)
         assert "linked: detached" in out and "Link: " in out and relink in out, out
         warn = [e for e in _json_log(a) if e.get("MESSAGE_ID") == DETACHED_ID]
         assert warn and warn[0]["KIROD_CREDENTIAL"] == cid and warn[0]["PRIORITY"] == "4", warn
