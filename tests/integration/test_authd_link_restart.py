@@ -8,6 +8,8 @@ again, and a re-link with --replace writes its login back into the source."""
 
 import json
 import os
+import signal
+import sqlite3
 import time
 
 import pytest
@@ -45,7 +47,6 @@ def _db_token(path):
 
 
 def _relogin(path, **fields):
-        import sqlite3
         conn = sqlite3.connect(path, isolation_level=None, timeout=5)
         tok = json.loads(conn.execute("SELECT value FROM auth_kv WHERE key=?", (KEY,)).fetchone()[0])
         tok.update(fields)
@@ -103,14 +104,44 @@ def test_kirocli_link_survives_restart_and_remove_unstores_it(authd, fake_auth, 
                    what="the rotated refresh token in kiro-cli's database")
         assert only(status(kiroctl))["link"] == "following"
 
-        # A second restart with the same store, then remove: the fd leaves the store.
-        a.stop()
+        # A crash (Restart=on-failure) keeps the store too; then remove: the fd leaves the store.
+        a.kill(signal.SIGKILL)
         a.start(fdstore=True)
         assert only(status(kiroctl))["link"] == "following"
         kiroctl("remove", cid)
         wait_until(lambda: (a.collect_notify(), ("FDSTOREREMOVE", name) in a.fdstore.log)[1], timeout=2,
                    what="FDSTOREREMOVE of the removed credential")
         assert a.fdstore.names() == []
+
+
+def test_crash_while_write_pending_writes_back_after_restart(authd, fake_auth, kiroctl, src_dir):
+        """kiro-cli holds its lock while kiro-authd refreshes and is then killed: the source still holds the
+        refresh token that was rotated away. After the restart (fds back) the source is recognised as stale
+        by the digest in the record, not taken as a newer login, and gets the new token."""
+        a = authd()
+        lin = fake_auth.seed("rt-c-0")
+        path = _make_db(src_dir, "rt-c-0")
+        kiroctl("import", "--from-kiro-cli", "--db", path, "--link", user=TEST_ADMIN)
+        cid = only(status(kiroctl))["id"]
+        holder = sqlite3.connect(path, isolation_level=None, timeout=5)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+                kiroctl("refresh", cid)
+                ours = fake_auth.latest_refresh_token(lin)
+                assert ours != "rt-c-0" and a.read_credential(cid)["refresh_token"] == ours
+                wait_until(lambda: only(status(kiroctl))["link"] == "write-pending", timeout=3,
+                           what="link state write-pending")
+                a.kill(signal.SIGKILL)
+        finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+        assert _db_token(path)["refresh_token"] == "rt-c-0"
+        a.start(fdstore=True)
+        wait_until(lambda: _db_token(path)["refresh_token"] == ours, timeout=3,
+                   what="the rotated refresh token written into the database after the restart")
+        assert a.read_credential(cid)["refresh_token"] == ours
+        assert only(status(kiroctl))["link"] == "following"
+        assert fake_auth.rotations(lin) == 1
 
 
 def test_restart_without_fds_detaches_then_relink_restores(authd, fake_auth, kiroctl, dbus, src_dir):
