@@ -813,9 +813,13 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
              credential_link_source_is_stale(existing, c->refresh_token))) {
                 /* A re-link of a source that holds this credential's login, or the one it has rotated since
                  * (refreshes while detached): the credential keeps its login, health and counters, and the
-                 * link writes its login into a stale source. */
+                 * link writes its login into a stale source. Options given with it still apply (stored by
+                 * the attach below). */
                 credential_record_free(TAKE_PTR(c));
                 cred = existing;
+                if ((region && free_and_strdup(&cred->record->region, region) < 0) ||
+                    (proxy && erase_and_strdup(&cred->record->proxy, proxy) < 0))
+                        return -ENOMEM;
         } else if (existing) {
                 r = manager_replace_login(m, existing, TAKE_PTR(c));
                 if (r < 0)
