@@ -809,7 +809,19 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         }
 
         Credential *cred;
-        if (existing) {
+        if (existing && link_name && c->refresh_token &&
+            (streq_ptr(c->refresh_token, existing->record->refresh_token) ||
+             credential_link_source_is_stale(existing, c->refresh_token))) {
+                /* A re-link of a source that holds this credential's login, or the one it has rotated since
+                 * (refreshes while detached): the credential keeps its login, health and counters, and the
+                 * link writes its login into a stale source. Options given with it still apply (stored by
+                 * the attach below). */
+                credential_record_free(TAKE_PTR(c));
+                cred = existing;
+                if ((region && free_and_strdup(&cred->record->region, region) < 0) ||
+                    (proxy && erase_and_strdup(&cred->record->proxy, proxy) < 0))
+                        return -ENOMEM;
+        } else if (existing) {
                 r = manager_replace_login(m, existing, TAKE_PTR(c));
                 if (r < 0)
                         return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
@@ -825,12 +837,16 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                         return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
         }
         if (link_name) {
-                r = credential_link_attach(cred, link_dir_fd, link_name, f);
+                r = credential_link_attach(cred, link_dir_fd, link_name, f, source_path);
                 if (r < 0)
                         return sd_bus_error_set_errnof(error, r, "Imported credential '%s', but cannot follow its source: %m",
                                                        cred->record->id);
-        } else if (existing)
-                credential_link_free(cred);     /* an owned login replaces a linked one */
+        } else if (existing) {
+                /* An owned login replaces a linked one: the link leaves the record and the fd store. */
+                r = credential_link_unlink(cred, true);
+                if (r < 0)
+                        return sd_bus_error_set_errnof(error, r, "Failed to store credential '%s': %m", id);
+        }
         log_event(LOG_INFO, KIROD_MESSAGE_CREDENTIAL_IMPORTED, "%s credential '%s' (%s, %s) from %s.",
                   existing ? "Replaced" : "Imported", cred->record->id, auth_method_to_string(cred->record->method),
                   strna(cred->record->region), format_s);
@@ -1105,7 +1121,7 @@ static int method_set_enabled(sd_bus_message *msg, void *userdata, sd_bus_error 
 CREDENTIAL_STRING_PROPERTY(id, cred->record->id)
 CREDENTIAL_STRING_PROPERTY(provider, provider_to_string(cred->record->provider))
 CREDENTIAL_STRING_PROPERTY(auth_method, auth_method_to_string(cred->record->method))
-CREDENTIAL_STRING_PROPERTY(source, cred->record->source_path ?: cred->record->source_format)
+CREDENTIAL_STRING_PROPERTY(source, cred->record->link_path ?: cred->record->source_path ?: cred->record->source_format)
 CREDENTIAL_STRING_PROPERTY(state, credential_state_to_string(credential_state(cred)))
 CREDENTIAL_STRING_PROPERTY(last_error, cred->record->last_error)
 CREDENTIAL_STRING_PROPERTY(cooldown_reason, cred->record->cooldown_until > 0 ? cred->record->cooldown_reason : NULL)

@@ -91,6 +91,10 @@ CredentialRecord *credential_record_free(CredentialRecord *c) {
         erase_and_free(c->proxy);
         free(c->source_format);
         free(c->source_path);
+        free(c->link_format);
+        free(c->link_name);
+        free(c->link_path);
+        free(c->link_source_sha256);
         free(c->last_error);
         free(c->cooldown_reason);
         if (c->doc) {
@@ -249,6 +253,20 @@ int credential_record_from_json(const char *text, size_t size, CredentialRecord 
                         c->source_path = strdup(s);
                 (void) get_time(o, "imported_at", &c->imported_at);
         }
+        /* Files written before links were stored have no "link": they load as owned credentials. */
+        if (json_get_object(doc, "link", &o) >= 0) {
+                const char *format = NULL, *name = NULL, *path = NULL, *sha = NULL;
+                if (json_get_string(o, "format", &format) < 0 || json_get_string(o, "name", &name) < 0 ||
+                    !(streq(format, "kiro-cli-sqlite") || streq(format, "kiro-ide-json")) || isempty(name) ||
+                    strchr(name, '/') || strlen(name) > 250)
+                        BAD("invalid 'link'");
+                (void) json_get_string(o, "path", &path);
+                (void) json_get_string(o, "source_sha256", &sha);
+                if (credential_record_set_link(c, format, name, path) < 0)
+                        return -ENOMEM;
+                if (sha && strlen(sha) == 64 && !(c->link_source_sha256 = strdup(sha)))
+                        return -ENOMEM;
+        }
         (void) json_get_bool(doc, "enabled", &c->enabled);
         if (json_get_object(doc, "health", &o) >= 0) {
                 int64_t n;
@@ -329,6 +347,24 @@ int credential_record_to_json(CredentialRecord *c, char **ret) {
         if (r < 0)
                 return r;
 
+        if (c->link_format) {
+                if (json_object_object_get_ex(doc, "link", &o) && json_object_is_type(o, json_type_object))
+                        json_object_get(o);
+                else if (!(o = json_object_new_object()))
+                        return -ENOMEM;
+                r = json_set_string(o, "format", c->link_format);
+                if (r >= 0)
+                        r = json_set_string(o, "name", c->link_name);
+                if (r >= 0)
+                        r = json_set_string(o, "path", c->link_path);
+                if (r >= 0)
+                        r = json_set_string(o, "source_sha256", c->link_source_sha256);
+                json_object_object_add(doc, "link", o);
+                if (r < 0)
+                        return r;
+        } else
+                json_object_object_del(doc, "link");
+
         json_object_object_add(doc, "enabled", json_object_new_boolean(c->enabled));
 
         if (json_object_object_get_ex(doc, "health", &o) && json_object_is_type(o, json_type_object))
@@ -392,5 +428,24 @@ int credential_record_take_login(CredentialRecord *dst, CredentialRecord *src) {
         dst->cooldown_reason = NULL;
         free(dst->last_error);
         dst->last_error = NULL;
+        return 0;
+}
+
+int credential_record_set_link(CredentialRecord *c, const char *format, const char *name, const char *path) {
+        assert(c);
+        assert(!format || name);
+
+        _cleanup_free_ char *f = NULL, *n = NULL, *p = NULL;
+
+        if (format && (!(f = strdup(format)) || !(n = strdup(name)) || (path && !(p = strdup(path)))))
+                return -ENOMEM;
+        free(c->link_format);
+        c->link_format = TAKE_PTR(f);
+        free(c->link_name);
+        c->link_name = TAKE_PTR(n);
+        free(c->link_path);
+        c->link_path = TAKE_PTR(p);
+        free(c->link_source_sha256);
+        c->link_source_sha256 = NULL;
         return 0;
 }

@@ -78,6 +78,16 @@ typedef struct CredentialRecord {
         char *source_path;
         usec_t imported_at;
 
+        /* A linked credential (authd-link.h): what it follows, stored so that the link outlives the
+         * process (the directory fd itself is kept in the service manager's fd store). All NULL when the
+         * credential is owned. link_source_sha256: the SHA-256 (hex) of the refresh token the source held
+         * when last seen, when that is not our own (a rotated token not written back yet): a source that
+         * still holds it is stale, and gets ours written rather than being taken. Not a secret. */
+        char *link_format;              /* "kiro-cli-sqlite" or "kiro-ide-json" */
+        char *link_name;                /* the file's name in the directory */
+        char *link_path;                /* the path kiroctl showed (display only, never opened) */
+        char *link_source_sha256;
+
         bool enabled;
         Health health;
         unsigned consecutive_failures;
@@ -112,3 +122,6 @@ int credential_record_ensure_machine_id(CredentialRecord *c);
 /* Copies the login material (tokens, expiry, client registration, profile, method) of src into dst,
  * keeping dst's identity, machine id and unknown fields. Used by import --replace. */
 int credential_record_take_login(CredentialRecord *dst, CredentialRecord *src);
+
+/* Sets (format and name given) or clears (format NULL) the stored link of c. */
+int credential_record_set_link(CredentialRecord *c, const char *format, const char *name, const char *path);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "authd-ids.h"
@@ -28,6 +29,7 @@ static const char *const link_state_table[_LINK_STATE_MAX] = {
         [LINK_SOURCE_CHANGED] = "source-changed",
         [LINK_SOURCE_MISSING] = "source-missing",
         [LINK_SOURCE_INVALID] = "source-invalid",
+        [LINK_DETACHED] = "detached",
 };
 
 const char *link_state_to_string(LinkState s) {
@@ -56,8 +58,36 @@ static void link_set(Credential *cred, LinkState s, const char *message) {
                 credential_emit_changed(cred);
 }
 
-static void link_set_known(CredentialLink *l, const char *refresh_token) {
+static int token_sha256_hex(const char *token, char ret[static SHA256_DIGEST_SIZE * 2 + 1]) {
+        uint8_t d[SHA256_DIGEST_SIZE];
+        int r = sha256(token, strlen(token), d);
+        if (r < 0)
+                return r;
+        hex_encode(d, sizeof d, ret);
+        return 0;
+}
+
+/* What the source holds as far as we know; its digest goes into the record (saved with the next write of
+ * it, which a refresh always does before the write-back), so that after a restart or a re-link a source
+ * still holding it is known to be stale rather than a newer login. */
+static void link_set_known(Credential *cred, const char *refresh_token) {
+        CredentialLink *l = cred->link;
+        char hex[SHA256_DIGEST_SIZE * 2 + 1];
+
         (void) erase_and_strdup(&l->known_refresh_token, refresh_token);
+        if (refresh_token && token_sha256_hex(refresh_token, hex) >= 0)
+                (void) free_and_strdup(&cred->record->link_source_sha256, hex);
+}
+
+bool credential_link_source_is_stale(Credential *cred, const char *refresh_token) {
+        char hex[SHA256_DIGEST_SIZE * 2 + 1];
+
+        if (!refresh_token || streq_ptr(refresh_token, cred->record->refresh_token))
+                return false;
+        if (cred->link && cred->link->known_refresh_token)
+                return streq(refresh_token, cred->link->known_refresh_token);
+        return cred->record->link_source_sha256 && token_sha256_hex(refresh_token, hex) >= 0 &&
+               streq(hex, cred->record->link_source_sha256);
 }
 
 /* Arms the one timer of the link after usec (relative); an earlier deadline already armed is kept. */
@@ -160,11 +190,14 @@ static void link_reread_full(Credential *cred, bool may_write) {
                 l->key = key;
 
         if (streq_ptr(c->refresh_token, cred->record->refresh_token)) {
-                link_set_known(l, c->refresh_token);
+                link_set_known(cred, c->refresh_token);
                 return link_set(cred, LINK_FOLLOWING, NULL);
         }
-        if (l->known_refresh_token && streq_ptr(c->refresh_token, l->known_refresh_token)) {
-                /* The source still holds the token we refreshed from: our rotated one is not there yet. */
+        if (credential_link_source_is_stale(cred, c->refresh_token)) {
+                /* The source still holds the token we refreshed from: our rotated one is not there yet
+                 * (after a restart or a re-link: known only by its digest in the record). */
+                if (!l->known_refresh_token)
+                        link_set_known(cred, c->refresh_token);
                 if (may_write)
                         link_try_write(cred);
                 else if (l->state != LINK_WRITE_PENDING)
@@ -180,7 +213,7 @@ static void link_reread_full(Credential *cred, bool may_write) {
         r = manager_replace_login(cred->manager, cred, TAKE_PTR(c));
         if (r < 0)
                 return link_set(cred, LINK_SOURCE_INVALID, "its new login could not be stored");
-        link_set_known(l, rt);
+        link_set_known(cred, rt);
         link_set(cred, LINK_FOLLOWING, NULL);
 }
 
@@ -243,7 +276,7 @@ static void link_written(Credential *cred) {
                 log_info("Credential '%s': its rotated tokens are written into '%s' now.", cred->record->id, l->name);
         else
                 log_debug("Credential '%s': wrote its rotated tokens to '%s'.", cred->record->id, l->name);
-        link_set_known(l, cred->record->refresh_token);
+        link_set_known(cred, cred->record->refresh_token);
         link_set(cred, LINK_FOLLOWING, NULL);
 }
 
@@ -395,9 +428,27 @@ int credential_link_check(int dir_fd, const char *name, ImportFormat format) {
         return 0;
 }
 
-int credential_link_attach(Credential *cred, int dir_fd, const char *name, ImportFormat format) {
+static CredentialLink *link_free_one(CredentialLink *l) {
+        if (!l)
+                return NULL;
+        sd_event_source_disable_unref(l->io);
+        sd_event_source_disable_unref(l->timer);
+        safe_close(l->inotify_fd);
+        safe_close(l->dir_fd);
+        free(l->name);
+        erase_and_free(l->known_refresh_token);
+        free(l->message);
+        free(l);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(CredentialLink *, link_free_one);
+
+/* The live part of a link: our own dup of dir_fd, an inotify watch on it and the timer. Not attached to
+ * cred yet; what the source holds is not known yet (known_refresh_token NULL). */
+static int link_open(Credential *cred, int dir_fd, const char *name, ImportFormat format, CredentialLink **ret) {
         _cleanup_close_ int dfd = -EBADF, ifd = -EBADF;
         _cleanup_(sd_event_source_unrefp) sd_event_source *io = NULL, *timer = NULL;
+        _cleanup_(link_free_onep) CredentialLink *l = NULL;
         char path[64], hash[65] = "";
         uint32_t mask;
         struct stat st;
@@ -405,9 +456,9 @@ int credential_link_attach(Credential *cred, int dir_fd, const char *name, Impor
 
         assert(cred);
         assert(name);
-        assert(format == IMPORT_KIRO_IDE_JSON || format == IMPORT_KIRO_CLI_SQLITE);
+        assert(ret);
 
-        if (!link_name_is_valid(name))
+        if (!link_name_is_valid(name) || !(format == IMPORT_KIRO_IDE_JSON || format == IMPORT_KIRO_CLI_SQLITE))
                 return -EINVAL;
         dfd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
         if (dfd < 0)
@@ -432,7 +483,6 @@ int credential_link_attach(Credential *cred, int dir_fd, const char *name, Impor
         if (inotify_add_watch(ifd, path, mask) < 0)
                 return -errno;
 
-        credential_link_free(cred);
         r = sd_event_add_io(cred->manager->event, &io, ifd, EPOLLIN, on_inotify, cred);
         if (r < 0)
                 return r;
@@ -443,47 +493,233 @@ int credential_link_attach(Credential *cred, int dir_fd, const char *name, Impor
         if (r < 0)
                 return r;
 
-        CredentialLink *l = calloc(1, sizeof *l);
+        l = calloc(1, sizeof *l);
         if (!l)
                 return -ENOMEM;
         *l = (CredentialLink) { .dir_fd = -EBADF, .inotify_fd = -EBADF, .state = LINK_FOLLOWING, .format = format };
         l->name = strdup(name);
-        if (!l->name || (cred->record->refresh_token && !(l->known_refresh_token = strdup(cred->record->refresh_token)))) {
-                free(l->name);
-                free(l);
+        if (!l->name)
                 return -ENOMEM;
-        }
         l->io = TAKE_PTR(io);
         l->timer = TAKE_PTR(timer);
         l->dir_fd = TAKE_FD(dfd);
         l->inotify_fd = TAKE_FD(ifd);
         memcpy(l->account, hash, sizeof hash);
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* FDSTORE=1 (add, with fd) or FDSTOREREMOVE=1 of "link-<id>". Ids are 1..64 of [A-Za-z0-9._-]: a valid
+ * FDNAME (at most 255 characters, no ':' and no control characters). > 0 sent, 0 no service manager. */
+static int link_fdstore_notify(const char *id, bool add, int fd) {
+        char state[128];
+        int r;
+
+        assert(credential_id_is_valid(id));
+        snprintf(state, sizeof state, "%s\nFDNAME=" LINK_FDNAME_PREFIX "%s", add ? "FDSTORE=1" : "FDSTOREREMOVE=1", id);
+        r = add ? sd_pid_notify_with_fds(0, false, state, &fd, 1) : sd_pid_notify(0, false, state);
+        if (r < 0)
+                return log_warning_errno(r, "Credential '%s': cannot %s the service manager's fd store: %m", id,
+                                         add ? "keep the directory fd of its link in" : "remove the directory fd of its link from");
+        if (r == 0 && add)
+                log_notice("Credential '%s': no service manager to keep the directory fd of its link ($NOTIFY_SOCKET is "
+                           "not set); after kiro-authd restarts it is detached.", id);
+        else
+                log_debug("Credential '%s': %s '" LINK_FDNAME_PREFIX "%s' %s the service manager's fd store.", id,
+                          add ? "stored" : "removed", id, add ? "in" : "from");
+        return r;
+}
+
+/* The command that links cred again (with kiroctl's default source when the path cannot be quoted). */
+static char *link_relink_command(Credential *cred) {
+        CredentialRecord *c = cred->record;
+        bool cli = streq_ptr(c->link_format, "kiro-cli-sqlite");
+        const char *path = c->link_path && c->link_path[0] == '/' && !strchr(c->link_path, '\'') ? c->link_path : NULL;
+        char *cmd = NULL;
+
+        if (asprintf(&cmd, "kiroctl %simport %s%s%s%s --link --replace --id %s", cred->manager->user_mode ? "--user " : "",
+                     cli ? "--from-kiro-cli" : "--from-kiro-ide", path ? (cli ? " --db '" : " --file '") : "",
+                     strempty(path), path ? "'" : "", c->id) < 0)
+                return NULL;
+        return cmd;
+}
+
+/* A stored link without a directory fd: the credential keeps its login, nothing is read or written. */
+static void link_detach(Credential *cred, const char *why) {
+        CredentialRecord *c = cred->record;
+        bool cli = streq_ptr(c->link_format, "kiro-cli-sqlite");
+        _cleanup_free_ char *cmd = link_relink_command(cred), *message = NULL;
+        CredentialLink *l;
+
+        credential_link_free(cred);
+        l = calloc(1, sizeof *l);
+        if (!l) {
+                log_oom();
+                return;
+        }
+        *l = (CredentialLink) { .dir_fd = -EBADF, .inotify_fd = -EBADF, .state = LINK_DETACHED,
+                                .format = cli ? IMPORT_KIRO_CLI_SQLITE : IMPORT_KIRO_IDE_JSON };
+        l->name = strdup(strempty(c->link_name));
+        if (asprintf(&message, "%s. It keeps its own login and keeps refreshing, but reads nothing from its source and "
+                     "writes nothing there: after its next refresh %s holds a replaced refresh token until the "
+                     "credential is linked again, which writes the new one there. Link it again: %s",
+                     why, cli ? "kiro-cli" : "the Kiro IDE", strna(cmd)) < 0)
+                message = NULL;
+        l->message = TAKE_PTR(message);
         cred->link = l;
-        /* Which auth_kv key holds the login, and whether it is still the one kiroctl's snapshot had. */
-        if (format == IMPORT_KIRO_CLI_SQLITE)
-                link_reread_full(cred, false);
+        log_credential_event(LOG_WARNING, KIROD_MESSAGE_LINK_DETACHED, c->id, "detached",
+                             "Credential '%s' is detached from its linked source '%s': %s", c->id,
+                             strna(c->link_path ?: c->link_name), strna(l->message));
+        credential_emit_changed(cred);
+}
+
+int credential_link_attach(Credential *cred, int dir_fd, const char *name, ImportFormat format, const char *path) {
+        CredentialLink *l = NULL;
+        int r;
+
+        assert(cred);
+        assert(name);
+
+        r = link_open(cred, dir_fd, name, format, &l);
+        if (r < 0)
+                return r;
+        /* systemd keeps every fd sent under a name: a previous link of this credential (live or detached)
+         * leaves the store first. */
+        if (cred->record->link_format)
+                (void) link_fdstore_notify(cred->record->id, false, -EBADF);
+        credential_link_free(cred);
+        cred->link = l;
+        /* A re-link keeps the digest of what the source held: if it still holds that (we refreshed while
+         * detached), our login is written there rather than the stale one taken. */
+        _cleanup_free_ char *sha = TAKE_PTR(cred->record->link_source_sha256);
+        r = credential_record_set_link(cred->record, import_format_to_string(format), name, path);
+        if (r < 0)
+                return r;
+        if (sha)
+                cred->record->link_source_sha256 = TAKE_PTR(sha);
+        else
+                link_set_known(cred, cred->record->refresh_token);
+        r = credential_save(cred);
+        if (r < 0)
+                log_warning("Credential '%s': its link could not be stored; it lasts as long as this process.",
+                            cred->record->id);
+        else
+                (void) link_fdstore_notify(cred->record->id, true, l->dir_fd);
+        /* Which auth_kv key holds the login, and whether the source still holds it; a source holding the
+         * token we rotated since (a re-link after refreshes while detached) gets ours written. */
+        link_reread_full(cred, true);
         credential_emit_changed(cred);
         return 0;
 }
 
+/* A stored link and the fd the service manager kept for it: the same checks as a fresh link, then the
+ * source is read again and the normal states decide. */
+static int link_restore_one(Credential *cred, int fd) {
+        ImportFormat format = import_format_from_string(cred->record->link_format);
+        CredentialLink *l = NULL;
+        int r;
+
+        r = link_open(cred, fd, cred->record->link_name, format, &l);
+        if (r < 0)
+                return r;
+        credential_link_free(cred);
+        cred->link = l;
+        log_info("Credential '%s' follows its source '%s' again, through the directory fd the service manager kept.",
+                 cred->record->id, strna(cred->record->link_path ?: cred->record->link_name));
+        link_reread_full(cred, true);
+        credential_emit_changed(cred);
+        return 0;
+}
+
+void credential_links_restore(Manager *m) {
+        _cleanup_strv_free_ char **names = NULL;
+        int n, r;
+
+        assert(m);
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0) {
+                log_warning_errno(n, "Cannot take the fds the service manager passed: %m");
+                n = 0;
+        }
+        for (int i = 0; i < n; i++)
+                (void) fcntl(SD_LISTEN_FDS_START + i, F_SETFD, FD_CLOEXEC);
+
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                const char *name = names && names[i] ? names[i] : "";
+                const char *id = startswith(name, LINK_FDNAME_PREFIX);
+                Credential *cred = id && credential_id_is_valid(id) ? manager_find(m, id) : NULL;
+
+                if (cred && cred->record->link_format && !cred->link) {
+                        r = link_restore_one(cred, fd);
+                        if (r < 0) {
+                                _cleanup_free_ char *why = NULL;
+                                (void) link_fdstore_notify(cred->record->id, false, -EBADF);
+                                if (asprintf(&why, "the directory fd the service manager kept for it is not usable "
+                                             "(%s)", strerror(-r)) < 0)
+                                        why = NULL;
+                                link_detach(cred, why ?: "the directory fd the service manager kept for it is not usable");
+                        }
+                } else if (cred && cred->link) {
+                        /* A second fd under one name: keep the one in use, and only it in the store. */
+                        log_notice("Credential '%s': the service manager passed more than one fd for its link; "
+                                   "using the first.", cred->record->id);
+                        (void) link_fdstore_notify(cred->record->id, false, -EBADF);
+                        if (cred->link->dir_fd >= 0)
+                                (void) link_fdstore_notify(cred->record->id, true, cred->link->dir_fd);
+                } else {
+                        log_notice("Closing fd '%s' from the service manager's fd store: no linked credential uses it.",
+                                   name);
+                        if (id && credential_id_is_valid(id))
+                                (void) link_fdstore_notify(id, false, -EBADF);
+                }
+                safe_close(fd);
+        }
+
+        for (size_t i = 0; i < m->n_credentials; i++) {
+                Credential *cred = m->credentials[i];
+                if (cred->record->link_format && !cred->link)
+                        link_detach(cred, "its directory fd did not come back from the service manager (systemd keeps "
+                                          "it across 'systemctl restart' and a restart after a crash, not across a stop "
+                                          "and start or a reboot, nor for more linked credentials than "
+                                          "FileDescriptorStoreMax=; without systemd nothing keeps it)");
+        }
+}
+
+int credential_link_unlink(Credential *cred, bool save) {
+        assert(cred);
+
+        if (cred->record->link_format)
+                (void) link_fdstore_notify(cred->record->id, false, -EBADF);
+        credential_link_free(cred);
+        if (!cred->record->link_format)
+                return 0;
+        (void) credential_record_set_link(cred->record, NULL, NULL, NULL);
+        credential_emit_changed(cred);
+        return save ? credential_save(cred) : 0;
+}
+
 void credential_link_free(Credential *cred) {
-        CredentialLink *l = cred->link;
-        if (!l)
-                return;
-        sd_event_source_disable_unref(l->io);
-        sd_event_source_disable_unref(l->timer);
-        safe_close(l->inotify_fd);
-        safe_close(l->dir_fd);
-        free(l->name);
-        erase_and_free(l->known_refresh_token);
-        free(l->message);
-        free(l);
-        cred->link = NULL;
+        cred->link = link_free_one(cred->link);
 }
 
 void credential_link_write_back(Credential *cred) {
         CredentialLink *l = cred->link;
 
+        if (l && l->state == LINK_DETACHED) {
+                _cleanup_free_ char *cmd = link_relink_command(cred);
+                /* Refreshing goes on (the credential's own login would run out otherwise, and kiroctl status
+                 * says why), but every refresh says what it costs and how to stop it. */
+                log_credential_event(LOG_WARNING, KIROD_MESSAGE_LINK_DETACHED, cred->record->id, "detached",
+                                     "Credential '%s' was refreshed while detached from its linked source '%s': the "
+                                     "source still holds the refresh token this refresh replaced, so %s has to log in "
+                                     "again unless the credential is linked again before it next refreshes (that "
+                                     "writes the new token there): %s", cred->record->id,
+                                     strna(cred->record->link_path ?: cred->record->link_name),
+                                     l->format == IMPORT_KIRO_CLI_SQLITE ? "kiro-cli" : "the Kiro IDE", strna(cmd));
+                return;
+        }
         if (!l || (l->state != LINK_FOLLOWING && l->state != LINK_WRITE_PENDING))
                 return;         /* a changed, missing or invalid source is never written */
         link_try_write(cred);

@@ -255,6 +255,8 @@ int manager_remove(Manager *m, Credential *cred) {
         int r = store_remove(&m->store, cred->record->id);
         if (r < 0)
                 return r;
+        /* An explicit unlink: the directory fd leaves the service manager's fd store too. */
+        (void) credential_link_unlink(cred, false);
         for (size_t i = 0; i < m->n_credentials; i++)
                 if (m->credentials[i] == cred) {
                         memmove(m->credentials + i, m->credentials + i + 1,

@@ -6,6 +6,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "authd-bus.h"
+#include "authd-link.h"
 #include "bus-names.h"
 #include "conf.h"
 #include "curl-glue.h"
@@ -225,6 +226,8 @@ static int run(int argc, char *argv[]) {
         r = manager_load(m);
         if (r < 0)
                 return r;
+        /* Linked credentials get back the directory fds the service manager kept (authd-link.h). */
+        credential_links_restore(m);
         (void) manager_import_system_credentials(m);
 
         r = sd_bus_request_name_async(m->bus, NULL, KIROD_BUS_NAME, 0, on_name_acquired, event);

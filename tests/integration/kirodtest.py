@@ -197,6 +197,43 @@ DEFAULT_AUTH_CONFIG = {
 }
 
 
+class FdStore:
+        """The service manager's file descriptor store of one unit, as systemd keeps it (sd_notify(3),
+        FileDescriptorStoreMax=): FDSTORE=1 adds the fds sent with it under FDNAME (default "stored"),
+        FDSTOREREMOVE=1 drops every fd of that FDNAME; at the next start the fds are passed in the order
+        they were stored (fds 3..., LISTEN_FDS, LISTEN_FDNAMES). `log` records (what, name) of every
+        FDSTORE/FDSTOREREMOVE in arrival order."""
+
+        def __init__(self):
+                self.entries = []               # [(name, fd)], fds owned by this store
+                self.log = []
+
+        def handle(self, msg, fds):
+                fields = dict(line.split("=", 1) for line in msg.split("\n") if "=" in line)
+                if fields.get("FDSTORE") == "1":
+                        name = fields.get("FDNAME", "stored")
+                        for fd in fds:
+                                self.entries.append((name, fd))
+                                self.log.append(("FDSTORE", name))
+                        return
+                for fd in fds:
+                        os.close(fd)
+                if fields.get("FDSTOREREMOVE") == "1":
+                        name = fields.get("FDNAME")
+                        self.log.append(("FDSTOREREMOVE", name))
+                        for n, fd in [e for e in self.entries if e[0] == name]:
+                                os.close(fd)
+                        self.entries = [e for e in self.entries if e[0] != name]
+
+        def names(self):
+                return [n for n, _ in self.entries]
+
+        def close(self):
+                for _, fd in self.entries:
+                        os.close(fd)
+                self.entries = []
+
+
 class Daemon:
         """What the daemon fixtures share: a process started with a NOTIFY_SOCKET, its READY=1, and the
         record of runs that ended badly (exited on their own, or not 0 after SIGTERM)."""
@@ -217,6 +254,7 @@ class Daemon:
                 self.notify.bind(str(self.notify_path))
                 os.chmod(self.notify_path, 0o666)
                 self.notify_messages = []
+                self.fdstore = FdStore()
 
         @property
         def pid(self):
@@ -225,16 +263,56 @@ class Daemon:
         def running(self):
                 return self.proc is not None and self.proc.poll() is None
 
-        def _spawn(self, env, preexec_fn=None):
-                """Starts command() with its output in the log, as run N."""
+        def _recv_notify(self):
+                """One notify message (str); fds sent with it go to the fd store emulation."""
+                data, fds, _, _ = socket.recv_fds(self.notify, 4096, 64)
+                msg = data.decode(errors="replace")
+                self.notify_messages.append(msg)
+                self.fdstore.handle(msg, fds)
+                return msg
+
+        def collect_notify(self):
+                """Reads every notify message sent so far (without waiting)."""
+                self.notify.setblocking(False)
+                try:
+                        while True:
+                                self._recv_notify()
+                except BlockingIOError:
+                        pass
+                finally:
+                        self.notify.setblocking(True)
+
+        def _spawn(self, env, preexec_fn=None, listen_fds=()):
+                """Starts command() with its output in the log, as run N. listen_fds: [(name, fd)] passed as
+                systemd passes stored fds: dup'ed to 3..., LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID set to
+                the daemon's own pid (the shell's $$, which exec keeps through setpriv)."""
                 self.runs += 1
                 self._ended = False
-                with open(self.log_path, "ab") as log:
-                        log.write(f"\n===== run {self.runs}: {' '.join(self.command())}\n".encode())
-                        log.flush()
-                        self.proc = subprocess.Popen(
-                                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
-                                preexec_fn=preexec_fn, env=base_env(NOTIFY_SOCKET=str(self.notify_path), **env))
+                argv = self.command()
+                high = []
+                if listen_fds:
+                        # Out of the way of 3..3+n first, so that no dup2() below overwrites a source.
+                        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 200) for _, fd in listen_fds]
+                        env = dict(env, LISTEN_FDS=len(high), LISTEN_FDNAMES=":".join(n for n, _ in listen_fds))
+                        argv = ["sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', "sh"] + argv
+                        inner = preexec_fn
+
+                        def preexec_fn():
+                                for i, fd in enumerate(high):
+                                        os.dup2(fd, 3 + i)      # without O_CLOEXEC: inherited
+                                if inner:
+                                        inner()
+                try:
+                        with open(self.log_path, "ab") as log:
+                                log.write(f"\n===== run {self.runs}: {' '.join(argv)}\n".encode())
+                                log.flush()
+                                self.proc = subprocess.Popen(
+                                        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                                        preexec_fn=preexec_fn, close_fds=not listen_fds,
+                                        env=base_env(NOTIFY_SOCKET=str(self.notify_path), **env))
+                finally:
+                        for fd in high:
+                                os.close(fd)
 
         def _wait_notify_ready(self, timeout):
                 deadline = time.monotonic() + timeout
@@ -249,8 +327,7 @@ class Daemon:
                         ready, _, _ = select.select([self.notify], [], [], min(left, 0.1))
                         if not ready:
                                 continue
-                        msg = self.notify.recv(4096).decode(errors="replace")
-                        self.notify_messages.append(msg)
+                        msg = self._recv_notify()
                         if "READY=1" in msg.split("\n"):
                                 return
 
@@ -280,7 +357,9 @@ class Daemon:
 
         def teardown(self):
                 self.stop()
+                self.collect_notify()
                 self.notify.close()
+                self.fdstore.close()
                 return self.exit_problems
 
 
@@ -324,25 +403,18 @@ class Authd(Daemon):
                         str(AUTHD_BIN), f"--config={self.config_path}", f"--state-dir={self.state_dir}",
                         "--log-level=debug"]
 
-        def _drain_notify(self):
-                self.notify.setblocking(False)
-                try:
-                        while True:
-                                self.notify_messages.append(self.notify.recv(4096).decode(errors="replace"))
-                except BlockingIOError:
-                        pass
-                finally:
-                        self.notify.setblocking(True)
-
-        def start(self):
+        def start(self, fdstore=False):
+                """fdstore: pass the fds of the fd store emulation, as systemd does at a restart (a stop and
+                start, a reboot, or no systemd: none)."""
                 assert not self.running(), "kiro-authd already running"
                 self._check_died()
                 # After a kill the bus must have dropped the dead owner before the next one asks.
                 with self.bus.connect() as c:
                         wait_until(lambda: not c.name_has_owner(BUS_NAME), timeout=5.0,
                                    what=f"{BUS_NAME} to be released by the previous owner")
-                self._drain_notify()
-                self._spawn(dict(DBUS_SYSTEM_BUS_ADDRESS=self.bus.address, **self.extra_env))
+                self.collect_notify()
+                self._spawn(dict(DBUS_SYSTEM_BUS_ADDRESS=self.bus.address, **self.extra_env),
+                            listen_fds=list(self.fdstore.entries) if fdstore else ())
                 self._wait_ready()
                 return self
 

@@ -45,6 +45,64 @@ TEST(roundtrip_keeps_unknown_fields) {
         credential_record_free(c);
 }
 
+TEST(link_roundtrip_and_old_files) {
+        /* A file written before links were stored: owned, and no "link" appears on rewrite. */
+        const char *old = "{\"id\":\"a\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"rt\","
+                          "\"source\":{\"format\":\"kiro-cli-sqlite\",\"path\":\"/home/u/data.sqlite3\"}}";
+        CredentialRecord *c = NULL;
+        const char *err = NULL;
+        char *out = NULL;
+        ASSERT_OK(credential_record_from_json(old, strlen(old), &c, &err));
+        ASSERT_NULL(c->link_format);
+        ASSERT_NULL(c->link_name);
+        ASSERT_OK(credential_record_to_json(c, &out));
+        ASSERT_NULL(strstr(out, "\"link\""));
+        free(out);
+
+        /* Set, written, read back; unknown fields inside "link" kept. */
+        ASSERT_OK(credential_record_set_link(c, "kiro-cli-sqlite", "data.sqlite3", "/home/u/data.sqlite3"));
+        c->link_source_sha256 = strdup("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        ASSERT_OK(credential_record_to_json(c, &out));
+        json_object *l = NULL;
+        ASSERT_TRUE(json_object_object_get_ex(c->doc, "link", &l));
+        json_object_object_add(l, "future", json_object_new_int(7));
+        free(out);
+        ASSERT_OK(credential_record_to_json(c, &out));
+        credential_record_free(c);
+        c = NULL;
+        ASSERT_OK(credential_record_from_json(out, strlen(out), &c, &err));
+        ASSERT_STREQ(c->link_format, "kiro-cli-sqlite");
+        ASSERT_STREQ(c->link_name, "data.sqlite3");
+        ASSERT_STREQ(c->link_path, "/home/u/data.sqlite3");
+        ASSERT_STREQ(c->link_source_sha256, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        ASSERT_NOT_NULL(strstr(out, "\"future\""));
+        free(out);
+
+        /* Unlinked: "link" leaves the file. */
+        ASSERT_OK(credential_record_set_link(c, NULL, NULL, NULL));
+        ASSERT_NULL(c->link_source_sha256);
+        ASSERT_OK(credential_record_to_json(c, &out));
+        ASSERT_NULL(strstr(out, "\"link\""));
+        free(out);
+        credential_record_free(c);
+
+        /* A link that names no known format, or a path rather than a file name, is refused. */
+        const char *bad[] = {
+                "{\"id\":\"a\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"rt\","
+                "\"link\":{\"format\":\"refresh-token\",\"name\":\"x\"}}",
+                "{\"id\":\"a\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"rt\","
+                "\"link\":{\"format\":\"kiro-ide-json\",\"name\":\"../x\"}}",
+                "{\"id\":\"a\",\"provider\":\"kiro\",\"auth_method\":\"social\",\"refresh_token\":\"rt\","
+                "\"link\":{\"format\":\"kiro-ide-json\"}}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                c = NULL;
+                ASSERT_ERROR(credential_record_from_json(bad[i], strlen(bad[i]), &c, &err), EBADMSG);
+                ASSERT_STREQ(err, "invalid 'link'");
+                ASSERT_NULL(c);
+        }
+}
+
 TEST(bad_documents) {
         CredentialRecord *c = NULL;
         const char *err = NULL;
