@@ -99,7 +99,7 @@ start_fakes() {
         systemd-run --quiet --unit=kirod-fakes --property=Type=exec /usr/bin/python3 "$T/kirod-fakes.py" \
                 --state "$S/fakes-state.json" --ready-file /run/kirod-fakes.json \
                 --status-file /run/kirod-fakes-status.json --script-file /run/kirod-fakes-script.json \
-                --seed vm=rt-vm-0 --seed alice=rt-alice-0
+                --seed vm=rt-vm-0 --seed alice=rt-alice-0 --seed alicecli=rt-alicecli-0
         if wait_until 60 test -s /run/kirod-fakes.json; then
                 ok "fake Kiro auth and chat services started"
         else
@@ -421,6 +421,69 @@ assert f == 1 and 5 <= nxt - time.time() <= 18, (f, nxt - time.time())' \
         say "clock step: took $(( ($(uptime_cs) - up0) / 100 )) s"
 }
 
+# ---- a linked kiro-cli database across restarts of alice's kiro-authd (systemd's fd store) ----
+ALICE_DB=/home/alice/.local/share/kiro-cli/data.sqlite3
+# link_field FIELD: a field of `kiroctl --user status --json alicecli` (alice's kiro-authd).
+link_field() {
+        as_session alice kiroctl --user status --json alicecli 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+d = d[0] if isinstance(d, list) else d
+print(d.get(sys.argv[1]) or "")' "$1"
+}
+link_is() { [ "$(link_field link)" = "$1" ]; }
+# db_token FIELD: a field of the login kiro-cli's database holds.
+db_token() {
+        as alice python3 -c '
+import json, sqlite3, sys
+c = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+v = json.loads(c.execute("SELECT value FROM auth_kv WHERE key = ?", ("kirocli:social:token",)).fetchone()[0])
+print(v.get(sys.argv[2], ""))' "$ALICE_DB" "$1"
+}
+db_token_is_not() { [ "$(db_token refresh_token)" != "$1" ]; }
+db_kept_unknown_field() { [ "$(db_token vm_unknown_field)" = kept ]; }
+link_detached() { link_is detached && link_field link_message | grep -q -- "--link --replace"; }
+
+link_step() {
+        local rt1
+        as alice mkdir -p "$(dirname "$ALICE_DB")"
+        # kiro-cli's schema with an expired login, an unknown field in its JSON and another table's row.
+        as alice python3 - "$ALICE_DB" <<'PY'
+import json, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1])
+c.execute("CREATE TABLE auth_kv (key TEXT PRIMARY KEY, value TEXT)")
+c.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB)")
+exp = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(time.time() - 60))
+c.execute("INSERT INTO auth_kv VALUES (?, ?)", ("kirocli:social:token", json.dumps(
+        {"access_token": "at-alicecli-old", "refresh_token": "rt-alicecli-0", "expires_at": exp,
+         "region": "us-east-1", "vm_unknown_field": "kept"})))
+c.execute("INSERT INTO state VALUES ('telemetryClientId', 'vm-link-step')")
+c.commit()
+PY
+        check "link: kiroctl --user import --from-kiro-cli --link (alice)" \
+                as_session alice kiroctl --user import --from-kiro-cli --db "$ALICE_DB" --link --id alicecli
+        check "link: the linked credential follows its database" wait_until 30 link_is following
+        check "link: the refresh of the expired login was written back into kiro-cli's database" \
+                wait_until 30 db_token_is_not rt-alicecli-0
+        check "link: the database kept the unknown field of the login" \
+                db_kept_unknown_field
+        rt1=$(db_token refresh_token)
+        check "systemctl --user restart kiro-authd.service (alice)" \
+                as_session alice systemctl --user restart kiro-authd.service
+        check "link: after the restart the credential still follows (the fd came back from systemd's fd store)" \
+                wait_until 30 link_is following
+        check "link: a refresh after the restart is written back through the restored fd" \
+                as_session alice kiroctl --user refresh alicecli
+        check "link: the database holds the refresh token rotated after the restart" \
+                wait_until 30 db_token_is_not "$rt1"
+        check "link: stop and start of kiro-authd (systemd 252 drops the fd store): state detached" \
+                bash -c "runuser -u alice -- env $(user_env alice) systemctl --user stop kiro-authd.service &&
+                         runuser -u alice -- env $(user_env alice) systemctl --user start kiro-authd.service"
+        check "link: detached, with the command that links it again" \
+                wait_until 30 link_detached
+        check "link: kiroctl --user remove alicecli" as_session alice kiroctl --user remove alicecli
+}
+
 no_failed_units() {
         local f
         f=$(systemctl --failed --no-legend --no-pager)
@@ -567,6 +630,7 @@ if [ "$boot" = 1 ]; then
         check "no failed user units (alice)" \
                 bash -c "[ -z \"\$(runuser -u alice -- env $(user_env alice) systemctl --user --failed --no-legend)\" ]"
 
+        link_step
         clock_step
 
         check "no SIGSYS, seccomp kill or EPERM in the journal" journal_clean
