@@ -188,6 +188,15 @@ static int get_time(json_object *o, const char *key, usec_t *ret) {
         return parse_rfc3339(s, ret) < 0 ? -EMEDIUMTYPE : 0;
 }
 
+/* doc's object under key with a reference for the caller (the stored one, so that its unknown keys are
+ * kept, or a new one when there is none or it is not an object); NULL when out of memory. */
+static json_object *child_object(json_object *doc, const char *key) {
+        json_object *o;
+        if (json_object_object_get_ex(doc, key, &o) && json_object_is_type(o, json_type_object))
+                return json_object_get(o);
+        return json_object_new_object();
+}
+
 static int set_time(json_object *o, const char *key, usec_t t) {
         char buf[RFC3339_MAX];
         if (t == 0)
@@ -334,9 +343,7 @@ int credential_record_to_json(CredentialRecord *c, char **ret) {
         if (r < 0)
                 return r;
 
-        if (json_object_object_get_ex(doc, "source", &o) && json_object_is_type(o, json_type_object))
-                json_object_get(o);
-        else if (!(o = json_object_new_object()))
+        if (!(o = child_object(doc, "source")))
                 return -ENOMEM;
         r = json_set_string(o, "format", c->source_format);
         if (r >= 0)
@@ -348,9 +355,7 @@ int credential_record_to_json(CredentialRecord *c, char **ret) {
                 return r;
 
         if (c->link_format) {
-                if (json_object_object_get_ex(doc, "link", &o) && json_object_is_type(o, json_type_object))
-                        json_object_get(o);
-                else if (!(o = json_object_new_object()))
+                if (!(o = child_object(doc, "link")))
                         return -ENOMEM;
                 r = json_set_string(o, "format", c->link_format);
                 if (r >= 0)
@@ -367,9 +372,7 @@ int credential_record_to_json(CredentialRecord *c, char **ret) {
 
         json_object_object_add(doc, "enabled", json_object_new_boolean(c->enabled));
 
-        if (json_object_object_get_ex(doc, "health", &o) && json_object_is_type(o, json_type_object))
-                json_object_get(o);
-        else if (!(o = json_object_new_object()))
+        if (!(o = child_object(doc, "health")))
                 return -ENOMEM;
         r = json_set_string(o, "state", health_to_string(c->health));
         json_object_object_add(o, "consecutive_failures", json_object_new_int64(c->consecutive_failures));
