@@ -38,7 +38,7 @@ typedef struct Session {
 struct CredentialSelector {
         sd_bus *bus;
         TokenCache *tokens;
-        sd_bus_slot *match_owner, *match_added, *match_removed, *match_props, *match_policy;
+        sd_bus_slot *matches[5];        /* the signals the mirror follows (credential_selector_new()) */
         sd_bus_slot *load_call, *policy_call;
         bool loaded;
         Policy policy;
@@ -351,36 +351,32 @@ int credential_selector_new(sd_bus *bus, TokenCache *tokens, CredentialSelector 
         s->tokens = tokens;
         /* Synchronous, once at start-up before READY=1, like the token cache's: no signal may slip past a
          * match still being installed. sender= the well-known name: the bus daemon matches its owner. */
-        r = sd_bus_add_match(bus, &s->match_owner,
-                             "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
-                             "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='" KIROD_BUS_NAME "'",
-                             on_owner_changed, s);
-        if (r < 0)
-                return r;
-        r = sd_bus_add_match(bus, &s->match_added,
-                             "type='signal',sender='" KIROD_BUS_NAME "',path='" KIROD_MANAGER_PATH "',"
-                             "interface='org.freedesktop.DBus.ObjectManager',member='InterfacesAdded'",
-                             on_interfaces_added, s);
-        if (r < 0)
-                return r;
-        r = sd_bus_add_match(bus, &s->match_removed,
-                             "type='signal',sender='" KIROD_BUS_NAME "',path='" KIROD_MANAGER_PATH "',"
-                             "interface='org.freedesktop.DBus.ObjectManager',member='InterfacesRemoved'",
-                             on_interfaces_removed, s);
-        if (r < 0)
-                return r;
-        r = sd_bus_add_match(bus, &s->match_props,
-                             "type='signal',sender='" KIROD_BUS_NAME "',path_namespace='" KIROD_CREDENTIAL_PREFIX "',"
-                             "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
-                             on_properties_changed, s);
-        if (r < 0)
-                return r;
-        r = sd_bus_add_match(bus, &s->match_policy,
-                             "type='signal',sender='" KIROD_BUS_NAME "',path='" KIROD_MANAGER_PATH "',"
-                             "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
-                             on_manager_changed, s);
-        if (r < 0)
-                return r;
+        static const struct {
+                const char *rule;
+                sd_bus_message_handler_t handler;
+        } matches[] = {
+                { "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                  "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='" KIROD_BUS_NAME "'",
+                  on_owner_changed },
+                { "type='signal',sender='" KIROD_BUS_NAME "',path='" KIROD_MANAGER_PATH "',"
+                  "interface='org.freedesktop.DBus.ObjectManager',member='InterfacesAdded'",
+                  on_interfaces_added },
+                { "type='signal',sender='" KIROD_BUS_NAME "',path='" KIROD_MANAGER_PATH "',"
+                  "interface='org.freedesktop.DBus.ObjectManager',member='InterfacesRemoved'",
+                  on_interfaces_removed },
+                { "type='signal',sender='" KIROD_BUS_NAME "',path_namespace='" KIROD_CREDENTIAL_PREFIX "',"
+                  "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+                  on_properties_changed },
+                { "type='signal',sender='" KIROD_BUS_NAME "',path='" KIROD_MANAGER_PATH "',"
+                  "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+                  on_manager_changed },
+        };
+        _Static_assert(ELEMENTSOF(matches) == ELEMENTSOF(s->matches), "one slot per match");
+        for (size_t i = 0; i < ELEMENTSOF(matches); i++) {
+                r = sd_bus_add_match(bus, &s->matches[i], matches[i].rule, matches[i].handler, s);
+                if (r < 0)
+                        return r;
+        }
         r = selector_load(s);
         if (r < 0)
                 return r;
@@ -391,11 +387,8 @@ int credential_selector_new(sd_bus *bus, TokenCache *tokens, CredentialSelector 
 CredentialSelector *credential_selector_free(CredentialSelector *s) {
         if (!s)
                 return NULL;
-        sd_bus_slot_unref(s->match_owner);
-        sd_bus_slot_unref(s->match_added);
-        sd_bus_slot_unref(s->match_removed);
-        sd_bus_slot_unref(s->match_props);
-        sd_bus_slot_unref(s->match_policy);
+        for (size_t i = 0; i < ELEMENTSOF(s->matches); i++)
+                sd_bus_slot_unref(s->matches[i]);
         sd_bus_slot_unref(s->load_call);
         sd_bus_slot_unref(s->policy_call);
         selector_clear(s);
